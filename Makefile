@@ -1,0 +1,41 @@
+# sheepdog-go: `make run` starts a local cluster, `make test` runs every test.
+GO      ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+BIN     := bin
+RUN_DIR ?= /tmp/sheepdog-run
+PORT    ?= 7000
+FUZZTIME ?= 3s
+
+.PHONY: build test unit e2e fuzz run bench vet clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests (with the race detector on the concurrent packages), the
+# decoders' fuzz targets for a few seconds each, then the end-to-end tests.
+test: build vet unit fuzz e2e
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests)
+
+fuzz:
+	@for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' core/proto/*_test.go | cut -d' ' -f2); do \
+		echo "fuzz $$f ($(FUZZTIME))"; \
+		$(GO) test ./core/proto -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) >/dev/null || exit 1; \
+	done
+
+e2e:
+	$(GO) test -count=1 -timeout 14m ./tests/
+
+# A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
+run: build
+	@scripts/run.sh $(RUN_DIR) $(PORT)
+
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchtime=3x ./tests/
+
+clean:
+	rm -rf $(BIN)

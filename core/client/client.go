@@ -1,0 +1,201 @@
+// Package client is a pipelined Sheepdog protocol client: many requests in
+// flight on one connection, replies matched by id. collie, sheepfs, the
+// tests and sheeps talking to peers all use it.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// ErrClosed is returned for calls on a closed or broken connection.
+var ErrClosed = errors.New("client: connection closed")
+
+// Client is one connection to a sheep. It is safe for concurrent use.
+type Client struct {
+	addr string
+	conn net.Conn
+
+	wmu  sync.Mutex // serialises request writes
+	whdr [proto.HeaderSize]byte
+
+	mu      sync.Mutex
+	nextID  uint32
+	pending map[uint32]*pending
+	err     error // set once the connection broke
+	done    chan struct{}
+}
+
+type pending struct {
+	rbuf []byte
+	rsp  proto.Response
+	n    int
+	err  error
+	ch   chan struct{}
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan struct{}, 1)} }}
+
+// Dial connects to a sheep at addr: "host:port", or a UNIX socket path
+// (anything containing a '/').
+func Dial(ctx context.Context, addr string) (*Client, error) {
+	network := "tcp"
+	if strings.Contains(addr, "/") {
+		network = "unix"
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c := &Client{addr: addr, conn: conn, pending: map[uint32]*pending{}, done: make(chan struct{})}
+	go c.readLoop()
+	return c, nil
+}
+
+// Addr is the address the client dialled.
+func (c *Client) Addr() string { return c.addr }
+
+// Close closes the connection; calls in flight fail with ErrClosed.
+func (c *Client) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+		close(c.done)
+		c.conn.Close()
+		for id, p := range c.pending {
+			p.err = err
+			p.ch <- struct{}{}
+			delete(c.pending, id)
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) readLoop() {
+	var hb [proto.HeaderSize]byte
+	var discard [4096]byte
+	for {
+		if _, err := io.ReadFull(c.conn, hb[:]); err != nil {
+			c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+			return
+		}
+		var rsp proto.Response
+		rsp.Unmarshal(hb[:])
+		c.mu.Lock()
+		p := c.pending[rsp.ID]
+		delete(c.pending, rsp.ID)
+		c.mu.Unlock()
+		left := int(rsp.DataLength)
+		n := 0
+		if p != nil {
+			n = min(left, len(p.rbuf))
+			if _, err := io.ReadFull(c.conn, p.rbuf[:n]); err != nil {
+				p.err = fmt.Errorf("%w: %v", ErrClosed, err)
+				p.ch <- struct{}{}
+				c.fail(p.err)
+				return
+			}
+			left -= n
+		}
+		for left > 0 {
+			k, err := c.conn.Read(discard[:min(left, len(discard))])
+			if err != nil {
+				if p != nil {
+					p.err = fmt.Errorf("%w: %v", ErrClosed, err)
+					p.ch <- struct{}{}
+				}
+				c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+				return
+			}
+			left -= k
+		}
+		if p != nil {
+			p.rsp, p.n = rsp, n
+			p.ch <- struct{}{}
+		}
+	}
+}
+
+// Do sends req with payload wdata (sets WRITE when wdata is non-nil) and
+// waits for its reply, whose data lands in rbuf. It returns the response
+// header and the number of bytes placed in rbuf. A non-success result is
+// not an error here; see Call.
+func (c *Client) Do(ctx context.Context, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
+	if wdata != nil {
+		req.Flags |= proto.FlagCmdWrite
+		req.DataLength = uint32(len(wdata))
+		if req.Flags&proto.FlagCmdPiggyback != 0 && len(rbuf) > len(wdata) {
+			req.DataLength = uint32(len(rbuf))
+		}
+	} else {
+		req.DataLength = uint32(len(rbuf))
+	}
+	p := pendingPool.Get().(*pending)
+	p.rbuf, p.err, p.n = rbuf, nil, 0
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		pendingPool.Put(p)
+		return proto.Response{}, 0, err
+	}
+	c.nextID++
+	req.ID = c.nextID
+	c.pending[req.ID] = p
+	c.mu.Unlock()
+
+	c.wmu.Lock()
+	req.Marshal(c.whdr[:])
+	bufs := net.Buffers{c.whdr[:]}
+	if len(wdata) > 0 {
+		bufs = append(bufs, wdata)
+	}
+	_, err := bufs.WriteTo(c.conn)
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+	}
+	select {
+	case <-p.ch:
+	case <-ctx.Done():
+		// The reply may still arrive into rbuf; the connection cannot be
+		// reused safely, so drop it.
+		c.fail(ctx.Err())
+		<-p.ch
+		return proto.Response{}, 0, ctx.Err()
+	}
+	rsp, n, perr := p.rsp, p.n, p.err
+	p.rbuf = nil
+	pendingPool.Put(p)
+	return rsp, n, perr
+}
+
+// Call is Do that turns a non-success result into an error wrapping the
+// proto.Result.
+func (c *Client) Call(ctx context.Context, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
+	rsp, n, err := c.Do(ctx, req, wdata, rbuf)
+	if err != nil {
+		return rsp, n, err
+	}
+	if rsp.Result != proto.ResSuccess {
+		return rsp, n, rsp.Result
+	}
+	return rsp, n, nil
+}

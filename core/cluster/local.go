@@ -1,0 +1,117 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Driver orders cluster entries and applies them to the State of every
+// node. Propose returns once the entry is applied locally and durable.
+type Driver interface {
+	// Propose orders e, applies it and returns the state machine's result.
+	// An error means the entry's fate is unknown (no quorum, shutdown).
+	Propose(ctx context.Context, e *Entry) (proto.Result, error)
+	// View runs f with the current state; f must not keep or modify it.
+	View(f func(s *State))
+}
+
+// Local is the single-node driver: entries are applied in the order
+// Propose is called, and the state is written to one file in the store dir
+// (write temp, fsync, rename) before Propose returns.
+type Local struct {
+	path string
+	mu   sync.RWMutex
+	st   *State
+}
+
+// stateFile is the name of the persisted state inside the store dir.
+const stateFile = "cluster.json"
+
+// OpenLocal loads the state persisted in dir, or starts unformatted.
+func OpenLocal(dir string) (*Local, error) {
+	l := &Local{path: filepath.Join(dir, stateFile), st: &State{}}
+	b, err := os.ReadFile(l.path)
+	switch {
+	case os.IsNotExist(err):
+	case err != nil:
+		return nil, fmt.Errorf("cluster: read state: %w", err)
+	default:
+		if err := json.Unmarshal(b, l.st); err != nil {
+			return nil, fmt.Errorf("cluster: decode %s: %w", l.path, err)
+		}
+	}
+	l.st.init()
+	l.st.rebuild()
+	// Shutdown describes a run, not the cluster: a sheep started after
+	// `cluster shutdown` serves again.
+	l.st.Shutdown = false
+	return l, nil
+}
+
+// Propose implements Driver.
+func (l *Local) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	res := l.st.Apply(e)
+	if res != proto.ResSuccess {
+		return res, nil
+	}
+	if err := l.persist(); err != nil {
+		return 0, err
+	}
+	return res, nil
+}
+
+// View implements Driver.
+func (l *Local) View(f func(s *State)) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	f(l.st)
+}
+
+func (l *Local) persist() error {
+	b, err := json.Marshal(l.st)
+	if err != nil {
+		return fmt.Errorf("cluster: encode state: %w", err)
+	}
+	return WriteFileSync(l.path, b)
+}
+
+// WriteFileSync replaces path with b durably: temp file, fsync, rename,
+// fsync of the directory.
+func WriteFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

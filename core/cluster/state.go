@@ -1,0 +1,306 @@
+// Package cluster holds what every sheep of a cluster agrees on: the
+// cluster_info (ctime, copies, policy, flags, status), the epoch log, the
+// VDI in-use and deleted bitmaps, each vid's vdi_state and the VDI locks.
+//
+// State is a pure state machine: Apply takes one Entry and changes the
+// state deterministically, with no I/O, clock or goroutines. How entries are
+// ordered (one node applying directly, or a replicated log) is the driver's
+// business, not the state machine's.
+package cluster
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// EpochRecord is one membership version: its number, the wall time it was
+// committed (time_t) and the node list, sorted in Sheepdog's node order.
+type EpochRecord struct {
+	Epoch uint32
+	Time  int64
+	Nodes []proto.Node
+}
+
+// State is the replicated cluster state. The zero value is an unformatted
+// cluster (status WAIT, ctime 0). Readers must not modify returned slices.
+type State struct {
+	Ctime           uint64
+	Flags           uint16
+	NrCopies        uint8
+	CopyPolicy      uint8
+	BlockSizeShift  uint8
+	Store           string
+	DisableRecovery bool
+	Shutdown        bool
+
+	// Epochs is the epoch log, oldest first. Invariant: Epochs[i].Epoch ==
+	// i+1 after a format; empty before.
+	Epochs []EpochRecord
+
+	// Vdis is the vdi_state of every vid whose in-use bit is set.
+	// Invariant: inuse bit v is set ⇔ Vdis[v] exists; deleted bit v is set
+	// ⇔ Vdis[v].Deleted.
+	Vdis map[uint32]*proto.VdiState
+
+	inuse   bitmap
+	deleted bitmap
+}
+
+// Formatted reports whether MAKE_FS has run.
+func (s *State) Formatted() bool { return s.Ctime != 0 }
+
+// Epoch is the current epoch (0 before format).
+func (s *State) Epoch() uint32 {
+	if len(s.Epochs) == 0 {
+		return 0
+	}
+	return s.Epochs[len(s.Epochs)-1].Epoch
+}
+
+// Nodes is the node list of the current epoch.
+func (s *State) Nodes() []proto.Node {
+	if len(s.Epochs) == 0 {
+		return nil
+	}
+	return s.Epochs[len(s.Epochs)-1].Nodes
+}
+
+// EpochNodes returns the node list of epoch e, or nil.
+func (s *State) EpochNodes(e uint32) []proto.Node {
+	if e == 0 || int(e) > len(s.Epochs) {
+		return nil
+	}
+	return s.Epochs[e-1].Nodes
+}
+
+// Status is the cluster status as cluster_info.status encodes it.
+func (s *State) Status() uint8 {
+	switch {
+	case s.Shutdown:
+		return proto.StatusShutdown
+	case !s.Formatted():
+		return proto.StatusWait
+	}
+	return proto.StatusOK
+}
+
+// InUse reports whether the in-use bit of vid is set.
+func (s *State) InUse(vid uint32) bool { return s.inuse.get(vid) }
+
+// IsDeleted reports whether the deleted bit of vid is set.
+func (s *State) IsDeleted(vid uint32) bool { return s.deleted.get(vid) }
+
+// FirstClear returns the first vid ≥ from whose in-use bit is clear, or
+// proto.NrVdis if there is none.
+func (s *State) FirstClear(from uint32) uint32 { return s.inuse.firstClear(from) }
+
+// InUseBitmap encodes the in-use bitmap as READ_VDIS returns it (2 MiB).
+func (s *State) InUseBitmap() []byte { return s.inuse.bytes() }
+
+// DeletedBitmap encodes the deleted bitmap as READ_DEL_VDIS returns it.
+func (s *State) DeletedBitmap() []byte { return s.deleted.bytes() }
+
+// VdiState returns the state of vid, or nil.
+func (s *State) VdiState(vid uint32) *proto.VdiState { return s.Vdis[vid] }
+
+// Copies is the number of copies for objects of vid: the VDI's own count,
+// or the cluster default when the vid is unknown.
+func (s *State) Copies(vid uint32) uint8 {
+	if v := s.Vdis[vid]; v != nil && v.NrCopies != 0 {
+		return v.NrCopies
+	}
+	return s.NrCopies
+}
+
+// SortedVids returns every registered vid in ascending order.
+func (s *State) SortedVids() []uint32 {
+	vids := make([]uint32, 0, len(s.Vdis))
+	for v := range s.Vdis {
+		vids = append(vids, v)
+	}
+	slices.Sort(vids)
+	return vids
+}
+
+// Clone returns a deep copy, for readers that need a stable view while the
+// original keeps changing.
+func (s *State) Clone() *State {
+	c := *s
+	c.Epochs = slices.Clone(s.Epochs)
+	c.Vdis = make(map[uint32]*proto.VdiState, len(s.Vdis))
+	for k, v := range s.Vdis {
+		vv := *v
+		c.Vdis[k] = &vv
+	}
+	c.inuse = s.inuse.clone()
+	c.deleted = s.deleted.clone()
+	return &c
+}
+
+// rebuild recomputes the derived bitmaps from Vdis (after decoding a
+// persisted state).
+func (s *State) rebuild() {
+	s.inuse = newBitmap()
+	s.deleted = newBitmap()
+	for vid, v := range s.Vdis {
+		s.inuse.set(vid)
+		if v.Deleted {
+			s.deleted.set(vid)
+		}
+	}
+}
+
+func (s *State) init() {
+	if s.Vdis == nil {
+		s.Vdis = make(map[uint32]*proto.VdiState)
+	}
+	if s.inuse == nil {
+		s.rebuild()
+	}
+}
+
+// Apply applies one entry and returns its result. A non-success result
+// means the entry changed nothing.
+func (s *State) Apply(e *Entry) proto.Result {
+	s.init()
+	switch e.Kind {
+	case KindFormat:
+		return s.applyFormat(e)
+	case KindShutdown:
+		s.Shutdown = true
+		return proto.ResSuccess
+	case KindAddVdi:
+		return s.applyAddVdi(e)
+	case KindDelVdi:
+		return s.applyDelVdi(e)
+	case KindLock:
+		return s.applyLock(e)
+	case KindRelease:
+		return s.applyRelease(e)
+	case KindEpoch:
+		return s.applyEpoch(e)
+	case KindRecovery:
+		s.DisableRecovery = e.DisableRecovery
+		return proto.ResSuccess
+	}
+	return proto.ResInvalidParms
+}
+
+func (s *State) applyFormat(e *Entry) proto.Result {
+	if e.Ctime == 0 || len(e.Nodes) == 0 {
+		return proto.ResInvalidParms
+	}
+	s.Ctime = e.Ctime
+	s.Flags = e.Flags
+	s.NrCopies = e.Copies
+	s.CopyPolicy = e.CopyPolicy
+	s.BlockSizeShift = e.BlockSizeShift
+	s.Store = e.Store
+	s.DisableRecovery = false
+	s.Shutdown = false
+	s.Epochs = []EpochRecord{{Epoch: 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)}}
+	s.Vdis = make(map[uint32]*proto.VdiState)
+	s.rebuild()
+	return proto.ResSuccess
+}
+
+func (s *State) applyAddVdi(e *Entry) proto.Result {
+	if !s.Formatted() {
+		return proto.ResWaitForFormat
+	}
+	if e.Vid == 0 || e.Vid >= proto.NrVdis {
+		return proto.ResInvalidParms
+	}
+	// The vid was chosen by a lookup against an earlier state; if another
+	// entry took it since, the proposer must look up again.
+	if s.inuse.get(e.Vid) {
+		return proto.ResVdiExist
+	}
+	if e.OldVid != 0 {
+		if old := s.Vdis[e.OldVid]; old != nil && e.SnapshotOld {
+			old.Snapshot = true
+		}
+	}
+	s.Vdis[e.Vid] = &proto.VdiState{
+		Vid: e.Vid, NrCopies: e.Copies, CopyPolicy: e.CopyPolicy,
+		BlockSizeShift: e.BlockSizeShift, ParentVid: e.ParentVid,
+		LockState: proto.LockStateUnlocked,
+	}
+	s.inuse.set(e.Vid)
+	return proto.ResSuccess
+}
+
+func (s *State) applyDelVdi(e *Entry) proto.Result {
+	v := s.Vdis[e.Vid]
+	if v == nil {
+		return proto.ResNoVdi
+	}
+	v.Deleted = true
+	v.LockState = proto.LockStateUnlocked
+	v.LockOwner = proto.NodeID{}
+	s.deleted.set(e.Vid)
+	return proto.ResSuccess
+}
+
+func (s *State) applyLock(e *Entry) proto.Result {
+	v := s.Vdis[e.Vid]
+	if v == nil || v.Deleted {
+		return proto.ResNoVdi
+	}
+	if v.LockState == proto.LockStateLocked && v.LockOwner != e.Owner {
+		return proto.ResVdiLocked
+	}
+	v.LockState = proto.LockStateLocked
+	v.LockOwner = e.Owner
+	return proto.ResSuccess
+}
+
+func (s *State) applyRelease(e *Entry) proto.Result {
+	v := s.Vdis[e.Vid]
+	if v == nil {
+		return proto.ResNoVdi
+	}
+	if v.LockState != proto.LockStateLocked {
+		return proto.ResVdiNotLocked
+	}
+	v.LockState = proto.LockStateUnlocked
+	v.LockOwner = proto.NodeID{}
+	return proto.ResSuccess
+}
+
+func (s *State) applyEpoch(e *Entry) proto.Result {
+	if !s.Formatted() {
+		return proto.ResWaitForFormat
+	}
+	s.Epochs = append(s.Epochs, EpochRecord{Epoch: s.Epoch() + 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)})
+	// A node that left drops its locks.
+	for _, v := range s.Vdis {
+		if v.LockState == proto.LockStateLocked && !containsNode(e.Nodes, v.LockOwner) {
+			v.LockState = proto.LockStateUnlocked
+			v.LockOwner = proto.NodeID{}
+		}
+	}
+	return proto.ResSuccess
+}
+
+func sortedNodes(nodes []proto.Node) []proto.Node {
+	n := slices.Clone(nodes)
+	slices.SortFunc(n, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	return n
+}
+
+func containsNode(nodes []proto.Node, id proto.NodeID) bool {
+	for _, n := range nodes {
+		if n.Addr == id.Addr && n.Port == id.Port {
+			return true
+		}
+	}
+	return false
+}
+
+// String summarises the state for logs.
+func (s *State) String() string {
+	return fmt.Sprintf("cluster{ctime=%x epoch=%d copies=%d vdis=%d}", s.Ctime, s.Epoch(), s.NrCopies, len(s.Vdis))
+}

@@ -1,0 +1,405 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/vdi"
+)
+
+// vdiName decodes the name (and tag) payload of NEW_VDI, GET_VDI_INFO,
+// LOCK_VDI and DEL_VDI.
+func (c *call) vdiName() (name, tag string, err error) {
+	if c.req.Flags&proto.FlagCmdWrite == 0 {
+		return "", "", fmt.Errorf("no VDI name sent: %w", proto.ResInvalidParms)
+	}
+	return proto.ParseVdiName(c.data)
+}
+
+func (c *call) setVdiInfo(i vdi.Info) {
+	c.rsp.SetVdi(proto.VdiRsp{VdiID: i.Vid, Copies: i.Copies, BlockSizeShift: i.BlockSizeShift})
+}
+
+func (h *Handler) newVdi(ctx context.Context, c *call) error {
+	if len(c.data) != proto.MaxVdiLen {
+		return fmt.Errorf("NEW_VDI payload of %d bytes: %w", len(c.data), proto.ResInvalidParms)
+	}
+	name, _, err := c.vdiName()
+	if err != nil {
+		return err
+	}
+	a := c.req.Vdi()
+	info, err := h.cfg.Vdi.New(ctx, vdi.NewParams{
+		Name: name, Size: a.VdiSize, BaseVid: a.BaseVdiID, Copies: a.Copies, CopyPolicy: a.CopyPolicy,
+		StorePolicy: a.StorePolicy, BlockSizeShift: a.BlockSizeShift, SnapID: a.SnapID,
+	})
+	if err != nil {
+		return err
+	}
+	c.setVdiInfo(info)
+	return nil
+}
+
+func (h *Handler) getVdiInfo(ctx context.Context, c *call) error {
+	name, tag, err := c.vdiName()
+	if err != nil {
+		return err
+	}
+	info, err := h.cfg.Vdi.Lookup(ctx, name, tag, c.req.Vdi().SnapID)
+	if err != nil {
+		return err
+	}
+	c.setVdiInfo(info)
+	return nil
+}
+
+func (h *Handler) lockVdi(ctx context.Context, c *call) error {
+	if err := h.getVdiInfo(ctx, c); err != nil {
+		return err
+	}
+	return h.cfg.Vdi.Lock(ctx, c.rsp.Vdi().VdiID, h.cfg.Self.NodeID)
+}
+
+func (h *Handler) releaseVdi(ctx context.Context, c *call) error {
+	return h.cfg.Vdi.Release(ctx, c.req.Vdi().BaseVdiID)
+}
+
+func (h *Handler) delVdi(ctx context.Context, c *call) error {
+	name, tag, err := c.vdiName()
+	if err != nil {
+		return err
+	}
+	vid, err := h.cfg.Vdi.Delete(ctx, name, tag, c.req.Vdi().SnapID)
+	if err != nil {
+		return err
+	}
+	c.rsp.SetVdi(proto.VdiRsp{VdiID: vid})
+	return nil
+}
+
+// flushVdi answers INVALID_PARMS as Sheepdog v1.0 does: there is no
+// write-back cache, every acknowledged write is already stable, and the
+// answer tells QEMU to stop sending flushes.
+func (h *Handler) flushVdi(context.Context, *call) error { return proto.ResInvalidParms }
+
+func (h *Handler) bitmap(c *call, get func(*cluster.State) []byte) error {
+	const n = proto.NrVdis / 8
+	if err := c.needOut(n); err != nil {
+		return err
+	}
+	h.cfg.Cluster.View(func(s *cluster.State) { c.out = get(s) })
+	return nil
+}
+
+func (h *Handler) readVdis(_ context.Context, c *call) error {
+	return h.bitmap(c, (*cluster.State).InUseBitmap)
+}
+
+func (h *Handler) readDelVdis(_ context.Context, c *call) error {
+	return h.bitmap(c, (*cluster.State).DeletedBitmap)
+}
+
+func (h *Handler) getClusterDefault(_ context.Context, c *call) error {
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		c.rsp.SetClusterDefault(proto.ClusterDefaultRsp{NrCopies: s.NrCopies, CopyPolicy: s.CopyPolicy, BlockSizeShift: s.BlockSizeShift})
+	})
+	return nil
+}
+
+func (h *Handler) members() []proto.Node {
+	nodes := slices.Clone(h.cfg.Members())
+	slices.SortFunc(nodes, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	return nodes
+}
+
+func (h *Handler) getNodeList(_ context.Context, c *call) error {
+	nodes := h.members()
+	if err := c.needOut(len(nodes) * proto.NodeSize); err != nil {
+		return err
+	}
+	c.out = proto.MarshalNodes(nodes)
+	c.rsp.SetNode(proto.NodeRsp{NrNodes: uint32(len(nodes))})
+	return nil
+}
+
+func (h *Handler) makeFS(ctx context.Context, c *call) error {
+	a := c.req.Cluster()
+	storeName := "plain"
+	if c.req.Flags&proto.FlagCmdWrite != 0 && len(c.data) > 0 {
+		if i := slices.Index(c.data, 0); i >= 0 {
+			storeName = string(c.data[:i])
+		} else {
+			storeName = string(c.data)
+		}
+	}
+	if storeName != "plain" && storeName != "tree" {
+		return fmt.Errorf("store %q: %w", storeName, proto.ResNoStore)
+	}
+	copies := a.Copies
+	if copies == 0 {
+		copies = proto.DefaultCopies
+	}
+	if copies > proto.MaxCopies {
+		return fmt.Errorf("copies %d: %w", copies, proto.ResInvalidParms)
+	}
+	shift := a.BlockSizeShift
+	if shift == 0 {
+		shift = proto.DefaultBlockSizeShift
+	}
+	if shift < proto.MinBlockSizeShift || shift > proto.MaxBlockSizeShift {
+		return fmt.Errorf("block size shift %d: %w", shift, proto.ResInvalidParms)
+	}
+	ctime := a.Ctime
+	if ctime == 0 {
+		ctime = proto.SheepTime(h.cfg.Now())
+	}
+	// Formatting wipes the objects of an earlier cluster.
+	oids, err := h.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	for _, oid := range oids {
+		if err := h.cfg.Store.Remove(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
+	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{
+		Kind: cluster.KindFormat, Ctime: ctime, Time: h.cfg.Now().Unix(), Copies: copies,
+		CopyPolicy: a.CopyPolicy, Flags: a.Flags, BlockSizeShift: shift, Store: storeName, Nodes: h.members(),
+	})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return res
+	}
+	h.cfg.Log.Info("cluster formatted", "copies", copies, "store", storeName, "block_size_shift", shift)
+	return nil
+}
+
+func (h *Handler) shutdown(ctx context.Context, c *call) error {
+	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindShutdown})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return res
+	}
+	if h.cfg.Shutdown != nil {
+		go h.cfg.Shutdown()
+	}
+	return nil
+}
+
+func (h *Handler) statSheep(_ context.Context, c *call) error {
+	size, free, err := h.capacity()
+	if err != nil {
+		return err
+	}
+	c.rsp.SetNode(proto.NodeRsp{StoreSize: size, StoreFree: free})
+	return nil
+}
+
+// capacity is this node's store size (objects + free space) and free space.
+func (h *Handler) capacity() (size, free uint64, err error) {
+	_, avail, err := h.cfg.Store.Capacity()
+	if err != nil {
+		return 0, 0, err
+	}
+	used, err := h.cfg.Store.Used()
+	if err != nil {
+		return 0, 0, err
+	}
+	return used + avail, avail, nil
+}
+
+// statCluster returns the epoch log newest first, each record 48 + N*80
+// bytes for the N the client asked for; the cluster-wide fields are filled
+// in the first record only, as sheep does. The result is the cluster
+// status.
+func (h *Handler) statCluster(_ context.Context, c *call) error {
+	nodesNr := int(c.req.Cluster().NodesNr)
+	if nodesNr > proto.MaxNodes {
+		return fmt.Errorf("nodes_nr %d: %w", nodesNr, proto.ResInvalidParms)
+	}
+	rec := proto.EpochLogHeaderSize + nodesNr*proto.NodeSize
+	var status proto.Result
+	var out []byte
+	var small bool
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		switch s.Status() {
+		case proto.StatusWait:
+			status = proto.ResWaitForFormat
+			return
+		case proto.StatusShutdown:
+			status = proto.ResShutdown
+		}
+		max := int(c.req.DataLength) / rec
+		for i := 0; i < max && i < len(s.Epochs); i++ {
+			e := s.Epochs[len(s.Epochs)-1-i]
+			b := make([]byte, rec)
+			l := proto.EpochLog{Epoch: e.Epoch}
+			if i == 0 {
+				l.Ctime, l.NrCopies, l.CopyPolicy, l.Flags, l.DrvName = s.Ctime, s.NrCopies, s.CopyPolicy, s.Flags, s.Store
+				if s.DisableRecovery {
+					l.DisableRecovery = 1
+				}
+			}
+			var n uint32
+			if nodesNr > 0 {
+				if len(e.Nodes) > nodesNr {
+					small = true
+					return
+				}
+				l.Time = uint64(e.Time)
+				n = uint32(len(e.Nodes))
+				for j := range e.Nodes {
+					e.Nodes[j].Marshal(b[proto.EpochLogHeaderSize+j*proto.NodeSize:])
+				}
+			}
+			l.MarshalHeader(b, n)
+			out = append(out, b...)
+		}
+	})
+	if small {
+		return proto.ResBufferSmall
+	}
+	c.out = out
+	return status
+}
+
+func (h *Handler) clusterInfo(_ context.Context, c *call) error {
+	if err := c.needOut(proto.ClusterInfoSize); err != nil {
+		return err
+	}
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		ci := proto.ClusterInfo{ProtoVer: proto.SheepProtoVer, Epoch: s.Epoch(), Ctime: s.Ctime, Flags: s.Flags,
+			NrCopies: s.NrCopies, CopyPolicy: s.CopyPolicy, Status: s.Status(), BlockSizeShift: s.BlockSizeShift,
+			DefaultStore: s.Store, Nodes: s.Nodes()}
+		if s.DisableRecovery {
+			ci.DisableRecovery = 1
+		}
+		c.out = ci.Marshal()
+	})
+	return nil
+}
+
+func (h *Handler) getStoreList(_ context.Context, c *call) error {
+	c.out = []byte("plain tree\x00")
+	return nil
+}
+
+func (h *Handler) statRecovery(_ context.Context, c *call) error {
+	st := proto.RecoveryState{}
+	c.out = st.Marshal()
+	return nil
+}
+
+func (h *Handler) killNode(context.Context, *call) error {
+	h.killed.Store(true)
+	h.cfg.Log.Warn("node killed by request; it no longer serves")
+	return nil
+}
+
+func (h *Handler) getObjList(_ context.Context, c *call) error {
+	oids, err := h.cfg.Store.List()
+	if err != nil {
+		return err
+	}
+	if err := c.needOut(8 * len(oids)); err != nil {
+		return err
+	}
+	out := make([]byte, 8*len(oids))
+	for i, o := range oids {
+		binary.LittleEndian.PutUint64(out[8*i:], o)
+	}
+	c.out = out
+	return nil
+}
+
+func (h *Handler) getEpoch(_ context.Context, c *call) error {
+	e := c.req.Obj().TgtEpoch
+	var rec *cluster.EpochRecord
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		if e >= 1 && int(e) <= len(s.Epochs) {
+			r := s.Epochs[e-1]
+			rec = &r
+		}
+	})
+	if rec == nil {
+		return fmt.Errorf("epoch %d: %w", e, proto.ResNoTag)
+	}
+	out := append(proto.MarshalNodes(rec.Nodes), make([]byte, 8)...)
+	binary.LittleEndian.PutUint64(out[len(out)-8:], uint64(rec.Time))
+	if err := c.needOut(len(out)); err != nil {
+		return err
+	}
+	c.out = out
+	return nil
+}
+
+func (h *Handler) setRecovery(disable bool) func(context.Context, *call) error {
+	return func(ctx context.Context, c *call) error {
+		res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecovery, DisableRecovery: disable})
+		if err != nil {
+			return err
+		}
+		if res != proto.ResSuccess {
+			return res
+		}
+		return nil
+	}
+}
+
+func (h *Handler) getVdiCopies(_ context.Context, c *call) error {
+	var out []byte
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		vids := s.SortedVids()
+		out = make([]byte, len(vids)*proto.VdiStateSize)
+		for i, v := range vids {
+			s.VdiState(v).Marshal(out[i*proto.VdiStateSize:])
+		}
+	})
+	if err := c.needOut(len(out)); err != nil {
+		return err
+	}
+	c.out = out
+	return nil
+}
+
+func (h *Handler) getHash(_ context.Context, c *call) error {
+	d, err := h.cfg.Store.SHA1(c.req.Obj().Oid)
+	if err != nil {
+		return err
+	}
+	c.rsp.SetHash(d)
+	return nil
+}
+
+func (h *Handler) exist(_ context.Context, c *call) error {
+	if !h.cfg.Store.Exists(c.req.Obj().Oid) {
+		return proto.ResNoObj
+	}
+	return nil
+}
+
+// oidsExist answers with the oids of the payload this node lacks.
+func (h *Handler) oidsExist(_ context.Context, c *call) error {
+	var missing []byte
+	for i := 0; i+8 <= len(c.data); i += 8 {
+		oid := binary.LittleEndian.Uint64(c.data[i:])
+		if !h.cfg.Store.Exists(oid) {
+			missing = binary.LittleEndian.AppendUint64(missing, oid)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	c.out = missing
+	return proto.ResNoObj
+}

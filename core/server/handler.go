@@ -1,0 +1,250 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/gateway"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/store"
+)
+
+// Config wires a Handler to the rest of the sheep.
+type Config struct {
+	Self     proto.Node
+	Store    *store.Store
+	Cluster  cluster.Driver
+	Gateway  *gateway.Gateway
+	Vdi      *vdi.Service
+	Log      *slog.Logger
+	Members  func() []proto.Node // the nodes currently in the cluster
+	Shutdown func()              // stops this sheep (SHUTDOWN applied)
+	Now      func() time.Time
+}
+
+// Handler runs one request. It is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	killed atomic.Bool
+	ops    map[proto.Opcode]op
+}
+
+// op is a handler with Sheepdog's "force" mark: forced ops run while the
+// cluster waits for format or join.
+type op struct {
+	force bool
+	fn    func(ctx context.Context, r *call) error
+}
+
+// call is one request being handled.
+type call struct {
+	req     proto.Request
+	data    []byte
+	rsp     proto.Response
+	out     []byte
+	release func()
+	peer    string
+}
+
+// NewHandler returns a handler for cfg.
+func NewHandler(cfg Config) *Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg}
+	h.ops = h.table()
+	return h
+}
+
+func (h *Handler) epoch() uint32 {
+	var e uint32
+	h.cfg.Cluster.View(func(s *cluster.State) { e = s.Epoch() })
+	return e
+}
+
+// Handle runs req with its payload and returns the response, the reply
+// payload and a function to call once the payload was sent (or nil).
+func (h *Handler) Handle(ctx context.Context, req *proto.Request, data []byte, peer string) (proto.Response, []byte, func()) {
+	c := &call{req: *req, data: data, peer: peer}
+	c.rsp.Result = h.run(ctx, c)
+	return c.rsp, c.out, c.release
+}
+
+func (h *Handler) run(ctx context.Context, c *call) proto.Result {
+	op := c.req.Opcode
+	if op.Internal() {
+		if c.req.ProtoVer != proto.SheepProtoVer {
+			return proto.ResVerMismatch
+		}
+	} else if c.req.ProtoVer > proto.ProtoVer {
+		return proto.ResVerMismatch
+	}
+	o, ok := h.ops[op]
+	if !ok {
+		return proto.ResInvalidParms
+	}
+	if h.killed.Load() {
+		return proto.ResKilled
+	}
+	var status uint8
+	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
+	switch status {
+	case proto.StatusShutdown:
+		return proto.ResShutdown
+	case proto.StatusWait:
+		if !o.force {
+			return proto.ResWaitForFormat
+		}
+	}
+	err := o.fn(ctx, c)
+	res := proto.ResultOf(err)
+	if err != nil && res == proto.ResEIO {
+		h.cfg.Log.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
+	} else if err != nil {
+		h.cfg.Log.Debug("request", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "result", res.String(), "err", err)
+	}
+	return res
+}
+
+func (h *Handler) table() map[proto.Opcode]op {
+	return map[proto.Opcode]op{
+		proto.OpCreateAndWriteObj: {fn: h.createAndWrite},
+		proto.OpReadObj:           {fn: h.readObj},
+		proto.OpWriteObj:          {fn: h.writeObj},
+		proto.OpRemoveObj:         {fn: h.removeObj},
+		proto.OpDiscardObj:        {fn: h.discardObj},
+
+		proto.OpCreateAndWritePeer: {fn: h.peer(h.createAndWrite)},
+		proto.OpReadPeer:           {fn: h.peer(h.readObj)},
+		proto.OpWritePeer:          {fn: h.peer(h.writeObj)},
+		proto.OpRemovePeer:         {fn: h.peer(h.removeObj)},
+
+		proto.OpNewVdi:            {fn: h.newVdi},
+		proto.OpLockVdi:           {fn: h.lockVdi},
+		proto.OpReleaseVdi:        {fn: h.releaseVdi},
+		proto.OpGetVdiInfo:        {fn: h.getVdiInfo},
+		proto.OpReadVdis:          {force: true, fn: h.readVdis},
+		proto.OpFlushVdi:          {fn: h.flushVdi},
+		proto.OpDelVdi:            {fn: h.delVdi},
+		proto.OpGetClusterDefault: {force: true, fn: h.getClusterDefault},
+
+		proto.OpGetNodeList:    {force: true, fn: h.getNodeList},
+		proto.OpMakeFS:         {force: true, fn: h.makeFS},
+		proto.OpShutdown:       {force: true, fn: h.shutdown},
+		proto.OpStatSheep:      {fn: h.statSheep},
+		proto.OpStatCluster:    {force: true, fn: h.statCluster},
+		proto.OpGetStoreList:   {force: true, fn: h.getStoreList},
+		proto.OpStatRecovery:   {fn: h.statRecovery},
+		proto.OpFlushDelCache:  {fn: noop},
+		proto.OpDeleteCache:    {fn: noop},
+		proto.OpKillNode:       {force: true, fn: h.killNode},
+		proto.OpGetObjList:     {fn: h.getObjList},
+		proto.OpGetEpoch:       {fn: h.getEpoch},
+		proto.OpEnableRecover:  {fn: h.setRecovery(false)},
+		proto.OpDisableRecover: {fn: h.setRecovery(true)},
+		proto.OpGetVdiCopies:   {force: true, fn: h.getVdiCopies},
+		proto.OpGetHash:        {fn: h.getHash},
+		proto.OpExist:          {force: true, fn: h.exist},
+		proto.OpClusterInfo:    {force: true, fn: h.clusterInfo},
+		proto.OpReadDelVdis:    {force: true, fn: h.readDelVdis},
+		proto.OpOidsExist:      {force: true, fn: h.oidsExist},
+	}
+}
+
+func noop(context.Context, *call) error { return nil }
+
+// peer wraps an object handler for the peer opcodes: the sender's epoch
+// is checked against ours (§5.4).
+func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Context, *call) error {
+	return func(ctx context.Context, c *call) error {
+		mine := h.epoch()
+		switch {
+		case c.req.Flags&proto.FlagCmdRecovery != 0:
+		case c.req.Epoch < mine:
+			return proto.ResOldNodeVer
+		case c.req.Epoch > mine:
+			return proto.ResNewNodeVer
+		}
+		return fn(ctx, c)
+	}
+}
+
+// needOut checks that the client accepts n reply bytes.
+func (c *call) needOut(n int) error {
+	if uint32(n) > c.req.DataLength {
+		return fmt.Errorf("reply of %d bytes, room for %d: %w", n, c.req.DataLength, proto.ResBufferSmall)
+	}
+	return nil
+}
+
+func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	var cow uint64
+	if c.req.Flags&proto.FlagCmdCow != 0 {
+		cow = o.CowOid
+	}
+	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, c.req.Flags)
+	return err
+}
+
+func (h *Handler) readObj(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	n := int64(c.req.DataLength)
+	size := proto.ObjectSize(o.Oid, h.blockShift(o.Oid))
+	if int64(o.Offset) > size {
+		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
+	}
+	n = min(n, size-int64(o.Offset))
+	buf := getBuf(int(n))
+	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(o.Offset), buf); err != nil {
+		putBuf(buf)
+		return err
+	}
+	c.out = buf
+	c.release = func() { putBuf(buf) }
+	return nil
+}
+
+func (h *Handler) blockShift(oid uint64) uint8 {
+	var shift uint8
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		shift = s.BlockSizeShift
+		if v := s.VdiState(proto.OidToVid(oid)); v != nil && v.BlockSizeShift != 0 {
+			shift = v.BlockSizeShift
+		}
+	})
+	return shift
+}
+
+func (h *Handler) writeObj(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags)
+}
+
+func (h *Handler) removeObj(ctx context.Context, c *call) error {
+	return h.cfg.Gateway.RemoveObject(ctx, c.req.Obj().Oid)
+}
+
+// discardObj is old QEMU's DISCARD_OBJ: clear the index in the owning
+// inode, then remove the object.
+func (h *Handler) discardObj(ctx context.Context, c *call) error {
+	oid := c.req.Obj().Oid
+	if !proto.IsDataObj(oid) {
+		return fmt.Errorf("discard %016x: %w", oid, proto.ResInvalidParms)
+	}
+	var zero [4]byte
+	vid, idx := proto.OidToVid(oid), proto.DataIndex(oid)
+	if err := h.cfg.Gateway.WriteObject(ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx)), zero[:], 0); err != nil {
+		return err
+	}
+	if err := h.cfg.Gateway.RemoveObject(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,227 @@
+// Package server is the native Sheepdog protocol listener of a sheep: it
+// reads requests continuously from each connection (TCP and the UNIX socket
+// in the store dir), runs them concurrently and answers in completion order,
+// matched by id, as QEMU's pipelined driver expects.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// maxPayload bounds a request payload: the largest thing a client writes is
+// a whole inode (12.5 MB) or a whole object of the largest block size we
+// accept for writes in one request. A bigger declared payload is answered
+// with INVALID_PARMS and the connection is closed (its stream cannot be
+// resynchronised without reading the payload).
+const maxPayload = 64 << 20
+
+// maxInFlight bounds the requests one connection may have running.
+const maxInFlight = 256
+
+// Server serves the protocol for one sheep.
+type Server struct {
+	h   *Handler
+	log *slog.Logger
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// New returns a server dispatching to h.
+func New(h *Handler, log *slog.Logger) *Server {
+	return &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections on l until Close. It returns nil after Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// Close stops the listeners and closes every connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for _, l := range s.listeners {
+		l.Close()
+		if ul, ok := l.(*net.UnixListener); ok {
+			os.Remove(ul.Addr().String())
+		}
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// conn is one client connection. Replies are written whole under wmu so
+// that concurrent completions never interleave.
+type conn struct {
+	c     net.Conn
+	wmu   sync.Mutex
+	hdr   [proto.HeaderSize]byte
+	dead  atomic.Bool
+	inflt chan struct{}
+	peer  string
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	defer s.wg.Done()
+	cn := &conn{c: c, inflt: make(chan struct{}, maxInFlight), peer: c.RemoteAddr().String()}
+	ctx, cancel := context.WithCancel(context.Background())
+	var reqs sync.WaitGroup
+	defer func() {
+		cancel()
+		c.Close()
+		reqs.Wait()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	var hb [proto.HeaderSize]byte
+	for {
+		if _, err := io.ReadFull(c, hb[:]); err != nil {
+			if !errors.Is(err, io.EOF) && !cn.dead.Load() {
+				s.log.Debug("connection read", "peer", cn.peer, "err", err)
+			}
+			return
+		}
+		var req proto.Request
+		req.Unmarshal(hb[:])
+		var data []byte
+		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > 0 {
+			if req.DataLength > maxPayload {
+				s.log.Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
+				cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch())
+				return
+			}
+			data = getBuf(int(req.DataLength))
+			if _, err := io.ReadFull(c, data); err != nil {
+				putBuf(data)
+				s.log.Debug("truncated payload", "peer", cn.peer, "err", err)
+				return
+			}
+		}
+		cn.inflt <- struct{}{}
+		reqs.Add(1)
+		go func() {
+			defer reqs.Done()
+			defer func() { <-cn.inflt }()
+			rsp, out, release := s.h.Handle(ctx, &req, data, cn.peer)
+			if data != nil {
+				putBuf(data)
+			}
+			cn.reply(&req, rsp, out, s.h.epoch())
+			if release != nil {
+				release()
+			}
+		}()
+	}
+}
+
+// reply sends rsp (and out) for req. Invariant: never more payload than
+// req.DataLength, whatever the handler produced.
+func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch uint32) {
+	if uint32(len(out)) > req.DataLength {
+		out = out[:req.DataLength]
+	}
+	rsp.ProtoVer, rsp.Flags = 0, 0
+	rsp.Opcode = req.Opcode
+	rsp.ID = req.ID
+	rsp.Epoch = epoch
+	rsp.DataLength = uint32(len(out))
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.dead.Load() {
+		return
+	}
+	rsp.Marshal(cn.hdr[:])
+	bufs := net.Buffers{cn.hdr[:]}
+	if len(out) > 0 {
+		bufs = append(bufs, out)
+	}
+	if _, err := bufs.WriteTo(cn.c); err != nil {
+		cn.dead.Store(true)
+		cn.c.Close()
+	}
+}
+
+// Payload buffers are pooled by power-of-two size class so that the data
+// path does not allocate per request.
+var pools [32]sync.Pool
+
+func sizeClass(n int) int {
+	c := 0
+	for 1<<c < n {
+		c++
+	}
+	return c
+}
+
+func getBuf(n int) []byte {
+	c := sizeClass(n)
+	if b, ok := pools[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+func putBuf(b []byte) {
+	c := sizeClass(cap(b))
+	if 1<<c != cap(b) {
+		return
+	}
+	b = b[:cap(b)]
+	pools[c].Put(&b)
+}

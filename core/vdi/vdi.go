@@ -1,0 +1,358 @@
+package vdi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Service runs VDI operations for one sheep.
+type Service struct {
+	objects Objects
+	cluster cluster.Driver
+	log     *slog.Logger
+	now     func() time.Time
+
+	// mu serialises this node's create/delete so that two local requests
+	// don't pick the same free slot; requests from other nodes that race
+	// are caught by the state machine (KindAddVdi answers VDI_EXIST for a
+	// taken vid) and retried.
+	mu sync.Mutex
+}
+
+// New returns a VDI service.
+func New(objects Objects, cl cluster.Driver, log *slog.Logger) *Service {
+	return &Service{objects: objects, cluster: cl, log: log, now: time.Now}
+}
+
+// Info is what GET_VDI_INFO, LOCK_VDI and NEW_VDI answer.
+type Info struct {
+	Vid            uint32
+	Copies         uint8
+	BlockSizeShift uint8
+}
+
+func (s *Service) info(vid uint32) Info {
+	i := Info{Vid: vid}
+	s.cluster.View(func(st *cluster.State) {
+		i.Copies = st.Copies(vid)
+		i.BlockSizeShift = st.BlockSizeShift
+		if v := st.VdiState(vid); v != nil && v.BlockSizeShift != 0 {
+			i.BlockSizeShift = v.BlockSizeShift
+		}
+	})
+	return i
+}
+
+// Lookup resolves a name, with an optional tag or snapshot id, to its vid.
+func (s *Service) Lookup(ctx context.Context, name, tag string, snapid uint32) (Info, error) {
+	r, err := s.lookup(ctx, name, tag, snapid)
+	if err != nil {
+		return Info{}, err
+	}
+	return s.info(r.vid), nil
+}
+
+// NewParams are NEW_VDI's arguments.
+type NewParams struct {
+	Name           string
+	Size           uint64
+	BaseVid        uint32
+	Copies         uint8
+	CopyPolicy     uint8
+	StorePolicy    uint8
+	BlockSizeShift uint8
+	SnapID         uint32 // nonzero: snapshot the working VDI of Name
+}
+
+// New creates a VDI, a clone (BaseVid set) or a snapshot (SnapID set).
+func (s *Service) New(ctx context.Context, p NewParams) (Info, error) {
+	if p.Name == "" || len(p.Name) >= proto.MaxVdiLen {
+		return Info{}, fmt.Errorf("bad VDI name %q: %w", p.Name, proto.ResInvalidParms)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		info, err := s.newOnce(ctx, p)
+		if errors.Is(err, errRetry) && attempt < 16 {
+			continue // another node took the slot; probe again
+		}
+		return info, err
+	}
+}
+
+var errRetry = errors.New("vid taken concurrently")
+
+func (s *Service) defaults(p *NewParams) {
+	s.cluster.View(func(st *cluster.State) {
+		if p.Copies == 0 {
+			p.Copies, p.CopyPolicy = st.NrCopies, st.CopyPolicy
+		}
+		if p.BlockSizeShift == 0 {
+			p.BlockSizeShift = st.BlockSizeShift
+		}
+	})
+	if p.BlockSizeShift == 0 {
+		p.BlockSizeShift = proto.DefaultBlockSizeShift
+	}
+}
+
+func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
+	s.defaults(&p)
+	if p.BlockSizeShift < proto.MinBlockSizeShift || p.BlockSizeShift > proto.MaxBlockSizeShift {
+		return Info{}, fmt.Errorf("block size shift %d: %w", p.BlockSizeShift, proto.ResInvalidParms)
+	}
+	if p.StorePolicy == 0 && p.Size > proto.OldMaxVdiSize(p.BlockSizeShift) {
+		return Info{}, fmt.Errorf("size %d over %d: %w", p.Size, proto.OldMaxVdiSize(p.BlockSizeShift), proto.ResInvalidParms)
+	}
+	r, err := s.lookup(ctx, p.Name, "", 0)
+	found := err == nil
+	if err != nil && !errors.Is(err, proto.ResNoVdi) {
+		return Info{}, err
+	}
+	now := proto.SheepTime(s.now())
+	ino := proto.Inode{
+		Name: p.Name, CreateTime: now, VdiSize: p.Size, CopyPolicy: p.CopyPolicy,
+		StorePolicy: p.StorePolicy, NrCopies: p.Copies, BlockSizeShift: p.BlockSizeShift,
+		VdiID: r.free, SnapID: 1, ParentVdiID: p.BaseVid,
+	}
+	entry := &cluster.Entry{Kind: cluster.KindAddVdi, Vid: r.free, Copies: p.Copies,
+		CopyPolicy: p.CopyPolicy, BlockSizeShift: p.BlockSizeShift, ParentVid: p.BaseVid}
+
+	var table []uint32 // data_vdi_id of the new inode
+	var oldVid uint32
+	switch {
+	case p.SnapID != 0:
+		// Snapshot: the working inode keeps its vid and becomes the
+		// snapshot; a new vid becomes the working VDI.
+		if !found {
+			return Info{}, fmt.Errorf("snapshot of %q: %w", p.Name, proto.ResNoVdi)
+		}
+		if p.BaseVid != 0 && p.BaseVid != r.vid {
+			return Info{}, fmt.Errorf("snapshot of %q: base %x is not the working VDI %x: %w", p.Name, p.BaseVid, r.vid, proto.ResInvalidParms)
+		}
+		old, err := s.readInode(ctx, r.vid)
+		if err != nil {
+			return Info{}, err
+		}
+		oldVid = r.vid
+		table = old.DataVdiID
+		ino.VdiSize = old.VdiSize
+		ino.NrCopies, ino.CopyPolicy, ino.BlockSizeShift, ino.StorePolicy = old.NrCopies, old.CopyPolicy, old.BlockSizeShift, old.StorePolicy
+		entry.Copies, entry.CopyPolicy, entry.BlockSizeShift = old.NrCopies, old.CopyPolicy, old.BlockSizeShift
+		ino.SnapID = old.SnapID + 1
+		ino.ParentVdiID = r.vid
+		entry.ParentVid = r.vid
+		entry.OldVid, entry.SnapshotOld = r.vid, true
+		// Mark the old inode a snapshot before the new working VDI exists,
+		// so no write lands in it after the snapshot is taken.
+		var sc [8]byte
+		le64(sc[:], now)
+		if err := s.objects.WriteObject(ctx, proto.VidToVdiOid(r.vid), 520, sc[:], 0); err != nil {
+			return Info{}, fmt.Errorf("mark %x snapshot: %w", r.vid, err)
+		}
+	default:
+		if found {
+			return Info{}, fmt.Errorf("%q: %w", p.Name, proto.ResVdiExist)
+		}
+		if r.nextSnap != 0 {
+			ino.SnapID = r.nextSnap
+			entry.OldVid = r.vid
+		}
+		if p.BaseVid != 0 {
+			base, err := s.readInode(ctx, p.BaseVid)
+			if err != nil {
+				return Info{}, fmt.Errorf("base %x: %w", p.BaseVid, proto.ResNoBaseVdi)
+			}
+			table = base.DataVdiID
+			if p.Size == 0 {
+				ino.VdiSize = base.VdiSize
+			}
+		}
+	}
+	res, err := s.cluster.Propose(ctx, entry)
+	if err != nil {
+		return Info{}, err
+	}
+	if res == proto.ResVdiExist {
+		return Info{}, errRetry
+	}
+	if res != proto.ResSuccess {
+		return Info{}, fmt.Errorf("register vid %x: %w", r.free, res)
+	}
+	ino.DataVdiID = table
+	if err := s.writeNewInode(ctx, &ino); err != nil {
+		return Info{}, err
+	}
+	s.log.Info("vdi created", "name", p.Name, "vid", fmt.Sprintf("%x", r.free), "snapshot_of", fmt.Sprintf("%x", oldVid), "base", fmt.Sprintf("%x", p.BaseVid))
+	return s.info(r.free), nil
+}
+
+func le64(b []byte, v uint64) {
+	for i := 0; i < 8; i++ {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+// writeNewInode creates the inode object: header plus the used part of
+// data_vdi_id (the rest of the sparse object reads as zeros).
+func (s *Service) writeNewInode(ctx context.Context, ino *proto.Inode) error {
+	n := int64(proto.InodeHeaderSize)
+	if last := lastNonZero(ino.DataVdiID); last >= 0 {
+		n = int64(proto.DataVdiIDOff(uint32(last))) + 4
+	}
+	buf := make([]byte, n)
+	if err := ino.MarshalRange(0, buf); err != nil {
+		return err
+	}
+	if err := s.objects.CreateAndWrite(ctx, proto.VidToVdiOid(ino.VdiID), 0, 0, buf, 0); err != nil {
+		return fmt.Errorf("write inode %x: %w", ino.VdiID, err)
+	}
+	return nil
+}
+
+func lastNonZero(t []uint32) int {
+	for i := len(t) - 1; i >= 0; i-- {
+		if t[i] != 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// readInode reads the header and data_vdi_id table of vid.
+func (s *Service) readInode(ctx context.Context, vid uint32) (*proto.Inode, error) {
+	buf := make([]byte, proto.GrefOffset)
+	if err := s.objects.ReadObject(ctx, proto.VidToVdiOid(vid), 0, buf); err != nil {
+		return nil, fmt.Errorf("read inode %x: %w", vid, err)
+	}
+	ino := &proto.Inode{}
+	if err := ino.UnmarshalRange(0, buf); err != nil {
+		return nil, err
+	}
+	return ino, nil
+}
+
+// Delete deletes the VDI (or the snapshot named by tag/snapid): its name is
+// cleared, it is marked deleted everywhere, and every data object no live
+// VDI references any more is removed. The inode object and the in-use bit
+// stay, so probe chains remain intact.
+func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.lookup(ctx, name, tag, snapid)
+	if err != nil {
+		return 0, err
+	}
+	ino, err := s.readInode(ctx, r.vid)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindDelVdi, Vid: r.vid})
+	if err != nil {
+		return 0, err
+	}
+	if res != proto.ResSuccess {
+		return 0, fmt.Errorf("delete %x: %w", r.vid, res)
+	}
+	// Clear the name and size and zero the table: the on-disk sign of a
+	// deleted inode that a restarted node or dog recognises.
+	cleared := proto.Inode{CreateTime: ino.CreateTime, SnapCtime: ino.SnapCtime, NrCopies: ino.NrCopies,
+		CopyPolicy: ino.CopyPolicy, BlockSizeShift: ino.BlockSizeShift, SnapID: ino.SnapID,
+		VdiID: ino.VdiID, ParentVdiID: ino.ParentVdiID}
+	if err := s.writeNewInode(ctx, &cleared); err != nil {
+		return 0, err
+	}
+	if err := s.reclaim(ctx, ino.DataVdiID); err != nil {
+		s.log.Warn("reclaim after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+	}
+	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
+	return r.vid, nil
+}
+
+// reclaim removes the data objects referenced by table that no live
+// (not deleted) VDI references. Invariant kept: an object is removed only
+// when no live inode's data_vdi_id names its (vid, index).
+func (s *Service) reclaim(ctx context.Context, table []uint32) error {
+	type ref struct{ vid, idx uint32 }
+	cand := map[ref]bool{}
+	for i, v := range table {
+		if v != 0 {
+			cand[ref{v, uint32(i)}] = true
+		}
+	}
+	if len(cand) == 0 {
+		return nil
+	}
+	var live []uint32
+	s.cluster.View(func(st *cluster.State) {
+		for _, v := range st.SortedVids() {
+			if !st.IsDeleted(v) {
+				live = append(live, v)
+			}
+		}
+	})
+	for _, v := range live {
+		ino, err := s.readInode(ctx, v)
+		if err != nil {
+			if errors.Is(err, proto.ResNoObj) {
+				continue
+			}
+			return err
+		}
+		for i, owner := range ino.DataVdiID {
+			if owner != 0 {
+				delete(cand, ref{owner, uint32(i)})
+			}
+		}
+	}
+	var firstErr error
+	for c := range cand {
+		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.vid, c.idx))
+		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// Lock locks vid for owner when the cluster uses locks; otherwise it only
+// checks that the VDI exists, as Sheepdog does.
+func (s *Service) Lock(ctx context.Context, vid uint32, owner proto.NodeID) error {
+	useLock := false
+	s.cluster.View(func(st *cluster.State) { useLock = st.Flags&proto.ClusterFlagUseLock != 0 })
+	if !useLock {
+		return nil
+	}
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindLock, Vid: vid, Owner: owner})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return fmt.Errorf("lock %x: %w", vid, res)
+	}
+	return nil
+}
+
+// Release unlocks vid.
+func (s *Service) Release(ctx context.Context, vid uint32) error {
+	useLock := false
+	s.cluster.View(func(st *cluster.State) { useLock = st.Flags&proto.ClusterFlagUseLock != 0 })
+	if !useLock {
+		return nil
+	}
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindRelease, Vid: vid})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess && res != proto.ResVdiNotLocked {
+		return fmt.Errorf("release %x: %w", vid, res)
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultMaxOpenFiles is the size of the open-file cache when
+// Config.MaxOpenFiles is zero.
+const DefaultMaxOpenFiles = 512
+
+// handle is one open object file, shared by every request on that object.
+//
+// f, fd and size are set once, before ready is closed, and never change:
+// objects are never resized in place (Create writes a new inode and renames
+// it over the old one), so size is the object's size for the life of the
+// inode f refers to.
+type handle struct {
+	oid   uint64
+	f     *os.File
+	fd    int   // f.Fd(), kept to call fdatasync and fallocate directly
+	size  int64 // file size when opened; fixed for the inode's lifetime
+	ready chan struct{}
+	err   error // why opening failed; read only after ready is closed
+
+	sync syncGroup // group commit of fdatasync on this inode
+
+	// Guarded by fdCache.mu.
+	refs       int     // requests using f; f is closed only when refs == 0
+	cached     bool    // cached ⇔ fdCache.m[oid] == this handle
+	prev, next *handle // LRU list links, valid only while cached
+}
+
+// closedReady is the ready channel of handles that are open from birth.
+var closedReady = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// fdCache keeps recently used object files open, at most max of them that
+// are idle. Handles in use are never closed: an entry evicted or
+// invalidated while in use leaves the map at once and is closed by the last
+// release. So the number of open files may exceed max by the number of
+// handles in use.
+//
+// Correctness against renames and unlinks rests on two rules kept by the
+// callers in store.go: a handle enters the map before its file is opened
+// (acquire), and every change of an object's path is followed by
+// invalidate or install for that oid. A handle that opened the old inode
+// was therefore in the map when the path changed and has been dropped, so
+// after the change no lookup can find a file for the old inode.
+type fdCache struct {
+	open func(oid uint64) (*os.File, error) // opens the object file, O_RDWR
+	max  int
+
+	mu struct {
+		sync.Mutex
+		closed bool
+		m      map[uint64]*handle
+		// lru is a circular list through a sentinel: lru.next is the most
+		// recently used handle, lru.prev the least.
+		lru handle
+	}
+}
+
+func newFDCache(max int, open func(oid uint64) (*os.File, error)) *fdCache {
+	c := &fdCache{open: open, max: max}
+	c.mu.m = make(map[uint64]*handle, max)
+	c.mu.lru.next, c.mu.lru.prev = &c.mu.lru, &c.mu.lru
+	return c
+}
+
+// acquire returns the open handle of oid with a reference that the caller
+// must give back with release. Opening errors are returned as they come
+// from open (an *os.PathError for a missing file), or errClosed.
+func (c *fdCache) acquire(oid uint64) (*handle, error) {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return nil, errClosed
+	}
+	if h := c.mu.m[oid]; h != nil {
+		h.refs++
+		c.unlinkLocked(h)
+		c.pushFrontLocked(h)
+		c.mu.Unlock()
+		<-h.ready // another request may still be opening it
+		if h.err != nil {
+			c.release(h)
+			return nil, h.err
+		}
+		return h, nil
+	}
+	// Enter the map before opening (see the type comment).
+	h := &handle{oid: oid, ready: make(chan struct{}), refs: 1}
+	h.sync.init()
+	victims := c.insertLocked(h)
+	c.mu.Unlock()
+	closeAll(victims)
+
+	f, err := c.open(oid)
+	var st unix.Stat_t
+	if err == nil {
+		if err = unix.Fstat(int(f.Fd()), &st); err != nil {
+			f.Close()
+			err = &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+		}
+	}
+
+	c.mu.Lock()
+	if err != nil {
+		h.err = err
+		if h.cached {
+			c.removeLocked(h) // let the next request try again
+		}
+	} else {
+		h.f, h.fd, h.size = f, int(f.Fd()), st.Size
+	}
+	close(h.ready)
+	c.mu.Unlock()
+	if err != nil {
+		c.release(h)
+		return nil, err
+	}
+	return h, nil
+}
+
+// release gives back a reference taken by acquire.
+func (c *fdCache) release(h *handle) {
+	c.mu.Lock()
+	h.refs--
+	last := h.refs == 0 && !h.cached && h.f != nil
+	c.mu.Unlock()
+	if last {
+		h.f.Close()
+	}
+}
+
+// install puts h, a file just renamed into place as oid, in the cache in
+// place of any older handle. The caller holds the oid's path lock.
+func (c *fdCache) install(h *handle) {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		h.f.Close()
+		return
+	}
+	var old *os.File
+	if prev := c.mu.m[h.oid]; prev != nil {
+		old = c.dropLocked(prev)
+	}
+	victims := c.insertLocked(h)
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	closeAll(victims)
+}
+
+// invalidate forgets oid's handle after its path changed (removed, or
+// moved to .stale). The caller holds the oid's path lock.
+func (c *fdCache) invalidate(oid uint64) {
+	c.mu.Lock()
+	var old *os.File
+	if h := c.mu.m[oid]; h != nil {
+		old = c.dropLocked(h)
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// peek reports oid's size if an open handle for it is cached.
+func (c *fdCache) peek(oid uint64) (size int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h := c.mu.m[oid]; h != nil && h.f != nil {
+		return h.size, true
+	}
+	return 0, false
+}
+
+// len is the number of cached handles.
+func (c *fdCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.mu.m)
+}
+
+// close closes every idle file and makes acquire fail from now on; files in
+// use are closed by their last release.
+func (c *fdCache) close() {
+	c.mu.Lock()
+	c.mu.closed = true
+	var idle []*os.File
+	for _, h := range c.mu.m {
+		if f := c.dropLocked(h); f != nil {
+			idle = append(idle, f)
+		}
+	}
+	c.mu.Unlock()
+	for _, f := range idle {
+		f.Close()
+	}
+}
+
+// dropLocked takes h out of the map and returns its file if nobody uses it
+// any more, for the caller to close after unlocking.
+func (c *fdCache) dropLocked(h *handle) *os.File {
+	c.removeLocked(h)
+	if h.refs == 0 {
+		return h.f
+	}
+	return nil
+}
+
+// maxVictims bounds the files one insertion closes, to keep the work done
+// by one request small; any excess is evicted by later insertions.
+const maxVictims = 4
+
+// insertLocked adds h as most recently used and evicts idle handles from
+// the cold end while the cache is over max. It returns the evicted files
+// for the caller to close after unlocking.
+func (c *fdCache) insertLocked(h *handle) (victims [maxVictims]*os.File) {
+	c.mu.m[h.oid] = h
+	h.cached = true
+	c.pushFrontLocked(h)
+	n := 0
+	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims; {
+		prev := v.prev
+		if v.refs == 0 {
+			c.removeLocked(v)
+			victims[n] = v.f
+			n++
+		}
+		v = prev
+	}
+	return victims
+}
+
+func (c *fdCache) removeLocked(h *handle) {
+	delete(c.mu.m, h.oid)
+	h.cached = false
+	c.unlinkLocked(h)
+}
+
+func (c *fdCache) pushFrontLocked(h *handle) {
+	h.prev, h.next = &c.mu.lru, c.mu.lru.next
+	h.prev.next, h.next.prev = h, h
+}
+
+func (c *fdCache) unlinkLocked(h *handle) {
+	h.prev.next, h.next.prev = h.next, h.prev
+	h.prev, h.next = nil, nil
+}
+
+func closeAll(files [maxVictims]*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package store
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Create creates object oid, or replaces it, as a file of exactly size
+// bytes that reads as zeros except for data at off. The file is sparse: only
+// data takes space. The object appears whole or not at all: it is written
+// under a tmp name unique to this call and renamed into place. With sync
+// set, data and name are on stable storage before Create returns.
+//
+// off+len(data) > size is INVALID_PARMS.
+func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	if size < 0 || !inRange(off, int64(len(data)), size) {
+		return rangeError("create", oid, off, int64(len(data)), size)
+	}
+	tmp := filepath.Join(s.objDir, fmt.Sprintf("%016x.%d%s", oid, s.tmpSeq.Add(1), tmpSuffix))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return ioError("create", oid, err)
+	}
+	if err := s.fillTmp(f, size, off, data, sync); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return ioError("create", oid, err)
+	}
+	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady}
+	h.sync.init()
+
+	mu := s.pathLock(oid)
+	mu.Lock()
+	err = os.Rename(tmp, s.objPath(oid))
+	if err == nil {
+		// The tmp file's descriptor now names the object: keep it open.
+		s.files.install(h)
+	}
+	mu.Unlock()
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return ioError("create", oid, err)
+	}
+	if sync {
+		if err := s.syncDir(); err != nil {
+			return ioError("create", oid, err)
+		}
+	}
+	return nil
+}
+
+// fillTmp sizes the fresh tmp file f, writes data at off and, when asked,
+// syncs it.
+func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, sync bool) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if len(data) > 0 {
+		if _, err := f.WriteAt(data, off); err != nil {
+			return err
+		}
+	}
+	if sync && !s.noSync {
+		fd := int(f.Fd())
+		if err := ignoringEINTR(func() error { return unix.Fdatasync(fd) }); err != nil {
+			return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+		}
+	}
+	return nil
+}
+
+// syncDir makes the renames and unlinks done so far in obj/ durable.
+func (s *Store) syncDir() error {
+	if s.noSync {
+		return nil
+	}
+	return s.dirSync.do(func() error {
+		fd := int(s.dirFile.Fd())
+		if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
+			return &os.PathError{Op: "fsync", Path: s.objDir, Err: err}
+		}
+		return nil
+	})
+}
+
+// ReadAt fills buf with the bytes of object oid at off. A missing object is
+// NO_OBJ; a range beyond the object's end is INVALID_PARMS (objects are full
+// size, so a short read means a bad request, not end of data).
+func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h, err := s.files.acquire(oid)
+	if err != nil {
+		return openError("read", oid, err)
+	}
+	defer s.files.release(h)
+	if !inRange(off, int64(len(buf)), h.size) {
+		return rangeError("read", oid, off, int64(len(buf)), h.size)
+	}
+	if _, err := h.f.ReadAt(buf, off); err != nil {
+		// io.EOF here means the file shrank under us, which only a
+		// foreign process can do.
+		return ioError("read", oid, err)
+	}
+	return nil
+}
+
+// WriteAt writes data into object oid at off. A missing object is NO_OBJ; a
+// range beyond the object's end is INVALID_PARMS. With sync set, data is on
+// stable storage before WriteAt returns; concurrent synced writes to one
+// object share an fdatasync.
+func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64, sync bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h, err := s.files.acquire(oid)
+	if err != nil {
+		return openError("write", oid, err)
+	}
+	defer s.files.release(h)
+	if !inRange(off, int64(len(data)), h.size) {
+		return rangeError("write", oid, off, int64(len(data)), h.size)
+	}
+	if _, err := h.f.WriteAt(data, off); err != nil {
+		return ioError("write", oid, err)
+	}
+	if sync {
+		if err := s.syncHandle(h); err != nil {
+			return ioError("write", oid, err)
+		}
+	}
+	return nil
+}
+
+// syncHandle returns once everything written to h before the call is on
+// stable storage, sharing the fdatasync with concurrent callers.
+func (s *Store) syncHandle(h *handle) error {
+	if s.noSync {
+		return nil
+	}
+	return h.sync.do(func() error {
+		if err := ignoringEINTR(func() error { return unix.Fdatasync(h.fd) }); err != nil {
+			return &os.PathError{Op: "fdatasync", Path: h.f.Name(), Err: err}
+		}
+		return nil
+	})
+}
+
+// zeros is the source of Punch's fallback writes.
+var zeros [256 << 10]byte
+
+// Punch makes [off, off+n) of object oid read as zeros, by punching a hole
+// (the range then takes no space), or by writing zeros where the filesystem
+// cannot punch. The object keeps its size. A missing object is NO_OBJ; a
+// range beyond the object's end is INVALID_PARMS.
+func (s *Store) Punch(ctx context.Context, oid uint64, off, n int64, sync bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h, err := s.files.acquire(oid)
+	if err != nil {
+		return openError("punch", oid, err)
+	}
+	defer s.files.release(h)
+	if !inRange(off, n, h.size) {
+		return rangeError("punch", oid, off, n, h.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := s.punch(h, off, n); err != nil {
+		return ioError("punch", oid, err)
+	}
+	if sync {
+		if err := s.syncHandle(h); err != nil {
+			return ioError("punch", oid, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) punch(h *handle, off, n int64) error {
+	if !s.noPunchHole.Load() {
+		err := ignoringEINTR(func() error {
+			return unix.Fallocate(h.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		})
+		switch {
+		case err == nil:
+			return nil
+		case err == unix.EOPNOTSUPP || err == unix.ENOSYS:
+			if !s.noPunchHole.Swap(true) {
+				s.log.Warn("filesystem cannot punch holes; writing zeros instead", "dir", s.objDir, "err", err)
+			}
+		default:
+			return &os.PathError{Op: "fallocate", Path: h.f.Name(), Err: err}
+		}
+	}
+	for n > 0 {
+		chunk := min(n, int64(len(zeros)))
+		if _, err := h.f.WriteAt(zeros[:chunk], off); err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
+
+// Remove deletes object oid; a missing object is NO_OBJ. It does not sync
+// the directory: a removal lost in a power cut brings back an object that
+// recovery treats like any other copy.
+func (s *Store) Remove(ctx context.Context, oid uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	mu := s.pathLock(oid)
+	mu.Lock()
+	err := os.Remove(s.objPath(oid))
+	s.files.invalidate(oid)
+	mu.Unlock()
+	if err != nil {
+		return openError("remove", oid, err)
+	}
+	return nil
+}
+
+// Exists reports whether object oid is stored.
+func (s *Store) Exists(oid uint64) bool {
+	_, err := s.Size(oid)
+	return err == nil
+}
+
+// Size is the size of object oid in bytes; a missing object is NO_OBJ.
+func (s *Store) Size(oid uint64) (int64, error) {
+	if s.closed.Load() {
+		return 0, errClosed
+	}
+	if size, ok := s.files.peek(oid); ok {
+		return size, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.objPath(oid), &st); err != nil {
+		return 0, openError("stat", oid, &os.PathError{Op: "stat", Path: s.objPath(oid), Err: err})
+	}
+	return st.Size, nil
+}
+
+// List returns the ids of all stored objects in ascending order. Tmp files
+// of Creates in flight and stale copies are not objects.
+func (s *Store) List() ([]uint64, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	names, err := readDirNames(s.objDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w: %w", s.objDir, proto.ResEIO, err)
+	}
+	oids := make([]uint64, 0, len(names))
+	for _, name := range names {
+		if oid, ok := parseOid(name); ok {
+			oids = append(oids, oid)
+		}
+	}
+	slices.Sort(oids)
+	return oids, nil
+}
+
+// parseOid parses an object file name: exactly 16 hex digits.
+func parseOid(name string) (uint64, bool) {
+	if len(name) != 16 {
+		return 0, false
+	}
+	oid, err := strconv.ParseUint(name, 16, 64)
+	return oid, err == nil
+}
+
+// Sync puts everything written to object oid so far on stable storage
+// (fdatasync, shared with concurrent synced writes). A missing object is
+// NO_OBJ.
+func (s *Store) Sync(ctx context.Context, oid uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h, err := s.files.acquire(oid)
+	if err != nil {
+		return openError("sync", oid, err)
+	}
+	defer s.files.release(h)
+	if err := s.syncHandle(h); err != nil {
+		return ioError("sync", oid, err)
+	}
+	return nil
+}
+
+// hashBufs holds the read buffers of SHA1.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// SHA1 is the SHA-1 of the whole object oid, holes read as zeros. A missing
+// object is NO_OBJ.
+func (s *Store) SHA1(oid uint64) ([20]byte, error) {
+	var sum [20]byte
+	h, err := s.files.acquire(oid)
+	if err != nil {
+		return sum, openError("sha1", oid, err)
+	}
+	defer s.files.release(h)
+	buf := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(buf)
+	d := sha1.New()
+	if _, err := io.CopyBuffer(d, io.NewSectionReader(h.f, 0, h.size), *buf); err != nil {
+		return sum, ioError("sha1", oid, err)
+	}
+	d.Sum(sum[:0])
+	return sum, nil
+}
+
+// isNotExist reports a missing file, for callers that tolerate one.
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

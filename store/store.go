@@ -1,0 +1,299 @@
+// Package store is one node's on-disk object store, in Sheepdog's "plain"
+// layout (PROTOCOL.md §3.4): one file per object under <dir>/obj/, named by
+// the object id as 16 lower-case hex digits, and superseded copies under
+// <dir>/obj/.stale/<oid>.<epoch>. It does no networking and knows nothing of
+// replication; core/gateway and core/recovery decide what goes where.
+//
+// Objects are always full size: Create makes a sparse file of the object's
+// size, and reads and writes must stay inside it.
+//
+// Errors wrap a proto.Result kind with the operation and the oid, so callers
+// branch with errors.As: NO_OBJ for a missing object, INVALID_PARMS for a
+// range outside the object, NO_SPACE for a full disk, EIO for any other I/O
+// failure, SHUTDOWN after Close.
+//
+// Durability: a call with sync set returns only once its data (and, for
+// Create, the object's name) is on stable storage. Concurrent synced writes
+// to one object share one fdatasync (group commit). Config.NoSync turns all
+// syncing off, for tests.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pkg/xattr"
+	"golang.org/x/sys/unix"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Config says where a Store lives and how it behaves. The zero value of
+// every field but Dir is usable.
+type Config struct {
+	// Dir is the store directory; objects live in Dir/obj. It must be on a
+	// filesystem with user extended attributes.
+	Dir string
+	// NoSync skips every fdatasync and directory fsync (sheep -n). Data then
+	// survives a process crash but not a power cut. For tests.
+	NoSync bool
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+	// MaxOpenFiles bounds the idle object files kept open; 0 means
+	// DefaultMaxOpenFiles.
+	MaxOpenFiles int
+}
+
+// Store is one node's object store. All methods are safe for concurrent
+// use.
+type Store struct {
+	dir      string
+	objDir   string // dir/obj
+	staleDir string // dir/obj/.stale
+	noSync   bool
+	log      *slog.Logger
+
+	files   *fdCache
+	dirFile *os.File  // objDir, open to fsync it after renames
+	dirSync syncGroup // group commit of fsync(objDir)
+
+	// pathLocks serialise the changes of an object's path (rename into
+	// place, unlink, rename to .stale) together with the matching update of
+	// the file cache, so that the cache always ends up holding the inode
+	// the path names. Striped by oid.
+	pathLocks [64]sync.Mutex
+
+	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
+	noPunchHole atomic.Bool   // fallocate(PUNCH_HOLE) is unsupported here
+	closed      atomic.Bool
+}
+
+// errClosed is returned by every call after Close.
+var errClosed = fmt.Errorf("store: closed: %w", proto.ResShutdown)
+
+const (
+	objDirName   = "obj"
+	staleDirName = ".stale"
+	tmpSuffix    = ".tmp"
+	probeAttr    = "user.sheepdog.probe"
+)
+
+// Open opens (creating if needed) the store in cfg.Dir. It fails when Dir
+// does not support user extended attributes, which Sheepdog keeps per
+// object. Leftover temporary files of Creates interrupted by a crash are
+// removed.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("store: Config.Dir is empty")
+	}
+	s := &Store{
+		dir:      cfg.Dir,
+		objDir:   filepath.Join(cfg.Dir, objDirName),
+		staleDir: filepath.Join(cfg.Dir, objDirName, staleDirName),
+		noSync:   cfg.NoSync,
+		log:      cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(s.staleDir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", s.staleDir, err)
+	}
+	if err := checkXattr(cfg.Dir); err != nil {
+		return nil, err
+	}
+	if err := s.removeTmpFiles(); err != nil {
+		return nil, err
+	}
+	d, err := os.Open(s.objDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", s.objDir, err)
+	}
+	s.dirFile = d
+	s.dirSync.init()
+	max := cfg.MaxOpenFiles
+	if max <= 0 {
+		max = DefaultMaxOpenFiles
+	}
+	s.files = newFDCache(max, func(oid uint64) (*os.File, error) {
+		return os.OpenFile(s.objPath(oid), os.O_RDWR, 0)
+	})
+	return s, nil
+}
+
+// checkXattr sets, reads back and removes a user.* attribute on a scratch
+// file in dir.
+func checkXattr(dir string) error {
+	f, err := os.CreateTemp(dir, ".xattr-probe-*")
+	if err != nil {
+		return fmt.Errorf("store: create probe file in %s: %w", dir, err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	err = xattr.FSet(f, probeAttr, []byte("1"))
+	if err == nil {
+		var v []byte
+		v, err = xattr.FGet(f, probeAttr)
+		if err == nil && string(v) != "1" {
+			err = fmt.Errorf("read back %q, want %q", v, "1")
+		}
+	}
+	if err == nil {
+		err = xattr.FRemove(f, probeAttr)
+	}
+	if err != nil {
+		return fmt.Errorf("store dir %s does not support extended attributes (user.*): %w", dir, err)
+	}
+	return nil
+}
+
+// removeTmpFiles deletes the tmp files of Creates that never reached their
+// rename. Only this process writes obj/, so at Open none is in flight.
+func (s *Store) removeTmpFiles() error {
+	names, err := readDirNames(s.objDir)
+	if err != nil {
+		return fmt.Errorf("store: list %s: %w", s.objDir, err)
+	}
+	n := 0
+	for _, name := range names {
+		if !strings.HasSuffix(name, tmpSuffix) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.objDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: remove leftover %s: %w", name, err)
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("removed leftover tmp objects", "dir", s.objDir, "count", n)
+	}
+	return nil
+}
+
+// Close closes the open object files. Requests still running finish; every
+// call made after Close fails with SHUTDOWN.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.files.close()
+	return s.dirFile.Close()
+}
+
+// Dir is the store directory, as given in Config.Dir.
+func (s *Store) Dir() string { return s.dir }
+
+// Capacity reports the total and the available bytes of the filesystem
+// holding Dir (statfs; available is what an unprivileged writer can use).
+func (s *Store) Capacity() (size, free uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("store: statfs %s: %w: %w", s.dir, proto.ResEIO, err)
+	}
+	unit := uint64(st.Frsize)
+	if unit == 0 {
+		unit = uint64(st.Bsize)
+	}
+	return st.Blocks * unit, st.Bavail * unit, nil
+}
+
+// Used reports the bytes the filesystem has allocated to files under
+// Dir/obj: objects, stale copies and Creates in flight. Holes of sparse
+// objects cost nothing.
+func (s *Store) Used() (uint64, error) {
+	var total uint64
+	for _, dir := range []string{s.objDir, s.staleDir} {
+		names, err := readDirNames(dir)
+		if err != nil {
+			return 0, fmt.Errorf("store: list %s: %w: %w", dir, proto.ResEIO, err)
+		}
+		for _, name := range names {
+			var st unix.Stat_t
+			err := unix.Lstat(filepath.Join(dir, name), &st)
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return 0, fmt.Errorf("store: stat %s: %w: %w", name, proto.ResEIO, err)
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				total += uint64(st.Blocks) * 512
+			}
+		}
+	}
+	return total, nil
+}
+
+// objPath is the file of object oid.
+func (s *Store) objPath(oid uint64) string {
+	return filepath.Join(s.objDir, fmt.Sprintf("%016x", oid))
+}
+
+// pathLock is the lock serialising path changes of oid. The multiplier
+// spreads inode oids, whose low 32 bits are all zero.
+func (s *Store) pathLock(oid uint64) *sync.Mutex {
+	return &s.pathLocks[(oid*0x9E3779B97F4A7C15)>>58]
+}
+
+// ioError wraps an I/O failure on object oid with the kind callers branch
+// on: NO_SPACE for a full disk or quota, EIO for anything else. The cause
+// stays in the chain for errors.Is.
+func ioError(op string, oid uint64, err error) error {
+	kind := proto.ResEIO
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		kind = proto.ResNoSpace
+	}
+	return fmt.Errorf("store: %s %016x: %w: %w", op, oid, kind, err)
+}
+
+// openError maps a failure to open object oid: NO_OBJ when it does not
+// exist, the I/O kinds otherwise.
+func openError(op string, oid uint64, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: %s %016x: %w", op, oid, proto.ResNoObj)
+	}
+	if err == errClosed {
+		return err
+	}
+	return ioError(op, oid, err)
+}
+
+// rangeError reports a range [off, off+n) that does not fit in an object of
+// size bytes.
+func rangeError(op string, oid uint64, off, n, size int64) error {
+	return fmt.Errorf("store: %s %016x: range [%d, %d+%d) outside object of %d bytes: %w",
+		op, oid, off, off, n, size, proto.ResInvalidParms)
+}
+
+// inRange reports whether [off, off+n) lies inside [0, size), without
+// overflow.
+func inRange(off, n, size int64) bool {
+	return off >= 0 && n >= 0 && off <= size && n <= size-off
+}
+
+// readDirNames lists the names in dir, unsorted.
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
+
+// ignoringEINTR retries fn while it is interrupted by a signal: fallocate
+// and fdatasync may return EINTR on some filesystems (tmpfs, FUSE) even
+// with SA_RESTART handlers.
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); err != unix.EINTR {
+			return err
+		}
+	}
+}

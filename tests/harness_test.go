@@ -1,0 +1,163 @@
+// Package tests holds end-to-end tests: they build the real binaries, start
+// real sheep processes on loopback ports and drive them with real clients.
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binDir holds the binaries built once for the whole run.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sheepdog-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/...")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// freePort returns a TCP port nobody listens on right now.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Sheep is one running sheep process.
+type Sheep struct {
+	t    testing.TB
+	Dir  string
+	Port int
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+}
+
+// Addr is the sheep's protocol address.
+func (s *Sheep) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// startSheep starts a foreground sheep on a free loopback port with a fresh
+// store dir, waits until it accepts connections, and stops it at cleanup.
+func startSheep(t testing.TB, extra ...string) *Sheep {
+	t.Helper()
+	s := &Sheep{t: t, Dir: t.TempDir(), Port: freePort(t)}
+	s.start(extra...)
+	return s
+}
+
+func (s *Sheep) start(extra ...string) {
+	t := s.t
+	t.Helper()
+	args := append([]string{"-f", "-b", "127.0.0.1", "-p", strconv.Itoa(s.Port)}, extra...)
+	args = append(args, s.Dir)
+	s.out = &bytes.Buffer{}
+	s.cmd = exec.Command(bin("sheep"), args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sheep on %s did not come up: %v\n%s", s.Addr(), err, s.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the sheep with SIGKILL (idempotent).
+func (s *Sheep) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+// Stop stops the sheep with SIGTERM and waits.
+func (s *Sheep) Stop() {
+	if s.cmd != nil && s.cmd.ProcessState == nil {
+		s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			s.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// Result is what a command printed and how it exited.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// collie runs the collie binary against s with args.
+func (s *Sheep) collie(t testing.TB, stdin []byte, args ...string) Result {
+	t.Helper()
+	return run(t, stdin, bin("collie"), append(args, "-p", strconv.Itoa(s.Port))...)
+}
+
+func run(t testing.TB, stdin []byte, name string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	r := Result{Stdout: so.String(), Stderr: se.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.Code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// must runs collie and fails the test unless it exits 0.
+func (s *Sheep) must(t testing.TB, stdin []byte, args ...string) string {
+	t.Helper()
+	r := s.collie(t, stdin, args...)
+	if r.Code != 0 {
+		t.Fatalf("collie %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}

@@ -20,10 +20,10 @@ const DefaultMaxOpenFiles = 512
 type handle struct {
 	oid   uint64
 	f     *os.File
-	fd    int   // f.Fd(), kept to call fdatasync and fallocate directly
-	size  int64 // file size when opened; fixed for the inode's lifetime
-	ready chan struct{}
-	err   error // why opening failed; read only after ready is closed
+	fd    int           // f.Fd(), kept to call fdatasync and fallocate directly
+	size  int64         // file size when opened; fixed for the inode's lifetime
+	ready chan struct{} // closed once f or err is set
+	err   error         // why opening failed; read only after ready is closed
 
 	sync syncGroup // group commit of fdatasync on this inode
 
@@ -40,18 +40,24 @@ var closedReady = func() chan struct{} {
 	return c
 }()
 
-// fdCache keeps recently used object files open, at most max of them that
-// are idle. Handles in use are never closed: an entry evicted or
-// invalidated while in use leaves the map at once and is closed by the last
-// release. So the number of open files may exceed max by the number of
-// handles in use.
+// fdCache keeps recently used object files open, in LRU order. Each
+// insertion evicts idle handles from the cold end until at most max remain
+// (a few per insertion, see maxVictims). Handles in use are never closed: a
+// handle evicted or invalidated while in use leaves the map at once and is
+// closed by its last release. So the cache may exceed max by the handles in
+// use, and never for long by idle ones.
 //
-// Correctness against renames and unlinks rests on two rules kept by the
-// callers in store.go: a handle enters the map before its file is opened
-// (acquire), and every change of an object's path is followed by
-// invalidate or install for that oid. A handle that opened the old inode
-// was therefore in the map when the path changed and has been dropped, so
-// after the change no lookup can find a file for the old inode.
+// Correctness against renames and unlinks rests on rules kept by the
+// callers (object.go, stale.go):
+//   - a handle enters the map before its file is opened (acquire);
+//   - every change of an object's path is followed by invalidate or install
+//     for that oid, with the path change and the cache update done under
+//     the oid's path lock, so two changes of one oid cannot cross.
+//
+// A handle that opened the old inode was therefore in the map when the path
+// changed and has been dropped, so after the change no lookup can find a
+// file for the old inode; requests already holding it finish on it, as if
+// they had run before the change.
 type fdCache struct {
 	open func(oid uint64) (*os.File, error) // opens the object file, O_RDWR
 	max  int

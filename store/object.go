@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/sha1"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,10 +59,14 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 		os.Remove(tmp)
 		return ioError("create", oid, err)
 	}
-	if sync {
-		if err := s.syncDir(); err != nil {
-			return ioError("create", oid, err)
-		}
+	if !sync {
+		// The name is not durable yet; the next sync of any object
+		// makes it so (see syncHandle).
+		s.dirDirty.Store(true)
+		return nil
+	}
+	if err := s.syncDir(); err != nil {
+		return ioError("create", oid, err)
 	}
 	return nil
 }
@@ -94,8 +97,23 @@ func (s *Store) syncDir() error {
 		return nil
 	}
 	return s.dirSync.do(func() error {
-		fd := int(s.dirFile.Fd())
-		if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
+		// Cleared before the fsync: a Create that renames after this
+		// point sets it again, one that renamed before is covered.
+		s.dirDirty.Store(false)
+		rc, err := s.dirFile.SyscallConn()
+		if err != nil {
+			return err
+		}
+		// Control keeps the descriptor open for the call even if Close
+		// runs meanwhile.
+		cerr := rc.Control(func(fd uintptr) {
+			err = ignoringEINTR(func() error { return unix.Fsync(int(fd)) })
+		})
+		if err == nil {
+			err = cerr
+		}
+		if err != nil {
+			s.dirDirty.Store(true) // nothing is known to be durable
 			return &os.PathError{Op: "fsync", Path: s.objDir, Err: err}
 		}
 		return nil
@@ -153,17 +171,24 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 }
 
 // syncHandle returns once everything written to h before the call is on
-// stable storage, sharing the fdatasync with concurrent callers.
+// stable storage, sharing the fdatasync with concurrent callers. It also
+// makes durable the names of objects created without sync, so that a
+// synced write or a flush never leaves an object whose data survives a
+// power cut but whose name does not.
 func (s *Store) syncHandle(h *handle) error {
 	if s.noSync {
 		return nil
 	}
-	return h.sync.do(func() error {
+	err := h.sync.do(func() error {
 		if err := ignoringEINTR(func() error { return unix.Fdatasync(h.fd) }); err != nil {
 			return &os.PathError{Op: "fdatasync", Path: h.f.Name(), Err: err}
 		}
 		return nil
 	})
+	if err == nil && s.dirDirty.Load() {
+		err = s.syncDir()
+	}
+	return err
 }
 
 // zeros is the source of Punch's fallback writes.
@@ -336,6 +361,3 @@ func (s *Store) SHA1(oid uint64) ([20]byte, error) {
 	d.Sum(sum[:0])
 	return sum, nil
 }
-
-// isNotExist reports a missing file, for callers that tolerate one.
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

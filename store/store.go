@@ -62,6 +62,9 @@ type Store struct {
 	files   *fdCache
 	dirFile *os.File  // objDir, open to fsync it after renames
 	dirSync syncGroup // group commit of fsync(objDir)
+	// dirDirty is set after a Create without sync renamed an object into
+	// place, and cleared when an fsync of objDir begins.
+	dirDirty atomic.Bool
 
 	// pathLocks serialise the changes of an object's path (rename into
 	// place, unlink, rename to .stale) together with the matching update of
@@ -102,11 +105,14 @@ func Open(cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(s.staleDir, 0o755); err != nil {
-		return nil, fmt.Errorf("store: create %s: %w", s.staleDir, err)
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", cfg.Dir, err)
 	}
 	if err := checkXattr(cfg.Dir); err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(s.staleDir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", s.staleDir, err)
 	}
 	if err := s.removeTmpFiles(); err != nil {
 		return nil, err
@@ -165,7 +171,7 @@ func (s *Store) removeTmpFiles() error {
 		if !strings.HasSuffix(name, tmpSuffix) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.objDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(s.objDir, name)); err != nil && !isNotExist(err) {
 			return fmt.Errorf("store: remove leftover %s: %w", name, err)
 		}
 		n++
@@ -255,7 +261,7 @@ func ioError(op string, oid uint64, err error) error {
 // openError maps a failure to open object oid: NO_OBJ when it does not
 // exist, the I/O kinds otherwise.
 func openError(op string, oid uint64, err error) error {
-	if errors.Is(err, os.ErrNotExist) {
+	if isNotExist(err) {
 		return fmt.Errorf("store: %s %016x: %w", op, oid, proto.ResNoObj)
 	}
 	if err == errClosed {
@@ -276,6 +282,9 @@ func rangeError(op string, oid uint64, off, n, size int64) error {
 func inRange(off, n, size int64) bool {
 	return off >= 0 && n >= 0 && off <= size && n <= size-off
 }
+
+// isNotExist reports a missing file, for callers that tolerate one.
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 // readDirNames lists the names in dir, unsorted.
 func readDirNames(dir string) ([]string, error) {

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	mrand "math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -39,15 +41,43 @@ func TestMain(m *testing.M) {
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
-// freePort returns a TCP port nobody listens on right now.
+// freePort returns a protocol port P such that P, P+10000 (gossip, TCP and
+// UDP) and P+20000 (raft) are free right now. Ports are drawn from
+// 11000–25000 so the derived ones stay below the ephemeral range.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 1000; i++ {
+		p := 11000 + portRand.Intn(14000)
+		if portsFree(p) {
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port triple found")
+	return 0
+}
+
+var portRand = mrand.New(mrand.NewSource(time.Now().UnixNano() + int64(os.Getpid())))
+
+func portsFree(p int) bool {
+	var ls []io.Closer
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for _, q := range []int{p, p + 10000, p + 20000} {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(q))
+		if err != nil {
+			return false
+		}
+		ls = append(ls, l)
+	}
+	u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p+10000))
+	if err != nil {
+		return false
+	}
+	ls = append(ls, u)
+	return true
 }
 
 // Sheep is one running sheep process.

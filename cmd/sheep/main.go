@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -22,10 +23,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -44,6 +47,7 @@ type Config struct {
 	Zone       int64 // -1: derived from the address
 	Vnodes     int   // 0: default
 	Gateway    bool
+	Join       []string // protocol addresses of running sheeps
 	Foreground bool
 	NoSync     bool
 	LogLevel   slog.Level
@@ -67,6 +71,7 @@ func main() {
 			&cli.Int64Flag{Name: "zone", Aliases: []string{"z"}, Value: -1, Usage: "zone id (default: from the address)"},
 			&cli.IntFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
+			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error"},
@@ -117,6 +122,12 @@ func run(c *cli.Context) error {
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), LogLevel: lvl,
+	}
+	if j := c.String("join"); j != "" {
+		cfg.Join = strings.Split(j, ",")
+	}
+	if cfg.Port+cluster.RaftOffset > 65535 {
+		return fmt.Errorf("port %d too high: gossip and raft use port+%d and port+%d", cfg.Port, cluster.GossipOffset, cluster.RaftOffset)
 	}
 	if cfg.Port <= 0 || cfg.Port > 65535 {
 		return fmt.Errorf("bad port %d", cfg.Port)
@@ -245,11 +256,6 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer st.Close()
-	cl, err := cluster.OpenLocal(cfg.Dir)
-	if err != nil {
-		return err
-	}
-
 	addr, err := advertised(cfg)
 	if err != nil {
 		return err
@@ -284,11 +290,48 @@ func serve(cfg Config) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	gw := gateway.New(st, cl)
-	h := server.NewHandler(server.Config{
+	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
+		return err
+	}
+	started := time.Now()
+	var h *server.Handler
+	peers := gateway.NewPeers()
+	defer peers.Close()
+	cl, err := cluster.OpenRaft(cluster.RaftConfig{
+		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
+		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
+			req := proto.NewRequest(server.OpClusterPropose)
+			rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
+			if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
+				return 0, 0, err // not ordered: the caller retries
+			}
+			return rsp.Result, binary.LittleEndian.Uint64(rsp.Arg[4:]), nil
+		},
+		OnApply: func(e *cluster.Entry, res proto.Result) {
+			switch {
+			case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
+				if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
+					log.Error("wipe store for format", "err", err)
+				}
+			case e.Kind == cluster.KindShutdown && e.Time > started.UnixNano():
+				log.Info("cluster shutdown")
+				if h != nil {
+					h.Stopping()
+				}
+				go func() { time.Sleep(200 * time.Millisecond); stop() }()
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	gw := gateway.New(self.NodeID, st, cl, log)
+	defer gw.Close()
+	h = server.NewHandler(server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdi.New(gw, cl, log), Log: log,
-		Members:  func() []proto.Node { return []proto.Node{self} },
-		Shutdown: stop,
+		Members: cl.Members,
+		Propose: cl.ProposeEncoded,
 	})
 	srv := server.New(h, log)
 	go srv.Serve(tcp)
@@ -298,5 +341,60 @@ func serve(cfg Config) error {
 	<-ctx.Done()
 	log.Info("sheep stopping")
 	srv.Close()
+	return nil
+}
+
+// formatMarker records the ctime of the cluster whose objects the store
+// holds, so that a replayed format entry (raft replays its log at start)
+// never wipes live data.
+const formatMarker = "formatted"
+
+func wipeForFormat(st *store.Store, dir string, ctime uint64) error {
+	path := filepath.Join(dir, formatMarker)
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.FormatUint(ctime, 16) {
+		return nil
+	}
+	oids, err := st.List()
+	if err != nil {
+		return err
+	}
+	for _, oid := range oids {
+		if err := st.Remove(context.Background(), oid); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
+	return cluster.WriteFileSync(path, []byte(strconv.FormatUint(ctime, 16)+"\n"))
+}
+
+// checkJoin refuses to join a cluster other than the one this store dir
+// belongs to (a different ctime), with a clear message.
+func checkJoin(ctx context.Context, join []string, dir string) error {
+	if len(join) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, formatMarker))
+	if err != nil {
+		return nil // a fresh node joins anything
+	}
+	mine, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 64)
+	for _, addr := range join {
+		c, err := client.Dial(ctx, addr)
+		if err != nil {
+			continue
+		}
+		req := proto.NewRequest(proto.OpClusterInfo)
+		buf := make([]byte, proto.ClusterInfoSize)
+		_, _, err = c.Call(ctx, &req, nil, buf)
+		c.Close()
+		if err != nil {
+			continue
+		}
+		var ci proto.ClusterInfo
+		if ci.Unmarshal(buf) == nil && ci.Ctime != 0 && mine != 0 && ci.Ctime != mine {
+			return fmt.Errorf("store dir %s belongs to the cluster created %s, but %s is in the cluster created %s: refusing to join",
+				dir, time.Unix(proto.SheepTimeSeconds(mine), 0).Format(time.RFC3339), addr, time.Unix(proto.SheepTimeSeconds(ci.Ctime), 0).Format(time.RFC3339))
+		}
+		return nil
+	}
 	return nil
 }

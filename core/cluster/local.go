@@ -25,6 +25,10 @@ type Driver interface {
 // Propose is called, and the state is written to one file in the store dir
 // (write temp, fsync, rename) before Propose returns.
 type Local struct {
+	// OnApply, when set, runs after every successful entry (see
+	// RaftConfig.OnApply).
+	OnApply func(e *Entry, res proto.Result)
+
 	path string
 	mu   sync.RWMutex
 	st   *State
@@ -48,9 +52,6 @@ func OpenLocal(dir string) (*Local, error) {
 	}
 	l.st.init()
 	l.st.rebuild()
-	// Shutdown describes a run, not the cluster: a sheep started after
-	// `cluster shutdown` serves again.
-	l.st.Shutdown = false
 	return l, nil
 }
 
@@ -67,6 +68,9 @@ func (l *Local) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
 	}
 	if err := l.persist(); err != nil {
 		return 0, err
+	}
+	if l.OnApply != nil {
+		l.OnApply(e, res)
 	}
 	return res, nil
 }

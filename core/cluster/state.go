@@ -33,7 +33,6 @@ type State struct {
 	BlockSizeShift  uint8
 	Store           string
 	DisableRecovery bool
-	Shutdown        bool
 
 	// Epochs is the epoch log, oldest first. Invariant: Epochs[i].Epoch ==
 	// i+1 after a format; empty before.
@@ -77,10 +76,7 @@ func (s *State) EpochNodes(e uint32) []proto.Node {
 
 // Status is the cluster status as cluster_info.status encodes it.
 func (s *State) Status() uint8 {
-	switch {
-	case s.Shutdown:
-		return proto.StatusShutdown
-	case !s.Formatted():
+	if !s.Formatted() {
 		return proto.StatusWait
 	}
 	return proto.StatusOK
@@ -169,7 +165,9 @@ func (s *State) Apply(e *Entry) proto.Result {
 	case KindFormat:
 		return s.applyFormat(e)
 	case KindShutdown:
-		s.Shutdown = true
+		// Stopping is a side effect each node runs for a live entry (see
+		// the driver's OnApply); a replayed log must not stop anyone, so
+		// the state does not change.
 		return proto.ResSuccess
 	case KindAddVdi:
 		return s.applyAddVdi(e)
@@ -199,7 +197,6 @@ func (s *State) applyFormat(e *Entry) proto.Result {
 	s.BlockSizeShift = e.BlockSizeShift
 	s.Store = e.Store
 	s.DisableRecovery = false
-	s.Shutdown = false
 	s.Epochs = []EpochRecord{{Epoch: 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)}}
 	s.Vdis = make(map[uint32]*proto.VdiState)
 	s.rebuild()

@@ -1,40 +1,69 @@
 // Package gateway is the replicated object layer: whichever sheep a client
-// talks to reads and writes the object's copies on its behalf. It
-// implements the object interface core/volume and core/vdi are written
-// against, in-process.
+// talks to reads and writes the object's copies on its behalf
+// (PROTOCOL.md §5.5). It implements the object interface core/volume and
+// core/vdi are written against, in-process.
 //
-// This version serves a single node: every copy is the local store. The
-// copy count still comes from the VDI's state, and the checks (READONLY,
-// sizes, COW) are the ones the replicated path keeps.
+// Writes, creates and removes go to every copy in parallel and succeed only
+// when all copies did. Reads are served locally when this node holds a
+// copy, else from the other copies in placement order, failing over.
 package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
+	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
 // Gateway reads and writes objects for any VDI.
 type Gateway struct {
+	self    proto.NodeID
 	store   *store.Store
 	cluster cluster.Driver
+	peers   *Peers
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	ring      *placement.Ring
+	ringEpoch uint32
 }
 
-// New returns a gateway over the local store and the cluster state.
-func New(st *store.Store, cl cluster.Driver) *Gateway {
-	return &Gateway{store: st, cluster: cl}
+// New returns a gateway for the node self over its local store.
+func New(self proto.NodeID, st *store.Store, cl cluster.Driver, log *slog.Logger) *Gateway {
+	return &Gateway{self: self, store: st, cluster: cl, peers: NewPeers(), log: log}
 }
 
-// objectInfo returns the full size of oid and whether writes to it are
-// refused because its VDI is a snapshot.
-func (g *Gateway) objectInfo(oid uint64) (size int64, readonly bool) {
+// Close drops the peer connections.
+func (g *Gateway) Close() { g.peers.Close() }
+
+// plan is where an object's copies live in one epoch.
+type plan struct {
+	epoch    uint32
+	targets  []proto.Node
+	size     int64
+	readonly bool
+	strict   bool // fewer zones than copies and the cluster is strict
+}
+
+func (g *Gateway) plan(oid uint64) plan {
 	vid := proto.OidToVid(oid)
+	var p plan
 	var shift uint8
+	var copies int
+	var nodes []proto.Node
+	var epoch uint32
+	var strict bool
 	g.cluster.View(func(s *cluster.State) {
 		shift = s.BlockSizeShift
+		copies = int(s.Copies(vid))
 		if v := s.VdiState(vid); v != nil {
 			if v.BlockSizeShift != 0 {
 				shift = v.BlockSizeShift
@@ -42,11 +71,26 @@ func (g *Gateway) objectInfo(oid uint64) (size int64, readonly bool) {
 			// vdi_state.snapshot makes a snapshot's data (and vmstate)
 			// objects read-only; its inode stays writable (dog writes the
 			// tag after the snapshot exists).
-			readonly = v.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
+			p.readonly = v.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
 		}
+		epoch = s.Epoch()
+		nodes = s.Nodes()
+		strict = s.Flags&proto.ClusterFlagStrict != 0
 	})
-	return proto.ObjectSize(oid, shift), readonly
+	g.mu.Lock()
+	if g.ring == nil || g.ringEpoch != epoch {
+		g.ring, g.ringEpoch = placement.New(nodes), epoch
+	}
+	r := g.ring
+	g.mu.Unlock()
+	p.epoch = epoch
+	p.size = proto.ObjectSize(oid, shift)
+	p.targets = r.Locate(oid, copies)
+	p.strict = strict && r.Zones() < copies
+	return p
 }
+
+func (g *Gateway) isSelf(n proto.Node) bool { return n.Addr == g.self.Addr && n.Port == g.self.Port }
 
 func checkRange(oid uint64, size, off int64, n int) error {
 	if off < 0 || off+int64(n) > size {
@@ -55,55 +99,236 @@ func checkRange(oid uint64, size, off int64, n int) error {
 	return nil
 }
 
-// ReadObject fills buf from oid at off.
-func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []byte) error {
-	size, _ := g.objectInfo(oid)
-	if err := checkRange(oid, size, off, len(buf)); err != nil {
-		return err
+// retryable reports errors after which the request is sent again once the
+// epoch settles: epoch mismatches and a peer that went away.
+func retryable(err error) bool {
+	switch proto.ResultOf(err) {
+	case proto.ResOldNodeVer, proto.ResNewNodeVer, proto.ResNetworkError, proto.ResWaitForJoin, proto.ResKilled, proto.ResShutdown:
+		return true
 	}
-	return g.store.ReadAt(ctx, oid, buf, off)
+	return errors.Is(err, client.ErrClosed) || isNetErr(err)
 }
 
-// WriteObject writes data into the existing object oid at off. The write is
-// on stable storage on every copy when it returns.
+// withRetry runs f until it succeeds, fails for good or 30 s pass.
+func withRetry(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for delay := 20 * time.Millisecond; ; delay = min(delay*2, time.Second) {
+		err := f()
+		if err == nil || !retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// ReadObject fills buf from oid at off.
+func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []byte) error {
+	return withRetry(ctx, func() error {
+		p := g.plan(oid)
+		if err := checkRange(oid, p.size, off, len(buf)); err != nil {
+			return err
+		}
+		return g.read(ctx, p, oid, off, buf)
+	})
+}
+
+func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf []byte) error {
+	// Local first: a copy here needs no network.
+	if g.store.Exists(oid) {
+		if err := g.store.ReadAt(ctx, oid, buf, off); err == nil {
+			return nil
+		}
+	}
+	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
+	tried := map[proto.NodeID]bool{g.self: true}
+	try := func(n proto.Node) bool {
+		if tried[n.NodeID] {
+			return false
+		}
+		tried[n.NodeID] = true
+		err := g.peerRead(ctx, n, p.epoch, oid, off, buf)
+		if err == nil {
+			return true
+		}
+		if proto.ResultOf(err) == proto.ResOldNodeVer || proto.ResultOf(err) == proto.ResNewNodeVer {
+			last = err
+		} else if !errors.Is(last, proto.ResOldNodeVer) {
+			last = err
+		}
+		return false
+	}
+	for _, n := range p.targets {
+		if try(n) {
+			return nil
+		}
+	}
+	// Not where the current epoch puts it (it has not been moved yet):
+	// any live node may still hold a copy.
+	for _, n := range g.liveNodes() {
+		if n.NrVnodes > 0 && try(n) {
+			return nil
+		}
+	}
+	return last
+}
+
+func (g *Gateway) liveNodes() []proto.Node {
+	var nodes []proto.Node
+	g.cluster.View(func(s *cluster.State) { nodes = s.Nodes() })
+	return nodes
+}
+
+// forEach runs f for every target in parallel and returns the first error.
+func forEach(targets []proto.Node, f func(n proto.Node) error) error {
+	if len(targets) == 1 {
+		return f(targets[0])
+	}
+	errs := make(chan error, len(targets))
+	for _, n := range targets {
+		go func() { errs <- f(n) }()
+	}
+	var first error
+	for range targets {
+		if err := <-errs; err != nil && (first == nil || retryable(err)) {
+			first = err
+		}
+	}
+	return first
+}
+
+func (g *Gateway) writable(oid uint64, p plan) error {
+	if p.readonly {
+		return fmt.Errorf("%016x: %w", oid, proto.ResReadonly)
+	}
+	if len(p.targets) == 0 || p.strict {
+		return fmt.Errorf("%016x: not enough nodes for its copies: %w", oid, proto.ResHalt)
+	}
+	return nil
+}
+
+// WriteObject writes data into the existing object oid at off on every
+// copy; it is on stable storage on all of them when it returns.
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
-	size, ro := g.objectInfo(oid)
-	if ro {
-		return fmt.Errorf("write %016x: %w", oid, proto.ResReadonly)
+	return withRetry(ctx, func() error {
+		p := g.plan(oid)
+		if err := g.writable(oid, p); err != nil {
+			return err
+		}
+		if err := checkRange(oid, p.size, off, len(data)); err != nil {
+			return err
+		}
+		var missing []proto.Node
+		var mu sync.Mutex
+		err := forEach(p.targets, func(n proto.Node) error {
+			var err error
+			if g.isSelf(n) {
+				err = g.store.WriteAt(ctx, oid, data, off, true)
+			} else {
+				err = g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data)
+			}
+			if errors.Is(err, proto.ResNoObj) {
+				mu.Lock()
+				missing = append(missing, n)
+				mu.Unlock()
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if len(missing) == len(p.targets) {
+			return fmt.Errorf("write %016x: %w", oid, proto.ResNoObj)
+		}
+		// A copy the current epoch expects but that was never moved there:
+		// copy the written object from a holder that has it.
+		for _, n := range missing {
+			if err := g.repair(ctx, p, oid, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// repair creates oid on n from a full copy read elsewhere.
+func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) error {
+	full := make([]byte, p.size)
+	if err := g.read(ctx, p, oid, 0, full); err != nil {
+		return fmt.Errorf("repair %016x on %s: %w", oid, n.NodeID, err)
 	}
-	if err := checkRange(oid, size, off, len(data)); err != nil {
-		return err
+	if g.isSelf(n) {
+		return g.store.Create(ctx, oid, p.size, 0, full, true)
 	}
-	return g.store.WriteAt(ctx, oid, data, off, true)
+	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full)
 }
 
 // CreateAndWrite creates (or replaces) oid at its full size, zero-filled,
-// with data at off. With cowFrom != 0 the object starts as a copy of
-// cowFrom instead of zeros.
+// with data at off, on every copy. With cowFrom != 0 the object starts as a
+// copy of cowFrom instead of zeros.
 func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
-	size, ro := g.objectInfo(oid)
-	if ro {
-		return fmt.Errorf("create %016x: %w", oid, proto.ResReadonly)
-	}
-	if err := checkRange(oid, size, off, len(data)); err != nil {
-		return err
-	}
-	if cowFrom == 0 {
-		return g.store.Create(ctx, oid, size, off, data, true)
-	}
-	full := make([]byte, size)
-	if err := g.ReadObject(ctx, cowFrom, 0, full); err != nil {
-		return fmt.Errorf("copy-on-write from %016x: %w", cowFrom, err)
-	}
-	copy(full[off:], data)
-	return g.store.Create(ctx, oid, size, 0, full, true)
+	return withRetry(ctx, func() error {
+		p := g.plan(oid)
+		if err := g.writable(oid, p); err != nil {
+			return err
+		}
+		if err := checkRange(oid, p.size, off, len(data)); err != nil {
+			return err
+		}
+		if cowFrom != 0 {
+			full := make([]byte, p.size)
+			if err := g.ReadObject(ctx, cowFrom, 0, full); err != nil {
+				return fmt.Errorf("copy-on-write from %016x: %w", cowFrom, err)
+			}
+			copy(full[off:], data)
+			data, off = full, 0
+		}
+		return forEach(p.targets, func(n proto.Node) error {
+			if g.isSelf(n) {
+				return g.store.Create(ctx, oid, p.size, off, data, true)
+			}
+			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data)
+		})
+	})
 }
 
-// RemoveObject removes oid from every copy.
+// RemoveObject removes oid from every copy. A copy already gone is fine.
 func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
-	return g.store.Remove(ctx, oid)
+	return withRetry(ctx, func() error {
+		p := g.plan(oid)
+		found := false
+		var mu sync.Mutex
+		err := forEach(p.targets, func(n proto.Node) error {
+			var err error
+			if g.isSelf(n) {
+				err = g.store.Remove(ctx, oid)
+			} else {
+				err = g.peerWrite(ctx, n, p.epoch, proto.OpRemovePeer, oid, 0, nil)
+			}
+			if errors.Is(err, proto.ResNoObj) {
+				return nil
+			}
+			if err == nil {
+				mu.Lock()
+				found = true
+				mu.Unlock()
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("remove %016x: %w", oid, proto.ResNoObj)
+		}
+		return nil
+	})
 }
 
 // Flush makes every write acknowledged so far stable. Writes through this
-// gateway are synchronous, so there is nothing left to do.
+// gateway are synchronous on every copy, so there is nothing left to do.
 func (g *Gateway) Flush(ctx context.Context) error { return ctx.Err() }

@@ -140,10 +140,16 @@ func (ino *Inode) UnmarshalHeader(b []byte) error {
 	return nil
 }
 
+// inodeRangeOK reports whether [off, off+n) lies inside the inode image.
+// It is written so that off+n cannot overflow for any off.
+func inodeRangeOK(off int64, n int) bool {
+	return off >= 0 && off <= InodeSize && int64(n) <= InodeSize-off
+}
+
 // MarshalRange writes bytes [off, off+len(dst)) of the full 12587576-byte
 // inode image into dst. Nil DataVdiID or Gref tables encode as zeros.
 func (ino *Inode) MarshalRange(off int64, dst []byte) error {
-	if off < 0 || off+int64(len(dst)) > InodeSize {
+	if !inodeRangeOK(off, len(dst)) {
 		return fmt.Errorf("proto: inode range [%d,+%d) outside %d bytes", off, len(dst), InodeSize)
 	}
 	end := off + int64(len(dst))
@@ -180,7 +186,7 @@ func (ino *Inode) MarshalRange(off int64, dst []byte) error {
 // header updates are applied by re-encoding the header, patching and
 // decoding it again.
 func (ino *Inode) UnmarshalRange(off int64, src []byte) error {
-	if off < 0 || off+int64(len(src)) > InodeSize {
+	if !inodeRangeOK(off, len(src)) {
 		return fmt.Errorf("proto: inode range [%d,+%d) outside %d bytes", off, len(src), InodeSize)
 	}
 	end := off + int64(len(src))
@@ -192,7 +198,9 @@ func (ino *Inode) UnmarshalRange(off int64, src []byte) error {
 			return err
 		}
 	}
-	if end > DataVdiIDOffset && off < GrefOffset {
+	// Allocate a table only when the range really covers part of it: an
+	// empty range must not turn "tables not decoded" into "all zero".
+	if max(off, DataVdiIDOffset) < min(end, GrefOffset) {
 		if ino.DataVdiID == nil {
 			ino.DataVdiID = make([]uint32, MaxDataIndexes)
 		}
@@ -205,7 +213,7 @@ func (ino *Inode) UnmarshalRange(off int64, src []byte) error {
 			p += int64(n)
 		}
 	}
-	if end > GrefOffset {
+	if max(off, GrefOffset) < end {
 		if ino.Gref == nil {
 			ino.Gref = make([]Gref, MaxDataIndexes)
 		}

@@ -44,9 +44,11 @@ func NodeIDFromAddrPort(ap netip.AddrPort) NodeID {
 	return id
 }
 
-// IP returns the node's address.
+// IP returns the node's address. As in Sheepdog's addr_to_str, it is IPv4
+// when the first 12 bytes are zero and byte 12 is not; so IPv6 addresses
+// such as ::1 stay IPv6.
 func (id NodeID) IP() netip.Addr {
-	if bytes.Equal(id.Addr[:12], make([]byte, 12)) {
+	if id.Addr[12] != 0 && [12]byte(id.Addr[:12]) == [12]byte{} {
 		return netip.AddrFrom4([4]byte(id.Addr[12:]))
 	}
 	return netip.AddrFrom16(id.Addr)
@@ -124,7 +126,9 @@ func MarshalNodes(nodes []Node) []byte {
 
 // UnmarshalNodes decodes n nodes from b.
 func UnmarshalNodes(b []byte, n int) ([]Node, error) {
-	if n < 0 || len(b) < n*NodeSize {
+	// n > len(b)/NodeSize rather than len(b) < n*NodeSize: the product
+	// overflows for a hostile n and would pass the check.
+	if n < 0 || n > len(b)/NodeSize {
 		return nil, fmt.Errorf("proto: %d nodes need %d bytes, got %d", n, n*NodeSize, len(b))
 	}
 	nodes := make([]Node, n)

@@ -3,11 +3,11 @@ package server
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 )
@@ -158,19 +158,15 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 	if ctime == 0 {
 		ctime = proto.SheepTime(h.cfg.Now())
 	}
-	// Formatting wipes the objects of an earlier cluster.
-	oids, err := h.cfg.Store.List()
-	if err != nil {
-		return err
-	}
-	for _, oid := range oids {
-		if err := h.cfg.Store.Remove(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {
-			return err
-		}
+	// Every node wipes the objects of an earlier cluster when it applies
+	// the format entry (see the driver's OnApply in cmd/sheep).
+	nodes := h.members()
+	if a.Flags&proto.ClusterFlagAutoVnodes != 0 {
+		nodes = placement.AutoVnodes(nodes)
 	}
 	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{
 		Kind: cluster.KindFormat, Ctime: ctime, Time: h.cfg.Now().Unix(), Copies: copies,
-		CopyPolicy: a.CopyPolicy, Flags: a.Flags, BlockSizeShift: shift, Store: storeName, Nodes: h.members(),
+		CopyPolicy: a.CopyPolicy, Flags: a.Flags, BlockSizeShift: shift, Store: storeName, Nodes: nodes,
 	})
 	if err != nil {
 		return err
@@ -183,15 +179,13 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 }
 
 func (h *Handler) shutdown(ctx context.Context, c *call) error {
-	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindShutdown})
+	// Every node stops when it applies the entry (the driver's OnApply).
+	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindShutdown, Time: h.cfg.Now().UnixNano()})
 	if err != nil {
 		return err
 	}
 	if res != proto.ResSuccess {
 		return res
-	}
-	if h.cfg.Shutdown != nil {
-		go h.cfg.Shutdown()
 	}
 	return nil
 }

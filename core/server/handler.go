@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,22 +18,25 @@ import (
 
 // Config wires a Handler to the rest of the sheep.
 type Config struct {
-	Self     proto.Node
-	Store    *store.Store
-	Cluster  cluster.Driver
-	Gateway  *gateway.Gateway
-	Vdi      *vdi.Service
-	Log      *slog.Logger
-	Members  func() []proto.Node // the nodes currently in the cluster
-	Shutdown func()              // stops this sheep (SHUTDOWN applied)
-	Now      func() time.Time
+	Self    proto.Node
+	Store   *store.Store
+	Cluster cluster.Driver
+	Gateway *gateway.Gateway
+	Vdi     *vdi.Service
+	Log     *slog.Logger
+	Members func() []proto.Node // the nodes currently in the cluster
+	// Propose applies an encoded cluster entry forwarded by a follower
+	// (nil when this sheep cannot lead).
+	Propose func(ctx context.Context, entry []byte) (proto.Result, uint64, error)
+	Now     func() time.Time
 }
 
 // Handler runs one request. It is safe for concurrent use.
 type Handler struct {
-	cfg    Config
-	killed atomic.Bool
-	ops    map[proto.Opcode]op
+	cfg      Config
+	killed   atomic.Bool
+	stopping atomic.Bool
+	ops      map[proto.Opcode]op
 }
 
 // op is a handler with Sheepdog's "force" mark: forced ops run while the
@@ -92,15 +96,13 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if h.killed.Load() {
 		return proto.ResKilled
 	}
+	if h.stopping.Load() {
+		return proto.ResShutdown
+	}
 	var status uint8
 	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
-	switch status {
-	case proto.StatusShutdown:
-		return proto.ResShutdown
-	case proto.StatusWait:
-		if !o.force {
-			return proto.ResWaitForFormat
-		}
+	if status == proto.StatusWait && !o.force {
+		return proto.ResWaitForFormat
 	}
 	err := o.fn(ctx, c)
 	res := proto.ResultOf(err)
@@ -120,10 +122,11 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpRemoveObj:         {fn: h.removeObj},
 		proto.OpDiscardObj:        {fn: h.discardObj},
 
-		proto.OpCreateAndWritePeer: {fn: h.peer(h.createAndWrite)},
-		proto.OpReadPeer:           {fn: h.peer(h.readObj)},
-		proto.OpWritePeer:          {fn: h.peer(h.writeObj)},
-		proto.OpRemovePeer:         {fn: h.peer(h.removeObj)},
+		proto.OpCreateAndWritePeer: {fn: h.peer(h.createPeer)},
+		proto.OpReadPeer:           {fn: h.peer(h.readPeer)},
+		proto.OpWritePeer:          {fn: h.peer(h.writePeer)},
+		proto.OpRemovePeer:         {fn: h.peer(h.removePeer)},
+		OpClusterPropose:           {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpLockVdi:           {fn: h.lockVdi},
@@ -164,6 +167,11 @@ func noop(context.Context, *call) error { return nil }
 func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Context, *call) error {
 	return func(ctx context.Context, c *call) error {
 		mine := h.epoch()
+		// A request from a newer epoch waits (briefly) for ours to catch up.
+		for i := 0; i < 50 && c.req.Epoch > mine; i++ {
+			time.Sleep(20 * time.Millisecond)
+			mine = h.epoch()
+		}
 		switch {
 		case c.req.Flags&proto.FlagCmdRecovery != 0:
 		case c.req.Epoch < mine:
@@ -247,4 +255,66 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 		return err
 	}
 	return nil
+}
+
+// Stopping marks the sheep as shutting down: every later request is
+// answered SHUTDOWN.
+func (h *Handler) Stopping() { h.stopping.Store(true) }
+
+// OpClusterPropose is our internal op (not in Sheepdog) carrying an encoded
+// cluster entry from a follower to the raft leader. The reply carries the
+// result and, at rsp @24, the log index the entry was applied at.
+const OpClusterPropose proto.Opcode = 0xF0
+
+func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
+	if h.cfg.Propose == nil {
+		return proto.ResNoSupport
+	}
+	res, idx, err := h.cfg.Propose(ctx, c.data)
+	if err != nil {
+		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
+	}
+	le.PutUint64(c.rsp.Arg[4:], idx)
+	return res
+}
+
+var le = binary.LittleEndian
+
+// The peer ops act on this node's store alone (one copy).
+
+func (h *Handler) objectSize(oid uint64) int64 { return proto.ObjectSize(oid, h.blockShift(oid)) }
+
+func (h *Handler) createPeer(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	size := h.objectSize(o.Oid)
+	if int64(o.Offset)+int64(len(c.data)) > size {
+		return fmt.Errorf("create %016x: [%d,+%d) outside %d: %w", o.Oid, o.Offset, len(c.data), size, proto.ResInvalidParms)
+	}
+	return h.cfg.Store.Create(ctx, o.Oid, size, int64(o.Offset), c.data, true)
+}
+
+func (h *Handler) readPeer(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	size := h.objectSize(o.Oid)
+	if int64(o.Offset) > size {
+		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
+	}
+	n := min(int64(c.req.DataLength), size-int64(o.Offset))
+	buf := getBuf(int(n))
+	if err := h.cfg.Store.ReadAt(ctx, o.Oid, buf, int64(o.Offset)); err != nil {
+		putBuf(buf)
+		return err
+	}
+	c.out = buf
+	c.release = func() { putBuf(buf) }
+	return nil
+}
+
+func (h *Handler) writePeer(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), true)
+}
+
+func (h *Handler) removePeer(ctx context.Context, c *call) error {
+	return h.cfg.Store.Remove(ctx, c.req.Obj().Oid)
 }

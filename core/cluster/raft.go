@@ -1,0 +1,512 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/sheepdog-go/sheepdog/core/placement"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Port offsets: a sheep on protocol port P gossips on P+GossipOffset (TCP
+// and UDP) and runs raft on P+RaftOffset, so several sheeps share a host
+// with only -p and the dir changed.
+const (
+	GossipOffset = 10000
+	RaftOffset   = 20000
+	maxVoters    = 5
+)
+
+// ForwardFunc sends an encoded entry to the leader (known by its protocol
+// address) and returns the result and the log index it was applied at.
+type ForwardFunc func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error)
+
+// RaftConfig configures the replicated driver.
+type RaftConfig struct {
+	Dir      string
+	Self     proto.Node
+	BindAddr string // interface to bind gossip and raft to
+	Join     []string
+	Forward  ForwardFunc
+	// OnApply runs after every applied entry, outside the state lock, for
+	// side effects local to this node (wiping the store on format).
+	OnApply func(e *Entry, res proto.Result)
+	Log     *slog.Logger
+}
+
+// Raft orders entries through hashicorp/raft and tracks membership with
+// hashicorp/memberlist. Every membership change the leader sees becomes an
+// epoch entry.
+type Raft struct {
+	cfg  RaftConfig
+	fsm  *fsm
+	raft *raft.Raft
+	ml   *memberlist.Memberlist
+	wal  *wal.WAL
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// fsm applies raft log entries to the State.
+type fsm struct {
+	mu      sync.RWMutex
+	st      *State
+	applied uint64
+	cond    *sync.Cond
+	onApply func(e *Entry, res proto.Result)
+}
+
+func (f *fsm) Apply(l *raft.Log) interface{} {
+	var e Entry
+	if err := json.Unmarshal(l.Data, &e); err != nil {
+		return proto.ResInvalidParms
+	}
+	f.mu.Lock()
+	res := f.st.Apply(&e)
+	f.applied = l.Index
+	f.mu.Unlock()
+	f.cond.Broadcast()
+	if f.onApply != nil {
+		f.onApply(&e, res)
+	}
+	return res
+}
+
+type fsmSnapshot struct{ b []byte }
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.b); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+func (fsmSnapshot) Release() {}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.st)
+	return fsmSnapshot{b}, err
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st := &State{}
+	if err := json.NewDecoder(rc).Decode(st); err != nil {
+		return err
+	}
+	st.init()
+	st.rebuild()
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
+// waitApplied blocks until index is applied locally or the deadline passes.
+func (f *fsm) waitApplied(ctx context.Context, index uint64) error {
+	done := make(chan struct{})
+	go func() {
+		f.mu.Lock()
+		for f.applied < index && ctx.Err() == nil {
+			f.cond.Wait()
+		}
+		f.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return ctx.Err()
+	case <-ctx.Done():
+		f.cond.Broadcast()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// nodeMeta is what a sheep gossips: its sd_node, cluster ctime, raft port.
+func encodeMeta(n proto.Node, ctime uint64, raftPort uint16) []byte {
+	b := make([]byte, proto.NodeSize+10)
+	n.Marshal(b)
+	binary.LittleEndian.PutUint64(b[proto.NodeSize:], ctime)
+	binary.LittleEndian.PutUint16(b[proto.NodeSize+8:], raftPort)
+	return b
+}
+
+func decodeMeta(b []byte) (proto.Node, uint64, uint16, error) {
+	var n proto.Node
+	if len(b) < proto.NodeSize+10 {
+		return n, 0, 0, fmt.Errorf("short node metadata (%d bytes)", len(b))
+	}
+	n.Unmarshal(b)
+	return n, binary.LittleEndian.Uint64(b[proto.NodeSize:]), binary.LittleEndian.Uint16(b[proto.NodeSize+8:]), nil
+}
+
+type delegate struct{ r *Raft }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	var ctime uint64
+	d.r.View(func(s *State) { ctime = s.Ctime })
+	return encodeMeta(d.r.cfg.Self, ctime, d.r.cfg.Self.Port+RaftOffset)
+}
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func (d delegate) NotifyJoin(*memberlist.Node)   { d.r.poke() }
+func (d delegate) NotifyLeave(*memberlist.Node)  { d.r.poke() }
+func (d delegate) NotifyUpdate(*memberlist.Node) { d.r.poke() }
+
+// NotifyAlive refuses peers of another cluster (a different ctime).
+func (d delegate) NotifyAlive(peer *memberlist.Node) error {
+	_, ctime, _, err := decodeMeta(peer.Meta)
+	if err != nil {
+		return err
+	}
+	var mine uint64
+	d.r.View(func(s *State) { mine = s.Ctime })
+	if mine != 0 && ctime != 0 && ctime != mine {
+		return fmt.Errorf("node %s belongs to another cluster (ctime %x, ours %x)", peer.Name, ctime, mine)
+	}
+	return nil
+}
+
+func (r *Raft) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// OpenRaft starts raft and memberlist for this node. A node with no raft
+// state and no peers to join bootstraps a one-node cluster.
+func OpenRaft(cfg RaftConfig) (*Raft, error) {
+	r := &Raft{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	r.fsm = &fsm{st: &State{}, onApply: cfg.OnApply}
+	r.fsm.st.init()
+	r.fsm.cond = sync.NewCond(&r.fsm.mu)
+
+	raftDir := filepath.Join(cfg.Dir, "raft")
+	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+		return nil, err
+	}
+	w, err := wal.Open(filepath.Join(raftDir, "wal"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	r.wal = w
+	snaps, err := raft.NewFileSnapshotStore(raftDir, 2, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	host := cfg.Self.IP().String()
+	raftAddr := net.JoinHostPort(host, strconv.Itoa(int(cfg.Self.Port)+RaftOffset))
+	advertise, err := net.ResolveTCPAddr("tcp", raftAddr)
+	if err != nil {
+		return nil, err
+	}
+	trans, err := raft.NewTCPTransport(net.JoinHostPort(cfg.BindAddr, strconv.Itoa(int(cfg.Self.Port)+RaftOffset)), advertise, 4, 10*time.Second, io.Discard)
+	if err != nil {
+		return nil, fmt.Errorf("raft listen on port %d: %w", int(cfg.Self.Port)+RaftOffset, err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Self.NodeID.String())
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.SnapshotThreshold = 1024
+	rc.LogOutput = io.Discard
+	hasState, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		return nil, err
+	}
+	r.raft, err = raft.NewRaft(rc, r.fsm, w, w, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if !hasState && len(cfg.Join) == 0 {
+		f := r.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return nil, err
+		}
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Self.NodeID.String()
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = int(cfg.Self.Port) + GossipOffset
+	mc.AdvertiseAddr = host
+	mc.AdvertisePort = mc.BindPort
+	mc.ProbeInterval = 500 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.SuspicionMult = 2
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.PushPullInterval = 5 * time.Second
+	mc.LogOutput = io.Discard
+	mc.Delegate = delegate{r}
+	mc.Events = delegate{r}
+	mc.Alive = delegate{r}
+	r.ml, err = memberlist.Create(mc)
+	if err != nil {
+		r.raft.Shutdown().Error()
+		return nil, fmt.Errorf("gossip on port %d: %w", mc.BindPort, err)
+	}
+	peers := gossipAddrs(cfg.Join)
+	if len(peers) == 0 && hasState {
+		// A restarted node finds its cluster through the last epoch.
+		r.fsm.mu.RLock()
+		for _, n := range r.fsm.st.Nodes() {
+			if n.NodeID.String() != mc.Name {
+				peers = append(peers, gossipAddrs([]string{n.NodeID.String()})...)
+			}
+		}
+		r.fsm.mu.RUnlock()
+	}
+	if len(peers) > 0 {
+		if _, err := r.ml.Join(peers); err != nil && len(cfg.Join) > 0 {
+			r.Close()
+			return nil, fmt.Errorf("join %v: %w", cfg.Join, err)
+		}
+	}
+	r.wg.Add(1)
+	go r.reconcileLoop()
+	return r, nil
+}
+
+// gossipAddrs turns protocol addresses into gossip addresses.
+func gossipAddrs(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		port, _ := strconv.Atoi(p)
+		out = append(out, net.JoinHostPort(h, strconv.Itoa(port+GossipOffset)))
+	}
+	return out
+}
+
+// Close leaves the cluster and stops raft.
+func (r *Raft) Close() {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	close(r.stop)
+	r.wg.Wait()
+	if r.ml != nil {
+		r.ml.Shutdown()
+	}
+	r.raft.Shutdown().Error()
+	r.wal.Close()
+}
+
+// View implements Driver.
+func (r *Raft) View(f func(s *State)) {
+	r.fsm.mu.RLock()
+	defer r.fsm.mu.RUnlock()
+	f(r.fsm.st)
+}
+
+// Propose implements Driver: applied by the leader (forwarded there when
+// this node is a follower), and applied locally before it returns.
+func (r *Raft) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		res, idx, err := r.ProposeEncoded(ctx, b)
+		if err == nil {
+			if err := r.fsm.waitApplied(ctx, idx); err != nil {
+				return 0, fmt.Errorf("wait for entry %d: %w", idx, err)
+			}
+			return res, nil
+		}
+		if !errors.Is(err, errNoLeader) && !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResClusterError)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var errNoLeader = errors.New("no raft leader")
+
+// ProposeEncoded applies an encoded entry if this node leads, or forwards
+// it to the leader. It returns the result and the entry's log index.
+func (r *Raft) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, uint64, error) {
+	if r.raft.State() == raft.Leader {
+		f := r.raft.Apply(b, 10*time.Second)
+		if err := f.Error(); err != nil {
+			return 0, 0, err
+		}
+		res, _ := f.Response().(proto.Result)
+		return res, f.Index(), nil
+	}
+	_, id := r.raft.LeaderWithID()
+	if id == "" || r.cfg.Forward == nil {
+		return 0, 0, errNoLeader
+	}
+	res, idx, err := r.cfg.Forward(ctx, string(id), b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: forward to %s: %v", errNoLeader, id, err)
+	}
+	return res, idx, nil
+}
+
+// Members returns the live members memberlist knows, in node order.
+func (r *Raft) Members() []proto.Node {
+	var out []proto.Node
+	for _, m := range r.ml.Members() {
+		if n, _, _, err := decodeMeta(m.Meta); err == nil {
+			out = append(out, n)
+		}
+	}
+	slices.SortFunc(out, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	return out
+}
+
+func (r *Raft) reconcileLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.kick:
+		case <-t.C:
+		}
+		if r.raft.State() == raft.Leader {
+			if err := r.reconcile(); err != nil {
+				r.cfg.Log.Warn("membership reconcile", "err", err)
+			}
+		}
+	}
+}
+
+// reconcile runs on the leader: raft's configuration follows memberlist
+// (voters up to 5, one voter while fewer than three nodes live), and a
+// changed member set commits a new epoch.
+func (r *Raft) reconcile() error {
+	type member struct {
+		node proto.Node
+		addr raft.ServerAddress
+	}
+	live := map[raft.ServerID]member{}
+	for _, m := range r.ml.Members() {
+		n, _, rport, err := decodeMeta(m.Meta)
+		if err != nil {
+			continue
+		}
+		live[raft.ServerID(n.NodeID.String())] = member{n, raft.ServerAddress(net.JoinHostPort(n.IP().String(), strconv.Itoa(int(rport))))}
+	}
+	cf := r.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	self := raft.ServerID(r.cfg.Self.NodeID.String())
+	inConf := map[raft.ServerID]raft.ServerSuffrage{}
+	voters := 0
+	for _, s := range cf.Configuration().Servers {
+		inConf[s.ID] = s.Suffrage
+		if _, ok := live[s.ID]; !ok && s.ID != self {
+			if err := r.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+			delete(inConf, s.ID)
+			continue
+		}
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	want := 1
+	if len(live) >= 3 {
+		want = min(maxVoters, len(live))
+	}
+	ids := make([]raft.ServerID, 0, len(live))
+	for id := range live {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if id == self {
+			continue
+		}
+		suf, ok := inConf[id]
+		switch {
+		case (!ok || suf != raft.Voter) && voters < want:
+			if err := r.raft.AddVoter(id, live[id].addr, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+			voters++
+		case !ok:
+			if err := r.raft.AddNonvoter(id, live[id].addr, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+		case suf == raft.Voter && voters > want:
+			if err := r.raft.DemoteVoter(id, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+			voters--
+		}
+	}
+
+	var formatted bool
+	var cur []proto.Node
+	var auto bool
+	r.View(func(s *State) {
+		formatted, cur, auto = s.Formatted(), s.Nodes(), s.Flags&proto.ClusterFlagAutoVnodes != 0
+	})
+	if !formatted {
+		return nil
+	}
+	nodes := make([]proto.Node, 0, len(live))
+	for _, id := range ids {
+		nodes = append(nodes, live[id].node)
+	}
+	if auto {
+		nodes = placement.AutoVnodes(nodes)
+	}
+	slices.SortFunc(nodes, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	if slices.Equal(nodes, cur) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := r.Propose(ctx, &Entry{Kind: KindEpoch, Nodes: nodes, Time: time.Now().Unix()})
+	if err == nil {
+		r.cfg.Log.Info("new epoch", "nodes", len(nodes))
+	}
+	return err
+}

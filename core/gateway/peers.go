@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/sheepdog-go/sheepdog/core/client"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Peers pools one pipelined connection per peer sheep: requests to a peer
+// share it instead of dialling per request.
+type Peers struct {
+	mu    sync.Mutex
+	conns map[string]*client.Client
+}
+
+// NewPeers returns an empty pool.
+func NewPeers() *Peers { return &Peers{conns: map[string]*client.Client{}} }
+
+// Get returns the connection to addr, dialling it if needed.
+func (p *Peers) Get(ctx context.Context, addr string) (*client.Client, error) {
+	p.mu.Lock()
+	c := p.conns[addr]
+	p.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, err := client.Dial(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", proto.ResNetworkError, err)
+	}
+	p.mu.Lock()
+	if old := p.conns[addr]; old != nil {
+		p.mu.Unlock()
+		c.Close()
+		return old, nil
+	}
+	p.conns[addr] = c
+	p.mu.Unlock()
+	return c, nil
+}
+
+// Drop forgets a broken connection.
+func (p *Peers) Drop(addr string, c *client.Client) {
+	p.mu.Lock()
+	if p.conns[addr] == c {
+		delete(p.conns, addr)
+	}
+	p.mu.Unlock()
+	c.Close()
+}
+
+// Close closes every connection.
+func (p *Peers) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// Call sends req to the peer at addr; a broken connection is dropped and
+// reported as NETWORK_ERROR so the caller retries.
+func (p *Peers) Call(ctx context.Context, addr string, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
+	c, err := p.Get(ctx, addr)
+	if err != nil {
+		return proto.Response{}, 0, err
+	}
+	rsp, n, err := c.Do(ctx, req, wdata, rbuf)
+	if err != nil {
+		p.Drop(addr, c)
+		return rsp, n, fmt.Errorf("%s: %w: %v", addr, proto.ResNetworkError, err)
+	}
+	if rsp.Result != proto.ResSuccess {
+		return rsp, n, fmt.Errorf("%s: %w", addr, rsp.Result)
+	}
+	return rsp, n, nil
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+func peerReq(op proto.Opcode, epoch uint32, oid uint64, off int64) proto.Request {
+	r := proto.NewRequest(op)
+	r.Epoch = epoch
+	r.SetObj(proto.ObjArgs{Oid: oid, Offset: uint32(off)})
+	return r
+}
+
+func (g *Gateway) peerRead(ctx context.Context, n proto.Node, epoch uint32, oid uint64, off int64, buf []byte) error {
+	r := peerReq(proto.OpReadPeer, epoch, oid, off)
+	_, got, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, buf)
+	if err != nil {
+		return err
+	}
+	if got != len(buf) {
+		return fmt.Errorf("%s: short read of %016x: %w", n.NodeID, oid, proto.ResEIO)
+	}
+	return nil
+}
+
+func (g *Gateway) peerWrite(ctx context.Context, n proto.Node, epoch uint32, op proto.Opcode, oid uint64, off int64, data []byte) error {
+	r := peerReq(op, epoch, oid, off)
+	if data == nil && op != proto.OpRemovePeer {
+		data = []byte{}
+	}
+	_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, data, nil)
+	return err
+}

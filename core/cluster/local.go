@@ -19,6 +19,10 @@ type Driver interface {
 	Propose(ctx context.Context, e *Entry) (proto.Result, error)
 	// View runs f with the current state; f must not keep or modify it.
 	View(f func(s *State))
+	// Sync waits until this node has applied every entry the cluster had
+	// committed when Sync was called, so that a request arriving here sees
+	// what was acknowledged through any other node.
+	Sync(ctx context.Context) error
 }
 
 // Local is the single-node driver: entries are applied in the order
@@ -74,6 +78,9 @@ func (l *Local) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
 	}
 	return res, nil
 }
+
+// Sync implements Driver: a single node is always up to date.
+func (l *Local) Sync(ctx context.Context) error { return ctx.Err() }
 
 // View implements Driver.
 func (l *Local) View(f func(s *State)) {

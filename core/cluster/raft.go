@@ -284,7 +284,16 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 		r.fsm.mu.RUnlock()
 	}
 	if len(peers) > 0 {
-		if _, err := r.ml.Join(peers); err != nil && len(cfg.Join) > 0 {
+		// The peers may be starting too: retry for a while before giving up
+		// on an explicit --join.
+		var err error
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			if _, err = r.ml.Join(peers); err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil && len(cfg.Join) > 0 {
 			r.Close()
 			return nil, fmt.Errorf("join %v: %w", cfg.Join, err)
 		}
@@ -363,8 +372,14 @@ var errNoLeader = errors.New("no raft leader")
 
 // ProposeEncoded applies an encoded entry if this node leads, or forwards
 // it to the leader. It returns the result and the entry's log index.
+//
+// An empty entry is a read barrier: the leader answers with its applied
+// index without writing anything.
 func (r *Raft) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, uint64, error) {
 	if r.raft.State() == raft.Leader {
+		if len(b) == 0 {
+			return proto.ResSuccess, r.raft.AppliedIndex(), nil
+		}
 		f := r.raft.Apply(b, 10*time.Second)
 		if err := f.Error(); err != nil {
 			return 0, 0, err
@@ -381,6 +396,28 @@ func (r *Raft) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, uint
 		return 0, 0, fmt.Errorf("%w: forward to %s: %v", errNoLeader, id, err)
 	}
 	return res, idx, nil
+}
+
+// Sync implements Driver. The leader's state already holds everything it
+// acknowledged; a follower asks the leader for its applied index and waits
+// to reach it.
+func (r *Raft) Sync(ctx context.Context) error {
+	if r.raft.State() == raft.Leader {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		_, idx, err := r.ProposeEncoded(ctx, nil)
+		if err == nil {
+			return r.fsm.waitApplied(ctx, idx)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sync with the cluster leader: %w", proto.ResClusterError)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Members returns the live members memberlist knows, in node order.

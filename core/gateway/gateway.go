@@ -53,8 +53,15 @@ type plan struct {
 	strict   bool // fewer zones than copies and the cluster is strict
 }
 
-func (g *Gateway) plan(oid uint64) plan {
+func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	vid := proto.OidToVid(oid)
+	known := true
+	g.cluster.View(func(s *cluster.State) { known = s.VdiState(vid) != nil || !s.Formatted() })
+	if !known {
+		// A VDI created through another node moments ago: learn its
+		// copies and block size before placing its objects.
+		g.cluster.Sync(ctx)
+	}
 	var p plan
 	var shift uint8
 	var copies int
@@ -128,7 +135,7 @@ func withRetry(ctx context.Context, f func() error) error {
 // ReadObject fills buf from oid at off.
 func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []byte) error {
 	return withRetry(ctx, func() error {
-		p := g.plan(oid)
+		p := g.plan(ctx, oid)
 		if err := checkRange(oid, p.size, off, len(buf)); err != nil {
 			return err
 		}
@@ -214,7 +221,7 @@ func (g *Gateway) writable(oid uint64, p plan) error {
 // copy; it is on stable storage on all of them when it returns.
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
 	return withRetry(ctx, func() error {
-		p := g.plan(oid)
+		p := g.plan(ctx, oid)
 		if err := g.writable(oid, p); err != nil {
 			return err
 		}
@@ -272,7 +279,7 @@ func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) 
 // copy of cowFrom instead of zeros.
 func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
 	return withRetry(ctx, func() error {
-		p := g.plan(oid)
+		p := g.plan(ctx, oid)
 		if err := g.writable(oid, p); err != nil {
 			return err
 		}
@@ -299,7 +306,7 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 // RemoveObject removes oid from every copy. A copy already gone is fine.
 func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 	return withRetry(ctx, func() error {
-		p := g.plan(oid)
+		p := g.plan(ctx, oid)
 		found := false
 		var mu sync.Mutex
 		err := forEach(p.targets, func(n proto.Node) error {

@@ -129,7 +129,7 @@ func UnmarshalNodes(b []byte, n int) ([]Node, error) {
 	// n > len(b)/NodeSize rather than len(b) < n*NodeSize: the product
 	// overflows for a hostile n and would pass the check.
 	if n < 0 || n > len(b)/NodeSize {
-		return nil, fmt.Errorf("proto: %d nodes need %d bytes, got %d", n, n*NodeSize, len(b))
+		return nil, fmt.Errorf("proto: %d nodes do not fit in %d bytes (%d each)", n, len(b), NodeSize)
 	}
 	nodes := make([]Node, n)
 	for i := range nodes {

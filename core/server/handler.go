@@ -102,7 +102,14 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	var status uint8
 	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
 	if status == proto.StatusWait && !o.force {
-		return proto.ResWaitForFormat
+		// The format may have been committed through another node and not
+		// reached this one yet.
+		if err := h.cfg.Cluster.Sync(ctx); err == nil {
+			h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
+		}
+		if status == proto.StatusWait {
+			return proto.ResWaitForFormat
+		}
 	}
 	err := o.fn(ctx, c)
 	res := proto.ResultOf(err)

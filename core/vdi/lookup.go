@@ -68,6 +68,10 @@ func chain(left, right uint32) []uint32 {
 // lookup finds name (plus tag or snapid) following §4.3.
 func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (lookupResult, error) {
 	var r lookupResult
+	// See every VDI acknowledged through any node before probing.
+	if err := s.cluster.Sync(ctx); err != nil {
+		return r, err
+	}
 	left := proto.VdiNameHash(name)
 	var right uint32
 	var err error

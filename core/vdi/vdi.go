@@ -150,13 +150,6 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		ino.ParentVdiID = r.vid
 		entry.ParentVid = r.vid
 		entry.OldVid, entry.SnapshotOld = r.vid, true
-		// Mark the old inode a snapshot before the new working VDI exists,
-		// so no write lands in it after the snapshot is taken.
-		var sc [8]byte
-		le64(sc[:], now)
-		if err := s.objects.WriteObject(ctx, proto.VidToVdiOid(r.vid), 520, sc[:], 0); err != nil {
-			return Info{}, fmt.Errorf("mark %x snapshot: %w", r.vid, err)
-		}
 	default:
 		if found {
 			return Info{}, fmt.Errorf("%q: %w", p.Name, proto.ResVdiExist)
@@ -185,6 +178,18 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	}
 	if res != proto.ResSuccess {
 		return Info{}, fmt.Errorf("register vid %x: %w", r.free, res)
+	}
+	if oldVid != 0 {
+		// Mark the old inode a snapshot (snap_ctime) only once the new vid
+		// is ours: marked earlier, a refused proposal would leave a retry's
+		// lookup seeing a snapshot and no working VDI (NO_VDI). Data
+		// writes to the old vid are already refused: the entry made its
+		// vdi_state a snapshot.
+		var sc [8]byte
+		le64(sc[:], now)
+		if err := s.objects.WriteObject(ctx, proto.VidToVdiOid(oldVid), 520, sc[:], 0); err != nil {
+			return Info{}, fmt.Errorf("mark %x snapshot: %w", oldVid, err)
+		}
 	}
 	ino.DataVdiID = table
 	if err := s.writeNewInode(ctx, &ino); err != nil {

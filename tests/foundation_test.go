@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -72,8 +73,9 @@ func TestSingleNodeFlow(t *testing.T) {
 		t.Fatalf("vdi list -r:\n%q", raw)
 	}
 	nodes := s.must(t, nil, "node", "list")
+	// dog's row format: "%4d   %-20s\t%2d%11u"; zone from 127.0.0.1.
 	wantNodes := "  Id   Host:Port         V-Nodes       Zone\n" +
-		"   0   127.0.0.1:" + strconv.Itoa(s.Port) + "      \t128   16777343\n"
+		fmt.Sprintf("   0   %-20s\t128   16777343\n", s.Addr())
 	if nodes != wantNodes {
 		t.Fatalf("node list:\n%q\nwant\n%q", nodes, wantNodes)
 	}
@@ -84,6 +86,7 @@ func TestSingleNodeFlow(t *testing.T) {
 	// The data survives a restart of the sheep.
 	s.Stop()
 	s.start()
+	waitRunning(t, s)
 	got = s.must(t, nil, "vdi", "read", "Alice", strconv.Itoa(4<<20), strconv.Itoa(len(data)))
 	if !bytes.Equal([]byte(got), data) {
 		t.Fatal("data differs after restart")
@@ -120,8 +123,8 @@ func TestBadInput(t *testing.T) {
 		{"duplicate", []string{"vdi", "create", "Alice", "8M"}, 1, "Failed to create VDI Alice: VDI exists already"},
 		{"unknown vdi", []string{"vdi", "read", "Nope", "0", "512"}, 1, "Failed to open VDI Nope (snapshot id: 0 snapshot tag: ): No VDI found"},
 		{"bad suffix", []string{"vdi", "create", "Bob", "12X"}, 0, "12X"},
-		{"too large", []string{"vdi", "create", "Bob", "5T"}, 0, "too large"},
-		{"read past end", []string{"vdi", "read", "Alice", "8M", "4096"}, 0, ""},
+		{"too large", []string{"vdi", "create", "Bob", "5T"}, 0, "VDI size is larger than 4.0 TB"},
+		{"read past end", []string{"vdi", "read", "Alice", "9M", "4096"}, 1, "beyond the end"},
 		{"no such command", []string{"vdi", "frobnicate"}, 0, ""},
 	}
 	for _, c := range cases {

@@ -116,7 +116,14 @@ func (s *Sheep) start(extra ...string) {
 	exited := make(chan struct{})
 	s.exited = exited
 	go func(c *exec.Cmd) { c.Wait(); close(exited) }(s.cmd)
-	t.Cleanup(s.Kill)
+	t.Cleanup(func() {
+		s.Kill()
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "sheep.log"))
+			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+			t.Logf("sheep %s log (last lines):\n%s", s.Addr(), strings.Join(lines[max(0, len(lines)-25):], "\n"))
+		}
+	})
 	// Serving means answering a request, not just accepting connections
 	// (the listener opens before the sheep has joined its cluster).
 	deadline := time.Now().Add(20 * time.Second)
@@ -219,4 +226,21 @@ func (s *Sheep) must(t testing.TB, stdin []byte, args ...string) string {
 		t.Fatalf("collie %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
 	}
 	return r.Stdout
+}
+
+// waitRunning waits until s reports "Cluster status: running" (a restarted
+// sheep replays its cluster log first).
+func waitRunning(t testing.TB, s *Sheep) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := s.collie(t, nil, "cluster", "info")
+		if r.Code == 0 && strings.HasPrefix(r.Stdout, "Cluster status: running") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not running: %s %s", s.Addr(), r.Stdout, r.Stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

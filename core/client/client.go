@@ -140,10 +140,12 @@ func (c *Client) readLoop() {
 func (c *Client) Do(ctx context.Context, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
 	if wdata != nil {
 		req.Flags |= proto.FlagCmdWrite
-		req.DataLength = uint32(len(wdata))
 		if req.Flags&proto.FlagCmdPiggyback != 0 && len(rbuf) > len(wdata) {
-			req.DataLength = uint32(len(rbuf))
+			// A WRITE payload is always data_length bytes (the server
+			// reads that many); pad it so that the reply has room.
+			wdata = append(wdata[:len(wdata):len(wdata)], make([]byte, len(rbuf)-len(wdata))...)
 		}
+		req.DataLength = uint32(len(wdata))
 	} else {
 		req.DataLength = uint32(len(rbuf))
 	}
@@ -176,8 +178,9 @@ func (c *Client) Do(ctx context.Context, req *proto.Request, wdata, rbuf []byte)
 	case <-p.ch:
 	case <-ctx.Done():
 		// The reply may still arrive into rbuf; the connection cannot be
-		// reused safely, so drop it.
-		c.fail(ctx.Err())
+		// reused safely, so drop it. The other calls on it fail with
+		// ErrClosed, not with this call's context error.
+		c.fail(fmt.Errorf("%w: a request was abandoned: %v", ErrClosed, ctx.Err()))
 		<-p.ch
 		return proto.Response{}, 0, ctx.Err()
 	}

@@ -60,6 +60,8 @@ type Raft struct {
 	ml   *memberlist.Memberlist
 	wal  *wal.WAL
 
+	hasState bool // raft had a log when this sheep started
+
 	kick chan struct{}
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -120,6 +122,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.st = st
 	f.mu.Unlock()
 	return nil
+}
+
+func (f *fsm) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
 }
 
 // waitApplied blocks until index is applied locally or the deadline passes.
@@ -241,6 +249,7 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.hasState = hasState
 	r.raft, err = raft.NewRaft(rc, r.fsm, w, w, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -274,14 +283,16 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	}
 	peers := gossipAddrs(cfg.Join)
 	if len(peers) == 0 && hasState {
-		// A restarted node finds its cluster through the last epoch.
-		r.fsm.mu.RLock()
-		for _, n := range r.fsm.st.Nodes() {
-			if n.NodeID.String() != mc.Name {
-				peers = append(peers, gossipAddrs([]string{n.NodeID.String()})...)
+		// A restarted node finds its cluster through the raft
+		// configuration it stored (its state machine is replayed only once
+		// a leader is known).
+		if f := r.raft.GetConfiguration(); f.Error() == nil {
+			for _, srv := range f.Configuration().Servers {
+				if string(srv.ID) != mc.Name {
+					peers = append(peers, gossipAddrs([]string{string(srv.ID)})...)
+				}
 			}
 		}
-		r.fsm.mu.RUnlock()
 	}
 	if len(peers) > 0 {
 		// The peers may be starting too: retry for a while before giving up
@@ -418,6 +429,18 @@ func (r *Raft) Sync(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// Rejoining reports whether this node belongs to a cluster whose state it
+// has not replayed yet (a restart before the log is applied): requests then
+// get WAIT_FOR_JOIN rather than WAIT_FOR_FORMAT.
+func (r *Raft) Rejoining() bool {
+	if !r.hasState {
+		return false
+	}
+	formatted := false
+	r.View(func(s *State) { formatted = s.Formatted() })
+	return !formatted
 }
 
 // Members returns the live members memberlist knows, in node order.

@@ -278,6 +278,9 @@ func (h *Handler) clusterInfo(_ context.Context, c *call) error {
 		if s.DisableRecovery {
 			ci.DisableRecovery = 1
 		}
+		if !s.Formatted() && !h.cfg.FixedVnodes {
+			ci.Flags |= proto.ClusterFlagAutoVnodes
+		}
 		c.out = ci.Marshal()
 	})
 	return nil

@@ -25,6 +25,10 @@ type Config struct {
 	Vdi     *vdi.Service
 	Log     *slog.Logger
 	Members func() []proto.Node // the nodes currently in the cluster
+	// FixedVnodes is set when the sheep was started with -V: before
+	// format, CLUSTER_INFO then does not advertise auto vnodes (dog's
+	// format checks the strategy against it).
+	FixedVnodes bool
 	// Propose applies an encoded cluster entry forwarded by a follower
 	// (nil when this sheep cannot lead).
 	Propose func(ctx context.Context, entry []byte) (proto.Result, uint64, error)
@@ -101,13 +105,19 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	}
 	var status uint8
 	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
-	if status == proto.StatusWait && !o.force {
+	if status == proto.StatusWait && (!o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
-		// reached this one yet.
-		if err := h.cfg.Cluster.Sync(ctx); err == nil {
+		// reached this one yet: catch up before answering (STAT_CLUSTER
+		// and CLUSTER_INFO report the status, so they catch up too).
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := h.cfg.Cluster.Sync(sctx); err == nil {
 			h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
 		}
-		if status == proto.StatusWait {
+		cancel()
+		if status == proto.StatusWait && !o.force {
+			if rj, ok := h.cfg.Cluster.(interface{ Rejoining() bool }); ok && rj.Rejoining() {
+				return proto.ResWaitForJoin
+			}
 			return proto.ResWaitForFormat
 		}
 	}
@@ -129,10 +139,12 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpRemoveObj:         {fn: h.removeObj},
 		proto.OpDiscardObj:        {fn: h.discardObj},
 
-		proto.OpCreateAndWritePeer: {fn: h.peer(h.createPeer)},
-		proto.OpReadPeer:           {fn: h.peer(h.readPeer)},
-		proto.OpWritePeer:          {fn: h.peer(h.writePeer)},
-		proto.OpRemovePeer:         {fn: h.peer(h.removePeer)},
+		// Peer ops are gated by the sender's epoch, not by our status: a
+		// node that has not applied the format yet waits for its epoch.
+		proto.OpCreateAndWritePeer: {force: true, fn: h.peer(h.createPeer)},
+		proto.OpReadPeer:           {force: true, fn: h.peer(h.readPeer)},
+		proto.OpWritePeer:          {force: true, fn: h.peer(h.writePeer)},
+		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
 		OpClusterPropose:           {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
@@ -174,9 +186,10 @@ func noop(context.Context, *call) error { return nil }
 func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Context, *call) error {
 	return func(ctx context.Context, c *call) error {
 		mine := h.epoch()
-		// A request from a newer epoch waits (briefly) for ours to catch up.
-		for i := 0; i < 50 && c.req.Epoch > mine; i++ {
-			time.Sleep(20 * time.Millisecond)
+		// A request from a newer epoch is parked until ours catches up
+		// (the entry is on its way through raft).
+		for deadline := time.Now().Add(5 * time.Second); c.req.Epoch > mine && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
 			mine = h.epoch()
 		}
 		switch {
@@ -239,7 +252,53 @@ func (h *Handler) blockShift(oid uint64) uint8 {
 
 func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
-	return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags)
+	lo, hi, ok := tableRange(o.Oid, int64(o.Offset), len(c.data))
+	if !ok {
+		return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags)
+	}
+	// A write into an inode's data_vdi_id drops the references it
+	// overwrites (a discard writes 0, dog zeroes the table before
+	// DEL_VDI): note the old owners, write, then reclaim what nobody
+	// references any more (PROTOCOL.md §4.7).
+	vid := proto.OidToVid(o.Oid)
+	before := make([]byte, 4*(hi-lo))
+	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), before); err != nil {
+		return err
+	}
+	if err := h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags); err != nil {
+		return err
+	}
+	after := make([]byte, len(before))
+	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), after); err != nil {
+		return nil // the write is done; reclamation waits for the next chance
+	}
+	var dropped []vdi.Ref
+	for i := uint32(0); i < hi-lo; i++ {
+		old, cur := le.Uint32(before[4*i:]), le.Uint32(after[4*i:])
+		if old != 0 && old != cur {
+			dropped = append(dropped, vdi.Ref{Vid: old, Index: lo + i})
+		}
+	}
+	if len(dropped) > 0 {
+		if err := h.cfg.Vdi.Reclaim(ctx, dropped); err != nil {
+			h.cfg.Log.Warn("reclaim dropped references", "vid", fmt.Sprintf("%x", vid), "err", err)
+		}
+	}
+	return nil
+}
+
+// tableRange returns the data_vdi_id indexes [lo, hi) a write of n bytes at
+// off into oid touches, if oid is an inode and the write reaches its table.
+func tableRange(oid uint64, off int64, n int) (lo, hi uint32, ok bool) {
+	end := off + int64(n)
+	if !proto.IsVdiObj(oid) || end <= proto.DataVdiIDOffset || off >= proto.GrefOffset {
+		return 0, 0, false
+	}
+	first := max(off, proto.DataVdiIDOffset)
+	last := min(end, proto.GrefOffset)
+	lo = uint32((first - proto.DataVdiIDOffset) / 4)
+	hi = uint32((last - proto.DataVdiIDOffset + 3) / 4)
+	return lo, hi, true
 }
 
 func (h *Handler) removeObj(ctx context.Context, c *call) error {
@@ -327,4 +386,12 @@ func (h *Handler) writePeer(ctx context.Context, c *call) error {
 
 func (h *Handler) removePeer(ctx context.Context, c *call) error {
 	return h.cfg.Store.Remove(ctx, c.req.Obj().Oid)
+}
+
+func reportsStatus(op proto.Opcode) bool {
+	return op == proto.OpStatCluster || op == proto.OpClusterInfo || op == proto.OpReadVdis
+}
+
+func isPeerOp(op proto.Opcode) bool {
+	return op == proto.OpCreateAndWritePeer || op == proto.OpReadPeer || op == proto.OpWritePeer || op == proto.OpRemovePeer
 }

@@ -2,6 +2,7 @@ package vdi
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -281,45 +282,76 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	return r.vid, nil
 }
 
-// reclaim removes the data objects referenced by table that no live
-// (not deleted) VDI references. Invariant kept: an object is removed only
-// when no live inode's data_vdi_id names its (vid, index).
+// reclaim removes the data objects referenced by table that no live VDI
+// references any more.
 func (s *Service) reclaim(ctx context.Context, table []uint32) error {
-	type ref struct{ vid, idx uint32 }
-	cand := map[ref]bool{}
+	var refs []Ref
 	for i, v := range table {
 		if v != 0 {
-			cand[ref{v, uint32(i)}] = true
+			refs = append(refs, Ref{Vid: v, Index: uint32(i)})
 		}
 	}
-	if len(cand) == 0 {
-		return nil
-	}
+	return s.Reclaim(ctx, refs)
+}
+
+// Ref names data object Index of VDI Vid.
+type Ref struct{ Vid, Index uint32 }
+
+// Reclaim removes every data object of refs that no live (not deleted)
+// VDI's data_vdi_id names any more. Callers pass the references they just
+// dropped (a delete, a discard writing 0 into the table, dog zeroing the
+// table before DEL_VDI).
+//
+// Invariant kept: an object is removed only when no live inode's
+// data_vdi_id names its (vid, index). A live snapshot still names every
+// object it owns (its table never changes), so those are skipped without
+// reading anything.
+func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
+	cand := map[Ref]bool{}
 	var live []uint32
 	s.cluster.View(func(st *cluster.State) {
+		for _, r := range refs {
+			if v := st.VdiState(r.Vid); v != nil && v.Snapshot && !v.Deleted {
+				continue
+			}
+			cand[r] = true
+		}
+		if len(cand) == 0 {
+			return
+		}
 		for _, v := range st.SortedVids() {
 			if !st.IsDeleted(v) {
 				live = append(live, v)
 			}
 		}
 	})
+	if len(cand) == 0 {
+		return nil
+	}
+	lo, hi := uint32(proto.MaxDataIndexes), uint32(0)
+	for r := range cand {
+		lo, hi = min(lo, r.Index), max(hi, r.Index)
+	}
+	buf := make([]byte, 4*(hi-lo+1))
 	for _, v := range live {
-		ino, err := s.readInode(ctx, v)
-		if err != nil {
+		if err := s.objects.ReadObject(ctx, proto.VidToVdiOid(v), int64(proto.DataVdiIDOff(lo)), buf); err != nil {
 			if errors.Is(err, proto.ResNoObj) {
 				continue
 			}
 			return err
 		}
-		for i, owner := range ino.DataVdiID {
-			if owner != 0 {
-				delete(cand, ref{owner, uint32(i)})
+		for i := lo; i <= hi; i++ {
+			if owner := binary.LittleEndian.Uint32(buf[4*(i-lo):]); owner != 0 {
+				delete(cand, Ref{owner, i})
 			}
+		}
+		if len(cand) == 0 {
+			return nil
 		}
 	}
 	var firstErr error
 	for c := range cand {
-		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.vid, c.idx))
+		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.Vid, c.Index))
 		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
 			firstErr = err
 		}

@@ -1,0 +1,142 @@
+package main
+
+// option is one getopt-style option as dog declares it: a short letter, the
+// long name (also the urfave/cli flag name), whether it takes a value, and
+// dog's help text (shown by "collie <command> <subcommand> -h").
+type option struct {
+	short  byte
+	long   string
+	hasArg bool
+	help   string
+}
+
+// globalOptions are accepted by every subcommand whose option string lists
+// them (dog's dog_options).
+var globalOptions = []option{
+	{'a', "address", true, "specify the daemon address (default: localhost)"},
+	{'p', "port", true, "specify the daemon port"},
+	{'r', "raw", false, "raw output mode: omit headers, separate fields with\n" +
+		"                          single spaces and print all sizes in decimal bytes"},
+	{'v', "verbose", false, "print more information than default"},
+	{'h', "help", false, "display this help and exit"},
+	{'T', "time", false, "show elapsed time"},
+}
+
+var vdiOptions = []option{
+	{'P', "prealloc", false, "preallocate all the data objects"},
+	{'n', "no-share", false, "share nothing with its parent"},
+	{'s', "snapshot", true, "specify a snapshot id or tag name"},
+	{'w', "writeback", false, "use writeback mode"},
+	{'c', "copies", true, "specify the data redundancy level"},
+	{'o', "oid", true, "specify the object id of the tracking object"},
+	{'z', "block_size_shift", true, "specify the bit shift num for data object size"},
+	{'R', "reduce-identical-snapshots", false, "do not create snapshot if " +
+		"working VDI doesn't have its own objects"},
+	{'B', "nr-batched-reclamation", true, "specify a number of batched" +
+		"reclamation during VDI deletion"},
+	{'I', "reclamation-interval", true, "specify how long (unit: second)" +
+		"in reclamation loop during VDI deletion"},
+	{'m', "max-reclaim", true, "specify the maximum number of reclaimed objects " +
+		"(if this option is specified, an inode object won't be reclaimed)"},
+}
+
+var clusterOptions = []option{
+	{'b', "store", true, "specify backend store"},
+	{'c', "copies", true, "specify the default data redundancy (number of copies)"},
+	{'f', "force", false, "do not prompt for confirmation"},
+	{'F', "avoid-diskfull", false, "skip recovery if recovery process can cause disk full"},
+	{'l', "lock", false, "Lock vdi to exclude multiple users"},
+	{'R', "recyclevid", false, "enable recycling of VID"},
+	{'t', "strict", false, "do not serve write request if number of nodes is not sufficient"},
+	{'z', "block_size_shift", true, "specify the shift num of default data object size"},
+	{'V', "fixedvnodes", false, "disable automatic vnodes calculation"},
+	{'d', "diff", false, "just output the changes between the two adjacent epoches" +
+		"for cluster info"},
+}
+
+// subcommand is one "collie <command> <subcommand>". opts lists the
+// accepted short options in dog's order (it is also the order of the usage
+// line); args is the usage text of the positional arguments.
+type subcommand struct {
+	name      string
+	args      string
+	opts      string
+	desc      string
+	needArg   bool // at least one positional argument
+	needNodes bool // fetch the node list (GET_NODE_LIST, STAT_CLUSTER) first
+	run       func(s *session, args []string) error
+}
+
+// command is a group of subcommands with its own options.
+type command struct {
+	name    string
+	options []option
+	subs    []subcommand
+}
+
+// commands is the command table, in dog's order.
+var commands = []*command{
+	{name: "vdi", options: vdiOptions, subs: []subcommand{
+		{"create", "<vdiname> <size>", "PcaphrvzT", "create an image", true, true, vdiCreate},
+		{"snapshot", "<vdiname>", "saphrvTR", "create a snapshot", true, false, vdiSnapshot},
+		{"clone", "<src vdi> <dst vdi>", "sPnaphrvT", "clone an image", true, false, vdiClone},
+		{"delete", "<vdiname>", "saphTBIm", "delete an image", true, false, vdiDelete},
+		{"list", "[vdiname]", "aprhoT", "list images", false, false, vdiList},
+		{"read", "<vdiname> [<offset> [<len>]]", "saphT", "read data from an image", true, false, vdiRead},
+		{"write", "<vdiname> [<offset> [<len>]]", "apwhT", "write data to an image", true, false, vdiWrite},
+	}},
+	{name: "node", subs: []subcommand{
+		{"list", "", "aprhT", "list nodes", false, true, nodeList},
+		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
+		{"recovery", "", "aprhT", "show recovery information of nodes", false, true, nodeRecovery},
+	}},
+	{name: "cluster", options: clusterOptions, subs: []subcommand{
+		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},
+		{"format", "", "bcltaphzTVRfF", "create a Sheepdog store", false, true, clusterFormat},
+		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
+	}},
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func (c *command) find(name string) *subcommand {
+	for i := range c.subs {
+		if c.subs[i].name == name {
+			return &c.subs[i]
+		}
+	}
+	return nil
+}
+
+// option returns the definition of short option ch for this command.
+func (c *command) option(ch byte) (option, bool) {
+	for _, o := range globalOptions {
+		if o.short == ch {
+			return o, true
+		}
+	}
+	for _, o := range c.options {
+		if o.short == ch {
+			return o, true
+		}
+	}
+	return option{}, false
+}
+
+// allowed lists the options sub accepts, in the order of its option string.
+func (c *command) allowed(sub *subcommand) []option {
+	var opts []option
+	for i := 0; i < len(sub.opts); i++ {
+		if o, ok := c.option(sub.opts[i]); ok {
+			opts = append(opts, o)
+		}
+	}
+	return opts
+}

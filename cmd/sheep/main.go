@@ -32,8 +32,10 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -44,6 +46,7 @@ type Config struct {
 	BindAddr   string
 	MyAddr     string
 	NBDAddr    string
+	NBDDefault bool  // NBDAddr is the default, not asked for
 	Zone       int64 // -1: derived from the address
 	Vnodes     int   // 0: default
 	Gateway    bool
@@ -52,6 +55,10 @@ type Config struct {
 	NoSync     bool
 	LogLevel   slog.Level
 }
+
+// defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
+// IANA port of NBD).
+const defaultNBDAddr = ":10809"
 
 // readyFD is the descriptor a detached child reports readiness on.
 const readyFD = 3
@@ -67,7 +74,7 @@ func main() {
 			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7000, Usage: "protocol port"},
 			&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "0.0.0.0", Usage: "address to listen on"},
 			&cli.StringFlag{Name: "myaddr", Aliases: []string{"y"}, Usage: "address other nodes and clients reach this node at (default: the bind address, or the first non-loopback address)"},
-			&cli.StringFlag{Name: "nbd", Value: "none", Usage: "NBD listen address, or none"},
+			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none"},
 			&cli.Int64Flag{Name: "zone", Aliases: []string{"z"}, Value: -1, Usage: "zone id (default: from the address)"},
 			&cli.IntFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
@@ -120,7 +127,7 @@ func run(c *cli.Context) error {
 	}
 	cfg := Config{
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
-		NBDAddr: c.String("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
+		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), LogLevel: lvl,
 	}
 	if j := c.String("join"); j != "" {
@@ -287,6 +294,12 @@ func serve(cfg Config) error {
 		tcp.Close()
 		return fmt.Errorf("listen on %s: %w", sockPath, err)
 	}
+	nbdL, err := listenNBD(cfg, log)
+	if err != nil {
+		tcp.Close()
+		unixL.Close()
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -297,6 +310,8 @@ func serve(cfg Config) error {
 	var h *server.Handler
 	peers := gateway.NewPeers()
 	defer peers.Close()
+	locks := &store.Locks{}
+	var rec *recovery.Recovery
 	cl, err := cluster.OpenRaft(cluster.RaftConfig{
 		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
 		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
@@ -309,6 +324,10 @@ func serve(cfg Config) error {
 		},
 		OnApply: func(e *cluster.Entry, res proto.Result) {
 			switch {
+			case e.Kind == cluster.KindEpoch && res == proto.ResSuccess:
+				if rec != nil {
+					rec.Start()
+				}
 			case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
 				if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
 					log.Error("wipe store for format", "err", err)
@@ -326,22 +345,78 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer cl.Close()
-	gw := gateway.New(self.NodeID, st, cl, log)
+	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
+	rec = recovery.New(self.NodeID, st, cl, peers, locks, log)
+	defer rec.Stop()
+	rec.Start() // a restarted node checks what it holds against the epoch
 	defer gw.Close()
+	vdis := vdi.New(gw, cl, log)
 	h = server.NewHandler(server.Config{
-		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdi.New(gw, cl, log), Log: log,
-		Members: cl.Members,
+		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
+		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded,
 	})
 	srv := server.New(h, log)
 	go srv.Serve(tcp)
 	go srv.Serve(unixL)
+	var nbdSrv *nbd.Server
+	if nbdL != nil {
+		nbdSrv = nbd.New(nbd.Config{
+			Objects: gw,
+			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
+				info, err := vdis.Lookup(ctx, name, tag, snapid)
+				return info.Vid, err
+			},
+			Vids: func() []uint32 { return liveVids(cl) },
+			Log:  log,
+		})
+		go nbdSrv.Serve(nbdL)
+		log.Info("nbd serving", "addr", nbdL.Addr().String())
+	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
 	notifyReady()
 	<-ctx.Done()
 	log.Info("sheep stopping")
+	if nbdSrv != nil {
+		// Answer what NBD clients already sent before the store closes.
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		nbdSrv.Shutdown(sctx)
+		cancel()
+	}
 	srv.Close()
 	return nil
+}
+
+// listenNBD opens the NBD listener, or returns nil for --nbd none. The
+// default address is best effort: when another process (often another
+// sheep on this host) holds it, this sheep runs without NBD and says so.
+// An address given with --nbd must work.
+func listenNBD(cfg Config, log *slog.Logger) (net.Listener, error) {
+	if cfg.NBDAddr == "" || cfg.NBDAddr == "none" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", cfg.NBDAddr)
+	if err == nil {
+		return l, nil
+	}
+	if cfg.NBDDefault && errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("NBD not served: the default address is in use; pass --nbd ADDR or --nbd none", "addr", cfg.NBDAddr)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("listen for NBD on %s: %w", cfg.NBDAddr, err)
+}
+
+// liveVids lists the vids of every VDI that is not deleted.
+func liveVids(cl cluster.Driver) []uint32 {
+	var vids []uint32
+	cl.View(func(s *cluster.State) {
+		for _, v := range s.SortedVids() {
+			if !s.IsDeleted(v) {
+				vids = append(vids, v)
+			}
+		}
+	})
+	return vids
 }
 
 // formatMarker records the ctime of the cluster whose objects the store

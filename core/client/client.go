@@ -107,9 +107,7 @@ func (c *Client) readLoop() {
 		if p != nil {
 			n = min(left, len(p.rbuf))
 			if _, err := io.ReadFull(c.conn, p.rbuf[:n]); err != nil {
-				p.err = fmt.Errorf("%w: %v", ErrClosed, err)
-				p.ch <- struct{}{}
-				c.fail(p.err)
+				c.broken(p, err)
 				return
 			}
 			left -= n
@@ -117,11 +115,7 @@ func (c *Client) readLoop() {
 		for left > 0 {
 			k, err := c.conn.Read(discard[:min(left, len(discard))])
 			if err != nil {
-				if p != nil {
-					p.err = fmt.Errorf("%w: %v", ErrClosed, err)
-					p.ch <- struct{}{}
-				}
-				c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+				c.broken(p, err)
 				return
 			}
 			left -= k
@@ -130,6 +124,19 @@ func (c *Client) readLoop() {
 			p.rsp, p.n = rsp, n
 			p.ch <- struct{}{}
 		}
+	}
+}
+
+// broken fails the connection, then p, the call whose reply was cut (or
+// nil): in this order, so that p's caller cannot return and issue a new
+// call before the connection is marked broken, and p (back in the pool
+// once its caller returns) is not touched after the signal.
+func (c *Client) broken(p *pending, err error) {
+	err = fmt.Errorf("%w: %v", ErrClosed, err)
+	c.fail(err)
+	if p != nil {
+		p.err = err
+		p.ch <- struct{}{}
 	}
 }
 

@@ -29,6 +29,7 @@ type Gateway struct {
 	store   *store.Store
 	cluster cluster.Driver
 	peers   *Peers
+	locks   *store.Locks
 	log     *slog.Logger
 
 	mu        sync.Mutex
@@ -37,8 +38,18 @@ type Gateway struct {
 }
 
 // New returns a gateway for the node self over its local store.
-func New(self proto.NodeID, st *store.Store, cl cluster.Driver, log *slog.Logger) *Gateway {
-	return &Gateway{self: self, store: st, cluster: cl, peers: NewPeers(), log: log}
+// Writes to the local copy hold locks' stripe for the object.
+func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
+	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+}
+
+// Peers is the gateway's pool of peer connections.
+func (g *Gateway) Peers() *Peers { return g.peers }
+
+func (g *Gateway) localWrite(oid uint64, f func() error) error {
+	g.locks.Lock(oid)
+	defer g.locks.Unlock(oid)
+	return f()
 }
 
 // Close drops the peer connections.
@@ -97,6 +108,15 @@ func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	return p
 }
 
+func (g *Gateway) isTarget(p plan) bool {
+	for _, n := range p.targets {
+		if g.isSelf(n) {
+			return true
+		}
+	}
+	return false
+}
+
 func (g *Gateway) isSelf(n proto.Node) bool { return n.Addr == g.self.Addr && n.Port == g.self.Port }
 
 func checkRange(oid uint64, size, off int64, n int) error {
@@ -144,8 +164,9 @@ func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []b
 }
 
 func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf []byte) error {
-	// Local first: a copy here needs no network.
-	if g.store.Exists(oid) {
+	// Local first when this node is one of the copies: no network. A copy
+	// here that the epoch does not place here may be outdated.
+	if g.isTarget(p) && g.store.Exists(oid) {
 		if err := g.store.ReadAt(ctx, oid, buf, off); err == nil {
 			return nil
 		}
@@ -233,7 +254,7 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		err := forEach(p.targets, func(n proto.Node) error {
 			var err error
 			if g.isSelf(n) {
-				err = g.store.WriteAt(ctx, oid, data, off, true)
+				err = g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, true) })
 			} else {
 				err = g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data)
 			}
@@ -269,7 +290,7 @@ func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) 
 		return fmt.Errorf("repair %016x on %s: %w", oid, n.NodeID, err)
 	}
 	if g.isSelf(n) {
-		return g.store.Create(ctx, oid, p.size, 0, full, true)
+		return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, 0, full, true) })
 	}
 	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full)
 }
@@ -296,7 +317,7 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 		}
 		return forEach(p.targets, func(n proto.Node) error {
 			if g.isSelf(n) {
-				return g.store.Create(ctx, oid, p.size, off, data, true)
+				return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, off, data, true) })
 			}
 			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data)
 		})
@@ -312,7 +333,7 @@ func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 		err := forEach(p.targets, func(n proto.Node) error {
 			var err error
 			if g.isSelf(n) {
-				err = g.store.Remove(ctx, oid)
+				err = g.localWrite(oid, func() error { return g.store.Remove(ctx, oid) })
 			} else {
 				err = g.peerWrite(ctx, n, p.epoch, proto.OpRemovePeer, oid, 0, nil)
 			}

@@ -293,6 +293,9 @@ func (h *Handler) getStoreList(_ context.Context, c *call) error {
 
 func (h *Handler) statRecovery(_ context.Context, c *call) error {
 	st := proto.RecoveryState{}
+	if h.cfg.Recovery != nil {
+		st = h.cfg.Recovery.State()
+	}
 	c.out = st.Marshal()
 	return nil
 }

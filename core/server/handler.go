@@ -25,6 +25,10 @@ type Config struct {
 	Vdi     *vdi.Service
 	Log     *slog.Logger
 	Members func() []proto.Node // the nodes currently in the cluster
+	// Recovery reports recovery progress; Locks serialise peer writes with
+	// the recovery of the same object.
+	Recovery interface{ State() proto.RecoveryState }
+	Locks    *store.Locks
 	// FixedVnodes is set when the sheep was started with -V: before
 	// format, CLUSTER_INFO then does not advertise auto vnodes (dog's
 	// format checks the strategy against it).
@@ -359,6 +363,8 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	if int64(o.Offset)+int64(len(c.data)) > size {
 		return fmt.Errorf("create %016x: [%d,+%d) outside %d: %w", o.Oid, o.Offset, len(c.data), size, proto.ResInvalidParms)
 	}
+	h.cfg.Locks.Lock(o.Oid)
+	defer h.cfg.Locks.Unlock(o.Oid)
 	return h.cfg.Store.Create(ctx, o.Oid, size, int64(o.Offset), c.data, true)
 }
 
@@ -381,11 +387,16 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 
 func (h *Handler) writePeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
+	h.cfg.Locks.Lock(o.Oid)
+	defer h.cfg.Locks.Unlock(o.Oid)
 	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), true)
 }
 
 func (h *Handler) removePeer(ctx context.Context, c *call) error {
-	return h.cfg.Store.Remove(ctx, c.req.Obj().Oid)
+	oid := c.req.Obj().Oid
+	h.cfg.Locks.Lock(oid)
+	defer h.cfg.Locks.Unlock(oid)
+	return h.cfg.Store.Remove(ctx, oid)
 }
 
 func reportsStatus(op proto.Opcode) bool {

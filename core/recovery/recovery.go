@@ -1,0 +1,283 @@
+// Package recovery moves objects to where the current epoch wants them
+// (PROTOCOL.md §5.6, DESIGN.md "Recovery"). After every epoch change each
+// node works out which objects it should now hold, pulls the ones it lacks
+// from the nodes that have them, and moves the copies it should no longer
+// hold to the stale area, so that an outdated copy is never served.
+//
+// A node that was absent from the previous epoch cannot trust any copy it
+// holds (writes may have happened without it): it moves everything to the
+// stale area first and recovers from the others.
+package recovery
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/placement"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/store"
+)
+
+// Caller sends one request to a peer (core/gateway.Peers implements it).
+type Caller interface {
+	Call(ctx context.Context, addr string, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error)
+}
+
+// Recovery runs recovery for one node.
+type Recovery struct {
+	self    proto.NodeID
+	store   *store.Store
+	cluster cluster.Driver
+	peers   Caller
+	locks   *store.Locks
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	done     chan struct{}
+	epoch    uint32
+	total    uint64
+	finished uint64
+	running  bool
+	moved    uint64 // bytes copied in, for throughput reports
+	started  time.Time
+}
+
+// New returns the recovery of node self.
+func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
+	return &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+}
+
+// State reports progress as STAT_RECOVERY does.
+func (r *Recovery) State() proto.RecoveryState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return proto.RecoveryState{InRecovery: r.running, NrFinished: r.finished, NrTotal: r.total}
+}
+
+// Start begins recovery for the current epoch, cancelling a run for an
+// older one. It returns at once.
+func (r *Recovery) Start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	prev := r.done
+	done := make(chan struct{})
+	r.cancel, r.done = cancel, done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev // one run at a time
+		}
+		// Epochs replayed from the log at start-up arrive in a burst: only
+		// the last one is worth a run.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+		r.run(ctx)
+	}()
+}
+
+// Stop cancels recovery and waits for it.
+func (r *Recovery) Stop() {
+	r.mu.Lock()
+	cancel, done := r.cancel, r.done
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (r *Recovery) has(nodes []proto.Node) bool {
+	for _, n := range nodes {
+		if n.Addr == r.self.Addr && n.Port == r.self.Port {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Recovery) run(ctx context.Context) {
+	var epoch uint32
+	var cur, prev []proto.Node
+	copies := map[uint32]int{}
+	var def int
+	r.cluster.View(func(s *cluster.State) {
+		epoch = s.Epoch()
+		cur = s.Nodes()
+		if epoch > 1 {
+			prev = s.EpochNodes(epoch - 1)
+		}
+		def = int(s.NrCopies)
+		for _, v := range s.SortedVids() {
+			copies[v] = int(s.Copies(v))
+		}
+	})
+	if epoch == 0 || !r.has(cur) {
+		return
+	}
+	r.mu.Lock()
+	r.epoch, r.running, r.total, r.finished, r.moved, r.started = epoch, true, 0, 0, 0, time.Now()
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.running = false
+		r.mu.Unlock()
+	}()
+	ring := placement.New(cur)
+	copiesOf := func(oid uint64) int {
+		if c, ok := copies[proto.OidToVid(oid)]; ok {
+			return c
+		}
+		return def
+	}
+	local, err := r.store.List()
+	if err != nil {
+		r.log.Error("recovery: list local objects", "err", err)
+		return
+	}
+	rejoined := epoch > 1 && prev != nil && !r.has(prev)
+	for _, oid := range local {
+		if rejoined || !ring.Holds(oid, copiesOf(oid), r.self) {
+			r.locks.Lock(oid)
+			err := r.store.MoveToStale(oid, epoch)
+			r.locks.Unlock(oid)
+			if err != nil && !errors.Is(err, proto.ResNoObj) {
+				r.log.Warn("recovery: move to stale", "oid", fmt.Sprintf("%016x", oid), "err", err)
+			}
+		}
+	}
+	// Which objects exist anywhere, and where.
+	where := map[uint64][]proto.Node{}
+	for _, n := range cur {
+		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+			continue
+		}
+		oids, err := r.objList(ctx, n, epoch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+			continue
+		}
+		for _, oid := range oids {
+			where[oid] = append(where[oid], n)
+		}
+	}
+	var todo []uint64
+	for oid := range where {
+		if ring.Holds(oid, copiesOf(oid), r.self) && !r.store.Exists(oid) {
+			todo = append(todo, oid)
+		}
+	}
+	r.mu.Lock()
+	r.total = uint64(len(todo))
+	r.mu.Unlock()
+	for _, oid := range todo {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := r.recoverOne(ctx, oid, where[oid], epoch); err != nil {
+			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
+		}
+		r.mu.Lock()
+		r.finished++
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	el, moved := time.Since(r.started), r.moved
+	r.mu.Unlock()
+	r.log.Info("recovery done", "epoch", epoch, "objects", len(todo), "bytes", moved,
+		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
+}
+
+// recoverOne copies oid from the first holder that has it. Holding the
+// object's lock, a copy that appeared meanwhile (a write repaired it) wins.
+func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.Node, epoch uint32) error {
+	r.locks.Lock(oid)
+	defer r.locks.Unlock(oid)
+	if r.store.Exists(oid) {
+		return nil
+	}
+	var last error
+	for _, n := range holders {
+		size, err := r.size(ctx, n, oid)
+		if err != nil {
+			last = err
+			continue
+		}
+		buf := make([]byte, size)
+		req := proto.NewRequest(proto.OpReadPeer)
+		req.Flags = proto.FlagCmdRecovery
+		req.Epoch = epoch
+		req.SetObj(proto.ObjArgs{Oid: oid, TgtEpoch: epoch})
+		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if err != nil {
+			last = err
+			continue
+		}
+		if got != len(buf) {
+			last = fmt.Errorf("short read %d of %d", got, len(buf))
+			continue
+		}
+		if err := r.store.Create(ctx, oid, size, 0, buf, true); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.moved += uint64(size)
+		r.mu.Unlock()
+		return nil
+	}
+	if last == nil {
+		last = proto.ResNoObj
+	}
+	return last
+}
+
+// size is the object's full size according to the vdi state.
+func (r *Recovery) size(_ context.Context, _ proto.Node, oid uint64) (int64, error) {
+	var shift uint8
+	r.cluster.View(func(s *cluster.State) {
+		shift = s.BlockSizeShift
+		if v := s.VdiState(proto.OidToVid(oid)); v != nil && v.BlockSizeShift != 0 {
+			shift = v.BlockSizeShift
+		}
+	})
+	return proto.ObjectSize(oid, shift), nil
+}
+
+// objList asks n for every object it stores, growing the buffer on
+// BUFFER_SMALL.
+func (r *Recovery) objList(ctx context.Context, n proto.Node, epoch uint32) ([]uint64, error) {
+	for size := 1 << 20; size <= 1<<30; size *= 4 {
+		req := proto.NewRequest(proto.OpGetObjList)
+		req.Epoch = epoch
+		buf := make([]byte, size)
+		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if rsp.Result == proto.ResBufferSmall {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		oids := make([]uint64, got/8)
+		for i := range oids {
+			oids[i] = binary.LittleEndian.Uint64(buf[8*i:])
+		}
+		return oids, nil
+	}
+	return nil, fmt.Errorf("object list of %s too large", n.NodeID)
+}

@@ -1,0 +1,471 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/volume"
+)
+
+// conn is one client connection.
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	br   *bufio.Reader
+	peer string
+
+	// Negotiated during the handshake, read-only afterwards.
+	noZeroes       bool
+	structured     bool
+	baseAllocation bool   // base:allocation selected ...
+	metaExport     string // ... for this export name
+
+	// wmu serialises replies: each is written whole, so concurrent
+	// completions never interleave on the socket.
+	wmu  sync.Mutex
+	dead atomic.Bool // a reply write failed; the socket is closed
+
+	inflight chan struct{} // one token per running request
+	reqs     sync.WaitGroup
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		srv: s, nc: nc, peer: nc.RemoteAddr().String(),
+		br:       bufio.NewReaderSize(nc, 64<<10),
+		inflight: make(chan struct{}, s.cfg.MaxInFlight),
+	}
+}
+
+// stopReading makes the reader give up (Shutdown): a read deadline in the
+// past fails the pending and every later read, while replies still go out.
+func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+
+// serve runs the connection: handshake, then transmission until the client
+// disconnects or the server stops. It returns after every request it read
+// has been answered.
+func (c *conn) serve() {
+	defer c.nc.Close()
+	e, err := c.handshake()
+	if err != nil {
+		if !errors.Is(err, errAbort) && !errors.Is(err, io.EOF) && !c.srv.closed() {
+			c.srv.log.Info("nbd handshake ended", "peer", c.peer, "err", err)
+		}
+		return
+	}
+	defer c.srv.closeExport(e)
+	c.srv.log.Debug("nbd transmission", "peer", c.peer, "export", e.name,
+		"vid", fmt.Sprintf("%x", e.cur.Load().vid), "read_only", e.readOnly, "structured", c.structured)
+	if err := c.transmit(e); err != nil && !c.srv.closed() && !c.dead.Load() {
+		c.srv.log.Info("nbd connection ended", "peer", c.peer, "export", e.name, "err", err)
+	}
+}
+
+// request is one transmission-phase request and the scratch space of its
+// reply; requests are pooled.
+type request struct {
+	flags  uint16
+	typ    uint16
+	cookie uint64
+	offset uint64
+	length uint32
+	data   *[]byte // WRITE payload or READ result, from the buffer pool
+
+	hdr [structReplyLen + 8]byte // reply header (+ the offset of OFFSET_DATA)
+	iov [2][]byte
+}
+
+var requestPool = sync.Pool{New: func() any { return new(request) }}
+
+// transmit reads requests until NBD_CMD_DISC, EOF or an unrecoverable
+// protocol error, running each in its own goroutine, and waits for all of
+// them before returning.
+func (c *conn) transmit(e *export) error {
+	ctx := c.srv.ctx
+	defer c.reqs.Wait()
+	var h [requestLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if m := be.Uint32(h[0:]); m != magicRequest {
+			return fmt.Errorf("bad request magic %#x", m)
+		}
+		r := requestPool.Get().(*request)
+		r.flags, r.typ = be.Uint16(h[4:]), be.Uint16(h[6:])
+		r.cookie, r.offset, r.length = be.Uint64(h[8:]), be.Uint64(h[16:]), be.Uint32(h[24:])
+		r.data = nil
+		if r.typ == cmdDisc {
+			requestPool.Put(r)
+			return nil
+		}
+		c.inflight <- struct{}{}
+		if r.typ == cmdWrite {
+			if r.length > maxPayload {
+				// The payload cannot be skipped without reading it all;
+				// a client sending this ignored our block size limit.
+				<-c.inflight
+				c.sendError(r, errInval, fmt.Errorf("write of %d bytes exceeds the maximum %d", r.length, maxPayload))
+				requestPool.Put(r)
+				return fmt.Errorf("write of %d bytes", r.length)
+			}
+			r.data = getBuf(int(r.length))
+			if _, err := io.ReadFull(c.br, *r.data); err != nil {
+				<-c.inflight
+				putBuf(r.data)
+				requestPool.Put(r)
+				return fmt.Errorf("write payload: %w", err)
+			}
+		}
+		c.reqs.Add(1)
+		go c.run(ctx, e, r)
+	}
+}
+
+// run executes r and replies.
+func (c *conn) run(ctx context.Context, e *export, r *request) {
+	defer func() {
+		if r.data != nil {
+			putBuf(r.data)
+		}
+		requestPool.Put(r)
+		<-c.inflight
+		c.reqs.Done()
+	}()
+	err := c.do(ctx, e, r)
+	if err != nil {
+		errno := errnoOf(err)
+		var re *requestError
+		if errors.As(err, &re) {
+			errno = re.errno
+		}
+		if errno == errIO || errno == errNoMem {
+			c.srv.log.Warn("nbd request failed", "peer", c.peer, "export", e.name, "cmd", r.typ,
+				"offset", r.offset, "length", r.length, "err", err)
+		}
+		c.sendError(r, errno, err)
+		return
+	}
+	if r.typ == cmdRead {
+		c.sendRead(r)
+		return
+	}
+	if r.typ != cmdBlockStatus {
+		c.sendOK(r)
+	}
+}
+
+// requestError is a request refused before it reached the volume.
+type requestError struct {
+	errno uint32
+	msg   string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func refuse(errno uint32, format string, args ...any) error {
+	return &requestError{errno: errno, msg: fmt.Sprintf(format, args...)}
+}
+
+// allowedFlags are the command flags valid for a command (FUA is valid on
+// every command, proto.md "Command flags").
+func (c *conn) allowedFlags(typ uint16) uint16 {
+	switch typ {
+	case cmdRead:
+		if c.structured {
+			return cmdFlagFUA | cmdFlagDF
+		}
+	case cmdWriteZeroes:
+		return cmdFlagFUA | cmdFlagNoHole
+	case cmdBlockStatus:
+		return cmdFlagFUA | cmdFlagReqOne
+	}
+	return cmdFlagFUA
+}
+
+// do executes r against the export's volume. A READ leaves its data in
+// r.data; a BLOCK_STATUS sends its own reply.
+func (c *conn) do(ctx context.Context, e *export, r *request) error {
+	if bad := r.flags &^ c.allowedFlags(r.typ); bad != 0 {
+		return refuse(errInval, "command %d: unsupported flags %#x", r.typ, bad)
+	}
+	inside := r.offset <= uint64(e.size) && uint64(r.length) <= uint64(e.size)-r.offset
+	off, n := int64(r.offset), int64(r.length)
+	switch r.typ {
+	case cmdRead:
+		if r.length > maxPayload {
+			return refuse(errInval, "read of %d bytes exceeds the maximum %d", r.length, maxPayload)
+		}
+		if !inside {
+			return refuse(errInval, "read [%d,+%d) beyond the export size %d", r.offset, r.length, e.size)
+		}
+		r.data = getBuf(int(r.length))
+		sv, err := c.srv.volume(ctx, e)
+		if err != nil {
+			return err
+		}
+		_, err = sv.vol.ReadAtContext(ctx, *r.data, off)
+		return err
+
+	case cmdWrite:
+		if e.readOnly {
+			return refuse(errPerm, "export %q is read-only", e.name)
+		}
+		if !inside {
+			return refuse(errNoSpc, "write [%d,+%d) beyond the export size %d", r.offset, r.length, e.size)
+		}
+		return c.mutate(ctx, e, r, func(v *volume.Volume) error {
+			_, err := v.WriteAtContext(ctx, *r.data, off)
+			return err
+		})
+
+	case cmdFlush:
+		sv, err := c.srv.volume(ctx, e)
+		if err != nil {
+			return err
+		}
+		return sv.vol.Flush(ctx)
+
+	case cmdTrim:
+		if e.readOnly {
+			return refuse(errPerm, "export %q is read-only", e.name)
+		}
+		if !inside {
+			return refuse(errInval, "trim [%d,+%d) beyond the export size %d", r.offset, r.length, e.size)
+		}
+		return c.mutate(ctx, e, r, func(v *volume.Volume) error { return v.Discard(ctx, off, n) })
+
+	case cmdWriteZeroes:
+		if e.readOnly {
+			return refuse(errPerm, "export %q is read-only", e.name)
+		}
+		if !inside {
+			return refuse(errNoSpc, "write zeroes [%d,+%d) beyond the export size %d", r.offset, r.length, e.size)
+		}
+		noHole := r.flags&cmdFlagNoHole != 0
+		return c.mutate(ctx, e, r, func(v *volume.Volume) error { return v.WriteZeroes(ctx, off, n, noHole) })
+
+	case cmdBlockStatus:
+		if !c.baseAllocation {
+			return refuse(errInval, "block status without a negotiated meta context")
+		}
+		if r.length == 0 || !inside {
+			return refuse(errInval, "block status [%d,+%d) outside the export size %d", r.offset, r.length, e.size)
+		}
+		sv, err := c.srv.volume(ctx, e)
+		if err != nil {
+			return err
+		}
+		ext := extents(r.offset, r.length, e.objSize, sv.vol.Allocated, r.flags&cmdFlagReqOne != 0)
+		c.sendBlockStatus(r, ext)
+		return nil
+	}
+	return refuse(errInval, "command %d is not supported", r.typ)
+}
+
+// mutate runs a write-type operation. When it is refused with READONLY on
+// a working VDI's export, a snapshot has been taken under us: move to the
+// new working VDI and run it once more there. With FUA it flushes before
+// returning.
+func (c *conn) mutate(ctx context.Context, e *export, r *request, f func(v *volume.Volume) error) error {
+	sv, err := c.srv.volume(ctx, e)
+	if err != nil {
+		return err
+	}
+	err = f(sv.vol)
+	if err != nil && errors.Is(err, proto.ResReadonly) && !e.ref.snapshot() {
+		nsv, rerr := c.srv.reload(ctx, e, sv)
+		if rerr != nil {
+			return fmt.Errorf("%w (and following the working VDI failed: %v)", err, rerr)
+		}
+		sv = nsv
+		err = f(sv.vol)
+	}
+	if err != nil {
+		return err
+	}
+	if r.flags&cmdFlagFUA != 0 {
+		// The gateway acknowledges a write only once it is stable, so this
+		// costs nothing today; it keeps FUA right if writes become cached.
+		return sv.vol.Flush(ctx)
+	}
+	return nil
+}
+
+// extent is one block status descriptor.
+type extent struct {
+	length uint32
+	flags  uint32
+}
+
+// extents describes [off, off+n) of a volume made of objSize-byte objects
+// for base:allocation: an object that is not allocated (in this VDI or a
+// parent) is a hole reading as zeros, anything else is data. Runs of equal
+// status are merged; the total never exceeds n; with one, only the first
+// run is returned.
+func extents(off uint64, n uint32, objSize int64, allocated func(idx uint32) bool, one bool) []extent {
+	var out []extent
+	end := off + uint64(n)
+	for p := off; p < end; {
+		idx := p / uint64(objSize)
+		next := min((idx+1)*uint64(objSize), end)
+		var flags uint32
+		if !allocated(uint32(idx)) {
+			flags = stateHole | stateZero
+		}
+		l := uint32(next - p)
+		if k := len(out); k > 0 && out[k-1].flags == flags {
+			out[k-1].length += l
+		} else {
+			if one && k > 0 {
+				break
+			}
+			out = append(out, extent{length: l, flags: flags})
+		}
+		p = next
+	}
+	return out
+}
+
+// Replies. Each is written with one writev under wmu. A failed write
+// closes the connection (the client cannot resynchronise anyway), which
+// also ends the reader.
+
+func (c *conn) write(bufs [][]byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.dead.Load() {
+		return
+	}
+	nb := net.Buffers(bufs)
+	if _, err := nb.WriteTo(c.nc); err != nil {
+		c.dead.Store(true)
+		c.nc.Close()
+	}
+}
+
+// putChunkHeader fills a structured reply chunk header into b.
+func putChunkHeader(b []byte, flags, typ uint16, cookie uint64, length uint32) {
+	be.PutUint32(b[0:], magicStructReply)
+	be.PutUint16(b[4:], flags)
+	be.PutUint16(b[6:], typ)
+	be.PutUint64(b[8:], cookie)
+	be.PutUint32(b[16:], length)
+}
+
+func (c *conn) sendOK(r *request) {
+	if c.structured {
+		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeNone, r.cookie, 0)
+		r.iov[0] = r.hdr[:structReplyLen]
+	} else {
+		be.PutUint32(r.hdr[0:], magicSimpleReply)
+		be.PutUint32(r.hdr[4:], 0)
+		be.PutUint64(r.hdr[8:], r.cookie)
+		r.iov[0] = r.hdr[:simpleReplyLen]
+	}
+	c.write(r.iov[:1])
+}
+
+// sendRead answers a successful READ. The header goes out only now that
+// all the data is in hand, so a failed read is an error reply rather than
+// a torn stream.
+func (c *conn) sendRead(r *request) {
+	data := *r.data
+	if c.structured {
+		if len(data) == 0 {
+			c.sendOK(r)
+			return
+		}
+		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeOffsetData, r.cookie, uint32(8+len(data)))
+		be.PutUint64(r.hdr[structReplyLen:], r.offset)
+		r.iov[0] = r.hdr[:structReplyLen+8]
+	} else {
+		be.PutUint32(r.hdr[0:], magicSimpleReply)
+		be.PutUint32(r.hdr[4:], 0)
+		be.PutUint64(r.hdr[8:], r.cookie)
+		r.iov[0] = r.hdr[:simpleReplyLen]
+	}
+	r.iov[1] = data
+	c.write(r.iov[:2])
+}
+
+// sendError answers r with errno; structured replies carry the message.
+func (c *conn) sendError(r *request, errno uint32, err error) {
+	if !c.structured {
+		be.PutUint32(r.hdr[0:], magicSimpleReply)
+		be.PutUint32(r.hdr[4:], errno)
+		be.PutUint64(r.hdr[8:], r.cookie)
+		r.iov[0] = r.hdr[:simpleReplyLen]
+		c.write(r.iov[:1])
+		return
+	}
+	msg := err.Error()
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	b := make([]byte, structReplyLen+6+len(msg))
+	putChunkHeader(b, replyFlagDone, replyTypeError, r.cookie, uint32(6+len(msg)))
+	be.PutUint32(b[structReplyLen:], errno)
+	be.PutUint16(b[structReplyLen+4:], uint16(len(msg)))
+	copy(b[structReplyLen+6:], msg)
+	r.iov[0] = b
+	c.write(r.iov[:1])
+}
+
+// sendBlockStatus answers a BLOCK_STATUS with one chunk for base:allocation.
+func (c *conn) sendBlockStatus(r *request, ext []extent) {
+	b := make([]byte, structReplyLen+4+8*len(ext))
+	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(4+8*len(ext)))
+	be.PutUint32(b[structReplyLen:], metaBaseAllocation)
+	for i, x := range ext {
+		be.PutUint32(b[structReplyLen+4+8*i:], x.length)
+		be.PutUint32(b[structReplyLen+8+8*i:], x.flags)
+	}
+	r.iov[0] = b
+	c.write(r.iov[:1])
+}
+
+// Data buffers are pooled by power-of-two size class (4 KiB up to
+// maxPayload), so that the data path does not allocate per request.
+const minClass = 12
+
+var bufPools [26 - minClass]sync.Pool // classes 2^12 .. 2^25 (32 MiB)
+
+func sizeClass(n int) int {
+	c := minClass
+	for 1<<c < n {
+		c++
+	}
+	return c
+}
+
+// getBuf returns a pooled buffer of length n (n <= maxPayload).
+func getBuf(n int) *[]byte {
+	c := sizeClass(n)
+	if b, ok := bufPools[c-minClass].Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, 1<<c)
+	return &b
+}
+
+// putBuf returns b to its pool.
+func putBuf(b *[]byte) {
+	c := sizeClass(cap(*b))
+	if 1<<c != cap(*b) || c-minClass >= len(bufPools) {
+		return
+	}
+	bufPools[c-minClass].Put(b)
+}

@@ -113,6 +113,7 @@ func TestClusterNodeFailure(t *testing.T) {
 	// The node comes back with its dir and rejoins.
 	sheeps[3].start("-z", "3")
 	waitNodes(t, sheeps[0], 4)
+	waitRunning(t, sheeps[3])
 	got := sheeps[3].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
 	if !bytes.Equal([]byte(got), data) {
 		t.Fatal("read through the returned node differs")

@@ -324,7 +324,7 @@ func serve(cfg Config) error {
 		},
 		OnApply: func(e *cluster.Entry, res proto.Result) {
 			switch {
-			case e.Kind == cluster.KindEpoch && res == proto.ResSuccess:
+			case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
 				if rec != nil {
 					rec.Start()
 				}

@@ -61,6 +61,14 @@ type Raft struct {
 	wal  *wal.WAL
 
 	hasState bool // raft had a log when this sheep started
+	started  time.Time
+
+	// waitMu guards joinWait: set at start-up of a node that belongs to a
+	// cluster, cleared for good once every node of the last epoch is back
+	// or a new epoch is committed after the start (a force-recover, or the
+	// leader seeing a membership change).
+	waitMu   sync.Mutex
+	joinWait bool
 
 	kick chan struct{}
 	stop chan struct{}
@@ -71,8 +79,6 @@ type Raft struct {
 type fsm struct {
 	mu      sync.RWMutex
 	st      *State
-	applied uint64
-	cond    *sync.Cond
 	onApply func(e *Entry, res proto.Result)
 }
 
@@ -83,9 +89,7 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	}
 	f.mu.Lock()
 	res := f.st.Apply(&e)
-	f.applied = l.Index
 	f.mu.Unlock()
-	f.cond.Broadcast()
 	if f.onApply != nil {
 		f.onApply(&e, res)
 	}
@@ -124,31 +128,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func (f *fsm) appliedIndex() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.applied
-}
-
-// waitApplied blocks until index is applied locally or the deadline passes.
-func (f *fsm) waitApplied(ctx context.Context, index uint64) error {
-	done := make(chan struct{})
-	go func() {
-		f.mu.Lock()
-		for f.applied < index && ctx.Err() == nil {
-			f.cond.Wait()
+// waitApplied blocks until raft has applied index locally (commands and
+// raft's own no-op and configuration entries alike) or ctx ends.
+func (r *Raft) waitApplied(ctx context.Context, index uint64) error {
+	for delay := 200 * time.Microsecond; r.raft.AppliedIndex() < index; delay = min(2*delay, 10*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
 		}
-		f.mu.Unlock()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return ctx.Err()
-	case <-ctx.Done():
-		f.cond.Broadcast()
-		<-done
-		return ctx.Err()
 	}
+	return nil
 }
 
 // nodeMeta is what a sheep gossips: its sd_node, cluster ctime, raft port.
@@ -212,7 +202,6 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	r := &Raft{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	r.fsm = &fsm{st: &State{}, onApply: cfg.OnApply}
 	r.fsm.st.init()
-	r.fsm.cond = sync.NewCond(&r.fsm.mu)
 
 	raftDir := filepath.Join(cfg.Dir, "raft")
 	if err := os.MkdirAll(filepath.Join(raftDir, "wal"), 0o755); err != nil {
@@ -250,6 +239,17 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 		return nil, err
 	}
 	r.hasState = hasState
+	r.joinWait = hasState
+	r.started = time.Now()
+	onApply := cfg.OnApply
+	r.fsm.onApply = func(e *Entry, res proto.Result) {
+		if e.Kind == KindEpoch && res == proto.ResSuccess && e.Time >= r.started.Unix() {
+			r.endJoinWait()
+		}
+		if onApply != nil {
+			onApply(e, res)
+		}
+	}
 	r.raft, err = raft.NewRaft(rc, r.fsm, w, w, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -363,7 +363,7 @@ func (r *Raft) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
 	for {
 		res, idx, err := r.ProposeEncoded(ctx, b)
 		if err == nil {
-			if err := r.fsm.waitApplied(ctx, idx); err != nil {
+			if err := r.waitApplied(ctx, idx); err != nil {
 				return 0, fmt.Errorf("wait for entry %d: %w", idx, err)
 			}
 			return res, nil
@@ -421,7 +421,7 @@ func (r *Raft) Sync(ctx context.Context) error {
 	for {
 		_, idx, err := r.ProposeEncoded(ctx, nil)
 		if err == nil {
-			return r.fsm.waitApplied(ctx, idx)
+			return r.waitApplied(ctx, idx)
 		}
 		select {
 		case <-ctx.Done():
@@ -441,6 +441,41 @@ func (r *Raft) Rejoining() bool {
 	formatted := false
 	r.View(func(s *State) { formatted = s.Formatted() })
 	return !formatted
+}
+
+func (r *Raft) endJoinWait() {
+	r.waitMu.Lock()
+	r.joinWait = false
+	r.waitMu.Unlock()
+}
+
+// WaitingForJoin reports whether this node, restarted as part of a
+// cluster, still waits for the nodes of the last epoch (WAIT_FOR_JOIN):
+// serving before they are back could serve copies older than theirs.
+func (r *Raft) WaitingForJoin() bool {
+	r.waitMu.Lock()
+	w := r.joinWait
+	r.waitMu.Unlock()
+	if !w {
+		return false
+	}
+	var last []proto.Node
+	formatted := false
+	r.View(func(s *State) { last, formatted = s.Nodes(), s.Formatted() })
+	if !formatted {
+		return true
+	}
+	live := map[string]bool{}
+	for _, n := range r.Members() {
+		live[n.NodeID.String()] = true
+	}
+	for _, n := range last {
+		if !live[n.NodeID.String()] {
+			return true
+		}
+	}
+	r.endJoinWait()
+	return false
 }
 
 // Members returns the live members memberlist knows, in node order.
@@ -542,6 +577,9 @@ func (r *Raft) reconcile() error {
 		}
 	}
 
+	if r.WaitingForJoin() {
+		return nil // no epoch change until the last epoch's nodes are back (or force)
+	}
 	var formatted bool
 	var cur []proto.Node
 	var auto bool

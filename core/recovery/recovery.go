@@ -47,6 +47,9 @@ type Recovery struct {
 	running  bool
 	moved    uint64 // bytes copied in, for throughput reports
 	started  time.Time
+	// completed is the last epoch whose run finished.
+	completed uint32
+	throttle  Throttle
 }
 
 // New returns the recovery of node self.
@@ -54,11 +57,45 @@ func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers Caller, lo
 	return &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
 }
 
-// State reports progress as STAT_RECOVERY does.
+// State reports progress as STAT_RECOVERY does. State carries the last
+// epoch this node finished recovering (our use of the field), which peers
+// wait for before dropping copies.
 func (r *Recovery) State() proto.RecoveryState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return proto.RecoveryState{InRecovery: r.running, NrFinished: r.finished, NrTotal: r.total}
+	return proto.RecoveryState{InRecovery: r.running, State: r.completed, NrFinished: r.finished, NrTotal: r.total}
+}
+
+// Throttle limits recovery to max objects per interval (0: unlimited).
+type Throttle struct {
+	Max      uint32
+	Interval time.Duration
+}
+
+// SetThrottle sets the throttle for later objects.
+func (r *Recovery) SetThrottle(t Throttle) {
+	r.mu.Lock()
+	r.throttle = t
+	r.mu.Unlock()
+}
+
+// GetThrottle returns the throttle.
+func (r *Recovery) GetThrottle() Throttle {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.throttle
+}
+
+// pace sleeps after every Max objects when throttled.
+func (r *Recovery) pace(ctx context.Context, done int) {
+	t := r.GetThrottle()
+	if t.Max == 0 || t.Interval == 0 || done%int(t.Max) != 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(t.Interval):
+	}
 }
 
 // Start begins recovery for the current epoch, cancelling a run for an
@@ -114,7 +151,9 @@ func (r *Recovery) run(ctx context.Context) {
 	var cur, prev []proto.Node
 	copies := map[uint32]int{}
 	var def int
+	disabled := false
 	r.cluster.View(func(s *cluster.State) {
+		disabled = s.DisableRecovery
 		epoch = s.Epoch()
 		cur = s.Nodes()
 		if epoch > 1 {
@@ -126,6 +165,10 @@ func (r *Recovery) run(ctx context.Context) {
 		}
 	})
 	if epoch == 0 || !r.has(cur) {
+		return
+	}
+	if disabled {
+		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
 		return
 	}
 	r.mu.Lock()
@@ -148,15 +191,13 @@ func (r *Recovery) run(ctx context.Context) {
 		r.log.Error("recovery: list local objects", "err", err)
 		return
 	}
-	rejoined := epoch > 1 && prev != nil && !r.has(prev)
-	for _, oid := range local {
-		if rejoined || !ring.Holds(oid, copiesOf(oid), r.self) {
-			r.locks.Lock(oid)
-			err := r.store.MoveToStale(oid, epoch)
-			r.locks.Unlock(oid)
-			if err != nil && !errors.Is(err, proto.ResNoObj) {
-				r.log.Warn("recovery: move to stale", "oid", fmt.Sprintf("%016x", oid), "err", err)
-			}
+	// A node absent from the previous epoch missed writes: none of its
+	// copies can be trusted, so none may be served or copied from. Copies
+	// that are merely no longer placed here stay until every member has
+	// recovered this epoch (other nodes may still copy them), see cleanup.
+	if rejoined := epoch > 1 && prev != nil && !r.has(prev); rejoined {
+		for _, oid := range local {
+			r.stale(oid, epoch)
 		}
 	}
 	// Which objects exist anywhere, and where.
@@ -186,9 +227,12 @@ func (r *Recovery) run(ctx context.Context) {
 	r.mu.Lock()
 	r.total = uint64(len(todo))
 	r.mu.Unlock()
-	for _, oid := range todo {
+	for i, oid := range todo {
 		if ctx.Err() != nil {
 			return
+		}
+		if i > 0 {
+			r.pace(ctx, i)
 		}
 		if err := r.recoverOne(ctx, oid, where[oid], epoch); err != nil {
 			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
@@ -199,9 +243,65 @@ func (r *Recovery) run(ctx context.Context) {
 	}
 	r.mu.Lock()
 	el, moved := time.Since(r.started), r.moved
+	r.completed = epoch
+	r.running = false
 	r.mu.Unlock()
 	r.log.Info("recovery done", "epoch", epoch, "objects", len(todo), "bytes", moved,
 		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
+	r.cleanup(ctx, epoch, cur, ring, copiesOf)
+}
+
+func (r *Recovery) stale(oid uint64, epoch uint32) {
+	r.locks.Lock(oid)
+	err := r.store.MoveToStale(oid, epoch)
+	r.locks.Unlock(oid)
+	if err != nil && !errors.Is(err, proto.ResNoObj) {
+		r.log.Warn("recovery: move to stale", "oid", fmt.Sprintf("%016x", oid), "err", err)
+	}
+}
+
+// cleanup waits until every member has finished recovering epoch, then
+// drops the copies this node no longer holds and purges the stale area.
+// Invariant: a copy is dropped only once every node that should hold the
+// object has had the chance to copy it.
+func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, ring *placement.Ring, copiesOf func(uint64) int) {
+	for _, n := range cur {
+		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+			continue
+		}
+		for {
+			req := proto.NewRequest(proto.OpStatRecovery)
+			buf := make([]byte, proto.RecoveryStateSize)
+			_, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+			var st proto.RecoveryState
+			if err == nil && st.Unmarshal(buf) == nil && st.State >= epoch {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return // a newer epoch: its run cleans up
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	local, err := r.store.List()
+	if err != nil {
+		return
+	}
+	dropped := 0
+	for _, oid := range local {
+		if ctx.Err() != nil {
+			return
+		}
+		if !ring.Holds(oid, copiesOf(oid), r.self) {
+			r.stale(oid, epoch)
+			dropped++
+		}
+	}
+	if err := r.store.PurgeStale(epoch); err != nil {
+		r.log.Warn("recovery: purge stale", "err", err)
+	}
+	r.log.Info("recovery cleanup", "epoch", epoch, "dropped", dropped)
 }
 
 // recoverOne copies oid from the first holder that has it. Holding the

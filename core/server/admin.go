@@ -264,6 +264,9 @@ func (h *Handler) statCluster(_ context.Context, c *call) error {
 		return proto.ResBufferSmall
 	}
 	c.out = out
+	if status == proto.ResSuccess && h.waitingForJoin() {
+		return proto.ResWaitForJoin
+	}
 	return status
 }
 

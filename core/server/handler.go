@@ -12,6 +12,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/store"
 )
@@ -27,7 +28,7 @@ type Config struct {
 	Members func() []proto.Node // the nodes currently in the cluster
 	// Recovery reports recovery progress; Locks serialise peer writes with
 	// the recovery of the same object.
-	Recovery interface{ State() proto.RecoveryState }
+	Recovery *recovery.Recovery
 	Locks    *store.Locks
 	// FixedVnodes is set when the sheep was started with -V: before
 	// format, CLUSTER_INFO then does not advertise auto vnodes (dog's
@@ -109,6 +110,9 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	}
 	var status uint8
 	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
+	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
+		return proto.ResWaitForJoin
+	}
 	if status == proto.StatusWait && (!o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
 		// reached this one yet: catch up before answering (STAT_CLUSTER
@@ -159,6 +163,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpFlushVdi:          {fn: h.flushVdi},
 		proto.OpDelVdi:            {fn: h.delVdi},
 		proto.OpGetClusterDefault: {force: true, fn: h.getClusterDefault},
+		proto.OpGetVdiAttr:        {fn: h.getVdiAttr},
 
 		proto.OpGetNodeList:    {force: true, fn: h.getNodeList},
 		proto.OpMakeFS:         {force: true, fn: h.makeFS},
@@ -179,6 +184,9 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpExist:          {force: true, fn: h.exist},
 		proto.OpClusterInfo:    {force: true, fn: h.clusterInfo},
 		proto.OpReadDelVdis:    {force: true, fn: h.readDelVdis},
+		proto.OpGetRecovery:    {force: true, fn: h.getRecovery},
+		proto.OpSetRecovery:    {force: true, fn: h.setRecoveryThrottle},
+		proto.OpForceRecover:   {force: true, fn: h.forceRecover},
 		proto.OpOidsExist:      {force: true, fn: h.oidsExist},
 	}
 }
@@ -405,4 +413,11 @@ func reportsStatus(op proto.Opcode) bool {
 
 func isPeerOp(op proto.Opcode) bool {
 	return op == proto.OpCreateAndWritePeer || op == proto.OpReadPeer || op == proto.OpWritePeer || op == proto.OpRemovePeer
+}
+
+// waitingForJoin reports a restarted node still waiting for the nodes of
+// the last epoch.
+func (h *Handler) waitingForJoin() bool {
+	w, ok := h.cfg.Cluster.(interface{ WaitingForJoin() bool })
+	return ok && w.WaitingForJoin()
 }

@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/placement"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/recovery"
+)
+
+// recoveryThrottlingSize is struct recovery_throttling: u32
+// max_exec_count, u64 queue_work_interval (ms) @8, bool throttling @16.
+const recoveryThrottlingSize = 24
+
+func (h *Handler) getRecovery(_ context.Context, c *call) error {
+	if h.cfg.Recovery == nil {
+		return proto.ResNoSupport
+	}
+	t := h.cfg.Recovery.GetThrottle()
+	out := make([]byte, recoveryThrottlingSize)
+	le.PutUint32(out[0:], t.Max)
+	le.PutUint64(out[8:], uint64(t.Interval/time.Millisecond))
+	if t.Max > 0 && t.Interval > 0 {
+		out[16] = 1
+	}
+	c.out = out
+	return nil
+}
+
+func (h *Handler) setRecoveryThrottle(_ context.Context, c *call) error {
+	if h.cfg.Recovery == nil {
+		return proto.ResNoSupport
+	}
+	if len(c.data) < 16 {
+		return fmt.Errorf("recovery throttling of %d bytes: %w", len(c.data), proto.ResInvalidParms)
+	}
+	max := le.Uint32(c.data[0:])
+	interval := time.Duration(le.Uint64(c.data[8:])) * time.Millisecond
+	h.cfg.Recovery.SetThrottle(recovery.Throttle{Max: max, Interval: interval})
+	h.cfg.Log.Info("recovery throttle set", "max", max, "interval", interval)
+	return nil
+}
+
+// forceRecover commits a new epoch with the nodes present now, ending the
+// wait for the missing nodes of the last epoch after a whole-cluster
+// restart. It answers with the node list of the last epoch.
+func (h *Handler) forceRecover(ctx context.Context, c *call) error {
+	var last []proto.Node
+	var formatted, auto bool
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		last, formatted, auto = s.Nodes(), s.Formatted(), s.Flags&proto.ClusterFlagAutoVnodes != 0
+	})
+	if !formatted {
+		return proto.ResWaitForFormat
+	}
+	nodes := h.members()
+	if auto {
+		nodes = placement.AutoVnodes(nodes)
+	}
+	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindEpoch, Nodes: nodes, Time: h.cfg.Now().Unix()})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return res
+	}
+	if uint32(len(last)*proto.NodeSize) <= c.req.DataLength {
+		c.out = proto.MarshalNodes(last)
+	}
+	return nil
+}

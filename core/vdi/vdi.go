@@ -2,7 +2,6 @@ package vdi
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -131,25 +130,35 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	switch {
 	case p.SnapID != 0:
 		// Snapshot: the working inode keeps its vid and becomes the
-		// snapshot; a new vid becomes the working VDI.
+		// snapshot; a new vid becomes the working VDI, sharing its
+		// objects. Rebase (a base other than the working VDI, as dog's
+		// restore and QEMU's "goto snapshot" send): the working VDI
+		// still becomes a snapshot, but the new working VDI starts from
+		// the base's objects, with the base as parent.
 		if !found {
 			return Info{}, fmt.Errorf("snapshot of %q: %w", p.Name, proto.ResNoVdi)
-		}
-		if p.BaseVid != 0 && p.BaseVid != r.vid {
-			return Info{}, fmt.Errorf("snapshot of %q: base %x is not the working VDI %x: %w", p.Name, p.BaseVid, r.vid, proto.ResInvalidParms)
 		}
 		old, err := s.readInode(ctx, r.vid)
 		if err != nil {
 			return Info{}, err
 		}
+		src := old
+		if p.BaseVid != 0 && p.BaseVid != r.vid {
+			if src, err = s.readInode(ctx, p.BaseVid); err != nil {
+				return Info{}, fmt.Errorf("rebase %q onto %x: %v: %w", p.Name, p.BaseVid, err, proto.ResBaseVdiRead)
+			}
+		}
 		oldVid = r.vid
-		table = old.DataVdiID
-		ino.VdiSize = old.VdiSize
+		table = src.DataVdiID
+		ino.VdiSize = src.VdiSize
+		if src != old && p.Size != 0 {
+			ino.VdiSize = p.Size
+		}
 		ino.NrCopies, ino.CopyPolicy, ino.BlockSizeShift, ino.StorePolicy = old.NrCopies, old.CopyPolicy, old.BlockSizeShift, old.StorePolicy
 		entry.Copies, entry.CopyPolicy, entry.BlockSizeShift = old.NrCopies, old.CopyPolicy, old.BlockSizeShift
 		ino.SnapID = old.SnapID + 1
-		ino.ParentVdiID = r.vid
-		entry.ParentVid = r.vid
+		ino.ParentVdiID = src.VdiID
+		entry.ParentVid = src.VdiID
 		entry.OldVid, entry.SnapshotOld = r.vid, true
 	default:
 		if found {
@@ -280,83 +289,6 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	}
 	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
 	return r.vid, nil
-}
-
-// reclaim removes the data objects referenced by table that no live VDI
-// references any more.
-func (s *Service) reclaim(ctx context.Context, table []uint32) error {
-	var refs []Ref
-	for i, v := range table {
-		if v != 0 {
-			refs = append(refs, Ref{Vid: v, Index: uint32(i)})
-		}
-	}
-	return s.Reclaim(ctx, refs)
-}
-
-// Ref names data object Index of VDI Vid.
-type Ref struct{ Vid, Index uint32 }
-
-// Reclaim removes every data object of refs that no live (not deleted)
-// VDI's data_vdi_id names any more. Callers pass the references they just
-// dropped (a delete, a discard writing 0 into the table, dog zeroing the
-// table before DEL_VDI).
-//
-// Invariant kept: an object is removed only when no live inode's
-// data_vdi_id names its (vid, index). A live snapshot still names every
-// object it owns (its table never changes), so those are skipped without
-// reading anything.
-func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
-	cand := map[Ref]bool{}
-	var live []uint32
-	s.cluster.View(func(st *cluster.State) {
-		for _, r := range refs {
-			if v := st.VdiState(r.Vid); v != nil && v.Snapshot && !v.Deleted {
-				continue
-			}
-			cand[r] = true
-		}
-		if len(cand) == 0 {
-			return
-		}
-		for _, v := range st.SortedVids() {
-			if !st.IsDeleted(v) {
-				live = append(live, v)
-			}
-		}
-	})
-	if len(cand) == 0 {
-		return nil
-	}
-	lo, hi := uint32(proto.MaxDataIndexes), uint32(0)
-	for r := range cand {
-		lo, hi = min(lo, r.Index), max(hi, r.Index)
-	}
-	buf := make([]byte, 4*(hi-lo+1))
-	for _, v := range live {
-		if err := s.objects.ReadObject(ctx, proto.VidToVdiOid(v), int64(proto.DataVdiIDOff(lo)), buf); err != nil {
-			if errors.Is(err, proto.ResNoObj) {
-				continue
-			}
-			return err
-		}
-		for i := lo; i <= hi; i++ {
-			if owner := binary.LittleEndian.Uint32(buf[4*(i-lo):]); owner != 0 {
-				delete(cand, Ref{owner, i})
-			}
-		}
-		if len(cand) == 0 {
-			return nil
-		}
-	}
-	var firstErr error
-	for c := range cand {
-		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.Vid, c.Index))
-		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
-			firstErr = err
-		}
-	}
-	return firstErr
 }
 
 // Lock locks vid for owner when the cluster uses locks; otherwise it only

@@ -232,7 +232,7 @@ func TestCreateRefused(t *testing.T) {
 		{"too big for a flat inode", NewParams{Name: "a", Size: proto.OldMaxVdiSize(20) + 1}, proto.ResInvalidParms},
 		{"clone of a missing base", NewParams{Name: "a", BaseVid: 0x123456}, proto.ResNoBaseVdi},
 		{"snapshot of a missing VDI", NewParams{Name: "a", SnapID: 1}, proto.ResNoVdi},
-		{"snapshot with a base that is not the working VDI", NewParams{Name: "test", SnapID: 1, BaseVid: 0x123456}, proto.ResInvalidParms},
+		{"rebase onto a missing base", NewParams{Name: "test", SnapID: 1, BaseVid: 0x123456}, proto.ResBaseVdiRead},
 	} {
 		_, err := e.svc.New(e.ctx, tc.p)
 		wantErr(t, tc.name, err, tc.want)

@@ -1,0 +1,122 @@
+package vdi
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Space reclamation. Instead of Sheepdog's generational reference counts
+// (gref and ledger objects, PROTOCOL.md §4.7), a dropped reference is
+// checked against every live inode: the data object (vid, idx) is removed
+// when no live (not deleted) inode's data_vdi_id[idx] names vid any more.
+// Object idx of any VDI can only be named at index idx, so one range of
+// each table is enough.
+//
+// Invariant kept: an object is removed only when no live inode names it.
+// References only move between inodes by copying a table (snapshot, clone,
+// rebase) from an inode that names them at that moment, and a reference is
+// only dropped by overwriting a table entry (a write, dog zeroing the table
+// before DEL_VDI) or by deleting the inode, after which the drop is checked
+// here.
+
+// Ref names data object Index of VDI Vid.
+type Ref struct{ Vid, Index uint32 }
+
+// reclaim checks every reference of table, the data_vdi_id of an inode
+// that was just deleted.
+func (s *Service) reclaim(ctx context.Context, table []uint32) error {
+	var refs []Ref
+	for i, v := range table {
+		if v != 0 {
+			refs = append(refs, Ref{Vid: v, Index: uint32(i)})
+		}
+	}
+	return s.Reclaim(ctx, refs)
+}
+
+// Reclaim removes, on every replica, each data object of refs that no live
+// VDI references any more. Callers pass the references they just dropped:
+// a delete, a discard writing 0 into a table, dog zeroing a table before
+// DEL_VDI, a copy-on-write replacing a shared object with an own one.
+//
+// The owner of an object is checked first: a live snapshot names its own
+// objects until it is deleted, so the common case (a copy-on-write away
+// from a snapshot) costs one small read.
+func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	cand := make(map[Ref]bool, len(refs))
+	for _, r := range refs {
+		cand[r] = true
+	}
+	var live []uint32
+	isLive := map[uint32]bool{}
+	s.cluster.View(func(st *cluster.State) {
+		for _, v := range st.SortedVids() {
+			if !st.IsDeleted(v) {
+				live = append(live, v)
+				isLive[v] = true
+			}
+		}
+	})
+	owners := map[uint32]bool{}
+	for r := range cand {
+		if isLive[r.Vid] && !owners[r.Vid] {
+			owners[r.Vid] = true
+			if err := s.dropNamed(ctx, r.Vid, cand); err != nil {
+				return err
+			}
+		}
+	}
+	for _, v := range live {
+		if len(cand) == 0 {
+			return nil
+		}
+		if owners[v] {
+			continue
+		}
+		if err := s.dropNamed(ctx, v, cand); err != nil {
+			return err
+		}
+	}
+	var firstErr error
+	for c := range cand {
+		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.Vid, c.Index))
+		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// dropNamed reads the part of vid's table that covers the candidates and
+// removes from cand every reference it names. A missing inode (allocated,
+// not written yet) names nothing.
+func (s *Service) dropNamed(ctx context.Context, vid uint32, cand map[Ref]bool) error {
+	lo, hi := uint32(proto.MaxDataIndexes), uint32(0)
+	for r := range cand {
+		lo, hi = min(lo, r.Index), max(hi, r.Index)
+	}
+	if lo > hi || lo >= proto.MaxDataIndexes {
+		return nil
+	}
+	hi = min(hi, proto.MaxDataIndexes-1)
+	buf := make([]byte, 4*(hi-lo+1))
+	if err := s.objects.ReadObject(ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(lo)), buf); err != nil {
+		if errors.Is(err, proto.ResNoObj) {
+			return nil
+		}
+		return err
+	}
+	for i := lo; i <= hi; i++ {
+		if owner := binary.LittleEndian.Uint32(buf[4*(i-lo):]); owner != 0 {
+			delete(cand, Ref{owner, i})
+		}
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +27,21 @@ type handle struct {
 	err   error         // why opening failed; read only after ready is closed
 
 	sync syncGroup // group commit of fdatasync on this inode
+
+	// mu orders the I/O on the inode with its checksums (checksum.go):
+	// readers verify under RLock; WriteAt, Punch and repairs change data
+	// and checksums together under Lock, so a reader never sees data and
+	// checksums from different writes. Syncs run outside it.
+	mu sync.RWMutex
+	// sums are the inode's chunk checksums, set before ready is closed
+	// and changed only under mu; nil when the store keeps none.
+	sums *sums
+	// sumsErr is why the checksums are unusable (a damaged xattr): every
+	// checked operation fails with it until the object is replaced.
+	sumsErr error
+	// metaDirty is set when the xattr changed since the last sync, so the
+	// next sync must be an fsync (fdatasync may skip the xattr).
+	metaDirty atomic.Bool
 
 	// Guarded by fdCache.mu.
 	refs       int     // requests using f; f is closed only when refs == 0
@@ -60,6 +76,10 @@ var closedReady = func() chan struct{} {
 // they had run before the change.
 type fdCache struct {
 	open func(oid uint64) (*os.File, error) // opens the object file, O_RDWR
+	// load reads the checksums of a freshly opened object file of size
+	// bytes (nil when the store keeps none); its error goes to
+	// handle.sumsErr.
+	load func(oid uint64, f *os.File, size int64) (*sums, error)
 	max  int
 
 	mu struct {
@@ -72,8 +92,8 @@ type fdCache struct {
 	}
 }
 
-func newFDCache(max int, open func(oid uint64) (*os.File, error)) *fdCache {
-	c := &fdCache{open: open, max: max}
+func newFDCache(max int, open func(oid uint64) (*os.File, error), load func(oid uint64, f *os.File, size int64) (*sums, error)) *fdCache {
+	c := &fdCache{open: open, load: load, max: max}
 	c.mu.m = make(map[uint64]*handle, max)
 	c.mu.lru.next, c.mu.lru.prev = &c.mu.lru, &c.mu.lru
 	return c
@@ -116,6 +136,12 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 		}
 	}
 
+	var sums *sums
+	var sumsErr error
+	if err == nil && c.load != nil {
+		sums, sumsErr = c.load(oid, f, st.Size)
+	}
+
 	c.mu.Lock()
 	if err != nil {
 		h.err = err
@@ -124,6 +150,7 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 		}
 	} else {
 		h.f, h.fd, h.size = f, int(f.Fd()), st.Size
+		h.sums, h.sumsErr = sums, sumsErr
 	}
 	close(h.ready)
 	c.mu.Unlock()

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/sha1"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -34,17 +32,22 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 		return rangeError("create", oid, off, int64(len(data)), size)
 	}
 	tmp := filepath.Join(s.objDir, fmt.Sprintf("%016x.%d%s", oid, s.tmpSeq.Add(1), tmpSuffix))
+	var m *sums
+	if !s.noSums {
+		m = sumsFor(size, off, data)
+	}
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return ioError("create", oid, err)
 	}
-	if err := s.fillTmp(f, size, off, data, sync); err != nil {
+	if err := s.fillTmp(f, size, off, data, m, sync); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return ioError("create", oid, err)
 	}
-	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady}
+	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady, sums: m}
 	h.sync.init()
+	h.metaDirty.Store(!sync) // a later Sync must be an fsync
 
 	mu := s.pathLock(oid)
 	mu.Lock()
@@ -71,9 +74,10 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	return nil
 }
 
-// fillTmp sizes the fresh tmp file f, writes data at off and, when asked,
-// syncs it.
-func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, sync bool) error {
+// fillTmp sizes the fresh tmp file f, writes data at off, stores the
+// checksums m (if any) and, when asked, syncs it: fsync, as the size and
+// the xattr are metadata.
+func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, m *sums, sync bool) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
@@ -82,10 +86,15 @@ func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, sync bool) err
 			return err
 		}
 	}
+	fd := int(f.Fd())
+	if m != nil && m.n > 0 {
+		if err := fsetxattr(fd, m.b); err != nil {
+			return &os.PathError{Op: "fsetxattr", Path: f.Name(), Err: err}
+		}
+	}
 	if sync && !s.noSync {
-		fd := int(f.Fd())
-		if err := ignoringEINTR(func() error { return unix.Fdatasync(fd) }); err != nil {
-			return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+		if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
+			return &os.PathError{Op: "fsync", Path: f.Name(), Err: err}
 		}
 	}
 	return nil
@@ -120,9 +129,12 @@ func (s *Store) syncDir() error {
 	})
 }
 
-// ReadAt fills buf with the bytes of object oid at off. A missing object is
-// NO_OBJ; a range beyond the object's end is INVALID_PARMS (objects are full
-// size, so a short read means a bad request, not end of data).
+// ReadAt fills buf with the bytes of object oid at off, after verifying the
+// checksums of every chunk the range touches. A missing object is NO_OBJ; a
+// range beyond the object's end is INVALID_PARMS (objects are full size, so
+// a short read means a bad request, not end of data); a chunk that does not
+// match its checksum is an error wrapping ErrChecksum and EIO, and buf then
+// holds no bytes of it.
 func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -135,6 +147,17 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 	if !inRange(off, int64(len(buf)), h.size) {
 		return rangeError("read", oid, off, int64(len(buf)), h.size)
 	}
+	if len(buf) == 0 {
+		return nil
+	}
+	if h.sums != nil || h.sumsErr != nil {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		if h.sumsErr != nil {
+			return h.sumsErr
+		}
+		return s.readChecked(h, "read", buf, off)
+	}
 	if _, err := h.f.ReadAt(buf, off); err != nil {
 		// io.EOF here means the file shrank under us, which only a
 		// foreign process can do.
@@ -143,10 +166,12 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 	return nil
 }
 
-// WriteAt writes data into object oid at off. A missing object is NO_OBJ; a
-// range beyond the object's end is INVALID_PARMS. With sync set, data is on
-// stable storage before WriteAt returns; concurrent synced writes to one
-// object share an fdatasync.
+// WriteAt writes data into object oid at off and updates the checksums of
+// the chunks it touches. A missing object is NO_OBJ; a range beyond the
+// object's end is INVALID_PARMS; a write that covers part of a chunk that
+// already fails its checksum is ErrChecksum (EIO) and changes nothing. With
+// sync set, data and checksums are on stable storage before WriteAt
+// returns; concurrent synced writes to one object share a sync.
 func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64, sync bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -159,8 +184,10 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 	if !inRange(off, int64(len(data)), h.size) {
 		return rangeError("write", oid, off, int64(len(data)), h.size)
 	}
-	if _, err := h.f.WriteAt(data, off); err != nil {
-		return ioError("write", oid, err)
+	if len(data) > 0 {
+		if err := s.change(h, "write", off, int64(len(data)), data); err != nil {
+			return err
+		}
 	}
 	if sync {
 		if err := s.syncHandle(h); err != nil {
@@ -180,8 +207,17 @@ func (s *Store) syncHandle(h *handle) error {
 		return nil
 	}
 	err := h.sync.do(func() error {
-		if err := ignoringEINTR(func() error { return unix.Fdatasync(h.fd) }); err != nil {
-			return &os.PathError{Op: "fdatasync", Path: h.f.Name(), Err: err}
+		// Cleared before syncing: a checksum update after this point
+		// sets it again for the next sync.
+		op, sync := "fdatasync", unix.Fdatasync
+		if h.metaDirty.Swap(false) {
+			op, sync = "fsync", unix.Fsync
+		}
+		if err := ignoringEINTR(func() error { return sync(h.fd) }); err != nil {
+			if op == "fsync" {
+				h.metaDirty.Store(true)
+			}
+			return &os.PathError{Op: op, Path: h.f.Name(), Err: err}
 		}
 		return nil
 	})
@@ -196,8 +232,10 @@ var zeros [256 << 10]byte
 
 // Punch makes [off, off+n) of object oid read as zeros, by punching a hole
 // (the range then takes no space), or by writing zeros where the filesystem
-// cannot punch. The object keeps its size. A missing object is NO_OBJ; a
-// range beyond the object's end is INVALID_PARMS.
+// cannot punch. The object keeps its size and its checksums follow, as for
+// WriteAt. A missing object is NO_OBJ; a range beyond the object's end is
+// INVALID_PARMS; punching part of a chunk that fails its checksum is
+// ErrChecksum (EIO).
 func (s *Store) Punch(ctx context.Context, oid uint64, off, n int64, sync bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -213,8 +251,8 @@ func (s *Store) Punch(ctx context.Context, oid uint64, off, n int64, sync bool) 
 	if n == 0 {
 		return nil
 	}
-	if err := s.punch(h, off, n); err != nil {
-		return ioError("punch", oid, err)
+	if err := s.change(h, "punch", off, n, nil); err != nil {
+		return err
 	}
 	if sync {
 		if err := s.syncHandle(h); err != nil {
@@ -340,23 +378,15 @@ func (s *Store) Sync(ctx context.Context, oid uint64) error {
 	return nil
 }
 
-// hashBufs holds the read buffers of SHA1.
-var hashBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
-// SHA1 is the SHA-1 of the whole object oid, holes read as zeros. A missing
+// SHA1 is the SHA-1 of the whole object oid, holes read as zeros, computed
+// over verified bytes: a chunk that fails its checksum makes SHA1 fail with
+// ErrChecksum (EIO), so GET_HASH never vouches for a bad copy. A missing
 // object is NO_OBJ.
 func (s *Store) SHA1(oid uint64) ([20]byte, error) {
 	var sum [20]byte
-	h, err := s.files.acquire(oid)
-	if err != nil {
-		return sum, openError("sha1", oid, err)
-	}
-	defer s.files.release(h)
-	buf := hashBufs.Get().(*[]byte)
-	defer hashBufs.Put(buf)
 	d := sha1.New()
-	if _, err := io.CopyBuffer(d, io.NewSectionReader(h.f, 0, h.size), *buf); err != nil {
-		return sum, ioError("sha1", oid, err)
+	if err := s.scan("sha1", oid, func(p []byte) { d.Write(p) }); err != nil {
+		return sum, err
 	}
 	d.Sum(sum[:0])
 	return sum, nil

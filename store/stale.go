@@ -83,15 +83,21 @@ func parseStaleName(name string) (StaleObject, bool) {
 	return StaleObject{Oid: oid, Epoch: uint32(epoch)}, true
 }
 
-// ReadStale returns the whole stale copy of oid from epoch; a missing copy
-// is NO_OBJ.
+// ReadStale returns the whole stale copy of oid from epoch, verified
+// against its checksums; a missing copy is NO_OBJ, a bad one ErrChecksum
+// (EIO).
 func (s *Store) ReadStale(oid uint64, epoch uint32) ([]byte, error) {
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	data, err := os.ReadFile(s.stalePath(oid, epoch))
+	op := fmt.Sprintf("read stale (epoch %d)", epoch)
+	path := s.stalePath(oid, epoch)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, openError(fmt.Sprintf("read stale (epoch %d)", epoch), oid, err)
+		return nil, openError(op, oid, err)
+	}
+	if err := s.verifyFile(op, oid, path, data); err != nil {
+		return nil, err
 	}
 	return data, nil
 }

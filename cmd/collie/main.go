@@ -110,6 +110,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return err
 		}
+		s.stdoutTTY = isTerminal(stdout)
 		defer s.close()
 		if sub.needArg && len(s.args) == 0 {
 			return &exitError{code: exitUsage, usage: true}
@@ -224,6 +225,14 @@ func printUsage(w io.Writer) {
 // printSubUsage is "collie <command> <subcommand> --help", in dog's layout.
 func printSubUsage(w io.Writer, cmd *command, sub *subcommand) {
 	fmt.Fprintf(w, "Usage: %s %s %s", programName, cmd.name, sub.name)
+	nested := nestedSubcommands(cmd.name, sub.name)
+	if len(nested) > 0 {
+		names := make([]string, len(nested))
+		for i, n := range nested {
+			names[i] = n[0]
+		}
+		fmt.Fprintf(w, " {%s}", strings.Join(names, "|"))
+	}
 	opts := cmd.allowed(sub)
 	for _, o := range opts {
 		if o.hasArg {
@@ -235,7 +244,14 @@ func printSubUsage(w io.Writer, cmd *command, sub *subcommand) {
 	if sub.args != "" {
 		fmt.Fprintf(w, " %s", sub.args)
 	}
-	fmt.Fprintf(w, "\nOptions:\n")
+	fmt.Fprintf(w, "\n")
+	if len(nested) > 0 {
+		fmt.Fprintf(w, "Available subcommands:\n")
+		for _, n := range nested {
+			fmt.Fprintf(w, "  %-24s%s\n", n[0], n[1])
+		}
+	}
+	fmt.Fprintf(w, "Options:\n")
 	for _, o := range opts {
 		fmt.Fprintf(w, "  %-24s%s\n", fmt.Sprintf("-%c, --%s", o.short, o.long), o.help)
 	}

@@ -31,6 +31,7 @@ type session struct {
 	stdinLines *bufio.Reader
 	out        *bufio.Writer
 	stderr     io.Writer
+	stdoutTTY  bool // stdout is a terminal: vdi tree highlights
 
 	host string // -a as given (default 127.0.0.1)
 	port int
@@ -54,6 +55,7 @@ type cmdOptions struct {
 	copiesSet                                     bool
 	oid                                           uint64
 	batch, interval, maxReclaim                   int
+	snap                                          snapOptions // vdiopts.go
 
 	// cluster
 	store                                             string
@@ -125,6 +127,9 @@ func newSession(c *cli.Context, stdin io.Reader, out *bufio.Writer, stderr io.Wr
 		default:
 			o.blockSizeShift = shift
 		}
+	}
+	if err := parseSnapOptions(c, &o.snap); err != nil {
+		return nil, err
 	}
 	if c.IsSet("oid") {
 		v, err := strconv.ParseUint(strings.TrimPrefix(c.String("oid"), "0x"), 16, 64)

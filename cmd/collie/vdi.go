@@ -409,9 +409,15 @@ func snapshotReadError(name string, snapID uint32, tag string) string {
 }
 
 func vdiDelete(s *session, args []string) error {
-	name := args[0]
+	return s.deleteVdi(args[0], s.opts.snapID, s.opts.snapTag)
+}
+
+// deleteVdi is dog's do_vdi_delete: zero the table in batches, then
+// DEL_VDI for the name and the snapshot id or tag (the working VDI when
+// both are empty). -B, -I and -m shape the batches.
+func (s *session) deleteVdi(name string, snapID uint32, snapTag string) error {
 	o := s.opts
-	vid, err := s.openVdi(name, o.snapID, o.snapTag)
+	vid, err := s.openVdi(name, snapID, snapTag)
 	if err != nil {
 		return err
 	}
@@ -460,8 +466,8 @@ func vdiDelete(s *session, args []string) error {
 		return nil
 	}
 	req := proto.NewRequest(proto.OpDelVdi)
-	req.SetVdi(proto.VdiArgs{SnapID: o.snapID})
-	rsp, _, err := s.do(&req, proto.VdiName(name, o.snapTag, true), nil)
+	req.SetVdi(proto.VdiArgs{SnapID: snapID})
+	rsp, _, err := s.do(&req, proto.VdiName(name, snapTag, true), nil)
 	if err != nil {
 		return err
 	}

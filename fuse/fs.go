@@ -56,6 +56,10 @@ type Config struct {
 	// operation: a sheep that stops answering gives EIO after it, not a
 	// hung process.
 	Timeout time.Duration
+	// AllowOther lets every user in, not just the one who mounted. The
+	// kernel then checks the modes: everyone may read the reports, only
+	// the owner may touch volumes, vdi/mount and the config.
+	AllowOther bool
 	// Log receives what sheepfs cannot report through an errno alone.
 	Log *slog.Logger
 }
@@ -96,7 +100,7 @@ func New(cfg Config) *FS {
 	if cfg.Log == nil {
 		cfg.Log = def.Log
 	}
-	f := &FS{cfg: cfg, log: cfg.Log, sheep: newSheep(cfg.Addr), started: time.Now()}
+	f := &FS{cfg: cfg, log: cfg.Log, sheep: newSheep(cfg.Addr, cfg.Timeout), started: time.Now()}
 	f.objects = objects{s: f.sheep}
 	f.pageCache.Store(cfg.PageCache)
 	f.root = &rootDir{fsys: f}

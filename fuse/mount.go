@@ -40,9 +40,9 @@ func (f *FS) Mount(dir string, debug bool) (*gofuse.Server, error) {
 		MountOptions: gofuse.MountOptions{
 			FsName: "sheepfs",
 			Name:   "sheepfs",
-			// root may share the mount with everyone; other users need
-			// user_allow_other in /etc/fuse.conf for that.
-			AllowOther: os.Geteuid() == 0,
+			// Only the mounting user unless asked (as Sheepdog's
+			// allow_root); shared mounts get the kernel's mode checks.
+			AllowOther: f.cfg.AllowOther,
 			// Big requests: 1 MiB reads and writes, readahead as large
 			// as the kernel allows, and with direct I/O the kernel may
 			// split a large read(2) into requests sent at once.
@@ -53,9 +53,16 @@ func (f *FS) Mount(dir string, debug bool) (*gofuse.Server, error) {
 			// No extended attributes: the kernel then stops asking for
 			// security.capability before every write.
 			DisableXAttrs: true,
+			// Replies are in-memory buffers; go-fuse v2.12.1 would still
+			// try a splice per read (and log its failure whenever a 1 MiB
+			// reply outgrows the pipe) before writing them.
+			DisableSplice: true,
 			Debug:         debug,
 			Logger:        log.New(os.Stderr, "", log.LstdFlags),
 		},
+	}
+	if f.cfg.AllowOther {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
 	server, err := fs.Mount(dir, f.root, opts)
 	if err != nil {

@@ -21,15 +21,27 @@ import (
 // dials again, so a sheep that comes back, or a new address written to
 // /config/sheep_info, needs no remount.
 type sheep struct {
-	mu struct {
+	dialTimeout time.Duration
+	mu          struct {
 		sync.Mutex
-		addr string
-		c    *client.Client // nil: not connected
+		addr    string
+		c       *client.Client // nil: not connected
+		dialing *dial          // the dial in progress, if any
 	}
 }
 
-func newSheep(addr string) *sheep {
-	s := &sheep{}
+// dial is one connection attempt that every caller needing a connection
+// meanwhile waits for, each no longer than its own deadline. Without it,
+// callers would dial one after another behind a lock when the sheep's
+// host is unreachable, and wait far past their timeout.
+type dial struct {
+	done chan struct{}
+	c    *client.Client
+	err  error
+}
+
+func newSheep(addr string, dialTimeout time.Duration) *sheep {
+	s := &sheep{dialTimeout: dialTimeout}
 	s.mu.addr = addr
 	return s
 }
@@ -60,20 +72,48 @@ func (s *sheep) SetAddr(ctx context.Context, addr string, grace time.Duration) e
 }
 
 // get returns the current connection, dialling one when there is none.
-// The lock is held while dialling so that concurrent callers share one
-// connection instead of racing to make several.
 func (s *sheep) get(ctx context.Context) (*client.Client, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.mu.c != nil {
-		return s.mu.c, nil
+	if c := s.mu.c; c != nil {
+		s.mu.Unlock()
+		return c, nil
 	}
-	c, err := client.Dial(ctx, s.mu.addr)
-	if err != nil {
-		return nil, err
+	d := s.mu.dialing
+	if d == nil {
+		d = &dial{done: make(chan struct{})}
+		s.mu.dialing = d
+		go s.dial(d, s.mu.addr)
 	}
-	s.mu.c = c
-	return c, nil
+	s.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.c, d.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("connect to %s: %w", s.Addr(), ctx.Err())
+	}
+}
+
+func (s *sheep) dial(d *dial, addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.dialTimeout)
+	c, err := client.Dial(ctx, addr)
+	cancel()
+	s.mu.Lock()
+	s.mu.dialing = nil
+	switch {
+	case err != nil:
+	case s.mu.c == nil && s.mu.addr == addr:
+		s.mu.c = c
+	default:
+		// SetAddr connected elsewhere meanwhile: use that one.
+		c.Close()
+		c = s.mu.c
+		if c == nil {
+			err = fmt.Errorf("connect to %s: %w", addr, client.ErrClosed)
+		}
+	}
+	d.c, d.err = c, err
+	s.mu.Unlock()
+	close(d.done)
 }
 
 // check forgets c when err says its connection is unusable: broken, or

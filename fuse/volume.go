@@ -322,9 +322,10 @@ func (v *volumeFile) Getattr(ctx context.Context, fh fs.FileHandle, out *gofuse.
 		vol = v.mu.vol
 		v.mu.Unlock()
 	}
-	mode := uint32(syscall.S_IFREG | 0o644)
+	// A disk image is its owner's business: no access for others.
+	mode := uint32(syscall.S_IFREG | 0o600)
 	if v.readOnly() {
-		mode = syscall.S_IFREG | 0o444
+		mode = syscall.S_IFREG | 0o400
 	}
 	out.Blksize = maxRequest
 	if vol == nil {

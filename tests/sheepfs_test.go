@@ -35,7 +35,9 @@ type sheepfsMount struct {
 }
 
 // path is a path inside the mount.
-func (m *sheepfsMount) path(p ...string) string { return filepath.Join(append([]string{m.Dir}, p...)...) }
+func (m *sheepfsMount) path(p ...string) string {
+	return filepath.Join(append([]string{m.Dir}, p...)...)
+}
 
 // mountSheepfs runs `sheepfs -f` against s on a fresh directory and waits
 // until the file system is mounted. Cleanup unmounts it (fusermount3 -u,
@@ -548,4 +550,50 @@ func sheepfsPid(dir string) int {
 		}
 	}
 	return 0
+}
+
+// TestSheepfsPermissions: only the mounting user gets in, unless
+// --allow-other; then the kernel checks the modes and other users may
+// read the reports but not the volumes or the control files.
+func TestSheepfsPermissions(t *testing.T) {
+	sheepfsNeedFuse(t)
+	needTools(t, "setpriv")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as another user")
+	}
+	s := sheepfsCluster(t, nil, "Alice", "16M")
+	asNobody := func(line string) Result {
+		return run(t, nil, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", line)
+	}
+	for _, allow := range []bool{false, true} {
+		var extra []string
+		if allow {
+			extra = []string{"--allow-other"}
+		}
+		m := mountSheepfs(t, s, extra...)
+		// t.TempDir makes 0700 directories: open the path to the mount.
+		for d := filepath.Dir(m.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+		if err := os.WriteFile(m.path("vdi", "mount"), []byte("Alice\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+		r := asNobody("cat " + m.path("cluster", "info"))
+		if got := r.Code == 0 && strings.HasPrefix(r.Stdout, "Cluster status"); got != allow {
+			t.Errorf("allow-other=%v: another user reads cluster/info: %v (%s)", allow, got, r.Stderr)
+		}
+		for _, line := range []string{
+			"head -c 1 " + m.path("volume", "Alice"),
+			"echo Alice > " + m.path("vdi", "unmount"),
+			"echo 1 > " + m.path("config", "page_cache"),
+		} {
+			if r := asNobody(line); r.Code == 0 {
+				t.Errorf("allow-other=%v: another user may %s", allow, line)
+			}
+		}
+		if _, err := os.Stat(m.path("volume", "Alice")); err != nil {
+			t.Errorf("volume/Alice went away: %v", err)
+		}
+		sheepfsUnmount(t, m.Dir)
+	}
 }

@@ -56,6 +56,7 @@ func main() {
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 30 * time.Second, Usage: "give up on a sheep that does not answer within this time (EIO)"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Usage: "log file (default: stderr with -f, syslog otherwise)"},
 			&cli.StringFlag{Name: "collie", Usage: "collie binary (default: next to sheepfs, then PATH)"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let every user in (the kernel then checks the modes; needs user_allow_other in /etc/fuse.conf unless root)"},
 		},
 		Action: run,
 	}
@@ -89,10 +90,11 @@ func run(c *cli.Context) error {
 	foreground := c.Bool("foreground") || c.Bool("debug")
 	child := os.Getenv(envDaemon) != ""
 	cfg := fuse.Config{
-		Addr:      net.JoinHostPort(host, strconv.Itoa(port)),
-		Collie:    findCollie(c.String("collie")),
-		PageCache: c.Bool("pagecache"),
-		Timeout:   c.Duration("timeout"),
+		Addr:       net.JoinHostPort(host, strconv.Itoa(port)),
+		Collie:     findCollie(c.String("collie")),
+		PageCache:  c.Bool("pagecache"),
+		Timeout:    c.Duration("timeout"),
+		AllowOther: c.Bool("allow-other"),
 	}
 	if !child {
 		if cfg.Collie == "" {

@@ -132,6 +132,9 @@ func (f *FS) unmount(ctx context.Context, name string) syscall.Errno {
 		}
 	}
 	f.volumes.RmChild(name)
+	// Let go-fuse drop the node (and the table it holds) once the kernel
+	// forgets it; open handles keep their own reference to the volume.
+	ch.ForgetPersistent()
 	f.log.Info("unmounted", "volume", name)
 	return 0
 }

@@ -85,6 +85,7 @@ type command struct {
 // commands is the command table, in dog's order.
 var commands = []*command{
 	{name: "vdi", options: vdiOptions, subs: []subcommand{
+		{"check", "<vdiname>", "seaphT", "check and repair image's consistency", true, true, vdiCheck},
 		{"create", "<vdiname> <size>", "PcaphrvzT", "create an image", true, true, vdiCreate},
 		{"snapshot", "<vdiname>", "saphrvTR", "create a snapshot", true, false, vdiSnapshot},
 		{"clone", "<src vdi> <dst vdi>", "sPnaphrvT", "clone an image", true, false, vdiClone},
@@ -111,6 +112,7 @@ var commands = []*command{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},
 		{"format", "", "bcltaphzTVRfF", "create a Sheepdog store", false, true, clusterFormat},
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
+		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
 	}},
 }
 

@@ -5,7 +5,9 @@
 //
 // Writes, creates and removes go to every copy in parallel and succeed only
 // when all copies did. Reads are served locally when this node holds a
-// copy, else from the other copies in placement order, failing over.
+// copy, else from the other copies in placement order, failing over. A copy
+// that fails the store's checksums is never served: the read fails over,
+// and the bad copy is repaired from the good one (repair.go).
 package gateway
 
 import (
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -166,12 +169,19 @@ func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []b
 func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf []byte) error {
 	// Local first when this node is one of the copies: no network. A copy
 	// here that the epoch does not place here may be outdated.
+	localBad := false
+	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
 	if g.isTarget(p) && g.store.Exists(oid) {
-		if err := g.store.ReadAt(ctx, oid, buf, off); err == nil {
+		err := g.store.ReadAt(ctx, oid, buf, off)
+		if err == nil {
 			return nil
 		}
+		if localBad = errors.Is(err, store.ErrChecksum); localBad {
+			g.log.Warn("local copy is bad; reading another", "oid", fmt.Sprintf("%016x", oid), "err", err)
+			last = err
+		}
 	}
-	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
+	var bad []proto.Node // targets whose copy answered EIO: repaired once one read succeeds
 	tried := map[proto.NodeID]bool{g.self: true}
 	try := func(n proto.Node) bool {
 		if tried[n.NodeID] {
@@ -180,11 +190,19 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 		tried[n.NodeID] = true
 		err := g.peerRead(ctx, n, p.epoch, oid, off, buf)
 		if err == nil {
+			if localBad || len(bad) > 0 {
+				g.repairAfterRead(ctx, p, oid, n, localBad, bad)
+			}
 			return true
 		}
+		if isBadCopy(err) && slices.ContainsFunc(p.targets, func(t proto.Node) bool { return t.NodeID == n.NodeID }) {
+			bad = append(bad, n)
+		}
+		// An epoch mismatch is retried; otherwise a copy that exists but
+		// failed (EIO) is reported rather than a node that has none.
 		if proto.ResultOf(err) == proto.ResOldNodeVer || proto.ResultOf(err) == proto.ResNewNodeVer {
 			last = err
-		} else if !errors.Is(last, proto.ResOldNodeVer) {
+		} else if !errors.Is(last, proto.ResOldNodeVer) && !(errors.Is(err, proto.ResNoObj) && proto.ResultOf(last) == proto.ResEIO) {
 			last = err
 		}
 		return false
@@ -252,12 +270,12 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		var missing []proto.Node
 		var mu sync.Mutex
 		err := forEach(p.targets, func(n proto.Node) error {
-			var err error
-			if g.isSelf(n) {
-				err = g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, true) })
-			} else {
-				err = g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data)
-			}
+			err := g.healedWrite(ctx, p, oid, n, func() error {
+				if g.isSelf(n) {
+					return g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, true) })
+				}
+				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data)
+			})
 			if errors.Is(err, proto.ResNoObj) {
 				mu.Lock()
 				missing = append(missing, n)

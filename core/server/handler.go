@@ -188,6 +188,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpSetRecovery:    {force: true, fn: h.setRecoveryThrottle},
 		proto.OpForceRecover:   {force: true, fn: h.forceRecover},
 		proto.OpOidsExist:      {force: true, fn: h.oidsExist},
+		proto.OpRepairReplica:  {fn: h.repairReplica},
 	}
 }
 

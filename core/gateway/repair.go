@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/store"
+)
+
+// Repairing bad copies (DESIGN.md "Local store"). A copy whose bytes no
+// longer match the store's checksums fails with store.ErrChecksum locally
+// and answers EIO to a peer. The gateway then serves the request from
+// another copy and repairs the bad one from it:
+//
+//   - its own copy with store.Repair, which rewrites only the chunks that
+//     fail their checksums, under the object's stripe of Locks;
+//   - a peer's copy with REPAIR_REPLICA, which makes the peer do the same
+//     on its side, under its own lock.
+//
+// Rewriting only the bad chunks, on the node that holds them and under the
+// lock its writers take, is what makes a repair safe while the object is
+// being written: a write that reached the bad copy before the good one was
+// read is not undone (it is in a chunk that verifies), and a write that
+// had not reached it yet is applied after the repair.
+
+// repairLocal repairs this node's copy of oid from the copy on node from.
+// The caller holds no lock on oid.
+func (g *Gateway) repairLocal(ctx context.Context, p plan, oid uint64, from proto.Node) error {
+	g.locks.Lock(oid)
+	defer g.locks.Unlock(oid)
+	return g.repairLocalLocked(ctx, p, oid, from)
+}
+
+// repairLocalLocked is repairLocal with oid's lock held.
+func (g *Gateway) repairLocalLocked(ctx context.Context, p plan, oid uint64, from proto.Node) error {
+	good := make([]byte, p.size)
+	if err := g.peerRead(ctx, from, p.epoch, oid, 0, good); err != nil {
+		return fmt.Errorf("repair %016x: read the copy on %s: %w", oid, from.NodeID, err)
+	}
+	n, err := g.store.Repair(ctx, oid, good)
+	if err != nil {
+		return fmt.Errorf("repair %016x from %s: %w", oid, from.NodeID, err)
+	}
+	g.log.Warn("repaired local copy", "oid", fmt.Sprintf("%016x", oid), "from", from.NodeID.String(), "chunks", n)
+	return nil
+}
+
+// repairPeer asks node bad to repair its copy of oid from node from.
+func (g *Gateway) repairPeer(ctx context.Context, p plan, oid uint64, bad, from proto.Node) error {
+	r := RepairRequest(p.epoch, oid, from.NodeID)
+	if _, _, err := g.peers.Call(ctx, bad.NodeID.String(), &r, nil, nil); err != nil {
+		return fmt.Errorf("repair %016x on %s from %s: %w", oid, bad.NodeID, from.NodeID, err)
+	}
+	g.log.Warn("repaired copy on peer", "oid", fmt.Sprintf("%016x", oid), "node", bad.NodeID.String(), "from", from.NodeID.String())
+	return nil
+}
+
+// RepairRequest is REPAIR_REPLICA: the receiving node reads oid from node
+// from and repairs its own copy with it.
+func RepairRequest(epoch uint32, oid uint64, from proto.NodeID) proto.Request {
+	r := proto.NewRequest(proto.OpRepairReplica)
+	r.Epoch = epoch
+	r.SetForw(proto.ForwArgs{Oid: oid, Addr: from.Addr, Port: from.Port})
+	return r
+}
+
+// ForwNode is the node a REPAIR_REPLICA request names.
+func ForwNode(f proto.ForwArgs) proto.NodeID {
+	return proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(f.Addr).Unmap(), f.Port))
+}
+
+// repairAfterRead repairs the copies a read found bad, once it was served
+// from node from: this node's copy when local is set, and each of bad.
+// Failures are logged: the read itself has succeeded.
+func (g *Gateway) repairAfterRead(ctx context.Context, p plan, oid uint64, from proto.Node, local bool, bad []proto.Node) {
+	if local {
+		if err := g.repairLocal(ctx, p, oid, from); err != nil {
+			g.log.Error("read repair", "err", err)
+		}
+	}
+	for _, n := range bad {
+		if err := g.repairPeer(ctx, p, oid, n, from); err != nil {
+			g.log.Error("read repair", "err", err)
+		}
+	}
+}
+
+// isBadCopy reports a peer read failure that means the peer's copy is bad
+// (checksum mismatch or unreadable), as opposed to missing or elsewhere.
+func isBadCopy(err error) bool {
+	return proto.ResultOf(err) == proto.ResEIO && !isNetErr(err) && !errors.Is(err, proto.ResNetworkError)
+}
+
+// healedWrite runs write, the write of one copy on node n. If the copy is
+// bad where the write only partly covers a chunk (the store refuses to
+// combine new bytes with a bad chunk), it repairs the copy from another
+// target and runs write once more.
+func (g *Gateway) healedWrite(ctx context.Context, p plan, oid uint64, n proto.Node, write func() error) error {
+	err := write()
+	self := g.isSelf(n)
+	if err == nil || (self && !errors.Is(err, store.ErrChecksum)) || (!self && !isBadCopy(err)) {
+		return err
+	}
+	for _, from := range p.targets {
+		if from.NodeID == n.NodeID {
+			continue
+		}
+		var rerr error
+		if self {
+			rerr = g.repairLocal(ctx, p, oid, from)
+		} else {
+			rerr = g.repairPeer(ctx, p, oid, n, from)
+		}
+		if rerr != nil {
+			g.log.Warn("write repair", "err", rerr)
+			continue
+		}
+		return write()
+	}
+	return err
+}

@@ -1,0 +1,64 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+
+	"github.com/sheepdog-go/sheepdog/core/gateway"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// repairReplica is REPAIR_REPLICA (0xC5), sent by dog's and collie's
+// `vdi check` to a node whose copy is bad or missing, and by gateways to a
+// peer whose copy failed a read: read the object from the node named in
+// forw (READ_PEER with our epoch) and repair this node's copy with it,
+// holding the object's lock so that no write interleaves.
+//
+// A copy that fails the store's checksums gets only its bad chunks
+// rewritten (store.Repair); a missing copy is created; a copy that verifies
+// but differs from the good one (it missed a write) is replaced whole, as
+// sheep does.
+func (h *Handler) repairReplica(ctx context.Context, c *call) error {
+	f := c.req.Forw()
+	from := gateway.ForwNode(f)
+	if from.Addr == h.cfg.Self.Addr && from.Port == h.cfg.Self.Port {
+		return fmt.Errorf("repair %016x from this node itself: %w", f.Oid, proto.ResInvalidParms)
+	}
+	size := h.objectSize(f.Oid)
+	h.cfg.Locks.Lock(f.Oid)
+	defer h.cfg.Locks.Unlock(f.Oid)
+
+	good := make([]byte, size)
+	r := proto.NewRequest(proto.OpReadPeer)
+	r.Epoch = h.epoch()
+	r.SetObj(proto.ObjArgs{Oid: f.Oid})
+	_, n, err := h.cfg.Gateway.Peers().Call(ctx, from.String(), &r, nil, good)
+	if err != nil {
+		return fmt.Errorf("repair %016x: read from %s: %w", f.Oid, from, err)
+	}
+	if int64(n) != size {
+		return fmt.Errorf("repair %016x: %d bytes from %s, want %d: %w", f.Oid, n, from, size, proto.ResEIO)
+	}
+	chunks, err := h.cfg.Store.Repair(ctx, f.Oid, good)
+	switch {
+	case errors.Is(err, proto.ResNoObj):
+		h.cfg.Log.Warn("repair: created missing copy", "oid", fmt.Sprintf("%016x", f.Oid), "from", from.String())
+		return h.cfg.Store.Create(ctx, f.Oid, size, 0, good, true)
+	case err != nil:
+		return err
+	case chunks > 0:
+		return nil
+	}
+	mine, err := h.cfg.Store.SHA1(f.Oid)
+	if err != nil {
+		return err
+	}
+	if want := sha1.Sum(good); bytes.Equal(mine[:], want[:]) {
+		return nil
+	}
+	h.cfg.Log.Warn("repair: replacing outdated copy", "oid", fmt.Sprintf("%016x", f.Oid), "from", from.String())
+	return h.cfg.Store.Create(ctx, f.Oid, size, 0, good, true)
+}

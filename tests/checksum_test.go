@@ -168,3 +168,43 @@ func TestChecksumSingleCopy(t *testing.T) {
 		t.Fatalf("vdi check: exit %d\nstdout: %s\nstderr: %s", r.Code, r.Stdout, r.Stderr)
 	}
 }
+
+// Recovery skips a holder whose copy fails its checksums, pulls the object
+// from a good one, and has the bad one repaired.
+func TestChecksumRepairDuringRecovery(t *testing.T) {
+	sheeps := startCluster(t, 4)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
+	sheeps[0].must(t, nil, "vdi", "create", "Alice", "4M")
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	var holders []*Sheep
+	var newcomer *Sheep
+	for _, s := range sheeps {
+		if files, _ := filepath.Glob(filepath.Join(s.Dir, "obj", "00*")); len(files) == 1 {
+			holders = append(holders, s)
+		} else {
+			newcomer = s
+		}
+	}
+	if len(holders) != 3 || newcomer == nil {
+		t.Fatalf("%d holders of the data object, want 3 of 4 nodes", len(holders))
+	}
+	// Recovery asks the holders in node order (address, then port): make
+	// the first one it will ask the bad one, and kill the last.
+	slices.SortFunc(holders, func(a, b *Sheep) int { return a.Port - b.Port })
+	const off = 2<<20 + 9
+	name := filepath.Base(dataObject(t, holders[0], 0))
+	flip(t, dataObject(t, holders[0], 0), off)
+	holders[2].Kill()
+	live := []*Sheep{holders[0], holders[1], newcomer}
+	waitRecovered(t, live, name, 3)
+	for _, s := range live {
+		if b := fileByte(t, dataObject(t, s, 0), off); b != data[off] {
+			t.Fatalf("copy on %s: byte %#x, want %#x", s.Addr(), b, data[off])
+		}
+		if got := s.must(t, nil, "vdi", "read", "Alice"); got != string(data) {
+			t.Fatalf("read through %s differs", s.Addr())
+		}
+	}
+}

@@ -340,7 +340,7 @@ func vote(reps []replica) *replica {
 // CREATE_AND_WRITE_PEER to bad of the whole object (size bytes). Both carry
 // the session's epoch.
 func (c *nodeConns) repair(oid uint64, size int64, bad, good proto.Node) error {
-	req := gateway.RepairRequest(c.s.epoch, oid, good.NodeID)
+	req := gateway.RepairRequest(c.s.epoch, oid, good.NodeID, 0)
 	rsp, _, err := c.do(bad, &req, nil, nil)
 	if err != nil {
 		return err

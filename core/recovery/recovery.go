@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -313,6 +314,7 @@ func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.N
 		return nil
 	}
 	var last error
+	var bad []proto.Node // holders whose copy fails its checksums (EIO)
 	for _, n := range holders {
 		size, err := r.size(ctx, n, oid)
 		if err != nil {
@@ -326,6 +328,9 @@ func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.N
 		req.SetObj(proto.ObjArgs{Oid: oid, TgtEpoch: epoch})
 		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
 		if err != nil {
+			if proto.ResultOf(err) == proto.ResEIO {
+				bad = append(bad, n)
+			}
 			last = err
 			continue
 		}
@@ -339,12 +344,27 @@ func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.N
 		r.mu.Lock()
 		r.moved += uint64(size)
 		r.mu.Unlock()
+		r.repairHolders(ctx, oid, epoch, bad)
 		return nil
 	}
 	if last == nil {
 		last = proto.ResNoObj
 	}
 	return last
+}
+
+// repairHolders asks each holder whose copy of oid was bad to repair it
+// from ours, which was just stored from a verified read (REPAIR_REPLICA;
+// the holder rewrites only its bad chunks, under its own lock).
+func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, bad []proto.Node) {
+	for _, n := range bad {
+		req := gateway.RepairRequest(epoch, oid, r.self, gateway.FlagRepairBadChunks)
+		if _, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, nil); err != nil {
+			r.log.Warn("recovery: repair bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String(), "err", err)
+			continue
+		}
+		r.log.Warn("recovery: repaired bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String())
+	}
 }
 
 // size is the object's full size according to the vdi state.

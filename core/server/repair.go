@@ -18,9 +18,10 @@ import (
 // holding the object's lock so that no write interleaves.
 //
 // A copy that fails the store's checksums gets only its bad chunks
-// rewritten (store.Repair); a missing copy is created; a copy that verifies
-// but differs from the good one (it missed a write) is replaced whole, as
-// sheep does.
+// rewritten (store.Repair); a missing copy is created if the current epoch
+// places one here; a copy that verifies but differs from the good one (it
+// missed a write) is replaced whole, as sheep does. With our flag
+// gateway.FlagRepairBadChunks only the bad chunks are rewritten.
 func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 	f := c.req.Forw()
 	from := gateway.ForwNode(f)
@@ -43,8 +44,14 @@ func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 		return fmt.Errorf("repair %016x: %d bytes from %s, want %d: %w", f.Oid, n, from, size, proto.ResEIO)
 	}
 	chunks, err := h.cfg.Store.Repair(ctx, f.Oid, good)
+	if c.req.Flags&gateway.FlagRepairBadChunks != 0 {
+		return err
+	}
 	switch {
 	case errors.Is(err, proto.ResNoObj):
+		if !h.cfg.Gateway.Holds(ctx, f.Oid) {
+			return err // not placed here: a copy here would only go stale
+		}
 		h.cfg.Log.Warn("repair: created missing copy", "oid", fmt.Sprintf("%016x", f.Oid), "from", from.String())
 		return h.cfg.Store.Create(ctx, f.Oid, size, 0, good, true)
 	case err != nil:

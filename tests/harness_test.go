@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,7 +106,11 @@ func startSheep(t testing.TB, extra ...string) *Sheep {
 func (s *Sheep) start(extra ...string) {
 	t := s.t
 	t.Helper()
-	args := append([]string{"-f", "-b", "127.0.0.1", "-p", strconv.Itoa(s.Port)}, extra...)
+	args := []string{"-f", "-b", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
+	if !slices.Contains(extra, "--nbd") {
+		args = append(args, "--nbd", "none") // tests that want NBD pass their own address
+	}
+	args = append(args, extra...)
 	args = append(args, s.Dir)
 	s.out = &bytes.Buffer{}
 	s.cmd = exec.Command(bin("sheep"), args...)

@@ -48,6 +48,11 @@ var vdiOptions = []option{
 		"(if this option is specified, an inode object won't be reclaimed)"},
 }
 
+var nodeOptions = []option{
+	{'P', "progress", false, "show progress"},
+	{'l', "local", false, "work on the local node"},
+}
+
 var clusterOptions = []option{
 	{'b', "store", true, "specify backend store"},
 	{'c', "copies", true, "specify the default data redundancy (number of copies)"},
@@ -103,15 +108,17 @@ var commands = []*command{
 		{"backup", "<vdiname> <backup>", "sFaphT", "create an incremental backup between two snapshots", true, true, vdiBackup},
 		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
 	}},
-	{name: "node", subs: []subcommand{
+	{name: "node", options: nodeOptions, subs: []subcommand{
 		{"list", "", "aprhT", "list nodes", false, true, nodeList},
 		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
-		{"recovery", "", "aprhT", "show recovery information of nodes", false, true, nodeRecovery},
+		{"recovery", "[info|set-throttle <max> <interval>|get-throttle]", "aphPrT", "show recovery information of nodes or set/get the throttle", false, true, nodeRecoveryCmd},
+		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},
 		{"format", "", "bcltaphzTVRfF", "create a Sheepdog store", false, true, clusterFormat},
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
+		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
 	}},
 }

@@ -147,6 +147,10 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 	if copies > proto.MaxCopies {
 		return fmt.Errorf("copies %d: %w", copies, proto.ResInvalidParms)
 	}
+	if a.CopyPolicy != 0 {
+		// Erasure coding is not implemented (core/vdi refuses EC VDIs too).
+		return fmt.Errorf("copy policy %#x: erasure coding is not supported: %w", a.CopyPolicy, proto.ResInvalidParms)
+	}
 	shift := a.BlockSizeShift
 	if shift == 0 {
 		shift = proto.DefaultBlockSizeShift

@@ -113,7 +113,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
-	if status == proto.StatusWait && (!o.force || reportsStatus(op)) && !isPeerOp(op) {
+	if (status == proto.StatusWait && !o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
 		// reached this one yet: catch up before answering (STAT_CLUSTER
 		// and CLUSTER_INFO report the status, so they catch up too).
@@ -408,8 +408,18 @@ func (h *Handler) removePeer(ctx context.Context, c *call) error {
 	return h.cfg.Store.Remove(ctx, oid)
 }
 
+// reportsStatus lists the ops that answer from the cluster state directly:
+// they catch up with the leader first, so that what was acknowledged
+// through any node is visible through every node.
 func reportsStatus(op proto.Opcode) bool {
-	return op == proto.OpStatCluster || op == proto.OpClusterInfo || op == proto.OpReadVdis
+	switch op {
+	case proto.OpStatCluster, proto.OpClusterInfo, proto.OpReadVdis, proto.OpReadDelVdis, proto.OpGetVdiCopies,
+		// qemu-img create takes the object size from it; zeros from a
+		// node that has not applied the format yet fail the create.
+		proto.OpGetClusterDefault:
+		return true
+	}
+	return false
 }
 
 func isPeerOp(op proto.Opcode) bool {

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -307,11 +308,13 @@ func serve(cfg Config) error {
 		return err
 	}
 	started := time.Now()
-	var h *server.Handler
+	// The handler and recovery are built after raft, whose OnApply (run on
+	// raft's goroutine) needs them: hand them over atomically.
+	var handler atomic.Pointer[server.Handler]
 	peers := gateway.NewPeers()
 	defer peers.Close()
 	locks := &store.Locks{}
-	var rec *recovery.Recovery
+	var recov atomic.Pointer[recovery.Recovery]
 	cl, err := cluster.OpenRaft(cluster.RaftConfig{
 		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
 		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
@@ -325,7 +328,7 @@ func serve(cfg Config) error {
 		OnApply: func(e *cluster.Entry, res proto.Result) {
 			switch {
 			case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
-				if rec != nil {
+				if rec := recov.Load(); rec != nil {
 					rec.Start()
 				}
 			case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
@@ -334,7 +337,7 @@ func serve(cfg Config) error {
 				}
 			case e.Kind == cluster.KindShutdown && e.Time > started.UnixNano():
 				log.Info("cluster shutdown")
-				if h != nil {
+				if h := handler.Load(); h != nil {
 					h.Stopping()
 				}
 				go func() { time.Sleep(200 * time.Millisecond); stop() }()
@@ -346,16 +349,18 @@ func serve(cfg Config) error {
 	}
 	defer cl.Close()
 	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
-	rec = recovery.New(self.NodeID, st, cl, peers, locks, log)
+	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
+	recov.Store(rec)
 	defer rec.Stop()
 	rec.Start() // a restarted node checks what it holds against the epoch
 	defer gw.Close()
 	vdis := vdi.New(gw, cl, log)
-	h = server.NewHandler(server.Config{
+	h := server.NewHandler(server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded,
 	})
+	handler.Store(h)
 	srv := server.New(h, log)
 	go srv.Serve(tcp)
 	go srv.Serve(unixL)
@@ -370,7 +375,11 @@ func serve(cfg Config) error {
 			Vids: func() []uint32 { return liveVids(cl) },
 			Log:  log,
 		})
-		go nbdSrv.Serve(nbdL)
+		go func() {
+			if err := nbdSrv.Serve(nbdL); !errors.Is(err, nbd.ErrServerClosed) {
+				log.Error("nbd server stopped", "err", err)
+			}
+		}()
 		log.Info("nbd serving", "addr", nbdL.Addr().String())
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)

@@ -54,31 +54,33 @@ func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
 	for _, r := range refs {
 		cand[r] = true
 	}
-	var live []uint32
-	isLive := map[uint32]bool{}
+	owners := map[uint32]bool{}
 	s.cluster.View(func(st *cluster.State) {
-		for _, v := range st.SortedVids() {
-			if !st.IsDeleted(v) {
-				live = append(live, v)
-				isLive[v] = true
+		for r := range cand {
+			if v := st.VdiState(r.Vid); v != nil && !v.Deleted {
+				owners[r.Vid] = true
 			}
 		}
 	})
-	owners := map[uint32]bool{}
-	for r := range cand {
-		if isLive[r.Vid] && !owners[r.Vid] {
-			owners[r.Vid] = true
-			if err := s.dropNamed(ctx, r.Vid, cand); err != nil {
-				return err
-			}
+	for v := range owners {
+		if err := s.dropNamed(ctx, v, cand); err != nil {
+			return err
 		}
 	}
+	if len(cand) == 0 {
+		return nil
+	}
+	var live []uint32
+	s.cluster.View(func(st *cluster.State) {
+		for _, v := range st.SortedVids() {
+			if !st.IsDeleted(v) && !owners[v] {
+				live = append(live, v)
+			}
+		}
+	})
 	for _, v := range live {
 		if len(cand) == 0 {
 			return nil
-		}
-		if owners[v] {
-			continue
 		}
 		if err := s.dropNamed(ctx, v, cand); err != nil {
 			return err

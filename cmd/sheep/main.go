@@ -351,6 +351,7 @@ func serve(cfg Config) error {
 	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
 	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
 	recov.Store(rec)
+	gw.SetTrust(rec.Trusted)
 	defer rec.Stop()
 	rec.Start() // a restarted node checks what it holds against the epoch
 	defer gw.Close()

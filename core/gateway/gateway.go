@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
@@ -32,6 +33,7 @@ type Gateway struct {
 	store   *store.Store
 	cluster cluster.Driver
 	peers   *Peers
+	trust   atomic.Pointer[func() bool]
 	locks   *store.Locks
 	log     *slog.Logger
 
@@ -44,6 +46,15 @@ type Gateway struct {
 // Writes to the local copy hold locks' stripe for the object.
 func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
 	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+}
+
+// SetTrust installs the check that this node's copies may be served (see
+// recovery.Recovery.Trusted); until set, they always may.
+func (g *Gateway) SetTrust(f func() bool) { g.trust.Store(&f) }
+
+func (g *Gateway) trusted() bool {
+	f := g.trust.Load()
+	return f == nil || (*f)()
 }
 
 // Peers is the gateway's pool of peer connections.
@@ -171,7 +182,7 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 	// here that the epoch does not place here may be outdated.
 	localBad := false
 	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
-	if g.isTarget(p) && g.store.Exists(oid) {
+	if g.isTarget(p) && g.trusted() && g.store.Exists(oid) {
 		err := g.store.ReadAt(ctx, oid, buf, off)
 		if err == nil {
 			return nil

@@ -48,8 +48,10 @@ type Recovery struct {
 	running  bool
 	moved    uint64 // bytes copied in, for throughput reports
 	started  time.Time
-	// completed is the last epoch whose run finished.
+	// completed is the last epoch whose run finished; checked the last
+	// epoch whose untrusted copies (if any) were moved aside.
 	completed uint32
+	checked   uint32
 	throttle  Throttle
 }
 
@@ -65,6 +67,27 @@ func (r *Recovery) State() proto.RecoveryState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return proto.RecoveryState{InRecovery: r.running, State: r.completed, NrFinished: r.finished, NrTotal: r.total}
+}
+
+// Trusted reports whether this node's copies may be served in the current
+// epoch. A node absent from the previous epoch missed writes: until its
+// recovery has moved its old copies aside, none of them may be read, by a
+// client or by a peer.
+func (r *Recovery) Trusted() bool {
+	var epoch uint32
+	var prev []proto.Node
+	r.cluster.View(func(s *cluster.State) {
+		epoch = s.Epoch()
+		if epoch > 1 {
+			prev = s.EpochNodes(epoch - 1)
+		}
+	})
+	if epoch <= 1 || r.has(prev) {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checked >= epoch
 }
 
 // Throttle limits recovery to max objects per interval (0: unlimited).
@@ -201,6 +224,9 @@ func (r *Recovery) run(ctx context.Context) {
 			r.stale(oid, epoch)
 		}
 	}
+	r.mu.Lock()
+	r.checked = max(r.checked, epoch)
+	r.mu.Unlock()
 	// Which objects exist anywhere, and where.
 	where := map[uint64][]proto.Node{}
 	for _, n := range cur {

@@ -314,6 +314,9 @@ func (h *Handler) killNode(context.Context, *call) error {
 }
 
 func (h *Handler) getObjList(_ context.Context, c *call) error {
+	if h.cfg.Recovery != nil && !h.cfg.Recovery.Trusted() {
+		return nil // nothing here may be copied yet
+	}
 	oids, err := h.cfg.Store.List()
 	if err != nil {
 		return err

@@ -379,6 +379,9 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 
 func (h *Handler) readPeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
+	if h.cfg.Recovery != nil && !h.cfg.Recovery.Trusted() {
+		return fmt.Errorf("read %016x: copies here are not trusted yet: %w", o.Oid, proto.ResNoObj)
+	}
 	size := h.objectSize(o.Oid)
 	if int64(o.Offset) > size {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)

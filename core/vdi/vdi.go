@@ -105,6 +105,16 @@ func (s *Service) defaults(p *NewParams) {
 
 func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	s.defaults(&p)
+	// Erasure coding (copy_policy != 0, QEMU's redundancy=D:P) is not
+	// implemented: refuse it rather than store objects under a policy
+	// whose strip layout we would not honour.
+	if p.CopyPolicy != 0 {
+		return Info{}, fmt.Errorf("copy policy %#x (erasure coding %d:%d) is not supported: %w",
+			p.CopyPolicy, int(p.CopyPolicy>>4)*2, p.CopyPolicy&0x0f, proto.ResInvalidParms)
+	}
+	if p.Copies > proto.MaxCopies {
+		return Info{}, fmt.Errorf("%d copies over %d: %w", p.Copies, proto.MaxCopies, proto.ResInvalidParms)
+	}
 	if p.BlockSizeShift < proto.MinBlockSizeShift || p.BlockSizeShift > proto.MaxBlockSizeShift {
 		return Info{}, fmt.Errorf("block size shift %d: %w", p.BlockSizeShift, proto.ResInvalidParms)
 	}

@@ -388,6 +388,38 @@ func TestQemuReadonly(t *testing.T) {
 	if got := collieReadAt(t, s, "ro1", 0, len(a), "-s", "dogsnap"); !bytes.Equal(got, a) {
 		t.Fatal("the dog snapshot changed")
 	}
+
+	// The snapshot lands between a CREATE's reply and its index update:
+	// the update names the old vid's inode, now a snapshot's. A snapshot's
+	// table never gains references, so the sheep answers READONLY and
+	// QEMU resends the update to the working VDI; had it been written
+	// into the snapshot, the working VDI would have lost the object.
+	t.Run("index update after the snapshot", func(t *testing.T) {
+		d := newQemuDriver(t, s)
+		h := d.mustCreate("ro2", qemuCreateOpts{size: 64 << 20})
+		img := d.mustOpen("ro2")
+		data := randomBytes(4096)
+		c := img.dataWrite(5, 0, data)
+		img.io.submit(c)
+		if err := img.wait(c); err != nil {
+			t.Fatal(err)
+		}
+		s.must(t, nil, "vdi", "snapshot", "-s", "between", "ro2")
+		img.index[5] = h
+		if err := img.updateIndex(5, 5); err != nil {
+			t.Fatalf("index update: %v", err)
+		}
+		if img.vid() == h {
+			t.Fatal("the index update went to the snapshot without a READONLY")
+		}
+		img.mustClose()
+		if _, idx := d.inodeOf(h); idx[5] != 0 {
+			t.Fatalf("the snapshot's table gained entry 5 = %x", idx[5])
+		}
+		if got := collieReadAt(t, s, "ro2", 5<<22, 4096); !bytes.Equal(got, data) {
+			t.Fatal("the working VDI lost the object written before the snapshot")
+		}
+	})
 }
 
 // TestQemuClone replays `qemu-img create -b sheepdog:Alice:1

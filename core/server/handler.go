@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -278,6 +279,14 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), before); err != nil {
 		return err
 	}
+	if h.addsSnapshotRefs(vid, lo, before, int64(o.Offset), c.data) {
+		// A snapshot's table never gains references. This is QEMU's index
+		// update racing a `dog vdi snapshot`: READONLY makes it reload the
+		// inode and resend the update to the new working VDI (QEMU-CLIENT.md
+		// §9), instead of the entry landing in the snapshot and missing
+		// from the working VDI. Zeroing stays allowed (dog's delete).
+		return fmt.Errorf("inode %x is a snapshot's: %w", vid, proto.ResReadonly)
+	}
 	if err := h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags); err != nil {
 		return err
 	}
@@ -298,6 +307,30 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 		}
 	}
 	return nil
+}
+
+// addsSnapshotRefs reports whether writing data at off into the inode of
+// vid, a snapshot, would set a data_vdi_id entry of [lo, lo+len(before)/4)
+// to a new nonzero owner. before holds the current entries.
+func (h *Handler) addsSnapshotRefs(vid, lo uint32, before []byte, off int64, data []byte) bool {
+	snapshot := false
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		v := s.VdiState(vid)
+		snapshot = v != nil && v.Snapshot && !v.Deleted
+	})
+	if !snapshot {
+		return false
+	}
+	start := int64(proto.DataVdiIDOff(lo))
+	after := slices.Clone(before)
+	from, to := max(off, start), min(off+int64(len(data)), start+int64(len(after)))
+	copy(after[from-start:to-start], data[from-off:to-off])
+	for i := 0; i < len(after); i += 4 {
+		if cur := le.Uint32(after[i:]); cur != 0 && cur != le.Uint32(before[i:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // tableRange returns the data_vdi_id indexes [lo, hi) a write of n bytes at

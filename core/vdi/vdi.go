@@ -179,14 +179,24 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 			entry.OldVid = r.vid
 		}
 		if p.BaseVid != 0 {
+			// A clone shares the base's objects, so the base must be a
+			// live VDI, and it becomes a snapshot (its objects read-only)
+			// if it was not one already, as NOTIFY_VDI_ADD does with
+			// old = base.
+			live := false
+			s.cluster.View(func(st *cluster.State) {
+				v := st.VdiState(p.BaseVid)
+				live = v != nil && !v.Deleted
+			})
 			base, err := s.readInode(ctx, p.BaseVid)
-			if err != nil {
+			if err != nil || !live {
 				return Info{}, fmt.Errorf("base %x: %w", p.BaseVid, proto.ResNoBaseVdi)
 			}
 			table = base.DataVdiID
 			if p.Size == 0 {
 				ino.VdiSize = base.VdiSize
 			}
+			entry.OldVid, entry.SnapshotOld = p.BaseVid, true
 		}
 	}
 	res, err := s.cluster.Propose(ctx, entry)

@@ -440,6 +440,24 @@ func TestClone(t *testing.T) {
 	if !e.vdiState(snap).Snapshot {
 		t.Error("cloning changed the base's snapshot flag")
 	}
+
+	// A clone shares its base's objects: a working VDI used as a base
+	// becomes a snapshot (NOTIFY_VDI_ADD with old = base), so that its
+	// objects cannot change under the clone.
+	other := e.create("other", 4<<20)
+	if _, err := e.svc.New(e.ctx, NewParams{Name: "clone-of-working", BaseVid: other}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.vdiState(other).Snapshot {
+		t.Error("the base of a clone is still writable")
+	}
+
+	// A deleted base has nothing to share.
+	if _, err := e.svc.Delete(e.ctx, "base", "golden", 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.New(e.ctx, NewParams{Name: "clone-of-deleted", BaseVid: snap})
+	wantErr(t, "clone of a deleted snapshot", err, proto.ResNoBaseVdi)
 }
 
 // TestRecreateContinuesSnapshots: after the working VDI is deleted, a new

@@ -63,24 +63,39 @@ var closedReady = func() chan struct{} {
 // closed by its last release. So the cache may exceed max by the handles in
 // use, and never for long by idle ones.
 //
-// Correctness against renames and unlinks rests on rules kept by the
-// callers (object.go, stale.go):
-//   - a handle enters the map before its file is opened (acquire);
-//   - every change of an object's path is followed by invalidate or install
-//     for that oid, with the path change and the cache update done under
-//     the oid's path lock, so two changes of one oid cannot cross.
+// Invariant: an inode is used through at most one handle at a time, so
+// that handle.sums is the only in-memory copy of the inode's checksums and
+// handle.mu the only lock ordering its I/O with them (checksum.go). Two
+// handles on one inode would each update the xattr from their own copy:
+// reads through one would fail on good data written through the other, and
+// the xattr on disk would end up describing neither.
 //
-// A handle that opened the old inode was therefore in the map when the path
-// changed and has been dropped, so after the change no lookup can find a
-// file for the old inode; requests already holding it finish on it, as if
-// they had run before the change.
+// It rests on one lock, the oid's path lock (Store.pathLock), held across
+//   - every change of an object's path (Create's rename into place,
+//     Remove's unlink, MoveToStale's rename) together with the install or
+//     invalidate for that oid that follows it (object.go, stale.go);
+//   - a cache miss in acquire, from the check that no handle is cached
+//     through the handle's insertion to the open of the path.
+//
+// So a handle opens the inode the path names while it is the map's entry
+// for oid, and the path change that replaces that inode comes later and
+// drops it: after the change no lookup finds it, and requests already
+// holding it finish on the old inode, as if they had run before the change.
+// Opening outside the lock broke this both ways: a handle dropped by a
+// Remove could open the file a later Create renamed into place, next to
+// the handle that Create installed; and a miss between Create's rename and
+// its install opened the new file just before install put Create's own
+// handle for it in the map. An idle handle evicted from the cache has no
+// requests, so a later handle on the same inode does not count as a second.
 type fdCache struct {
 	open func(oid uint64) (*os.File, error) // opens the object file, O_RDWR
 	// load reads the checksums of a freshly opened object file of size
 	// bytes (nil when the store keeps none); its error goes to
 	// handle.sumsErr.
 	load func(oid uint64, f *os.File, size int64) (*sums, error)
-	max  int
+	// pathLock is the oid's path lock (see the type comment).
+	pathLock func(oid uint64) *sync.Mutex
+	max      int
 
 	mu struct {
 		sync.Mutex
@@ -92,8 +107,8 @@ type fdCache struct {
 	}
 }
 
-func newFDCache(max int, open func(oid uint64) (*os.File, error), load func(oid uint64, f *os.File, size int64) (*sums, error)) *fdCache {
-	c := &fdCache{open: open, load: load, max: max}
+func newFDCache(max int, open func(oid uint64) (*os.File, error), load func(oid uint64, f *os.File, size int64) (*sums, error), pathLock func(oid uint64) *sync.Mutex) *fdCache {
+	c := &fdCache{open: open, load: load, pathLock: pathLock, max: max}
 	c.mu.m = make(map[uint64]*handle, max)
 	c.mu.lru.next, c.mu.lru.prev = &c.mu.lru, &c.mu.lru
 	return c
@@ -109,25 +124,36 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 		return nil, errClosed
 	}
 	if h := c.mu.m[oid]; h != nil {
-		h.refs++
-		c.unlinkLocked(h)
-		c.pushFrontLocked(h)
-		c.mu.Unlock()
-		<-h.ready // another request may still be opening it
-		if h.err != nil {
-			c.release(h)
-			return nil, h.err
-		}
-		return h, nil
+		return c.useLocked(h)
 	}
-	// Enter the map before opening (see the type comment).
+	c.mu.Unlock()
+
+	// A miss: enter the map and open the path under the oid's path lock,
+	// so that no path change falls in between (see the type comment).
+	// Look again: another request may have opened it, or a Create
+	// installed it, while we waited for the lock.
+	pl := c.pathLock(oid)
+	pl.Lock()
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		pl.Unlock()
+		return nil, errClosed
+	}
+	if h := c.mu.m[oid]; h != nil {
+		pl.Unlock()
+		return c.useLocked(h)
+	}
 	h := &handle{oid: oid, ready: make(chan struct{}), refs: 1}
 	h.sync.init()
 	victims := c.insertLocked(h)
 	c.mu.Unlock()
+	f, err := c.open(oid)
+	// The descriptor pins the inode: a path change from here on drops h
+	// and leaves it on the old inode.
+	pl.Unlock()
 	closeAll(victims)
 
-	f, err := c.open(oid)
 	var st unix.Stat_t
 	if err == nil {
 		if err = unix.Fstat(int(f.Fd()), &st); err != nil {
@@ -157,6 +183,21 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 	if err != nil {
 		c.release(h)
 		return nil, err
+	}
+	return h, nil
+}
+
+// useLocked takes a reference on h, the cached handle, for acquire: it
+// unlocks c.mu and waits until h is open.
+func (c *fdCache) useLocked(h *handle) (*handle, error) {
+	h.refs++
+	c.unlinkLocked(h)
+	c.pushFrontLocked(h)
+	c.mu.Unlock()
+	<-h.ready // another request may still be opening it
+	if h.err != nil {
+		c.release(h)
+		return nil, h.err
 	}
 	return h, nil
 }

@@ -79,8 +79,9 @@ type Store struct {
 
 	// pathLocks serialise the changes of an object's path (rename into
 	// place, unlink, rename to .stale) together with the matching update of
-	// the file cache, so that the cache always ends up holding the inode
-	// the path names. Striped by oid.
+	// the file cache, and with the file cache's opens of the path, so that
+	// the cache always ends up holding the inode the path names and no
+	// inode is used through two handles (fdcache.go). Striped by oid.
 	pathLocks [64]sync.Mutex
 
 	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
@@ -141,7 +142,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.files = newFDCache(max, func(oid uint64) (*os.File, error) {
 		return os.OpenFile(s.objPath(oid), os.O_RDWR, 0)
-	}, s.loadSums)
+	}, s.loadSums, s.pathLock)
 	return s, nil
 }
 

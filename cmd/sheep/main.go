@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/daemon"
 	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
 )
@@ -60,11 +60,6 @@ type Config struct {
 // defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
 // IANA port of NBD).
 const defaultNBDAddr = ":10809"
-
-// readyFD is the descriptor a detached child reports readiness on.
-const readyFD = 3
-
-const envDaemon = "SHEEP_DAEMON_CHILD"
 
 func main() {
 	app := &cli.App{
@@ -143,58 +138,10 @@ func run(c *cli.Context) error {
 	if cfg.Vnodes < 0 || cfg.Vnodes > 65535 {
 		return fmt.Errorf("bad vnodes %d", cfg.Vnodes)
 	}
-	if !cfg.Foreground && os.Getenv(envDaemon) == "" {
-		return detach()
+	if !cfg.Foreground && !daemon.IsChild() {
+		return daemon.Detach("serving")
 	}
 	return serve(cfg)
-}
-
-// detach re-executes the program in a new session and waits until the
-// child says it is serving (a line on fd 3), or relays its error.
-func detach() error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	rd, wr, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envDaemon+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.ExtraFiles = []*os.File{wr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	wr.Close()
-	msg, _ := io.ReadAll(rd)
-	if strings.HasPrefix(string(msg), "ready") {
-		return nil
-	}
-	cmd.Wait()
-	if s := strings.TrimSpace(stderr.String()); s != "" {
-		fmt.Fprintln(os.Stderr, s)
-		os.Exit(1)
-	}
-	return fmt.Errorf("daemon exited before serving")
-}
-
-// notifyReady tells a waiting parent we serve, then drops the stderr it
-// reads from.
-func notifyReady() {
-	if os.Getenv(envDaemon) == "" {
-		return
-	}
-	f := os.NewFile(readyFD, "ready")
-	f.Write([]byte("ready\n"))
-	f.Close()
-	if null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
-		unix.Dup2(int(null.Fd()), 1)
-		unix.Dup2(int(null.Fd()), 2)
-	}
 }
 
 // advertised picks the address this node is known by.
@@ -254,7 +201,7 @@ func serve(cfg Config) error {
 	}
 	defer logf.Close()
 	var logw io.Writer = logf
-	if cfg.Foreground && os.Getenv(envDaemon) == "" {
+	if cfg.Foreground && !daemon.IsChild() {
 		logw = io.MultiWriter(logf, os.Stderr)
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.LogLevel}))
@@ -384,7 +331,7 @@ func serve(cfg Config) error {
 		log.Info("nbd serving", "addr", nbdL.Addr().String())
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
-	notifyReady()
+	daemon.Ready()
 	<-ctx.Done()
 	log.Info("sheep stopping")
 	if nbdSrv != nil {

@@ -26,21 +26,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/fuse"
+	"github.com/sheepdog-go/sheepdog/internal/daemon"
 )
-
-// readyFD is the descriptor a detached child reports readiness on.
-const readyFD = 3
-
-const envDaemon = "SHEEPFS_DAEMON_CHILD"
 
 func main() {
 	app := &cli.App{
@@ -88,7 +82,7 @@ func run(c *cli.Context) error {
 		return err
 	}
 	foreground := c.Bool("foreground") || c.Bool("debug")
-	child := os.Getenv(envDaemon) != ""
+	child := daemon.IsChild()
 	cfg := fuse.Config{
 		Addr:       net.JoinHostPort(host, strconv.Itoa(port)),
 		Collie:     findCollie(c.String("collie")),
@@ -103,7 +97,7 @@ func run(c *cli.Context) error {
 		warnUnreachable(cfg.Addr)
 	}
 	if !foreground && !child {
-		return detach()
+		return daemon.Detach("mounting")
 	}
 	logger, closeLog, err := newLogger(c.String("log"), foreground && !child)
 	if err != nil {
@@ -121,7 +115,7 @@ func serve(cfg fuse.Config, dir string, debug bool) error {
 		return err
 	}
 	cfg.Log.Info("mounted", "mountpoint", dir, "sheep", cfg.Addr, "collie", cfg.Collie, "page_cache", cfg.PageCache)
-	notifyReady()
+	daemon.Ready()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -196,53 +190,4 @@ func newLogger(file string, foreground bool) (*slog.Logger, func(), error) {
 		}
 	}
 	return slog.New(slog.NewTextHandler(w, nil)), closeFn, nil
-}
-
-// detach re-executes the program in a new session and waits until the
-// child says it has mounted (a line on fd 3), or relays its error.
-func detach() error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	rd, wr, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envDaemon+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.ExtraFiles = []*os.File{wr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	wr.Close()
-	msg, _ := io.ReadAll(rd)
-	if strings.HasPrefix(string(msg), "ready") {
-		return nil
-	}
-	cmd.Wait()
-	if s := strings.TrimSpace(stderr.String()); s != "" {
-		fmt.Fprintln(os.Stderr, s)
-		os.Exit(1)
-	}
-	return fmt.Errorf("daemon exited before mounting")
-}
-
-// notifyReady tells a waiting parent the file system is mounted, then
-// drops the stdout and stderr it reads from.
-func notifyReady() {
-	if os.Getenv(envDaemon) == "" {
-		return
-	}
-	f := os.NewFile(readyFD, "ready")
-	f.Write([]byte("ready\n"))
-	f.Close()
-	if null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
-		unix.Dup2(int(null.Fd()), 0)
-		unix.Dup2(int(null.Fd()), 1)
-		unix.Dup2(int(null.Fd()), 2)
-	}
 }

@@ -1,0 +1,76 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestJoinRebalance: a node joining a running cluster receives its share of
+// the objects and serves them.
+func TestJoinRebalance(t *testing.T) {
+	sheeps := startCluster(t, 3)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+	sheeps[0].must(t, nil, "vdi", "create", "Alice", "128M")
+	data := make([]byte, 128<<20)
+	rand.Read(data)
+	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+
+	newcomer := startSheep(t, "-z", "3", "--join", sheeps[1].Addr())
+	all := append(sheeps, newcomer)
+	waitNodes(t, sheeps[0], 4)
+	waitRunning(t, newcomer)
+	waitRecovered(t, all, "0015d167", 2)
+	mine, _ := filepath.Glob(filepath.Join(newcomer.Dir, "obj", "0015d167*"))
+	if len(mine) < 4 {
+		t.Fatalf("the new node holds %d of 32 objects (x2 copies over 4 nodes): no rebalance", len(mine))
+	}
+	got := newcomer.must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
+	if !bytes.Equal([]byte(got), data) {
+		t.Fatal("read through the new node differs")
+	}
+}
+
+// TestGatewayNode: a gateway-only sheep (-g) stores nothing but serves I/O.
+func TestGatewayNode(t *testing.T) {
+	sheeps := startCluster(t, 2)
+	gw := startSheep(t, "-g", "-z", "9", "--join", sheeps[0].Addr())
+	waitNodes(t, sheeps[0], 3)
+	gw.must(t, nil, "cluster", "format", "--copies=2")
+	gw.must(t, nil, "vdi", "create", "Alice", "16M")
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	gw.must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	if got := gw.must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data))); !bytes.Equal([]byte(got), data) {
+		t.Fatal("read through the gateway differs")
+	}
+	if objs, _ := filepath.Glob(filepath.Join(gw.Dir, "obj", "0*")); len(objs) != 0 {
+		t.Fatalf("gateway node stores %d objects", len(objs))
+	}
+	if c := objectCopies(t, sheeps, "0015d167"); len(c) != 4 {
+		t.Fatalf("data objects on the storage nodes: %v", c)
+	}
+	list := gw.must(t, nil, "node", "list", "-r")
+	if !strings.Contains(list, gw.Addr()+" 0 ") {
+		t.Fatalf("gateway should list 0 vnodes:\n%s", list)
+	}
+}
+
+// TestJoinOtherClusterRefused: a node of one cluster cannot join another.
+func TestJoinOtherClusterRefused(t *testing.T) {
+	a := startSheep(t, "-z", "0")
+	a.must(t, nil, "cluster", "format", "--copies=1")
+	b := startSheep(t, "-z", "1")
+	b.must(t, nil, "cluster", "format", "--copies=1")
+	b.Stop()
+	r := run(t, nil, bin("sheep"), "-f", "-b", "127.0.0.1", "--nbd", "none", "-p", strconv.Itoa(b.Port), "-z", "1", "--join", a.Addr(), b.Dir)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "refusing to join") {
+		t.Fatalf("joining another cluster: %+v", r)
+	}
+	if list := a.must(t, nil, "node", "list", "-r"); strings.Count(list, "\n") != 1 {
+		t.Fatalf("node list of the first cluster: %q", list)
+	}
+}

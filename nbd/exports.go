@@ -182,6 +182,11 @@ func (r *registry) acquire(ctx context.Context, oio volume.ObjectIO, vid uint32)
 	r.mu.Unlock()
 
 	sv.vol, sv.err = volume.Open(ctx, oio, vid, false)
+	if sv.err == nil {
+		// Write-back, as a disk with a write cache: a WRITE is stable
+		// once FLUSHed, or at once with FUA (DESIGN.md "Durability").
+		sv.vol.Flags |= proto.FlagCmdCache
+	}
 	if sv.err != nil {
 		// Forget the failed entry now, so that the next acquire retries
 		// instead of inheriting this error.

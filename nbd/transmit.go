@@ -226,11 +226,18 @@ func (c *conn) do(ctx context.Context, e *export, r *request) error {
 			return refuse(errNoSpc, "write [%d,+%d) beyond the export size %d", r.offset, r.length, e.size)
 		}
 		return c.mutate(ctx, e, r, func(v *volume.Volume) error {
-			_, err := v.WriteAtContext(ctx, *r.data, off)
+			var err error
+			if r.flags&cmdFlagFUA != 0 {
+				_, err = v.WriteAtFUA(ctx, *r.data, off)
+			} else {
+				_, err = v.WriteAtContext(ctx, *r.data, off)
+			}
 			return err
 		})
 
 	case cmdFlush:
+		// Every write acknowledged before the FLUSH arrived, on any
+		// connection of this server: Flush covers them all.
 		sv, err := c.srv.volume(ctx, e)
 		if err != nil {
 			return err
@@ -276,8 +283,8 @@ func (c *conn) do(ctx context.Context, e *export, r *request) error {
 
 // mutate runs a write-type operation. When it is refused with READONLY on
 // a working VDI's export, a snapshot has been taken under us: move to the
-// new working VDI and run it once more there. With FUA it flushes before
-// returning.
+// new working VDI and run it once more there. A TRIM or WRITE_ZEROES with
+// FUA flushes before returning (a WRITE with FUA is written stable by f).
 func (c *conn) mutate(ctx context.Context, e *export, r *request, f func(v *volume.Volume) error) error {
 	sv, err := c.srv.volume(ctx, e)
 	if err != nil {
@@ -295,9 +302,7 @@ func (c *conn) mutate(ctx context.Context, e *export, r *request, f func(v *volu
 	if err != nil {
 		return err
 	}
-	if r.flags&cmdFlagFUA != 0 {
-		// The gateway acknowledges a write only once it is stable, so this
-		// costs nothing today; it keeps FUA right if writes become cached.
+	if r.flags&cmdFlagFUA != 0 && r.typ != cmdWrite {
 		return sv.vol.Flush(ctx)
 	}
 	return nil

@@ -177,6 +177,10 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 	} else {
 		h.f, h.fd, h.size = f, int(f.Fd()), st.Size
 		h.sums, h.sumsErr = sums, sumsErr
+		// A handle evicted with unsynced checksum changes took its
+		// metaDirty with it: the first sync of a reopened file is an
+		// fsync, so that it covers them (flush.go).
+		h.metaDirty.Store(true)
 	}
 	close(h.ready)
 	c.mu.Unlock()

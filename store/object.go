@@ -18,7 +18,8 @@ import (
 // bytes that reads as zeros except for data at off. The file is sparse: only
 // data takes space. The object appears whole or not at all: it is written
 // under a tmp name unique to this call and renamed into place. With sync
-// set, data and name are on stable storage before Create returns.
+// set, data and name are on stable storage before Create returns; without,
+// after the next Flush.
 //
 // off+len(data) > size is INVALID_PARMS.
 func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error {
@@ -66,6 +67,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 		// The name is not durable yet; the next sync of any object
 		// makes it so (see syncHandle).
 		s.dirDirty.Store(true)
+		s.dirty.add(oid)
 		return nil
 	}
 	if err := s.syncDir(); err != nil {
@@ -171,7 +173,8 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 // object's end is INVALID_PARMS; a write that covers part of a chunk that
 // already fails its checksum is ErrChecksum (EIO) and changes nothing. With
 // sync set, data and checksums are on stable storage before WriteAt
-// returns; concurrent synced writes to one object share a sync.
+// returns; concurrent synced writes to one object share a sync. Without
+// sync, they are stable after the next Flush.
 func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64, sync bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -189,10 +192,12 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 			return err
 		}
 	}
-	if sync {
-		if err := s.syncHandle(h); err != nil {
-			return ioError("write", oid, err)
-		}
+	if !sync {
+		s.dirty.add(oid)
+		return nil
+	}
+	if err := s.syncHandle(h); err != nil {
+		return ioError("write", oid, err)
 	}
 	return nil
 }
@@ -213,7 +218,8 @@ func (s *Store) syncHandle(h *handle) error {
 		if h.metaDirty.Swap(false) {
 			op, sync = "fsync", unix.Fsync
 		}
-		if err := ignoringEINTR(func() error { return sync(h.fd) }); err != nil {
+		s.stats.syncs.Add(1)
+		if err := s.syncFile(h.oid, func() error { return sync(h.fd) }); err != nil {
 			if op == "fsync" {
 				h.metaDirty.Store(true)
 			}
@@ -254,10 +260,12 @@ func (s *Store) Punch(ctx context.Context, oid uint64, off, n int64, sync bool) 
 	if err := s.change(h, "punch", off, n, nil); err != nil {
 		return err
 	}
-	if sync {
-		if err := s.syncHandle(h); err != nil {
-			return ioError("punch", oid, err)
-		}
+	if !sync {
+		s.dirty.add(oid)
+		return nil
+	}
+	if err := s.syncHandle(h); err != nil {
+		return ioError("punch", oid, err)
 	}
 	return nil
 }
@@ -303,6 +311,7 @@ func (s *Store) Remove(ctx context.Context, oid uint64) error {
 	mu.Lock()
 	err := os.Remove(s.objPath(oid))
 	s.files.invalidate(oid)
+	s.dirty.remove(oid)
 	mu.Unlock()
 	if err != nil {
 		return openError("remove", oid, err)

@@ -20,7 +20,9 @@
 // Durability: a call with sync set returns only once its data (and, for
 // Create, the object's name) is on stable storage. Concurrent synced writes
 // to one object share one fdatasync, or fsync when the checksums changed
-// (group commit). Config.NoSync turns all syncing off, for tests.
+// (group commit). A call without sync is stable after the next Flush,
+// which syncs only the objects changed that way since the last one
+// (flush.go). Config.NoSync turns all syncing off, for tests.
 package store
 
 import (
@@ -76,6 +78,13 @@ type Store struct {
 	// dirDirty is set after a Create without sync renamed an object into
 	// place, and cleared when an fsync of objDir begins.
 	dirDirty atomic.Bool
+
+	dirty      dirtySet  // objects changed without sync (flush.go)
+	flushGroup syncGroup // group commit of flush passes
+	stats      stats
+	// syncHook, set by tests before use, runs before every sync of an
+	// object file; its error fails the sync.
+	syncHook func(oid uint64) error
 
 	// pathLocks serialise the changes of an object's path (rename into
 	// place, unlink, rename to .stale) together with the matching update of
@@ -136,6 +145,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.dirFile = d
 	s.dirSync.init()
+	s.flushGroup.init()
 	max := cfg.MaxOpenFiles
 	if max <= 0 {
 		max = DefaultMaxOpenFiles

@@ -341,6 +341,11 @@ func serve(cfg Config) error {
 		cancel()
 	}
 	srv.Close()
+	// Write-back writes not flushed by their client yet: a clean stop
+	// leaves nothing for the kernel to write back later.
+	if err := st.Flush(context.Background()); err != nil {
+		log.Error("flush at stop", "err", err)
+	}
 	return nil
 }
 

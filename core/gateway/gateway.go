@@ -4,7 +4,9 @@
 // core/vdi are written against, in-process.
 //
 // Writes, creates and removes go to every copy in parallel and succeed only
-// when all copies did. Reads are served locally when this node holds a
+// when all copies did. A write is on stable storage on every copy when it
+// returns, unless it carries proto.FlagCmdCache (write-back): then it is
+// stable after the next Flush (see Flush for who may set the flag). Reads are served locally when this node holds a
 // copy, else from the other copies in placement order, failing over. A copy
 // that fails the store's checksums is never served: the read fails over,
 // and the bad copy is repaired from the good one (repair.go).
@@ -40,6 +42,12 @@ type Gateway struct {
 	mu        sync.Mutex
 	ring      *placement.Ring
 	ringEpoch uint32
+
+	// cached counts the write-back writes acknowledged so far; flushed
+	// is the count a successful Flush has seen at its start. Equal, there
+	// is nothing to flush.
+	cached  atomic.Uint64
+	flushed atomic.Uint64
 }
 
 // New returns a gateway for the node self over its local store.
@@ -267,9 +275,18 @@ func (g *Gateway) writable(oid uint64, p plan) error {
 	return nil
 }
 
+// writeBack reports whether flags ask for a write that is stable only
+// after the next Flush.
+func writeBack(flags uint16) bool { return flags&proto.FlagCmdCache != 0 }
+
 // WriteObject writes data into the existing object oid at off on every
-// copy; it is on stable storage on all of them when it returns.
+// copy; it is on stable storage on all of them when it returns, or, with
+// proto.FlagCmdCache in flags, after the next Flush.
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
+	synced := !writeBack(flags)
+	if !synced {
+		defer g.cached.Add(1)
+	}
 	return withRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		if err := g.writable(oid, p); err != nil {
@@ -283,9 +300,9 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		err := forEach(p.targets, func(n proto.Node) error {
 			err := g.healedWrite(ctx, p, oid, n, func() error {
 				if g.isSelf(n) {
-					return g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, true) })
+					return g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
 				}
-				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data)
+				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 			})
 			if errors.Is(err, proto.ResNoObj) {
 				mu.Lock()
@@ -321,13 +338,17 @@ func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) 
 	if g.isSelf(n) {
 		return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, 0, full, true) })
 	}
-	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full)
+	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full, true)
 }
 
 // CreateAndWrite creates (or replaces) oid at its full size, zero-filled,
 // with data at off, on every copy. With cowFrom != 0 the object starts as a
-// copy of cowFrom instead of zeros.
+// copy of cowFrom instead of zeros. Durability is as for WriteObject.
 func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
+	synced := !writeBack(flags)
+	if !synced {
+		defer g.cached.Add(1)
+	}
 	return withRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		if err := g.writable(oid, p); err != nil {
@@ -346,9 +367,9 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 		}
 		return forEach(p.targets, func(n proto.Node) error {
 			if g.isSelf(n) {
-				return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, off, data, true) })
+				return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, off, data, synced) })
 			}
-			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data)
+			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})
 	})
 }
@@ -364,7 +385,7 @@ func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 			if g.isSelf(n) {
 				err = g.localWrite(oid, func() error { return g.store.Remove(ctx, oid) })
 			} else {
-				err = g.peerWrite(ctx, n, p.epoch, proto.OpRemovePeer, oid, 0, nil)
+				err = g.peerWrite(ctx, n, p.epoch, proto.OpRemovePeer, oid, 0, nil, true)
 			}
 			if errors.Is(err, proto.ResNoObj) {
 				return nil
@@ -386,6 +407,55 @@ func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 	})
 }
 
-// Flush makes every write acknowledged so far stable. Writes through this
-// gateway are synchronous on every copy, so there is nothing left to do.
-func (g *Gateway) Flush(ctx context.Context) error { return ctx.Err() }
+// Flush makes stable every write-back write this gateway acknowledged
+// before the call: every node of the current epoch, this one included,
+// syncs the objects it changed without sync since its last flush
+// (FLUSH_PEER, store.Flush), all in parallel. A node that fails its flush
+// fails Flush (EIO); one that cannot be reached is retried like a write,
+// until the epoch drops it (its copies are then rebuilt, synced, by
+// recovery from the survivors) or the retries run out.
+//
+// Write-back is for in-process callers that promise to call Flush (the
+// NBD front-end, whose clients send FLUSH or FUA). The native protocol
+// handler strips proto.FlagCmdCache from clients' requests: QEMU sets it
+// by default, and stops flushing when FLUSH_VDI answers INVALID_PARMS.
+func (g *Gateway) Flush(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Every write-back write counted before this load was acknowledged
+	// before Flush was called, and is covered by the flushes sent below.
+	gen := g.cached.Load()
+	if gen == g.flushed.Load() {
+		return nil
+	}
+	err := withRetry(ctx, func() error {
+		var nodes []proto.Node
+		var epoch uint32
+		g.cluster.View(func(s *cluster.State) { nodes, epoch = s.Nodes(), s.Epoch() })
+		self := false
+		err := forEach(nodes, func(n proto.Node) error {
+			if g.isSelf(n) {
+				self = true
+				return g.store.Flush(ctx)
+			}
+			r := proto.NewRequest(proto.OpFlushPeer)
+			r.Epoch = epoch
+			_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, nil)
+			return err
+		})
+		if err == nil && !self {
+			err = g.store.Flush(ctx) // not a member (yet): its store may still hold writes
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	for {
+		old := g.flushed.Load()
+		if old >= gen || g.flushed.CompareAndSwap(old, gen) {
+			return nil
+		}
+	}
+}

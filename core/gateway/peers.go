@@ -106,8 +106,14 @@ func (g *Gateway) peerRead(ctx context.Context, n proto.Node, epoch uint32, oid 
 	return nil
 }
 
-func (g *Gateway) peerWrite(ctx context.Context, n proto.Node, epoch uint32, op proto.Opcode, oid uint64, off int64, data []byte) error {
+// peerWrite sends a write-type peer op. Without sync the peer leaves the
+// change to its next flush (FLUSH_PEER): the request carries
+// proto.FlagCmdCache.
+func (g *Gateway) peerWrite(ctx context.Context, n proto.Node, epoch uint32, op proto.Opcode, oid uint64, off int64, data []byte, sync bool) error {
 	r := peerReq(op, epoch, oid, off)
+	if !sync {
+		r.Flags |= proto.FlagCmdCache
+	}
 	if data == nil && op != proto.OpRemovePeer {
 		data = []byte{}
 	}

@@ -154,6 +154,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpReadPeer:           {force: true, fn: h.peer(h.readPeer)},
 		proto.OpWritePeer:          {force: true, fn: h.peer(h.writePeer)},
 		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
+		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		OpClusterPropose:           {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
@@ -225,13 +226,20 @@ func (c *call) needOut(n int) error {
 	return nil
 }
 
+// clientFlags are the flags of a client's object request as passed to the
+// gateway. CACHE is dropped: without an object cache, FLUSH_VDI answers
+// INVALID_PARMS and QEMU, which sets CACHE by default, stops flushing, so
+// a client's write must be stable when it is acknowledged (DESIGN.md
+// "Durability").
+func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
+
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	var cow uint64
 	if c.req.Flags&proto.FlagCmdCow != 0 {
 		cow = o.CowOid
 	}
-	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, c.req.Flags)
+	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, clientFlags(c))
 	return err
 }
 
@@ -268,7 +276,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	lo, hi, ok := tableRange(o.Oid, int64(o.Offset), len(c.data))
 	if !ok {
-		return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags)
+		return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
 	}
 	// A write into an inode's data_vdi_id drops the references it
 	// overwrites (a discard writes 0, dog zeroes the table before
@@ -287,7 +295,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 		// from the working VDI. Zeroing stays allowed (dog's delete).
 		return fmt.Errorf("inode %x is a snapshot's: %w", vid, proto.ResReadonly)
 	}
-	if err := h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, c.req.Flags); err != nil {
+	if err := h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c)); err != nil {
 		return err
 	}
 	after := make([]byte, len(before))
@@ -395,7 +403,12 @@ func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 
 var le = binary.LittleEndian
 
-// The peer ops act on this node's store alone (one copy).
+// The peer ops act on this node's store alone (one copy). A write-type
+// peer op with CACHE (a gateway's write-back write) is left unsynced, for
+// the next FLUSH_PEER.
+
+// peerSync reports whether a peer write must be synced before the reply.
+func peerSync(c *call) bool { return c.req.Flags&proto.FlagCmdCache == 0 }
 
 func (h *Handler) objectSize(oid uint64) int64 { return proto.ObjectSize(oid, h.blockShift(oid)) }
 
@@ -407,7 +420,7 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	}
 	h.cfg.Locks.Lock(o.Oid)
 	defer h.cfg.Locks.Unlock(o.Oid)
-	return h.cfg.Store.Create(ctx, o.Oid, size, int64(o.Offset), c.data, true)
+	return h.cfg.Store.Create(ctx, o.Oid, size, int64(o.Offset), c.data, peerSync(c))
 }
 
 func (h *Handler) readPeer(ctx context.Context, c *call) error {
@@ -434,7 +447,13 @@ func (h *Handler) writePeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	h.cfg.Locks.Lock(o.Oid)
 	defer h.cfg.Locks.Unlock(o.Oid)
-	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), true)
+	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), peerSync(c))
+}
+
+// flushPeer syncs every object this node changed without sync before the
+// request arrived (gateway.Flush).
+func (h *Handler) flushPeer(ctx context.Context, _ *call) error {
+	return h.cfg.Store.Flush(ctx)
 }
 
 func (h *Handler) removePeer(ctx context.Context, c *call) error {
@@ -459,7 +478,8 @@ func reportsStatus(op proto.Opcode) bool {
 }
 
 func isPeerOp(op proto.Opcode) bool {
-	return op == proto.OpCreateAndWritePeer || op == proto.OpReadPeer || op == proto.OpWritePeer || op == proto.OpRemovePeer
+	return op == proto.OpCreateAndWritePeer || op == proto.OpReadPeer || op == proto.OpWritePeer || op == proto.OpRemovePeer ||
+		op == proto.OpFlushPeer
 }
 
 // waitingForJoin reports a restarted node still waiting for the nodes of

@@ -37,7 +37,10 @@ type Volume struct {
 	ino      proto.Inode // header + DataVdiID
 	objSize  int64
 	readOnly bool
-	// Flags are added to every object write (e.g. FlagCmdDirect).
+	// Flags are added to every object write (e.g. FlagCmdDirect). With
+	// proto.FlagCmdCache the volume is write-back: over core/gateway, a
+	// write is then stable only after the next Flush, as on a disk with
+	// a write cache (the NBD front-end). Set it before sharing the volume.
 	Flags uint16
 
 	// locks guard table entries: readers and writers of an allocated
@@ -185,13 +188,26 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 // WriteAtContext writes p at off, allocating objects (or copying them on
 // write from a snapshot's) as needed. Writes past the end fail.
 func (v *Volume) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return v.writeAt(ctx, p, off, v.Flags)
+}
+
+// WriteAtFUA is WriteAtContext for a write that must be on stable storage
+// when it returns (force unit access) although v.Flags ask for
+// write-back: its object writes, the inode update of an allocation
+// included, go without proto.FlagCmdCache. Earlier writes are not made
+// stable by it; Flush does that.
+func (v *Volume) WriteAtFUA(ctx context.Context, p []byte, off int64) (int, error) {
+	return v.writeAt(ctx, p, off, v.Flags&^proto.FlagCmdCache)
+}
+
+func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, flags uint16) (int, error) {
 	if v.readOnly {
 		return 0, ErrReadOnly
 	}
 	if off < 0 || off+int64(len(p)) > v.Size() {
 		return 0, fmt.Errorf("write [%d,+%d) beyond the VDI size %d: %w", off, len(p), v.Size(), proto.ResInvalidParms)
 	}
-	err := each(v.split(p, off), func(c chunk) error { return v.writeChunk(ctx, c) })
+	err := each(v.split(p, off), func(c chunk) error { return v.writeChunk(ctx, c, flags) })
 	if err != nil {
 		return 0, err
 	}
@@ -203,11 +219,12 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	return v.WriteAtContext(context.Background(), p, off)
 }
 
-func (v *Volume) writeChunk(ctx context.Context, c chunk) error {
+// writeChunk writes c with flags on its object requests.
+func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	l := &v.locks[c.idx%stripes]
 	l.RLock()
 	if v.ino.DataVdiID[c.idx] == v.vid {
-		err := v.io.WriteObject(ctx, proto.VidToDataOid(v.vid, c.idx), c.off, c.buf, v.Flags)
+		err := v.io.WriteObject(ctx, proto.VidToDataOid(v.vid, c.idx), c.off, c.buf, flags)
 		l.RUnlock()
 		return err
 	}
@@ -217,24 +234,24 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk) error {
 	owner := v.ino.DataVdiID[c.idx]
 	oid := proto.VidToDataOid(v.vid, c.idx)
 	if owner == v.vid { // allocated while we waited
-		return v.io.WriteObject(ctx, oid, c.off, c.buf, v.Flags)
+		return v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
 	}
 	var cow uint64
 	if owner != 0 {
 		cow = proto.VidToDataOid(owner, c.idx)
 	}
-	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, v.Flags); err != nil {
+	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags); err != nil {
 		return err
 	}
-	return v.setOwner(ctx, c.idx, v.vid)
+	return v.setOwner(ctx, c.idx, v.vid, flags)
 }
 
-// setOwner writes data_vdi_id[idx] to the inode, then to the cached table.
-// The caller holds the stripe's Lock.
-func (v *Volume) setOwner(ctx context.Context, idx, owner uint32) error {
+// setOwner writes data_vdi_id[idx] to the inode with flags, then to the
+// cached table. The caller holds the stripe's Lock.
+func (v *Volume) setOwner(ctx context.Context, idx, owner uint32, flags uint16) error {
 	var b [4]byte
 	b[0], b[1], b[2], b[3] = byte(owner), byte(owner>>8), byte(owner>>16), byte(owner>>24)
-	if err := v.io.WriteObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(idx)), b[:], v.Flags); err != nil {
+	if err := v.io.WriteObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(idx)), b[:], flags); err != nil {
 		return fmt.Errorf("update inode %x index %d: %w", v.vid, idx, err)
 	}
 	v.ino.DataVdiID[idx] = owner
@@ -280,7 +297,7 @@ func (v *Volume) zero(ctx context.Context, off, n int64, punch bool) error {
 		if punch && o == 0 && k == v.objSize {
 			err = v.dropObject(ctx, idx)
 		} else if v.Owner(idx) != 0 {
-			err = v.writeChunk(ctx, chunk{idx: idx, off: o, buf: v.zeros(k)})
+			err = v.writeChunk(ctx, chunk{idx: idx, off: o, buf: v.zeros(k)}, v.Flags)
 		}
 		if err != nil {
 			return err
@@ -301,7 +318,7 @@ func (v *Volume) dropObject(ctx context.Context, idx uint32) error {
 	if owner == 0 {
 		return nil
 	}
-	if err := v.setOwner(ctx, idx, 0); err != nil {
+	if err := v.setOwner(ctx, idx, 0, v.Flags); err != nil {
 		return err
 	}
 	if owner == v.vid {
@@ -312,7 +329,8 @@ func (v *Volume) dropObject(ctx context.Context, idx uint32) error {
 	return nil
 }
 
-// Flush makes every write acknowledged so far stable.
+// Flush makes every write acknowledged so far stable (write-back writes
+// included).
 func (v *Volume) Flush(ctx context.Context) error { return v.io.Flush(ctx) }
 
 // Allocated reports whether data index idx has an object (own or shared).

@@ -1,0 +1,248 @@
+package store
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// syncLog records the objects synced through the test hook.
+type syncLog struct {
+	mu     sync.Mutex
+	synced map[uint64]int
+}
+
+func hookSyncs(s *Store, before func(oid uint64) error) *syncLog {
+	l := &syncLog{synced: map[uint64]int{}}
+	s.syncHook = func(oid uint64) error {
+		if before != nil {
+			if err := before(oid); err != nil {
+				return err
+			}
+		}
+		l.mu.Lock()
+		l.synced[oid]++
+		l.mu.Unlock()
+		return nil
+	}
+	return l
+}
+
+func (l *syncLog) count(oid uint64) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced[oid]
+}
+
+// Writes without sync cost no sync; Flush syncs each object written since
+// the last flush once, and nothing else.
+func TestFlushSyncsOnlyWhatWasWritten(t *testing.T) {
+	s := openStore(t, Config{})
+	for oid := uint64(1); oid <= 4; oid++ {
+		mustCreate(t, s, oid, 1<<20, 0, nil)
+	}
+	log := hookSyncs(s, nil)
+	for i := 0; i < 10; i++ {
+		for _, oid := range []uint64{1, 2} {
+			if err := s.WriteAt(ctx, oid, []byte("data"), int64(i*4096), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Punch(ctx, 3, 0, 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, 5, 1<<20, 0, []byte("new"), false); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Syncs != 0 || st.Dirty != 4 {
+		t.Fatalf("after unsynced writes: %d syncs, %d dirty objects; want 0 and 4", st.Syncs, st.Dirty)
+	}
+	if !s.dirDirty.Load() {
+		t.Fatal("an unsynced Create left the directory clean")
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, oid := range []uint64{1, 2, 3, 5} {
+		if n := log.count(oid); n != 1 {
+			t.Errorf("object %d synced %d times by Flush, want 1", oid, n)
+		}
+	}
+	if n := log.count(4); n != 0 {
+		t.Errorf("unwritten object 4 synced %d times", n)
+	}
+	if s.dirDirty.Load() {
+		t.Error("Flush left the directory unsynced")
+	}
+	st = s.Stats()
+	if st.Dirty != 0 || st.Flushes != 1 || st.FlushedObjects != 4 || st.Syncs != 4 {
+		t.Errorf("after Flush: %+v; want 0 dirty, 1 flush of 4 objects, 4 syncs", st)
+	}
+	// Nothing written since: the next flush syncs nothing.
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Syncs != 4 {
+		t.Errorf("an idle Flush synced: %+v", st)
+	}
+	// A synced write leaves nothing for the next flush.
+	if err := s.WriteAt(ctx, 4, []byte("x"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Dirty != 0 {
+		t.Errorf("a synced write left %d dirty objects", st.Dirty)
+	}
+}
+
+// A write acknowledged before Flush was called is synced when Flush
+// returns, even while an earlier flush pass, which took the dirty set
+// before that write, is still running.
+func TestFlushCoversWritesAcknowledgedBeforeIt(t *testing.T) {
+	s := openStore(t, Config{})
+	mustCreate(t, s, 1, 1<<20, 0, nil)
+	mustCreate(t, s, 2, 1<<20, 0, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	log := hookSyncs(s, func(oid uint64) error {
+		if oid == 1 {
+			once.Do(func() { close(entered); <-release })
+		}
+		return nil
+	})
+	if err := s.WriteAt(ctx, 1, []byte("a"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- s.Flush(ctx) }()
+	<-entered // the first pass holds the set {1} and is syncing it
+
+	if err := s.WriteAt(ctx, 2, []byte("b"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- s.Flush(ctx) }()
+	select {
+	case err := <-second:
+		t.Fatalf("Flush returned (%v) before the write it covers was synced", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if log.count(2) != 1 {
+		t.Fatalf("object 2, written before the second Flush, synced %d times by it", log.count(2))
+	}
+}
+
+// A failed sync fails every Flush it covers with EIO, and is not retried
+// behind the caller's back: a second fsync after a failed one may report
+// a success it cannot vouch for.
+func TestFlushReportsFailedSync(t *testing.T) {
+	s := openStore(t, Config{})
+	mustCreate(t, s, 1, 1<<20, 0, nil)
+	mustCreate(t, s, 2, 1<<20, 0, nil)
+	log := hookSyncs(s, func(oid uint64) error {
+		if oid == 2 {
+			return unix.EIO
+		}
+		return nil
+	})
+	for _, oid := range []uint64{1, 2} {
+		if err := s.WriteAt(ctx, oid, []byte("x"), 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.Flush(ctx)
+	wantResult(t, err, proto.ResEIO)
+	if !errors.Is(err, unix.EIO) {
+		t.Errorf("flush error %v does not carry the cause", err)
+	}
+	if log.count(1) != 1 {
+		t.Error("a failing object kept the others from being synced")
+	}
+	if st := s.Stats(); st.Dirty != 0 {
+		t.Errorf("%d objects left dirty after a failed flush", st.Dirty)
+	}
+}
+
+// Removed objects and objects moved to .stale leave the dirty set; a
+// flush does not trip over them.
+func TestFlushAfterRemoveAndStale(t *testing.T) {
+	s := openStore(t, Config{})
+	for oid := uint64(1); oid <= 3; oid++ {
+		mustCreate(t, s, oid, 4096, 0, nil)
+		if err := s.WriteAt(ctx, oid, []byte("x"), 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Remove(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MoveToStale(2, 7); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Dirty != 1 {
+		t.Fatalf("%d dirty objects, want 1 (the one left in place)", st.Dirty)
+	}
+	log := hookSyncs(s, nil)
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if log.count(1) != 0 || log.count(2) != 0 || log.count(3) != 1 {
+		t.Errorf("synced: %v", log.synced)
+	}
+}
+
+// A handle evicted from the file cache with unsynced checksum changes
+// loses its metaDirty flag: the first sync of the reopened file must be an
+// fsync all the same.
+func TestReopenedHandleSyncsMetadata(t *testing.T) {
+	s := openStore(t, Config{MaxOpenFiles: 1})
+	mustCreate(t, s, 1, 4096, 0, nil)
+	if err := s.WriteAt(ctx, 1, []byte("x"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	for oid := uint64(2); oid < 10; oid++ { // evict object 1
+		mustCreate(t, s, oid, 4096, 0, nil)
+	}
+	h, err := s.files.acquire(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.files.release(h)
+	if !h.metaDirty.Load() {
+		t.Fatal("a reopened object would be synced with fdatasync")
+	}
+}
+
+// With NoSync, flushes sync nothing but still empty the set.
+func TestFlushNoSync(t *testing.T) {
+	s := openStore(t, Config{NoSync: true})
+	mustCreate(t, s, 1, 4096, 0, nil)
+	if err := s.WriteAt(ctx, 1, []byte("x"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Dirty != 0 || st.Syncs != 0 {
+		t.Fatalf("%+v", st)
+	}
+}
+
+func TestFlushAfterClose(t *testing.T) {
+	s := openStore(t, Config{})
+	s.Close()
+	wantResult(t, s.Flush(ctx), proto.ResShutdown)
+}

@@ -10,10 +10,16 @@ import (
 )
 
 // TestClusterShutdownStopsAll: `cluster shutdown` through one node stops
-// every sheep of the cluster.
+// every sheep of the cluster, commits no epoch on the way down, and the
+// restarted cluster serves the same data.
 func TestClusterShutdownStopsAll(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+	sheeps[0].must(t, nil, "vdi", "create", "Alice", "32M")
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	epochs := sheeps[2].must(t, nil, "cluster", "info", "-r")
 	sheeps[1].must(t, nil, "cluster", "shutdown")
 	for _, s := range sheeps {
 		select {
@@ -21,6 +27,19 @@ func TestClusterShutdownStopsAll(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatalf("sheep %s still running after cluster shutdown", s.Addr())
 		}
+	}
+	for i, s := range sheeps {
+		s.start("-z", strconv.Itoa(i))
+	}
+	for _, s := range sheeps {
+		waitRunning(t, s)
+	}
+	if after := sheeps[2].must(t, nil, "cluster", "info", "-r"); after != epochs {
+		t.Fatalf("epochs changed across shutdown and restart:\nbefore\n%s\nafter\n%s", epochs, after)
+	}
+	got := sheeps[1].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
+	if !bytes.Equal([]byte(got), data) {
+		t.Fatal("data differs after cluster shutdown and restart")
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -70,9 +71,11 @@ type Raft struct {
 	waitMu   sync.Mutex
 	joinWait bool
 
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stopping  atomic.Bool // a cluster shutdown was applied
+	kick      chan struct{}
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // fsm applies raft log entries to the State.
@@ -246,6 +249,12 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 		if e.Kind == KindEpoch && res == proto.ResSuccess && e.Time >= r.started.Unix() {
 			r.endJoinWait()
 		}
+		if e.Kind == KindShutdown && res == proto.ResSuccess && e.Time >= r.started.UnixNano() {
+			// The whole cluster is stopping: nodes going away now must not
+			// become new epochs, or the restart would find a last epoch
+			// that lacks most of the nodes holding the data.
+			r.stopping.Store(true)
+		}
 		if onApply != nil {
 			onApply(e, res)
 		}
@@ -330,19 +339,22 @@ func gossipAddrs(addrs []string) []string {
 
 // Close leaves the cluster and stops raft.
 func (r *Raft) Close() {
-	select {
-	case <-r.stop:
-		return
-	default:
-	}
-	close(r.stop)
-	r.wg.Wait()
-	if r.ml != nil {
-		r.ml.Shutdown()
-	}
-	r.raft.Shutdown().Error()
-	r.wal.Close()
+	r.closeOnce.Do(func() {
+		close(r.stop)
+		r.wg.Wait()
+		if r.ml != nil {
+			r.ml.Leave(time.Second)
+			r.ml.Shutdown()
+		}
+		r.raft.Shutdown().Error()
+		r.wal.Close()
+	})
 }
+
+// Leave takes this node out of the cluster for good while the process
+// lives on (KILL_NODE): it announces its departure, so the others commit
+// a new epoch without it, and stops taking part in raft.
+func (r *Raft) Leave() { r.Close() }
 
 // View implements Driver.
 func (r *Raft) View(f func(s *State)) {
@@ -513,6 +525,9 @@ func (r *Raft) reconcileLoop() {
 // (voters up to 5, one voter while fewer than three nodes live), and a
 // changed member set commits a new epoch.
 func (r *Raft) reconcile() error {
+	if r.stopping.Load() {
+		return nil
+	}
 	type member struct {
 		node proto.Node
 		addr raft.ServerAddress

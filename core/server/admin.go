@@ -307,9 +307,14 @@ func (h *Handler) statRecovery(_ context.Context, c *call) error {
 	return nil
 }
 
+// killNode stops this node serving and takes it out of the cluster (the
+// others commit an epoch without it); the process stays until stopped.
 func (h *Handler) killNode(context.Context, *call) error {
 	h.killed.Store(true)
 	h.cfg.Log.Warn("node killed by request; it no longer serves")
+	if l, ok := h.cfg.Cluster.(interface{ Leave() }); ok {
+		go l.Leave()
+	}
 	return nil
 }
 

@@ -6,10 +6,12 @@
 // Writes, creates and removes go to every copy in parallel and succeed only
 // when all copies did. A write is on stable storage on every copy when it
 // returns, unless it carries proto.FlagCmdCache (write-back): then it is
-// stable after the next Flush (see Flush for who may set the flag). Reads are served locally when this node holds a
-// copy, else from the other copies in placement order, failing over. A copy
-// that fails the store's checksums is never served: the read fails over,
-// and the bad copy is repaired from the good one (repair.go).
+// stable after the next Flush (see Flush for who may set the flag).
+//
+// Reads are served locally when this node holds a copy, else from the
+// other copies in placement order, failing over. A copy that fails the
+// store's checksums is never served: the read fails over, and the bad copy
+// is repaired from the good one (repair.go).
 package gateway
 
 import (

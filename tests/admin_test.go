@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"bytes"
-	"crypto/rand"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,10 +13,7 @@ import (
 func TestClusterShutdownStopsAll(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "32M")
-	data := make([]byte, 32<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 32<<20)
 	epochs := sheeps[2].must(t, nil, "cluster", "info", "-r")
 	sheeps[1].must(t, nil, "cluster", "shutdown")
 	for _, s := range sheeps {
@@ -37,10 +32,7 @@ func TestClusterShutdownStopsAll(t *testing.T) {
 	if after := sheeps[2].must(t, nil, "cluster", "info", "-r"); after != epochs {
 		t.Fatalf("epochs changed across shutdown and restart:\nbefore\n%s\nafter\n%s", epochs, after)
 	}
-	got := sheeps[1].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-	if !bytes.Equal([]byte(got), data) {
-		t.Fatal("data differs after cluster shutdown and restart")
-	}
+	mustRead(t, sheeps[1], "Alice", data, "after cluster shutdown and restart")
 }
 
 // TestNodeKill: `node kill ID` stops that node serving; the others carry on.
@@ -92,10 +84,7 @@ func TestRecoveryControls(t *testing.T) {
 	if got := sheeps[1].must(t, nil, "node", "recovery", "get-throttle"); got != "max: 4\ninterval: 100\n" {
 		t.Fatalf("get-throttle: %q", got)
 	}
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "64M")
-	data := make([]byte, 64<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 64<<20)
 	if out := sheeps[0].must(t, nil, "cluster", "recover", "disable"); out != "Cluster recovery: disable\n" {
 		t.Fatalf("recover disable printed %q", out)
 	}
@@ -117,10 +106,7 @@ func TestRecoveryControls(t *testing.T) {
 	}
 	sheeps[0].must(t, nil, "cluster", "recover", "enable")
 	waitRecovered(t, live, "0015d167", 2)
-	got := sheeps[2].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-	if !bytes.Equal([]byte(got), data) {
-		t.Fatal("data differs after recovery")
-	}
+	mustRead(t, sheeps[2], "Alice", data, "after recovery")
 }
 
 // TestForceRecover: after a whole-cluster restart with one node missing,
@@ -128,10 +114,7 @@ func TestRecoveryControls(t *testing.T) {
 func TestForceRecover(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "16M")
-	data := make([]byte, 16<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 16<<20)
 	for _, s := range sheeps {
 		s.Kill()
 	}
@@ -154,8 +137,5 @@ func TestForceRecover(t *testing.T) {
 	sheeps[0].must(t, nil, "cluster", "recover", "force", "-f")
 	waitRunning(t, sheeps[0])
 	waitRunning(t, sheeps[1])
-	got := sheeps[1].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-	if !bytes.Equal([]byte(got), data) {
-		t.Fatal("data differs after force recovery")
-	}
+	mustRead(t, sheeps[1], "Alice", data, "after force recovery")
 }

@@ -88,10 +88,7 @@ func TestClusterReplication(t *testing.T) {
 func TestClusterNodeFailure(t *testing.T) {
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "64M")
-	data := make([]byte, 16<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 16<<20)
 	before := sheeps[0].must(t, nil, "cluster", "info")
 
 	sheeps[3].Kill()

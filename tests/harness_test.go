@@ -5,6 +5,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"io"
 	mrand "math/rand"
@@ -247,5 +248,26 @@ func waitRunning(t testing.TB, s *Sheep) {
 			t.Fatalf("%s not running: %s %s", s.Addr(), r.Stdout, r.Stderr)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// seedVdi creates VDI name of size bytes through s, fills it with random
+// bytes and returns them.
+func seedVdi(t testing.TB, s *Sheep, name string, size int) []byte {
+	t.Helper()
+	s.must(t, nil, "vdi", "create", name, strconv.Itoa(size))
+	data := make([]byte, size)
+	crand.Read(data)
+	s.must(t, data, "vdi", "write", name, "0", strconv.Itoa(size))
+	return data
+}
+
+// mustRead fails the test unless the whole of VDI name, read through s,
+// equals want.
+func mustRead(t testing.TB, s *Sheep, name string, want []byte, when string) {
+	t.Helper()
+	got := s.must(t, nil, "vdi", "read", name, "0", strconv.Itoa(len(want)))
+	if !bytes.Equal([]byte(got), want) {
+		t.Fatalf("%s read through %s differs %s", name, s.Addr(), when)
 	}
 }

@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"bytes"
-	"crypto/rand"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,10 +12,7 @@ import (
 func TestJoinRebalance(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "128M")
-	data := make([]byte, 128<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 128<<20)
 
 	newcomer := startSheep(t, "-z", "3", "--join", sheeps[1].Addr())
 	all := append(sheeps, newcomer)
@@ -28,10 +23,7 @@ func TestJoinRebalance(t *testing.T) {
 	if len(mine) < 4 {
 		t.Fatalf("the new node holds %d of 32 objects (x2 copies over 4 nodes): no rebalance", len(mine))
 	}
-	got := newcomer.must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-	if !bytes.Equal([]byte(got), data) {
-		t.Fatal("read through the new node differs")
-	}
+	mustRead(t, newcomer, "Alice", data, "after it joined")
 }
 
 // TestGatewayNode: a gateway-only sheep (-g) stores nothing but serves I/O.
@@ -40,13 +32,8 @@ func TestGatewayNode(t *testing.T) {
 	gw := startSheep(t, "-g", "-z", "9", "--join", sheeps[0].Addr())
 	waitNodes(t, sheeps[0], 3)
 	gw.must(t, nil, "cluster", "format", "--copies=2")
-	gw.must(t, nil, "vdi", "create", "Alice", "16M")
-	data := make([]byte, 16<<20)
-	rand.Read(data)
-	gw.must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
-	if got := gw.must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data))); !bytes.Equal([]byte(got), data) {
-		t.Fatal("read through the gateway differs")
-	}
+	data := seedVdi(t, gw, "Alice", 16<<20)
+	mustRead(t, gw, "Alice", data, "through the gateway")
 	if objs, _ := filepath.Glob(filepath.Join(gw.Dir, "obj", "0*")); len(objs) != 0 {
 		t.Fatalf("gateway node stores %d objects", len(objs))
 	}

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"crypto/rand"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,10 +50,7 @@ func waitRecovered(t *testing.T, live []*Sheep, prefix string, want int) {
 func TestRecoveryTwoFailures(t *testing.T) {
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "64M")
-	data := make([]byte, 64<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 64<<20)
 
 	start := time.Now()
 	sheeps[3].Kill()
@@ -67,10 +63,7 @@ func TestRecoveryTwoFailures(t *testing.T) {
 	live = sheeps[:2]
 	waitNodes(t, sheeps[0], 2)
 	for _, s := range live {
-		got := s.must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-		if !bytes.Equal([]byte(got), data) {
-			t.Fatalf("read through %s after two failures differs", s.Addr())
-		}
+		mustRead(t, s, "Alice", data, "after two failures")
 	}
 }
 
@@ -112,10 +105,7 @@ func TestRecoveryWriterDuringFailure(t *testing.T) {
 func TestRecoveryWholeClusterRestart(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	sheeps[0].must(t, nil, "vdi", "create", "Alice", "32M")
-	data := make([]byte, 32<<20)
-	rand.Read(data)
-	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	data := seedVdi(t, sheeps[0], "Alice", 32<<20)
 	for _, s := range sheeps {
 		s.Kill()
 	}
@@ -128,8 +118,5 @@ func TestRecoveryWholeClusterRestart(t *testing.T) {
 	if list := sheeps[2].must(t, nil, "vdi", "list", "-r"); !strings.HasPrefix(list, "= Alice 0 33554432 ") {
 		t.Fatalf("vdi list after restart: %q", list)
 	}
-	got := sheeps[1].must(t, nil, "vdi", "read", "Alice", "0", strconv.Itoa(len(data)))
-	if !bytes.Equal([]byte(got), data) {
-		t.Fatal("data differs after a whole-cluster restart")
-	}
+	mustRead(t, sheeps[1], "Alice", data, "after a whole-cluster restart")
 }

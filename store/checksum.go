@@ -23,7 +23,8 @@ package store
 //
 //	[0]   version (1)
 //	[1]   chunk shift: chunks are 1<<shift bytes, the last one shorter
-//	[2:4] zero
+//	[2]   flags: sumUnflushed
+//	[3]   zero
 //	[4:8] n, the number of chunks: ceil(size / chunk size)
 //	then  cur[n]  u32: CRC-32C of each chunk as last written
 //	then  prev[n] u32: CRC-32C of the chunk before that write
@@ -46,6 +47,25 @@ package store
 // transaction holding the xattr together with the data flush; the synced
 // 4 KiB write benchmark shows no difference against fdatasync without
 // checksums, both being dominated by the device flush.
+//
+// Write-back (flush.go). A write without sync is acknowledged with its
+// data in the page cache only, and the checksums of each write replace
+// those of the one before: after a power cut, a chunk written since the
+// last flush may hold bytes from any of those writes, or a mix, and
+// match neither cur nor prev. That is what a disk with a write cache may
+// return for unflushed sectors; it must not become an unreadable chunk.
+// So the xattr carries the flag sumUnflushed while the object has
+// changes not yet flushed: the first write without sync to a clean object
+// sets it and makes it durable (an fsync, before the data is written, so
+// that no unflushed byte can reach the disk ahead of the flag); later
+// ones keep it at no cost; a flush clears it once the object is synced
+// and nothing was written back since. A file opened with the flag set
+// that this process did not flag (Store.unflushed) has been through a
+// crash (or a power cut) with unflushed changes: settleUnflushed accepts
+// its chunks as they are, recomputing the checksums of those that no
+// longer match, and clears the flag. A Create without sync sets the flag
+// in the xattr it creates, which is durable no later than the object's
+// name.
 //
 // Invariants: h.sums is changed only under h.mu held for writing, together
 // with the data it describes; readers verify under h.mu held for reading.
@@ -77,8 +97,10 @@ const (
 	sumAttr       = "user.sheepdog.crc"
 	sumVersion    = 1
 	sumHeaderSize = 8
-	minChunkShift = 14  // 16 KiB
-	maxChunks     = 256 // per object; larger objects get larger chunks
+	sumFlags      = 2    // offset of the flags byte
+	sumUnflushed  = 0x01 // the object has changes not yet flushed
+	minChunkShift = 14   // 16 KiB
+	maxChunks     = 256  // per object; larger objects get larger chunks
 )
 
 // sumAttrName is sumAttr NUL-terminated, for the allocation-free fsetxattr.
@@ -185,6 +207,9 @@ func (m *sums) chunk(i int) (off, n int64) {
 	return off, min(1<<m.shift, m.size-off)
 }
 
+// unflushed reports whether the flag sumUnflushed is set.
+func (m *sums) unflushed() bool { return m.b[sumFlags]&sumUnflushed != 0 }
+
 func (m *sums) cur(i int) uint32  { return le.Uint32(m.b[sumHeaderSize+4*i:]) }
 func (m *sums) prev(i int) uint32 { return le.Uint32(m.b[sumHeaderSize+4*(m.n+i):]) }
 
@@ -274,7 +299,38 @@ func (s *Store) loadSums(oid uint64, f *os.File, size int64) (*sums, error) {
 	if err != nil {
 		return nil, damagedError("open", oid, err)
 	}
+	if m.unflushed() && !s.unflushed.has(oid) {
+		s.settleUnflushed(oid, f, m)
+	}
 	return m, nil
+}
+
+// settleUnflushed is loadSums for an object whose changes were not all
+// flushed when this store last stopped (a crash or a power cut): every
+// chunk that does not match its checksums is taken as it is, and the
+// flag is cleared (see "Write-back" above).
+func (s *Store) settleUnflushed(oid uint64, f *os.File, m *sums) {
+	bp := getChunkBuf(1 << m.shift)
+	defer chunkBufs.Put(bp)
+	var kept []int
+	for i := range m.n {
+		cs, cl := m.chunk(i)
+		if _, err := f.ReadAt((*bp)[:cl], cs); err != nil {
+			return // stays flagged: the next open tries again
+		}
+		if c := crc(0, (*bp)[:cl]); !m.matches(i, c) {
+			m.set(m.b, i, c, c)
+			kept = append(kept, i)
+		}
+	}
+	m.b[sumFlags] &^= sumUnflushed
+	if err := fsetxattr(int(f.Fd()), m.b); err != nil {
+		s.log.Warn("cannot store checksums", "oid", fmt.Sprintf("%016x", oid), "err", err)
+	}
+	if len(kept) > 0 {
+		s.log.Warn("object had unflushed writes when the store stopped; kept its chunks as found",
+			"oid", fmt.Sprintf("%016x", oid), "chunks", kept)
+	}
 }
 
 // adoptSums computes and stores checksums for an object that has none.
@@ -354,9 +410,10 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 // updateSums stores the checksums the chunks touched by [off, off+n) will
 // have once data (n zero bytes when data is nil) is written there. A
 // partially covered chunk is read, verified and combined with the new
-// bytes: a write never blesses a chunk that was already bad. The caller
-// holds h.mu and writes the data next.
-func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte) error {
+// bytes: a write never blesses a chunk that was already bad. For a write
+// without sync, the xattr is flagged unflushed, durably before the data
+// if it was not already. The caller holds h.mu and writes the data next.
+func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync bool) error {
 	m := h.sums
 	end := off + n
 	b := m.stage()
@@ -384,12 +441,50 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte) erro
 		}
 		m.set(b, i, c, prev)
 	}
+	mark := !sync && !m.unflushed()
+	if !sync {
+		b[sumFlags] |= sumUnflushed
+		h.unflushedGen++
+	}
+	if mark {
+		s.unflushed.add(h.oid)
+	}
 	if err := fsetxattr(h.fd, b); err != nil {
 		return ioError(op, h.oid, err)
 	}
 	m.commit()
 	h.metaDirty.Store(true)
+	if mark && !s.noSync {
+		// The object was clean: nothing but this xattr to sync.
+		s.stats.marks.Add(1)
+		if err := s.syncFile(h.oid, true, func() error { return unix.Fsync(h.fd) }); err != nil {
+			// The flag is not known durable: the next write marks again.
+			m.b[sumFlags] &^= sumUnflushed
+			return ioError(op, h.oid, &os.PathError{Op: "fsync", Path: h.f.Name(), Err: err})
+		}
+	}
 	return nil
+}
+
+// clearUnflushed clears h's unflushed flag after a flush synced h, unless
+// a write without sync came after gen, the count of such writes read
+// before that sync. The cleared xattr needs no sync of its own: until it
+// is on disk, the flag only makes a crash recovery accept chunks that
+// already verify.
+func (s *Store) clearUnflushed(h *handle, gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := h.sums
+	if m == nil || h.sumsErr != nil || !m.unflushed() || h.unflushedGen != gen {
+		return
+	}
+	b := m.stage()
+	b[sumFlags] &^= sumUnflushed
+	if fsetxattr(h.fd, b) == nil {
+		m.commit()
+		h.metaDirty.Store(true)
+		s.unflushed.remove(h.oid)
+	}
 }
 
 // extend extends c over data[a:b], or over b-a zeros when data is nil.
@@ -424,8 +519,9 @@ func (s *Store) resum(h *handle, off, n int64) {
 }
 
 // change writes data (or punches n bytes when data is nil) at off in h,
-// keeping the checksums. The range is checked and not empty.
-func (s *Store) change(h *handle, op string, off, n int64, data []byte) error {
+// keeping the checksums; sync says whether the caller syncs it before
+// returning. The range is checked and not empty.
+func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync bool) error {
 	if h.sums == nil && h.sumsErr == nil {
 		return s.changeData(h, op, off, n, data)
 	}
@@ -434,7 +530,7 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte) error {
 	if h.sumsErr != nil {
 		return h.sumsErr
 	}
-	if err := s.updateSums(h, op, off, n, data); err != nil {
+	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
 	}
 	if err := s.changeData(h, op, off, n, data); err != nil {

@@ -42,6 +42,10 @@ type handle struct {
 	// metaDirty is set when the xattr changed since the last sync, so the
 	// next sync must be an fsync (fdatasync may skip the xattr).
 	metaDirty atomic.Bool
+	// unflushedGen counts the changes made without sync (under mu), so
+	// that a flush clears the unflushed flag only if none came after
+	// its sync began (checksum.go).
+	unflushedGen uint64
 
 	// Guarded by fdCache.mu.
 	refs       int     // requests using f; f is closed only when refs == 0

@@ -38,14 +38,13 @@ import (
 // cost about as much as one.
 const flushWorkers = 16
 
-// dirtySet is the set of objects changed without sync since the flush
-// pass that last took them.
-type dirtySet struct {
+// oidSet is a set of object ids, safe for concurrent use.
+type oidSet struct {
 	mu sync.Mutex
 	m  map[uint64]struct{}
 }
 
-func (d *dirtySet) add(oid uint64) {
+func (d *oidSet) add(oid uint64) {
 	d.mu.Lock()
 	if d.m == nil {
 		d.m = make(map[uint64]struct{})
@@ -54,14 +53,14 @@ func (d *dirtySet) add(oid uint64) {
 	d.mu.Unlock()
 }
 
-func (d *dirtySet) remove(oid uint64) {
+func (d *oidSet) remove(oid uint64) {
 	d.mu.Lock()
 	delete(d.m, oid)
 	d.mu.Unlock()
 }
 
 // take empties the set and returns what it held.
-func (d *dirtySet) take() []uint64 {
+func (d *oidSet) take() []uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	oids := make([]uint64, 0, len(d.m))
@@ -72,7 +71,14 @@ func (d *dirtySet) take() []uint64 {
 	return oids
 }
 
-func (d *dirtySet) len() int {
+func (d *oidSet) has(oid uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.m[oid]
+	return ok
+}
+
+func (d *oidSet) len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.m)
@@ -81,8 +87,13 @@ func (d *dirtySet) len() int {
 // Stats are counters of the store's durability work since Open.
 type Stats struct {
 	// Syncs is the number of fsync/fdatasync calls made on object files
-	// (a group commit shared by several writes counts once).
+	// to put their data on stable storage (a group commit shared by
+	// several writes counts once).
 	Syncs uint64
+	// Marks is the number of fsyncs that made an object's unflushed flag
+	// durable: one for the first write without sync to an object after
+	// each flush of it (checksum.go).
+	Marks uint64
 	// Flushes is the number of flush passes run (Flush calls that found a
 	// pass already covering them do not add one).
 	Flushes uint64
@@ -95,13 +106,14 @@ type Stats struct {
 
 // stats are the counters behind Stats.
 type stats struct {
-	syncs, flushes, flushed atomic.Uint64
+	syncs, marks, flushes, flushed atomic.Uint64
 }
 
 // Stats returns the durability counters.
 func (s *Store) Stats() Stats {
 	return Stats{
 		Syncs:          s.stats.syncs.Load(),
+		Marks:          s.stats.marks.Load(),
 		Flushes:        s.stats.flushes.Load(),
 		FlushedObjects: s.stats.flushed.Load(),
 		Dirty:          s.dirty.len(),
@@ -174,9 +186,9 @@ func (s *Store) flushPass() error {
 
 // syncFile runs sync, an fsync or fdatasync of object oid's file, through
 // the test hook when one is set.
-func (s *Store) syncFile(oid uint64, sync func() error) error {
+func (s *Store) syncFile(oid uint64, mark bool, sync func() error) error {
 	if s.syncHook != nil {
-		if err := s.syncHook(oid); err != nil {
+		if err := s.syncHook(oid, mark); err != nil {
 			return err
 		}
 	}
@@ -194,8 +206,17 @@ func (s *Store) flushObject(oid uint64) error {
 		return openError("flush", oid, err)
 	}
 	defer s.files.release(h)
+	var gen uint64
+	if h.sums != nil {
+		h.mu.RLock()
+		gen = h.unflushedGen
+		h.mu.RUnlock()
+	}
 	if err := s.syncHandle(h); err != nil {
 		return ioError("flush", oid, err)
+	}
+	if h.sums != nil {
+		s.clearUnflushed(h, gen)
 	}
 	return nil
 }

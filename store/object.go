@@ -36,6 +36,11 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	var m *sums
 	if !s.noSums {
 		m = sumsFor(size, off, data)
+		if !sync {
+			// Durable no later than the name (see checksum.go).
+			m.b[sumFlags] |= sumUnflushed
+			s.unflushed.add(oid)
+		}
 	}
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -188,7 +193,7 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 		return rangeError("write", oid, off, int64(len(data)), h.size)
 	}
 	if len(data) > 0 {
-		if err := s.change(h, "write", off, int64(len(data)), data); err != nil {
+		if err := s.change(h, "write", off, int64(len(data)), data, sync); err != nil {
 			return err
 		}
 	}
@@ -219,7 +224,7 @@ func (s *Store) syncHandle(h *handle) error {
 			op, sync = "fsync", unix.Fsync
 		}
 		s.stats.syncs.Add(1)
-		if err := s.syncFile(h.oid, func() error { return sync(h.fd) }); err != nil {
+		if err := s.syncFile(h.oid, false, func() error { return sync(h.fd) }); err != nil {
 			if op == "fsync" {
 				h.metaDirty.Store(true)
 			}
@@ -257,7 +262,7 @@ func (s *Store) Punch(ctx context.Context, oid uint64, off, n int64, sync bool) 
 	if n == 0 {
 		return nil
 	}
-	if err := s.change(h, "punch", off, n, nil); err != nil {
+	if err := s.change(h, "punch", off, n, nil, sync); err != nil {
 		return err
 	}
 	if !sync {
@@ -312,6 +317,7 @@ func (s *Store) Remove(ctx context.Context, oid uint64) error {
 	err := os.Remove(s.objPath(oid))
 	s.files.invalidate(oid)
 	s.dirty.remove(oid)
+	s.unflushed.remove(oid)
 	mu.Unlock()
 	if err != nil {
 		return openError("remove", oid, err)

@@ -158,6 +158,11 @@ func (s *Store) verifyFile(op string, oid uint64, path string, data []byte) erro
 	if err != nil {
 		return damagedError(op, oid, err)
 	}
+	if m.unflushed() {
+		// Written back and never flushed before it was set aside: its
+		// chunks are whatever reached the disk (see checksum.go).
+		return nil
+	}
 	if i, ok := m.verify(data); !ok {
 		cs, cl := m.chunk(i)
 		return checksumError(op, oid, i, cs, cl)

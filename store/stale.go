@@ -39,6 +39,7 @@ func (s *Store) MoveToStale(oid uint64, epoch uint32) error {
 	err := os.Rename(s.objPath(oid), s.stalePath(oid, epoch))
 	s.files.invalidate(oid)
 	s.dirty.remove(oid) // superseded: see flush.go
+	s.unflushed.remove(oid)
 	mu.Unlock()
 	if err != nil {
 		return openError("move to stale", oid, err)

@@ -79,12 +79,14 @@ type Store struct {
 	// place, and cleared when an fsync of objDir begins.
 	dirDirty atomic.Bool
 
-	dirty      dirtySet  // objects changed without sync (flush.go)
+	dirty      oidSet    // objects changed without sync since the flush pass that last took them (flush.go)
+	unflushed  oidSet    // objects whose unflushed flag this process may have set (checksum.go)
 	flushGroup syncGroup // group commit of flush passes
 	stats      stats
 	// syncHook, set by tests before use, runs before every sync of an
-	// object file; its error fails the sync.
-	syncHook func(oid uint64) error
+	// object file (mark: one that makes the unflushed flag durable); its
+	// error fails the sync.
+	syncHook func(oid uint64, mark bool) error
 
 	// pathLocks serialise the changes of an object's path (rename into
 	// place, unlink, rename to .stale) together with the matching update of

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -9,8 +10,9 @@ import (
 
 // On a write-back volume, WriteAtFUA sends every object write without
 // CACHE (the allocation's inode update included) and keeps the volume's
-// other flags; WriteAtContext, Discard and WriteZeroes carry the
-// volume's flags.
+// other flags. Other writes carry the volume's flags, except the creation
+// of an object and the clearing of a table entry before its object is
+// removed: those are stable whatever the flags (see Volume.Flags).
 func TestWriteAtFUAFlags(t *testing.T) {
 	m, vol := newVolume(t, 4*objSize)
 	vol.Flags = proto.FlagCmdCache | proto.FlagCmdDirect
@@ -39,16 +41,26 @@ func TestWriteAtFUAFlags(t *testing.T) {
 		t.Error("read back differs")
 	}
 
-	mustWrite(t, vol, pattern(2, 4096), 2*objSize)
-	if err := vol.WriteZeroes(ctx, 0, 512, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := vol.Discard(ctx, 2*objSize, objSize); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range flags() {
-		if f != vol.Flags {
-			t.Errorf("write-back write carried flags %#x, want %#x", f, vol.Flags)
+	stable := vol.Flags &^ proto.FlagCmdCache
+	for _, tc := range []struct {
+		name string
+		op   func() error
+		want []uint16
+	}{
+		{"allocating write", func() error { _, err := vol.WriteAtContext(ctx, pattern(2, 4096), 2*objSize); return err },
+			[]uint16{stable, vol.Flags}}, // create, table entry
+		{"overwrite", func() error { _, err := vol.WriteAtContext(ctx, pattern(3, 512), 2*objSize); return err },
+			[]uint16{vol.Flags}},
+		{"write zeroes", func() error { return vol.WriteZeroes(ctx, 0, 512, false) },
+			[]uint16{vol.Flags}},
+		{"discard of an object", func() error { return vol.Discard(ctx, 2*objSize, objSize) },
+			[]uint16{stable}}, // table entry; the removal carries no flags
+	} {
+		if err := tc.op(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := flags(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: object writes with flags %#x, want %#x", tc.name, got, tc.want)
 		}
 	}
 }

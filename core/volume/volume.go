@@ -41,6 +41,12 @@ type Volume struct {
 	// proto.FlagCmdCache the volume is write-back: over core/gateway, a
 	// write is then stable only after the next Flush, as on a disk with
 	// a write cache (the NBD front-end). Set it before sharing the volume.
+	//
+	// Write-back covers the data, not the existence of objects: an object
+	// is created stable before a table entry names it, and an entry is
+	// cleared stable before its object is removed. A crash then loses
+	// unflushed data or leaves an unreferenced object, but never leaves
+	// an entry naming an object that is not there.
 	Flags uint16
 
 	// locks guard table entries: readers and writers of an allocated
@@ -240,7 +246,7 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	if owner != 0 {
 		cow = proto.VidToDataOid(owner, c.idx)
 	}
-	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags); err != nil {
+	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags&^proto.FlagCmdCache); err != nil {
 		return err
 	}
 	return v.setOwner(ctx, c.idx, v.vid, flags)
@@ -318,7 +324,7 @@ func (v *Volume) dropObject(ctx context.Context, idx uint32) error {
 	if owner == 0 {
 		return nil
 	}
-	if err := v.setOwner(ctx, idx, 0, v.Flags); err != nil {
+	if err := v.setOwner(ctx, idx, 0, v.Flags&^proto.FlagCmdCache); err != nil {
 		return err
 	}
 	if owner == v.vid {

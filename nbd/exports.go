@@ -134,8 +134,13 @@ func (s *Server) List(ctx context.Context) ([]Export, error) {
 // registry shares one open volume per VDI among all connections of a
 // server. The volume caches the inode's data_vdi_id table; two volumes of
 // one VDI would each miss the other's allocations and copy-on-write over
-// data the other wrote. Invariant: at most one *volume.Volume per vid is
-// in use by this server at any time.
+// data the other wrote. Invariant: at most one *volume.Volume per writable
+// vid is in use by this server at any time. (A request may still finish
+// on a volume that follow has just released; that volume's VDI has become
+// a snapshot, whose objects the gateway no longer lets anyone write.)
+//
+// Writers outside this server (QEMU, collie, sheepfs through another
+// volume) are not seen: as in Sheepdog, one VDI has one writer at a time.
 type registry struct {
 	mu   sync.Mutex
 	vols map[uint32]*sharedVolume

@@ -838,6 +838,8 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	cl.objs.mu.Lock()
 	cl.objs.block = block
 	cl.objs.mu.Unlock()
+	unblock := sync.OnceFunc(func() { close(block) })
+	defer unblock()
 	c.send(cmdRead, 0, 1, 0, 5, nil)
 	time.Sleep(50 * time.Millisecond) // let the server read the request
 	done := make(chan error)
@@ -847,7 +849,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		t.Fatalf("Shutdown returned %v with a request in flight", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(block)
+	unblock()
 	r := c.recv(func(uint64) int { return 5 })
 	if r.errno != 0 || string(r.data) != "hello" {
 		t.Fatalf("in-flight read: errno %d %q", r.errno, r.data)
@@ -896,6 +898,8 @@ func TestInFlightBound(t *testing.T) {
 	cl.objs.mu.Lock()
 	cl.objs.block = block
 	cl.objs.mu.Unlock()
+	unblock := sync.OnceFunc(func() { close(block) })
+	defer unblock()
 	for i := 0; i < 20; i++ {
 		c.send(cmdRead, 0, uint64(i), 0, 1, nil)
 	}
@@ -903,7 +907,7 @@ func TestInFlightBound(t *testing.T) {
 	if n := len(s.conns0().inflight); n != 4 {
 		t.Fatalf("%d requests running, want the bound 4", n)
 	}
-	close(block)
+	unblock()
 	for i := 0; i < 20; i++ {
 		if r := c.recv(func(uint64) int { return 1 }); r.errno != 0 || r.data[0] != 1 {
 			t.Fatalf("read %d: errno %d", r.cookie, r.errno)
@@ -931,5 +935,40 @@ func TestReadPathAllocations(t *testing.T) {
 	})
 	if allocs > 0 && !raceEnabled { // the race detector makes sync.Pool drop items
 		t.Fatalf("getBuf/putBuf allocates %.1f times", allocs)
+	}
+}
+
+// The bytes of data in flight are bounded too: 32 MiB reads stop being
+// taken off the socket once maxBytesInFlight is held.
+func TestBytesInFlightBound(t *testing.T) {
+	s, cl, addr := startServer(t)
+	cl.create("Alice", 0x10, 64<<20)
+	c := dial(t, addr)
+	c.goExport("Alice", false)
+	c.do(cmdWrite, 0, 0, 1, []byte{1})
+	block := make(chan struct{})
+	cl.objs.mu.Lock()
+	cl.objs.block = block
+	cl.objs.mu.Unlock()
+	unblock := sync.OnceFunc(func() { close(block) })
+	defer unblock()
+	const n = 12
+	for i := 0; i < n; i++ {
+		c.send(cmdRead, 0, uint64(i), 0, maxPayload, nil)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cn := s.conns0()
+	cn.bytes.mu.Lock()
+	free := cn.bytes.free
+	cn.bytes.mu.Unlock()
+	// The reader holds a token for the read it cannot start yet.
+	if got, want := len(cn.inflight), maxBytesInFlight/maxPayload+1; got != want || free != 0 {
+		t.Fatalf("%d reads of %d MiB taken, want %d; %d bytes free", got, maxPayload>>20, want, free)
+	}
+	unblock()
+	for i := 0; i < n; i++ {
+		if r := c.recv(func(uint64) int { return maxPayload }); r.errno != 0 || r.data[0] != 1 {
+			t.Fatalf("read %d: errno %d", r.cookie, r.errno)
+		}
 	}
 }

@@ -28,21 +28,65 @@ type conn struct {
 	baseAllocation bool   // base:allocation selected ...
 	metaExport     string // ... for this export name
 
-	// wmu serialises replies: each is written whole, so concurrent
-	// completions never interleave on the socket.
-	wmu  sync.Mutex
-	dead atomic.Bool // a reply write failed; the socket is closed
+	// Replies are written by whichever request finds no writer at work:
+	// it writes every queued reply in one writev, and keeps going while
+	// more arrive (flat combining). Under load this batches replies into
+	// few syscalls; idle, a reply goes out at once from its own request.
+	wmu     sync.Mutex
+	queue   []*request  // replies waiting to be written (wmu)
+	spare   []*request  // the writer's recycled queue
+	writing bool        // a writer is at work (wmu)
+	iovs    [][]byte    // the writer's scratch
+	dead    atomic.Bool // a reply write failed; the socket is closed
 
-	inflight chan struct{} // one token per running request
+	// Requests run on long-lived workers, so that their stacks have
+	// grown once rather than on every request.
+	work     chan *request
+	workers  int           // started so far (reader only)
+	inflight chan struct{} // one token per request read and not yet answered
+	bytes    budget        // data buffers of the requests in flight
 	reqs     sync.WaitGroup
 }
 
+// maxBytesInFlight bounds the READ and WRITE data one connection holds at
+// once (MaxInFlight requests of maxPayload would be 2 GiB).
+const maxBytesInFlight = 256 << 20
+
+// budget is a byte count taken by the reader and given back by whoever
+// finishes a request.
+type budget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	free int64
+}
+
+func (b *budget) init(n int64) { b.free, b.cond.L = n, &b.mu }
+
+func (b *budget) take(n int64) {
+	b.mu.Lock()
+	for b.free < n {
+		b.cond.Wait()
+	}
+	b.free -= n
+	b.mu.Unlock()
+}
+
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Signal()
+}
+
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
+	c := &conn{
 		srv: s, nc: nc, peer: nc.RemoteAddr().String(),
 		br:       bufio.NewReaderSize(nc, 64<<10),
 		inflight: make(chan struct{}, s.cfg.MaxInFlight),
+		work:     make(chan *request),
 	}
+	c.bytes.init(maxBytesInFlight)
+	return c
 }
 
 // stopReading makes the reader give up (Shutdown): a read deadline in the
@@ -78,19 +122,23 @@ type request struct {
 	offset uint64
 	length uint32
 	data   *[]byte // WRITE payload or READ result, from the buffer pool
+	charge int64   // bytes taken from conn.bytes for data
 
-	hdr [structReplyLen + 8]byte // reply header (+ the offset of OFFSET_DATA)
-	iov [2][]byte
+	hdr  [structReplyLen + 8]byte // reply header (+ the offset of OFFSET_DATA)
+	iov  [2][]byte                // the reply: iov[:niov]
+	niov int
 }
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 // transmit reads requests until NBD_CMD_DISC, EOF or an unrecoverable
-// protocol error, running each in its own goroutine, and waits for all of
-// them before returning.
+// protocol error, hands each to a worker, and waits until every one has
+// been answered before returning.
 func (c *conn) transmit(e *export) error {
-	ctx := c.srv.ctx
-	defer c.reqs.Wait()
+	defer func() {
+		c.reqs.Wait()
+		close(c.work)
+	}()
 	var h [requestLen]byte
 	for {
 		if _, err := io.ReadFull(c.br, h[:]); err != nil {
@@ -111,38 +159,68 @@ func (c *conn) transmit(e *export) error {
 			return nil
 		}
 		c.inflight <- struct{}{}
+		c.reqs.Add(1)
+		r.charge = 0
+		if (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= maxPayload {
+			r.charge = int64(r.length)
+			c.bytes.take(r.charge)
+		}
 		if r.typ == cmdWrite {
 			if r.length > maxPayload {
 				// The payload cannot be skipped without reading it all;
 				// a client sending this ignored our block size limit.
-				<-c.inflight
 				c.sendError(r, errInval, fmt.Errorf("write of %d bytes exceeds the maximum %d", r.length, maxPayload))
-				requestPool.Put(r)
 				return fmt.Errorf("write of %d bytes", r.length)
 			}
 			r.data = getBuf(int(r.length))
 			if _, err := io.ReadFull(c.br, *r.data); err != nil {
-				<-c.inflight
-				putBuf(r.data)
-				requestPool.Put(r)
+				c.release(r)
 				return fmt.Errorf("write payload: %w", err)
 			}
 		}
-		c.reqs.Add(1)
-		go c.run(ctx, e, r)
+		c.dispatch(e, r)
 	}
 }
 
-// run executes r and replies.
+// dispatch hands r to an idle worker, starting one when none is idle.
+// There are never more workers than MaxInFlight, since each request holds
+// an inflight token until answered.
+func (c *conn) dispatch(e *export, r *request) {
+	select {
+	case c.work <- r:
+		return
+	default:
+	}
+	if c.workers < cap(c.inflight) {
+		c.workers++
+		go c.worker(e)
+	}
+	c.work <- r
+}
+
+func (c *conn) worker(e *export) {
+	for r := range c.work {
+		c.run(c.srv.ctx, e, r)
+	}
+}
+
+// release frees what r holds once its reply is written (or dropped).
+func (c *conn) release(r *request) {
+	if r.data != nil {
+		putBuf(r.data)
+		r.data = nil
+	}
+	clear(r.iov[:])
+	c.bytes.give(r.charge)
+	requestPool.Put(r)
+	<-c.inflight
+	c.reqs.Done()
+}
+
+// run executes r and queues its reply. Once the reply is queued, r may be
+// recycled at any moment: nothing reads it afterwards.
 func (c *conn) run(ctx context.Context, e *export, r *request) {
-	defer func() {
-		if r.data != nil {
-			putBuf(r.data)
-		}
-		requestPool.Put(r)
-		<-c.inflight
-		c.reqs.Done()
-	}()
+	typ := r.typ
 	err := c.do(ctx, e, r)
 	if err != nil {
 		errno := errnoOf(err)
@@ -157,11 +235,12 @@ func (c *conn) run(ctx context.Context, e *export, r *request) {
 		c.sendError(r, errno, err)
 		return
 	}
-	if r.typ == cmdRead {
+	switch typ {
+	case cmdRead:
 		c.sendRead(r)
-		return
-	}
-	if r.typ != cmdBlockStatus {
+	case cmdBlockStatus:
+		// do replied already.
+	default:
 		c.sendOK(r)
 	}
 }
@@ -343,20 +422,50 @@ func extents(off uint64, n uint32, objSize int64, allocated func(idx uint32) boo
 	return out
 }
 
-// Replies. Each is written with one writev under wmu. A failed write
-// closes the connection (the client cannot resynchronise anyway), which
-// also ends the reader.
+// Replies. Each request's reply is r.iov[:r.niov]; reply queues it and
+// the request is released once it has been written. A failed write closes
+// the connection (the client cannot resynchronise anyway), which also ends
+// the reader; later replies are dropped.
 
-func (c *conn) write(bufs [][]byte) {
+func (c *conn) reply(r *request, iov ...[]byte) {
+	r.niov = copy(r.iov[:], iov)
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.dead.Load() {
+	c.queue = append(c.queue, r)
+	if c.writing {
+		c.wmu.Unlock()
 		return
 	}
-	nb := net.Buffers(bufs)
-	if _, err := nb.WriteTo(c.nc); err != nil {
-		c.dead.Store(true)
-		c.nc.Close()
+	c.writing = true
+	for len(c.queue) > 0 {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Unlock()
+		c.writeBatch(batch)
+		c.wmu.Lock()
+		clear(batch)
+		c.spare = batch[:0]
+	}
+	c.writing = false
+	c.wmu.Unlock()
+}
+
+// writeBatch writes the replies of batch with one writev and releases
+// their requests. Only the writer calls it.
+func (c *conn) writeBatch(batch []*request) {
+	if !c.dead.Load() {
+		c.iovs = c.iovs[:0]
+		for _, r := range batch {
+			c.iovs = append(c.iovs, r.iov[:r.niov]...)
+		}
+		nb := net.Buffers(c.iovs)
+		if _, err := nb.WriteTo(c.nc); err != nil {
+			c.dead.Store(true)
+			c.nc.Close()
+		}
+		clear(c.iovs)
+	}
+	for _, r := range batch {
+		c.release(r)
 	}
 }
 
@@ -372,14 +481,13 @@ func putChunkHeader(b []byte, flags, typ uint16, cookie uint64, length uint32) {
 func (c *conn) sendOK(r *request) {
 	if c.structured {
 		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeNone, r.cookie, 0)
-		r.iov[0] = r.hdr[:structReplyLen]
-	} else {
-		be.PutUint32(r.hdr[0:], magicSimpleReply)
-		be.PutUint32(r.hdr[4:], 0)
-		be.PutUint64(r.hdr[8:], r.cookie)
-		r.iov[0] = r.hdr[:simpleReplyLen]
+		c.reply(r, r.hdr[:structReplyLen])
+		return
 	}
-	c.write(r.iov[:1])
+	be.PutUint32(r.hdr[0:], magicSimpleReply)
+	be.PutUint32(r.hdr[4:], 0)
+	be.PutUint64(r.hdr[8:], r.cookie)
+	c.reply(r, r.hdr[:simpleReplyLen])
 }
 
 // sendRead answers a successful READ. The header goes out only now that
@@ -394,15 +502,13 @@ func (c *conn) sendRead(r *request) {
 		}
 		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeOffsetData, r.cookie, uint32(8+len(data)))
 		be.PutUint64(r.hdr[structReplyLen:], r.offset)
-		r.iov[0] = r.hdr[:structReplyLen+8]
-	} else {
-		be.PutUint32(r.hdr[0:], magicSimpleReply)
-		be.PutUint32(r.hdr[4:], 0)
-		be.PutUint64(r.hdr[8:], r.cookie)
-		r.iov[0] = r.hdr[:simpleReplyLen]
+		c.reply(r, r.hdr[:structReplyLen+8], data)
+		return
 	}
-	r.iov[1] = data
-	c.write(r.iov[:2])
+	be.PutUint32(r.hdr[0:], magicSimpleReply)
+	be.PutUint32(r.hdr[4:], 0)
+	be.PutUint64(r.hdr[8:], r.cookie)
+	c.reply(r, r.hdr[:simpleReplyLen], data)
 }
 
 // sendError answers r with errno; structured replies carry the message.
@@ -411,8 +517,7 @@ func (c *conn) sendError(r *request, errno uint32, err error) {
 		be.PutUint32(r.hdr[0:], magicSimpleReply)
 		be.PutUint32(r.hdr[4:], errno)
 		be.PutUint64(r.hdr[8:], r.cookie)
-		r.iov[0] = r.hdr[:simpleReplyLen]
-		c.write(r.iov[:1])
+		c.reply(r, r.hdr[:simpleReplyLen])
 		return
 	}
 	msg := err.Error()
@@ -424,8 +529,7 @@ func (c *conn) sendError(r *request, errno uint32, err error) {
 	be.PutUint32(b[structReplyLen:], errno)
 	be.PutUint16(b[structReplyLen+4:], uint16(len(msg)))
 	copy(b[structReplyLen+6:], msg)
-	r.iov[0] = b
-	c.write(r.iov[:1])
+	c.reply(r, b)
 }
 
 // sendBlockStatus answers a BLOCK_STATUS with one chunk for base:allocation.
@@ -437,8 +541,7 @@ func (c *conn) sendBlockStatus(r *request, ext []extent) {
 		be.PutUint32(b[structReplyLen+4+8*i:], x.length)
 		be.PutUint32(b[structReplyLen+8+8*i:], x.flags)
 	}
-	r.iov[0] = b
-	c.write(r.iov[:1])
+	c.reply(r, b)
 }
 
 // Data buffers are pooled by power-of-two size class (4 KiB up to

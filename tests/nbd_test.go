@@ -311,6 +311,38 @@ func TestNBDSnapshot(t *testing.T) {
 	}
 }
 
+// Two connections to one export (what CAN_MULTI_CONN invites) see each
+// other's writes, also into objects the other allocated after it opened.
+func TestNBDMultiConn(t *testing.T) {
+	s, addr := nbdSheep(t)
+	s.must(t, nil, "vdi", "create", "Alice", "16M")
+	a, b := dialNBD(t, addr, "Alice"), dialNBD(t, addr, "Alice")
+	if a.flags&(1<<8) == 0 {
+		t.Fatalf("transmission flags %#x lack CAN_MULTI_CONN", a.flags)
+	}
+	if _, errno := a.read(0, 16); errno != 0 { // a has seen object 0 as a hole
+		t.Fatalf("read: errno %d", errno)
+	}
+	if errno := b.write(0, []byte("from b")); errno != 0 {
+		t.Fatalf("write: errno %d", errno)
+	}
+	if errno := a.write(100, []byte("from a")); errno != 0 {
+		t.Fatalf("write: errno %d", errno)
+	}
+	for _, c := range []*rawNBD{a, b} {
+		head, _ := c.read(0, 6)
+		mid, _ := c.read(100, 6)
+		if string(head) != "from b" || string(mid) != "from a" {
+			t.Fatalf("reads %q and %q", head, mid)
+		}
+	}
+	a.close()
+	b.close()
+	if got := s.must(t, nil, "vdi", "read", "Alice", "0", "106"); got[:6] != "from b" || got[100:] != "from a" {
+		t.Fatalf("collie reads %q", got)
+	}
+}
+
 // rawNBD is a bare NBD client (simple replies, one request at a time), to
 // see exactly what the server answers where real clients refuse early.
 type rawNBD struct {
@@ -413,4 +445,54 @@ func (n *rawNBD) disc() {
 	b = be.AppendUint32(b, 2) // flags 0, type DISC
 	b = append(b, make([]byte, 20)...)
 	n.writeAll(b)
+}
+
+// Killing a node that is not the NBD gateway while nbdcopy writes into an
+// export (3 nodes, copies=3) does not fail the copy, and the export then
+// holds exactly the source.
+func TestNBDNodeFailureDuringCopy(t *testing.T) {
+	needTools(t, "nbdcopy")
+	addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
+	sheeps := startNBDCluster(t, 3, 3, addr)
+	src := filepath.Join(t.TempDir(), "src.raw")
+	want := make([]byte, 256<<20)
+	rand.Read(want)
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uri := nbdURI(addr, "bench")
+	cmd := exec.Command("nbdcopy", "--requests=16", src, uri)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("nbdcopy ended (%v) before the node was killed; the test needs a longer copy\n%s", err, out.String())
+	default:
+	}
+	sheeps[2].Kill()
+	t0 := time.Now()
+	if err := <-done; err != nil {
+		t.Fatalf("nbdcopy failed after a node was killed: %v\n%s", err, out.String())
+	}
+	t.Logf("nbdcopy finished %v after the kill", time.Since(t0))
+	got := sheeps[0].must(t, nil, "vdi", "read", "bench", "0", strconv.Itoa(len(want)))
+	if got != string(want) {
+		t.Fatal("the export differs from the source after the copy")
+	}
+	// And read back over NBD from the survivors (the export is 1 GiB, the
+	// rest of it never written).
+	tool(t, "nbdcopy", uri, src+".out")
+	b, err := os.ReadFile(src + ".out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != nbdBenchSize || !bytes.Equal(b[:len(want)], want) || !bytes.Equal(b[len(want):], make([]byte, len(b)-len(want))) {
+		t.Fatal("nbdcopy out of the export differs from the source")
+	}
 }

@@ -118,7 +118,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 		// The format may have been committed through another node and not
 		// reached this one yet: catch up before answering (STAT_CLUSTER
 		// and CLUSTER_INFO report the status, so they catch up too).
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := h.cfg.Cluster.Sync(sctx); err == nil {
 			h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
 		}

@@ -80,14 +80,22 @@ type Raft struct {
 
 // fsm applies raft log entries to the State.
 type fsm struct {
-	mu      sync.RWMutex
-	st      *State
+	mu sync.RWMutex
+	st *State
+	// applied is the log index of the last command in st. Invariant: st
+	// holds exactly the commands with index <= applied. raft's own
+	// AppliedIndex runs ahead of this: raft counts an entry applied when
+	// it queues it for the FSM, not when the FSM has run it.
+	applied uint64
 	onApply func(e *Entry, res proto.Result)
 }
 
 func (f *fsm) Apply(l *raft.Log) interface{} {
 	var e Entry
 	if err := json.Unmarshal(l.Data, &e); err != nil {
+		f.mu.Lock()
+		f.applied = l.Index
+		f.mu.Unlock()
 		return proto.ResInvalidParms
 	}
 	f.mu.Lock()
@@ -96,6 +104,9 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	if f.onApply != nil {
 		f.onApply(&e, res)
 	}
+	f.mu.Lock()
+	f.applied = l.Index // after onApply: a waiter sees its effects too
+	f.mu.Unlock()
 	return res
 }
 
@@ -110,31 +121,58 @@ func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 func (fsmSnapshot) Release() {}
 
+// snapshotImage is what a raft snapshot holds: the state and the index of
+// the last command in it.
+type snapshotImage struct {
+	Applied uint64
+	State   *State
+}
+
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(f.st)
+	b, err := json.Marshal(snapshotImage{Applied: f.applied, State: f.st})
 	return fsmSnapshot{b}, err
 }
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st := &State{}
-	if err := json.NewDecoder(rc).Decode(st); err != nil {
+	b, err := io.ReadAll(rc)
+	if err != nil {
 		return err
 	}
-	st.init()
-	st.rebuild()
+	var img snapshotImage
+	if err := json.Unmarshal(b, &img); err != nil {
+		return err
+	}
+	if img.State == nil { // written before snapshots carried the index
+		img.State = &State{}
+		if err := json.Unmarshal(b, img.State); err != nil {
+			return err
+		}
+	}
+	img.State.init()
+	img.State.rebuild()
 	f.mu.Lock()
-	f.st = st
+	f.st = img.State
+	f.applied = img.Applied
 	f.mu.Unlock()
 	return nil
 }
 
-// waitApplied blocks until raft has applied index locally (commands and
-// raft's own no-op and configuration entries alike) or ctx ends.
+// appliedIndex is the index of the last command the state holds.
+func (r *Raft) appliedIndex() uint64 {
+	r.fsm.mu.RLock()
+	defer r.fsm.mu.RUnlock()
+	return r.fsm.applied
+}
+
+// waitApplied blocks until the local state holds the command at index (or
+// a later one) or ctx ends. index must be a command's index (what the
+// leader's Apply or appliedIndex returned): raft's no-op and configuration
+// entries never reach the state.
 func (r *Raft) waitApplied(ctx context.Context, index uint64) error {
-	for delay := 200 * time.Microsecond; r.raft.AppliedIndex() < index; delay = min(2*delay, 10*time.Millisecond) {
+	for delay := 200 * time.Microsecond; r.appliedIndex() < index; delay = min(2*delay, 10*time.Millisecond) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -401,7 +439,7 @@ var errNoLeader = errors.New("no raft leader")
 func (r *Raft) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, uint64, error) {
 	if r.raft.State() == raft.Leader {
 		if len(b) == 0 {
-			return proto.ResSuccess, r.raft.AppliedIndex(), nil
+			return proto.ResSuccess, r.appliedIndex(), nil
 		}
 		f := r.raft.Apply(b, 10*time.Second)
 		if err := f.Error(); err != nil {

@@ -462,11 +462,21 @@ func TestSheepfsSheepGone(t *testing.T) {
 		t.Errorf("cluster/info without a sheep: %q", info)
 	}
 	f.Close()
-	// A fresh open reads the inode again, and fails too.
-	if g, err := os.Open(m.path("volume", "Alice")); !errors.Is(err, syscall.EIO) {
-		t.Errorf("open after the sheep died: %v, want EIO", err)
+	// A fresh open with no handle left reads the inode again, and fails
+	// too. The kernel sends RELEASE after close(2) returns, so an open
+	// right away may still share the closed handle's table: try again
+	// until the release has landed.
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		g, err := os.Open(m.path("volume", "Alice"))
+		if errors.Is(err, syscall.EIO) {
+			break
+		}
 		if err == nil {
 			g.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("open after the sheep died: %v, want EIO", err)
+			break
 		}
 	}
 

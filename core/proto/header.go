@@ -101,6 +101,15 @@ const (
 	OpGetVnodes          Opcode = 0xCD
 )
 
+// OpPunchPeer is our peer op, not Sheepdog's: it makes [offset,
+// offset+length) of obj.oid read as zeros on the receiving node's copy
+// alone, punching a hole where the filesystem can. The WRITE payload is
+// the length, 8 bytes little-endian. A node that predates it answers
+// INVALID_PARMS (unknown opcode); the gateway then writes zeros to that
+// copy instead. Our internal ops sit at 0xF0 and up, above Sheepdog's
+// (0xF0 is server.OpClusterPropose).
+const OpPunchPeer Opcode = 0xF1
+
 // Internal reports whether the opcode is a sheep-internal one (proto 0x0a).
 func (o Opcode) Internal() bool { return o >= 0x80 }
 

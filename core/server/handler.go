@@ -155,6 +155,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpWritePeer:          {force: true, fn: h.peer(h.writePeer)},
 		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
+		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
 		OpClusterPropose:           {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
@@ -479,7 +480,7 @@ func reportsStatus(op proto.Opcode) bool {
 
 func isPeerOp(op proto.Opcode) bool {
 	return op == proto.OpCreateAndWritePeer || op == proto.OpReadPeer || op == proto.OpWritePeer || op == proto.OpRemovePeer ||
-		op == proto.OpFlushPeer
+		op == proto.OpFlushPeer || op == proto.OpPunchPeer
 }
 
 // waitingForJoin reports a restarted node still waiting for the nodes of

@@ -24,6 +24,14 @@ type ObjectIO interface {
 	Flush(ctx context.Context) error
 }
 
+// Puncher is implemented by an ObjectIO that can make a range of an
+// object read as zeros without writing them (core/gateway punches a hole
+// in every copy). The volume only punches objects its own VDI owns: a
+// punch changes oid in place, for every VDI that shares it.
+type Puncher interface {
+	PunchObject(ctx context.Context, oid uint64, off, n int64, flags uint16) error
+}
+
 // ErrReadOnly is returned for writes to a snapshot volume.
 var ErrReadOnly = fmt.Errorf("volume is a snapshot: %w", proto.ResReadonly)
 
@@ -266,13 +274,17 @@ func (v *Volume) setOwner(ctx context.Context, idx, owner uint32, flags uint16) 
 
 // Discard makes [off, off+n) read as zeros and frees what it can: whole
 // objects are dropped from the inode (and removed when this VDI owns them);
-// partial ranges of allocated objects are overwritten with zeros.
+// partial ranges of this VDI's own objects are punched when the object
+// layer is a Puncher; other partial ranges of allocated objects are
+// overwritten with zeros (copying a shared object on write).
 func (v *Volume) Discard(ctx context.Context, off, n int64) error {
 	return v.zero(ctx, off, n, true)
 }
 
 // WriteZeroes makes [off, off+n) read as zeros. With noHole, whole objects
-// stay allocated (they are written with zeros) instead of being freed.
+// stay allocated (they are written with zeros) instead of being freed, and
+// partial ranges are written with zeros, never punched; without it,
+// WriteZeroes is Discard.
 func (v *Volume) WriteZeroes(ctx context.Context, off, n int64, noHole bool) error {
 	return v.zero(ctx, off, n, !noHole)
 }
@@ -303,7 +315,7 @@ func (v *Volume) zero(ctx context.Context, off, n int64, punch bool) error {
 		if punch && o == 0 && k == v.objSize {
 			err = v.dropObject(ctx, idx)
 		} else if v.Owner(idx) != 0 {
-			err = v.writeChunk(ctx, chunk{idx: idx, off: o, buf: v.zeros(k)}, v.Flags)
+			err = v.zeroChunk(ctx, idx, o, k, punch)
 		}
 		if err != nil {
 			return err
@@ -311,6 +323,27 @@ func (v *Volume) zero(ctx context.Context, off, n int64, punch bool) error {
 		off, n = off+k, n-k
 	}
 	return nil
+}
+
+// zeroChunk makes [off, off+n) of the allocated data index idx read as
+// zeros. With punch, an object this VDI owns is punched when the object
+// layer is a Puncher, under the stripe's RLock as writeChunk writes it:
+// the entry cannot change meanwhile, so the punched object is this VDI's
+// own. Any other object (one shared with a snapshot or clone, whose
+// punch would change the snapshot too) gets the zeros written through
+// writeChunk, which copies it on write first.
+func (v *Volume) zeroChunk(ctx context.Context, idx uint32, off, n int64, punch bool) error {
+	if p, ok := v.io.(Puncher); ok && punch {
+		l := &v.locks[idx%stripes]
+		l.RLock()
+		if v.ino.DataVdiID[idx] == v.vid {
+			err := p.PunchObject(ctx, proto.VidToDataOid(v.vid, idx), off, n, v.Flags)
+			l.RUnlock()
+			return err
+		}
+		l.RUnlock()
+	}
+	return v.writeChunk(ctx, chunk{idx: idx, off: off, buf: v.zeros(n)}, v.Flags)
 }
 
 // dropObject clears data_vdi_id[idx] and removes the object if this VDI

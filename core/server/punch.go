@@ -1,0 +1,26 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// punchPeer is PUNCH_PEER (proto.OpPunchPeer): make [offset, offset+length)
+// of this node's copy of obj.oid read as zeros, the length being the
+// 8-byte little-endian payload. Like writePeer it holds the object's lock,
+// so that it is ordered with recovery and repairs of the same object.
+func (h *Handler) punchPeer(ctx context.Context, c *call) error {
+	o := c.req.Obj()
+	if len(c.data) != 8 {
+		return fmt.Errorf("punch %016x: payload of %d bytes, want 8: %w", o.Oid, len(c.data), proto.ResInvalidParms)
+	}
+	off, n := int64(o.Offset), int64(le.Uint64(c.data))
+	if size := h.objectSize(o.Oid); n < 0 || off+n > size {
+		return fmt.Errorf("punch %016x: [%d,+%d) outside %d: %w", o.Oid, off, n, size, proto.ResInvalidParms)
+	}
+	h.cfg.Locks.Lock(o.Oid)
+	defer h.cfg.Locks.Unlock(o.Oid)
+	return h.cfg.Store.Punch(ctx, o.Oid, off, n, peerSync(c))
+}

@@ -107,6 +107,7 @@ var commands = []*command{
 		{"write", "<vdiname> [<offset> [<len>]]", "apwhT", "write data to an image", true, false, vdiWrite},
 		{"backup", "<vdiname> <backup>", "sFaphT", "create an incremental backup between two snapshots", true, true, vdiBackup},
 		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
+		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
 	}},
 	{name: "node", options: nodeOptions, subs: []subcommand{
 		{"list", "", "aprhT", "list nodes", false, true, nodeList},

@@ -15,9 +15,8 @@ import (
 // formatted with -l keeps (PROTOCOL.md §4.9). The lock state comes from
 // GET_VDI_COPIES, the names from the inodes, as in dog's vdi.c.
 
-// lockSubcommands are dog's vdi_lock_cmd, in its order. args and desc are
-// for the "Available subcommands:" part of "vdi lock -h", which
-// nestedSubcommands (vdiobject.go) prints only for "vdi object" so far.
+// lockSubcommands are dog's vdi_lock_cmd, in its order. desc is for the
+// "Available subcommands:" part of "vdi lock -h" (nestedSubcommands).
 var lockSubcommands = []struct {
 	name, args, desc string
 	needArg          bool

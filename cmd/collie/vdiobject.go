@@ -24,12 +24,19 @@ var objectSubcommands = []struct {
 // nestedSubcommands lists the {name, description} of a subcommand's own
 // subcommands, for its usage text.
 func nestedSubcommands(cmd, sub string) [][2]string {
-	if cmd != "vdi" || sub != "object" {
+	if cmd != "vdi" {
 		return nil
 	}
 	var out [][2]string
-	for _, n := range objectSubcommands {
-		out = append(out, [2]string{n.name, n.desc})
+	switch sub {
+	case "object":
+		for _, n := range objectSubcommands {
+			out = append(out, [2]string{n.name, n.desc})
+		}
+	case "lock":
+		for _, n := range lockSubcommands {
+			out = append(out, [2]string{n.name, n.desc})
+		}
 	}
 	return out
 }

@@ -464,6 +464,14 @@ func (h *volumeHandle) Lseek(ctx context.Context, off uint64, whence uint32) (ui
 	if off > 1<<62 {
 		return 0, syscall.ENXIO
 	}
+	// A stale hole would make cp --sparse skip data another writer put
+	// there: read the table again from off on.
+	octx, cancel := h.f.fsys.opContext()
+	err := h.vol.Refresh(octx, int64(off), h.vol.Size()-int64(off))
+	cancel()
+	if err != nil {
+		return 0, ioErrno(err)
+	}
 	pos, ok := seek(int64(off), h.vol.Size(), h.vol.ObjectSize(), h.vol.Allocated, whence == seekData)
 	if !ok {
 		return 0, syscall.ENXIO

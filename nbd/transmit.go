@@ -353,6 +353,11 @@ func (c *conn) do(ctx context.Context, e *export, r *request) error {
 		if err != nil {
 			return err
 		}
+		// Holes reported from a stale table would make a copy skip data
+		// another writer put there: read them again first.
+		if err := sv.vol.Refresh(ctx, int64(r.offset), int64(r.length)); err != nil {
+			return err
+		}
 		ext := extents(r.offset, r.length, e.objSize, sv.vol.Allocated, r.flags&cmdFlagReqOne != 0)
 		c.sendBlockStatus(r, ext)
 		return nil

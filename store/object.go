@@ -81,6 +81,21 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	return nil
 }
 
+// CreateOrWrite is Create for a client's CREATE_AND_WRITE: when oid exists
+// already and data covers only part of it, just [off, off+len(data)) is
+// written, as WriteAt does. Another writer of the same VDI that allocated
+// the object first (or a resend of this very request) then keeps what it
+// wrote elsewhere in the object, where a replacing Create would turn it
+// into zeros. A payload covering the whole object replaces it, as Create
+// does (a copy-on-write carries the whole object). The caller serialises
+// the creations and writes of oid (Locks).
+func (s *Store) CreateOrWrite(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error {
+	if (off != 0 || int64(len(data)) != size) && s.Exists(oid) {
+		return s.WriteAt(ctx, oid, data, off, sync)
+	}
+	return s.Create(ctx, oid, size, off, data, sync)
+}
+
 // fillTmp sizes the fresh tmp file f, writes data at off, stores the
 // checksums m (if any) and, when asked, syncs it: fsync, as the size and
 // the xattr are metadata.

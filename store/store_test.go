@@ -482,3 +482,34 @@ func TestIOErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// CreateOrWrite of part of an object that exists writes that part only;
+// of a missing object, or of the whole object, it creates (replaces).
+func TestCreateOrWrite(t *testing.T) {
+	s := openStore(t, Config{})
+	const oid, size = 0x00abcdef00000001, 64 << 10
+	theirs := bytes.Repeat([]byte{0xab}, 4096)
+	if err := s.CreateOrWrite(ctx, oid, size, 8192, theirs, true); err != nil {
+		t.Fatal(err)
+	}
+	mine := bytes.Repeat([]byte{0xcd}, 4096)
+	if err := s.CreateOrWrite(ctx, oid, size, 0, mine, true); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	copy(want, mine)
+	copy(want[8192:], theirs)
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, want) {
+		t.Fatal("a partial create over an existing object lost the other bytes")
+	}
+	full := bytes.Repeat([]byte{0x11}, size)
+	if err := s.CreateOrWrite(ctx, oid, size, 0, full, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, full) {
+		t.Fatal("a whole-object create did not replace it")
+	}
+	if err := s.Verify(oid); err != nil {
+		t.Fatalf("checksums after CreateOrWrite: %v", err)
+	}
+}

@@ -343,8 +343,9 @@ func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) 
 	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full, true)
 }
 
-// CreateAndWrite creates (or replaces) oid at its full size, zero-filled,
-// with data at off, on every copy. With cowFrom != 0 the object starts as a
+// CreateAndWrite creates oid at its full size, zero-filled, with data at
+// off, on every copy. A copy that exists already only gets data written
+// (store.CreateOrWrite), unless data is the whole object. With cowFrom != 0 the object starts as a
 // copy of cowFrom instead of zeros. Durability is as for WriteObject.
 func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
 	synced := !writeBack(flags)
@@ -369,7 +370,7 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 		}
 		return forEach(p.targets, func(n proto.Node) error {
 			if g.isSelf(n) {
-				return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, off, data, synced) })
+				return g.localWrite(oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
 			}
 			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})

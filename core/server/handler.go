@@ -421,7 +421,7 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	}
 	h.cfg.Locks.Lock(o.Oid)
 	defer h.cfg.Locks.Unlock(o.Oid)
-	return h.cfg.Store.Create(ctx, o.Oid, size, int64(o.Offset), c.data, peerSync(c))
+	return h.cfg.Store.CreateOrWrite(ctx, o.Oid, size, int64(o.Offset), c.data, peerSync(c))
 }
 
 func (h *Handler) readPeer(ctx context.Context, c *call) error {

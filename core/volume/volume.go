@@ -7,6 +7,7 @@ package volume
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -177,21 +178,44 @@ func (v *Volume) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	if n == 0 {
 		return 0, eof
 	}
-	err := each(v.split(p[:n], off), func(c chunk) error {
-		l := &v.locks[c.idx%stripes]
-		l.RLock()
-		defer l.RUnlock()
-		owner := v.ino.DataVdiID[c.idx]
-		if owner == 0 {
-			clear(c.buf)
-			return nil
-		}
-		return v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
-	})
+	err := each(v.split(p[:n], off), func(c chunk) error { return v.readChunk(ctx, c) })
 	if err != nil {
 		return 0, err
 	}
 	return n, eof
+}
+
+// readChunk reads c from the object its entry names. A hole, or an object
+// gone from under an entry, is checked against the inode first (see
+// "Other writers").
+func (v *Volume) readChunk(ctx context.Context, c chunk) error {
+	l := &v.locks[c.idx%stripes]
+	l.RLock()
+	owner := v.ino.DataVdiID[c.idx]
+	if owner != 0 {
+		err := v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
+		l.RUnlock()
+		if !errors.Is(err, proto.ResNoObj) || v.fixed() {
+			return err
+		}
+	} else {
+		l.RUnlock()
+		if v.fixed() {
+			clear(c.buf)
+			return nil
+		}
+	}
+	l.Lock()
+	defer l.Unlock()
+	owner, err := v.refreshLocked(ctx, c.idx)
+	if err != nil {
+		return err
+	}
+	if owner == 0 {
+		clear(c.buf)
+		return nil
+	}
+	return v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
 }
 
 // ReadAt implements io.ReaderAt.
@@ -236,18 +260,28 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 // writeChunk writes c with flags on its object requests.
 func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	l := &v.locks[c.idx%stripes]
+	oid := proto.VidToDataOid(v.vid, c.idx)
 	l.RLock()
 	if v.ino.DataVdiID[c.idx] == v.vid {
-		err := v.io.WriteObject(ctx, proto.VidToDataOid(v.vid, c.idx), c.off, c.buf, flags)
+		err := v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
 		l.RUnlock()
-		return err
+		if !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+		// Removed from under the entry (a discard by another writer):
+		// allocate it again, below.
+	} else {
+		l.RUnlock()
 	}
-	l.RUnlock()
 	l.Lock()
 	defer l.Unlock()
-	owner := v.ino.DataVdiID[c.idx]
-	oid := proto.VidToDataOid(v.vid, c.idx)
-	if owner == v.vid { // allocated while we waited
+	// Another writer may have allocated the object (or this volume, while
+	// we waited): the inode decides, not the cached entry.
+	owner, err := v.refreshLocked(ctx, c.idx)
+	if err != nil {
+		return err
+	}
+	if owner == v.vid {
 		return v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
 	}
 	var cow uint64
@@ -258,6 +292,79 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 		return err
 	}
 	return v.setOwner(ctx, c.idx, v.vid, flags)
+}
+
+// Other writers. The table is a cache of the inode's data_vdi_id, and one
+// writer per VDI is the rule, as in Sheepdog; but QEMU, collie or another
+// front-end writing the same VDI meanwhile must not cost acknowledged
+// data. So the cache is trusted for objects it names and checked against
+// the inode wherever trusting it could lose or hide data: before an
+// allocation (which would otherwise create the object anew over another
+// writer's), before a hole reads as zeros, when an object it names has
+// gone (NO_OBJ: a discard elsewhere) and, through Refresh, before holes
+// are reported. A snapshot's table never changes (fixed) and is never
+// read again. The store does its part too: a CREATE of part of an object
+// that exists writes only that part (store.CreateOrWrite).
+
+// fixed reports whether the table cannot change under the volume (a
+// snapshot's).
+func (v *Volume) fixed() bool { return v.ino.IsSnapshot() }
+
+// readEntries reads data_vdi_id[first, first+len(out)) from the inode.
+func (v *Volume) readEntries(ctx context.Context, first uint32, out []uint32) error {
+	var one [4]byte
+	buf := one[:]
+	if len(out) > 1 {
+		buf = make([]byte, 4*len(out))
+	}
+	if err := v.io.ReadObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(first)), buf); err != nil {
+		return fmt.Errorf("read inode %x index %d: %w", v.vid, first, err)
+	}
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint32(buf[4*i:])
+	}
+	return nil
+}
+
+// refreshLocked reads entry idx from the inode into the cached table and
+// returns it. The caller holds the stripe's Lock. (The inode names an
+// object only once it exists, so the invariant on locks holds.)
+func (v *Volume) refreshLocked(ctx context.Context, idx uint32) (uint32, error) {
+	var e [1]uint32
+	if err := v.readEntries(ctx, idx, e[:]); err != nil {
+		return 0, err
+	}
+	v.ino.DataVdiID[idx] = e[0]
+	return e[0], nil
+}
+
+// Refresh takes into the cached table the objects other writers allocated
+// in [off, off+n) since the volume read it: holes are read again from the
+// inode, in one request. Call it before reporting holes (NBD BLOCK_STATUS,
+// SEEK_HOLE), where a stale hole would make a copy skip data.
+func (v *Volume) Refresh(ctx context.Context, off, n int64) error {
+	if v.fixed() || n <= 0 || off < 0 || off >= v.Size() {
+		return nil
+	}
+	first := uint32(off / v.objSize)
+	last := uint32((min(off+n, v.Size()) - 1) / v.objSize)
+	fresh := make([]uint32, last-first+1)
+	if err := v.readEntries(ctx, first, fresh); err != nil {
+		return err
+	}
+	for i, owner := range fresh {
+		idx := first + uint32(i)
+		if owner == 0 {
+			continue
+		}
+		l := &v.locks[idx%stripes]
+		l.Lock()
+		if v.ino.DataVdiID[idx] == 0 {
+			v.ino.DataVdiID[idx] = owner
+		}
+		l.Unlock()
+	}
+	return nil
 }
 
 // setOwner writes data_vdi_id[idx] to the inode with flags, then to the
@@ -306,6 +413,11 @@ func (v *Volume) zero(ctx context.Context, off, n int64, punch bool) error {
 	}
 	if off < 0 || n < 0 || off+n > v.Size() {
 		return fmt.Errorf("zero [%d,+%d) beyond the VDI size %d: %w", off, n, v.Size(), proto.ResInvalidParms)
+	}
+	// A hole the cache holds may have been allocated elsewhere; zeroing
+	// must reach that object too.
+	if err := v.Refresh(ctx, off, n); err != nil {
+		return err
 	}
 	for n > 0 {
 		idx := uint32(off / v.objSize)

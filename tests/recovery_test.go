@@ -120,3 +120,47 @@ func TestRecoveryWholeClusterRestart(t *testing.T) {
 	}
 	mustRead(t, sheeps[1], "Alice", data, "after a whole-cluster restart")
 }
+
+// TestRecoveryLeftoverNotServed: a copy left behind on a node that stopped
+// being a target missed the writes since; when that node becomes a target
+// again it must recover the object, not serve its old copy. Recovery is
+// disabled while the leftovers form, so cleanup cannot drop them first.
+func TestRecoveryLeftoverNotServed(t *testing.T) {
+	sheeps := startCluster(t, 3)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+	const prefix = "0015d167"
+	old := seedVdi(t, sheeps[0], "Alice", 64<<20)
+	sheeps[0].must(t, nil, "cluster", "recover", "disable")
+
+	// A fourth node joins (epoch 2): objects it is now a target of get
+	// their copy there when written (a missing copy is repaired on write);
+	// the node whose place it took keeps an old copy.
+	newcomer := startSheep(t, "-z", "3", "--join", sheeps[1].Addr())
+	all := append(append([]*Sheep{}, sheeps...), newcomer)
+	waitNodes(t, sheeps[0], 4)
+	waitRunning(t, newcomer)
+	data := bytes.Repeat([]byte{0x5e}, len(old))
+	for i := range data {
+		data[i] ^= byte(i / 4099)
+	}
+	sheeps[0].must(t, data, "vdi", "write", "Alice", "0", strconv.Itoa(len(data)))
+	leftovers := 0
+	for _, c := range objectCopies(t, all, prefix) {
+		if c > 2 {
+			leftovers++
+		}
+	}
+	if leftovers == 0 {
+		t.Fatal("no object has a leftover copy: the test proves nothing")
+	}
+
+	// It leaves again (epoch 3 = epoch 1's nodes): the leftovers' nodes
+	// are the targets once more.
+	newcomer.Kill()
+	waitNodes(t, sheeps[0], 3)
+	sheeps[0].must(t, nil, "cluster", "recover", "enable")
+	waitRecovered(t, sheeps, prefix, 2)
+	for i, s := range sheeps {
+		mustRead(t, s, "Alice", data, "through node "+strconv.Itoa(i)+" after the leftovers' nodes became targets again")
+	}
+}

@@ -44,6 +44,8 @@ type Gateway struct {
 	mu        sync.Mutex
 	ring      *placement.Ring
 	ringEpoch uint32
+	past      map[uint32]*placement.Ring // rings of past epochs, by epoch
+	pastCtime uint64                     // the format they belong to
 
 	// cached counts the write-back writes acknowledged so far; flushed
 	// is the count a successful Flush has seen at its start. Equal, there
@@ -83,6 +85,7 @@ func (g *Gateway) Close() { g.peers.Close() }
 type plan struct {
 	epoch    uint32
 	targets  []proto.Node
+	copies   int // wanted, as the VDI says
 	size     int64
 	readonly bool
 	strict   bool // fewer zones than copies and the cluster is strict
@@ -125,7 +128,7 @@ func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	}
 	r := g.ring
 	g.mu.Unlock()
-	p.epoch = epoch
+	p.epoch, p.copies = epoch, copies
 	p.size = proto.ObjectSize(oid, shift)
 	p.targets = r.Locate(oid, copies)
 	p.strict = strict && r.Zones() < copies
@@ -234,13 +237,53 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 		}
 	}
 	// Not where the current epoch puts it (it has not been moved yet):
-	// any live node may still hold a copy.
-	for _, n := range g.liveNodes() {
+	// a live node may still hold a copy; the targets of the newest past
+	// epochs first (an older leftover is a last resort, placement.Rank).
+	for _, n := range placement.Rank(g.pastRings(p.epoch), oid, p.copies, g.liveNodes()) {
 		if n.NrVnodes > 0 && try(n) {
 			return nil
 		}
 	}
 	return last
+}
+
+// historyDepth is how many past epochs rank the nodes read from when an
+// object's targets lack it.
+const historyDepth = 16
+
+// pastRings returns the rings of the epochs before epoch, newest first,
+// at most historyDepth of them. Past epochs never change: their rings are
+// built once.
+func (g *Gateway) pastRings(epoch uint32) []*placement.Ring {
+	var lists [][]proto.Node
+	var ctime uint64
+	g.cluster.View(func(s *cluster.State) {
+		ctime = s.Ctime
+		for e := epoch - 1; e >= 1 && epoch-e <= historyDepth; e-- {
+			lists = append(lists, s.EpochNodes(e))
+		}
+	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.past == nil || g.pastCtime != ctime {
+		g.past, g.pastCtime = map[uint32]*placement.Ring{}, ctime
+	}
+	for e := range g.past {
+		if e+historyDepth < epoch || e >= epoch {
+			delete(g.past, e)
+		}
+	}
+	rings := make([]*placement.Ring, 0, len(lists))
+	for i, nodes := range lists {
+		e := epoch - 1 - uint32(i)
+		r := g.past[e]
+		if r == nil {
+			r = placement.New(nodes)
+			g.past[e] = r
+		}
+		rings = append(rings, r)
+	}
+	return rings
 }
 
 func (g *Gateway) liveNodes() []proto.Node {

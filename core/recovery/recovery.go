@@ -173,6 +173,7 @@ func (r *Recovery) has(nodes []proto.Node) bool {
 func (r *Recovery) run(ctx context.Context) {
 	var epoch uint32
 	var cur, prev []proto.Node
+	var history [][]proto.Node // epochs before the current one, newest first
 	copies := map[uint32]int{}
 	var def int
 	disabled := false
@@ -182,6 +183,9 @@ func (r *Recovery) run(ctx context.Context) {
 		cur = s.Nodes()
 		if epoch > 1 {
 			prev = s.EpochNodes(epoch - 1)
+		}
+		for e := epoch - 1; e >= 1 && len(history) < historyDepth; e-- {
+			history = append(history, s.EpochNodes(e))
 		}
 		def = int(s.NrCopies)
 		for _, v := range s.SortedVids() {
@@ -204,6 +208,14 @@ func (r *Recovery) run(ctx context.Context) {
 		r.mu.Unlock()
 	}()
 	ring := placement.New(cur)
+	past := make([]*placement.Ring, len(history))
+	for i, nodes := range history {
+		past[i] = placement.New(nodes)
+	}
+	var prevRing *placement.Ring
+	if len(past) > 0 {
+		prevRing = past[0]
+	}
 	copiesOf := func(oid uint64) int {
 		if c, ok := copies[proto.OidToVid(oid)]; ok {
 			return c
@@ -219,7 +231,8 @@ func (r *Recovery) run(ctx context.Context) {
 	// copies can be trusted, so none may be served or copied from. Copies
 	// that are merely no longer placed here stay until every member has
 	// recovered this epoch (other nodes may still copy them), see cleanup.
-	if rejoined := epoch > 1 && prev != nil && !r.has(prev); rejoined {
+	rejoined := epoch > 1 && prev != nil && !r.has(prev)
+	if rejoined {
 		for _, oid := range local {
 			r.stale(oid, epoch)
 		}
@@ -245,6 +258,23 @@ func (r *Recovery) run(ctx context.Context) {
 			where[oid] = append(where[oid], n)
 		}
 	}
+	// A copy this node holds again, after an epoch in which it was not one
+	// of the object's targets, may have missed that epoch's writes: a
+	// leftover that cleanup had not dropped yet. Unless it is still the
+	// newest copy anyone has, it goes to the stale area and is recovered
+	// like a missing one.
+	self := proto.Node{NodeID: r.self}
+	for _, oid := range local {
+		c := copiesOf(oid)
+		if rejoined || !ring.Holds(oid, c, r.self) || placement.Current(prevRing, oid, c, r.self) {
+			continue
+		}
+		if newest := placement.Rank(past, oid, c, append([]proto.Node{self}, where[oid]...))[0]; newest.NodeID == r.self {
+			continue
+		}
+		r.log.Info("recovery: local copy is older than its holders'; recovering it", "oid", fmt.Sprintf("%016x", oid))
+		r.stale(oid, epoch)
+	}
 	var todo []uint64
 	for oid := range where {
 		if ring.Holds(oid, copiesOf(oid), r.self) && !r.store.Exists(oid) {
@@ -261,7 +291,10 @@ func (r *Recovery) run(ctx context.Context) {
 		if i > 0 {
 			r.pace(ctx, i)
 		}
-		if err := r.recoverOne(ctx, oid, where[oid], epoch); err != nil {
+		// Newest copies first: a node that stopped being a target earlier
+		// may still list an older copy (see placement.Rank).
+		holders := placement.Rank(past, oid, copiesOf(oid), where[oid])
+		if err := r.recoverOne(ctx, oid, holders, epoch); err != nil {
 			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
 		}
 		r.mu.Lock()
@@ -330,6 +363,10 @@ func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, 
 	}
 	r.log.Info("recovery cleanup", "epoch", epoch, "dropped", dropped)
 }
+
+// historyDepth is how many past epochs rank the sources of a copy; a
+// holder that was a target only before them ranks last.
+const historyDepth = 16
 
 // recoverOne copies oid from the first holder that has it. Holding the
 // object's lock, a copy that appeared meanwhile (a write repaired it) wins.

@@ -170,11 +170,11 @@ func TestBadInput(t *testing.T) {
 // clear error. ramfs has none; mounting it needs root.
 func TestNoXattrDir(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mounting ramfs needs root")
+		skipUnlessRequired(t, "mounting ramfs needs root")
 	}
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "ramfs", "none", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount ramfs: %v %s", err, out)
+		skipUnlessRequired(t, "cannot mount ramfs: %v %s", err, out)
 	}
 	defer exec.Command("umount", dir).Run()
 	r := run(t, nil, bin("sheep"), "-f", "-p", strconv.Itoa(freePort(t)), filepath.Join(dir, "store"))

@@ -271,3 +271,14 @@ func mustRead(t testing.TB, s *Sheep, name string, want []byte, when string) {
 		t.Fatalf("%s read through %s differs %s", name, s.Addr(), when)
 	}
 }
+
+// skipUnlessRequired skips t for a missing prerequisite (a tool, FUSE,
+// root), or fails it when SHEEPDOG_REQUIRE_ALL=1, as .ci/run sets: CI
+// installs everything, so a skip there would hide a test that never ran.
+func skipUnlessRequired(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("SHEEPDOG_REQUIRE_ALL") == "1" {
+		t.Fatalf("required by SHEEPDOG_REQUIRE_ALL=1: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}

@@ -22,7 +22,7 @@ func needTools(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-utils libnbd-bin nbdkit fio)", n)
+			skipUnlessRequired(t, "%s is not installed (apt-get install qemu-utils libnbd-bin nbdkit fio)", n)
 		}
 	}
 }

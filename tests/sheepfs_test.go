@@ -22,7 +22,7 @@ import (
 func sheepfsNeedFuse(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse (%v): FUSE is not available in this kernel or container", err)
+		skipUnlessRequired(t, "no /dev/fuse (%v): FUSE is not available in this kernel or container", err)
 	}
 }
 
@@ -569,7 +569,7 @@ func TestSheepfsPermissions(t *testing.T) {
 	sheepfsNeedFuse(t)
 	needTools(t, "setpriv")
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to act as another user")
+		skipUnlessRequired(t, "needs root to act as another user")
 	}
 	s := sheepfsCluster(t, nil, "Alice", "16M")
 	asNobody := func(line string) Result {

@@ -80,9 +80,12 @@ func TestVdiLockListUnlock(t *testing.T) {
 		t.Fatalf("vdi lock list -r: fields %q, want [= alpha 0 %x  %s]", fields, alpha, s0.Addr())
 	}
 
-	// A second QEMU, on the other sheep, is refused.
+	// A second QEMU, on the other sheep or on the same one, is refused.
 	if _, res := d1.findVdi(sdOpLockVdi, "alpha", "", 0); res != sdResVdiLocked {
 		t.Fatalf("second LOCK_VDI alpha: result %#x, want VDI_LOCKED", res)
+	}
+	if _, res := d0.findVdi(sdOpLockVdi, "alpha", "", 0); res != sdResVdiLocked {
+		t.Fatalf("second LOCK_VDI alpha through the holder's sheep: result %#x, want VDI_LOCKED", res)
 	}
 
 	// The operator breaks the stale lock (from any node); the list empties

@@ -39,6 +39,7 @@ type Entry struct {
 	SnapshotOld bool         `json:",omitempty"`
 	ParentVid   uint32       `json:",omitempty"`
 	Owner       proto.NodeID `json:",omitempty"`
+	Token       uint64       `json:",omitempty"` // Lock: unique per request
 
 	// Recovery.
 	DisableRecovery bool `json:",omitempty"`

@@ -43,6 +43,12 @@ type State struct {
 	// ⇔ Vdis[v].Deleted.
 	Vdis map[uint32]*proto.VdiState
 
+	// LockTokens holds, per locked vid, the token of the LOCK entry that
+	// took the lock: the same entry applied again (a proposal retried
+	// after its answer was lost) is answered SUCCESS, any other lock
+	// VDI_LOCKED, whichever node asks (as Sheepdog's vdi_lock).
+	LockTokens map[uint32]uint64 `json:",omitempty"`
+
 	inuse   bitmap
 	deleted bitmap
 }
@@ -254,11 +260,18 @@ func (s *State) applyLock(e *Entry) proto.Result {
 	if v == nil || v.Deleted {
 		return proto.ResNoVdi
 	}
-	if v.LockState == proto.LockStateLocked && v.LockOwner != e.Owner {
+	if v.LockState == proto.LockStateLocked {
+		if e.Token != 0 && s.LockTokens[e.Vid] == e.Token && v.LockOwner == e.Owner {
+			return proto.ResSuccess // this very lock, applied again
+		}
 		return proto.ResVdiLocked
 	}
 	v.LockState = proto.LockStateLocked
 	v.LockOwner = e.Owner
+	if s.LockTokens == nil {
+		s.LockTokens = map[uint32]uint64{}
+	}
+	s.LockTokens[e.Vid] = e.Token
 	return proto.ResSuccess
 }
 

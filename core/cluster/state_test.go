@@ -225,9 +225,14 @@ func TestLocks(t *testing.T) {
 		wantOwner proto.NodeID
 	}{
 		{"release unlocked", &Entry{Kind: KindRelease, Vid: 7}, proto.ResVdiNotLocked, proto.LockStateUnlocked, proto.NodeID{}},
-		{"A locks", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID}, proto.ResSuccess, proto.LockStateLocked, nodeA.NodeID},
-		{"A locks again", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID}, proto.ResSuccess, proto.LockStateLocked, nodeA.NodeID},
-		{"B is refused", &Entry{Kind: KindLock, Vid: 7, Owner: nodeB.NodeID}, proto.ResVdiLocked, proto.LockStateLocked, nodeA.NodeID},
+		{"A locks", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID, Token: 11}, proto.ResSuccess, proto.LockStateLocked, nodeA.NodeID},
+		// The same entry applied twice (a retried proposal) succeeds; a
+		// second lock, even through the same node (a second QEMU there),
+		// is refused, as Sheepdog's vdi_lock refuses it.
+		{"A's lock retried", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID, Token: 11}, proto.ResSuccess, proto.LockStateLocked, nodeA.NodeID},
+		{"A locks again", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID, Token: 12}, proto.ResVdiLocked, proto.LockStateLocked, nodeA.NodeID},
+		{"A locks without a token", &Entry{Kind: KindLock, Vid: 7, Owner: nodeA.NodeID}, proto.ResVdiLocked, proto.LockStateLocked, nodeA.NodeID},
+		{"B is refused", &Entry{Kind: KindLock, Vid: 7, Owner: nodeB.NodeID, Token: 11}, proto.ResVdiLocked, proto.LockStateLocked, nodeA.NodeID},
 		{"release", &Entry{Kind: KindRelease, Vid: 7}, proto.ResSuccess, proto.LockStateUnlocked, proto.NodeID{}},
 		{"release twice", &Entry{Kind: KindRelease, Vid: 7}, proto.ResVdiNotLocked, proto.LockStateUnlocked, proto.NodeID{}},
 		{"B locks", &Entry{Kind: KindLock, Vid: 7, Owner: nodeB.NodeID}, proto.ResSuccess, proto.LockStateLocked, nodeB.NodeID},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -319,7 +320,8 @@ func (s *Service) Lock(ctx context.Context, vid uint32, owner proto.NodeID) erro
 	if !useLock {
 		return nil
 	}
-	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindLock, Vid: vid, Owner: owner})
+	// The token tells a retry of this proposal from a second lock.
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindLock, Vid: vid, Owner: owner, Token: rand.Uint64() | 1})
 	if err != nil {
 		return err
 	}

@@ -240,6 +240,14 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 	// a live node may still hold a copy; the targets of the newest past
 	// epochs first (an older leftover is a last resort, placement.Rank).
 	for _, n := range placement.Rank(g.pastRings(p.epoch), oid, p.copies, g.liveNodes()) {
+		if g.isSelf(n) {
+			// This node's own copy, if it is not a target: ranked like
+			// any other holder's.
+			if !g.isTarget(p) && g.trusted() && g.store.Exists(oid) && g.store.ReadAt(ctx, oid, buf, off) == nil {
+				return nil
+			}
+			continue
+		}
 		if n.NrVnodes > 0 && try(n) {
 			return nil
 		}
@@ -342,13 +350,16 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		}
 		var missing []proto.Node
 		var mu sync.Mutex
-		err := forEach(p.targets, func(n proto.Node) error {
-			err := g.healedWrite(ctx, p, oid, n, func() error {
+		write := func(n proto.Node) error {
+			return g.healedWrite(ctx, p, oid, n, func() error {
 				if g.isSelf(n) {
 					return g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
 				}
 				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 			})
+		}
+		err := forEach(p.targets, func(n proto.Node) error {
+			err := write(n)
 			if errors.Is(err, proto.ResNoObj) {
 				mu.Lock()
 				missing = append(missing, n)
@@ -361,7 +372,18 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 			return err
 		}
 		if len(missing) == len(p.targets) {
-			return fmt.Errorf("write %016x: %w", oid, proto.ResNoObj)
+			// No target has it yet: recovery has not moved it to this
+			// epoch's nodes. Bring it from a node that held it before
+			// (NO_OBJ if none has), then write there; the other targets
+			// copy the result below.
+			n := missing[0]
+			if err := g.repair(ctx, p, oid, n); err != nil {
+				return err
+			}
+			if err := write(n); err != nil {
+				return err
+			}
+			missing = missing[1:]
 		}
 		// A copy the current epoch expects but that was never moved there:
 		// copy the written object from a holder that has it.

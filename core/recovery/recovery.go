@@ -195,18 +195,16 @@ func (r *Recovery) run(ctx context.Context) {
 	if epoch == 0 || !r.has(cur) {
 		return
 	}
-	if disabled {
-		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
-		return
-	}
-	r.mu.Lock()
-	r.epoch, r.running, r.total, r.finished, r.moved, r.started = epoch, true, 0, 0, 0, time.Now()
-	r.mu.Unlock()
-	defer func() {
+	if !disabled {
 		r.mu.Lock()
-		r.running = false
+		r.epoch, r.running, r.total, r.finished, r.moved, r.started = epoch, true, 0, 0, 0, time.Now()
 		r.mu.Unlock()
-	}()
+		defer func() {
+			r.mu.Lock()
+			r.running = false
+			r.mu.Unlock()
+		}()
+	}
 	ring := placement.New(cur)
 	past := make([]*placement.Ring, len(history))
 	for i, nodes := range history {
@@ -227,19 +225,40 @@ func (r *Recovery) run(ctx context.Context) {
 		r.log.Error("recovery: list local objects", "err", err)
 		return
 	}
-	// A node absent from the previous epoch missed writes: none of its
-	// copies can be trusted, so none may be served or copied from. Copies
-	// that are merely no longer placed here stay until every member has
-	// recovered this epoch (other nodes may still copy them), see cleanup.
-	rejoined := epoch > 1 && prev != nil && !r.has(prev)
-	if rejoined {
+	// Copies that cannot be current are moved aside first, once per epoch
+	// (a later run of the same epoch, after recovery is enabled, must not
+	// move the copies written since), even with recovery disabled:
+	//   - A node absent from the previous epoch missed writes: none of its
+	//     copies can be trusted, so none may be served or copied from.
+	//   - A copy this node holds again, after an epoch in which it was not
+	//     one of the object's targets, may have missed that epoch's
+	//     writes: a leftover that cleanup had not dropped yet.
+	// Copies that are merely no longer placed here stay until every member
+	// has recovered this epoch (other nodes may still copy them), see
+	// cleanup.
+	r.mu.Lock()
+	first := r.checked < epoch
+	r.mu.Unlock()
+	var leftovers []uint64
+	if first {
+		rejoined := epoch > 1 && prev != nil && !r.has(prev)
 		for _, oid := range local {
-			r.stale(oid, epoch)
+			c := copiesOf(oid)
+			if rejoined {
+				r.stale(oid, epoch)
+			} else if ring.Holds(oid, c, r.self) && !placement.Current(prevRing, oid, c, r.self) {
+				r.stale(oid, epoch)
+				leftovers = append(leftovers, oid)
+			}
 		}
 	}
 	r.mu.Lock()
 	r.checked = max(r.checked, epoch)
 	r.mu.Unlock()
+	if disabled {
+		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
+		return
+	}
 	// Which objects exist anywhere, and where.
 	where := map[uint64][]proto.Node{}
 	for _, n := range cur {
@@ -258,22 +277,12 @@ func (r *Recovery) run(ctx context.Context) {
 			where[oid] = append(where[oid], n)
 		}
 	}
-	// A copy this node holds again, after an epoch in which it was not one
-	// of the object's targets, may have missed that epoch's writes: a
-	// leftover that cleanup had not dropped yet. Unless it is still the
-	// newest copy anyone has, it goes to the stale area and is recovered
-	// like a missing one.
-	self := proto.Node{NodeID: r.self}
-	for _, oid := range local {
-		c := copiesOf(oid)
-		if rejoined || !ring.Holds(oid, c, r.self) || placement.Current(prevRing, oid, c, r.self) {
-			continue
+	// A leftover that no other node has is still the newest copy there
+	// is: it comes back from the stale area.
+	for _, oid := range leftovers {
+		if len(where[oid]) == 0 {
+			r.unstale(ctx, oid, epoch)
 		}
-		if newest := placement.Rank(past, oid, c, append([]proto.Node{self}, where[oid]...))[0]; newest.NodeID == r.self {
-			continue
-		}
-		r.log.Info("recovery: local copy is older than its holders'; recovering it", "oid", fmt.Sprintf("%016x", oid))
-		r.stale(oid, epoch)
 	}
 	var todo []uint64
 	for oid := range where {
@@ -309,6 +318,24 @@ func (r *Recovery) run(ctx context.Context) {
 	r.log.Info("recovery done", "epoch", epoch, "objects", len(todo), "bytes", moved,
 		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
 	r.cleanup(ctx, epoch, cur, ring, copiesOf)
+}
+
+// unstale puts back the copy of oid moved to the stale area in epoch.
+func (r *Recovery) unstale(ctx context.Context, oid uint64, epoch uint32) {
+	r.locks.Lock(oid)
+	defer r.locks.Unlock(oid)
+	if r.store.Exists(oid) {
+		return // written again meanwhile
+	}
+	b, err := r.store.ReadStale(oid, epoch)
+	if err == nil {
+		err = r.store.Create(ctx, oid, int64(len(b)), 0, b, true)
+	}
+	if err != nil {
+		r.log.Warn("recovery: restore the only copy", "oid", fmt.Sprintf("%016x", oid), "err", err)
+		return
+	}
+	r.log.Warn("recovery: no other node has the object; kept this node's older copy", "oid", fmt.Sprintf("%016x", oid))
 }
 
 func (r *Recovery) stale(oid uint64, epoch uint32) {

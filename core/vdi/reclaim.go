@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -121,4 +122,42 @@ func (s *Service) dropNamed(ctx context.Context, vid uint32, cand map[Ref]bool) 
 		}
 	}
 	return nil
+}
+
+// maxVMStateObjects bounds the vmstate objects removed for one inode: the
+// index space of a table (2^20 objects, 1 TiB of VM state at the smallest
+// object size). A larger vm_state_size is not something savevm writes; it
+// would only turn a damaged header into billions of removals.
+const maxVMStateObjects = proto.MaxDataIndexes
+
+// removeVMState removes the vmstate objects of vid, just deleted, whose
+// inode was ino: indices 0 .. ceil(vm_state_size / object size)-1, where
+// QEMU's savevm put them (index = pos / (1 << block_size_shift),
+// QEMU-CLIENT.md §8.16). A missing object is fine: savevm may not have
+// written every one, or an earlier attempt removed it.
+//
+// No reference check: a vmstate object belongs to its vid alone (no
+// data_vdi_id names it; snapshot, clone and rebase copy tables, never
+// vmstate). Only a deleted vid's objects go: the snapshot a "goto" or
+// loadvm reads from (parent_vdi_id) is a live VDI, and deleting the
+// working VDI on the way there removes only the working VDI's own.
+func (s *Service) removeVMState(ctx context.Context, vid uint32, ino *proto.Inode) error {
+	if ino.VMStateSize == 0 {
+		return nil
+	}
+	size := uint64(ino.ObjectSize())
+	n := (ino.VMStateSize + size - 1) / size
+	if n > maxVMStateObjects {
+		s.log.Warn("vm_state_size over the limit; removing the first objects only", "vid", fmt.Sprintf("%x", vid),
+			"vm_state_size", ino.VMStateSize, "objects", n, "limit", maxVMStateObjects)
+		n = maxVMStateObjects
+	}
+	var firstErr error
+	for idx := uint32(0); uint64(idx) < n; idx++ {
+		err := s.objects.RemoveObject(ctx, proto.VidToVmstateOid(vid, idx))
+		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
+			firstErr = fmt.Errorf("remove vmstate %d of %x: %w", idx, vid, err)
+		}
+	}
+	return firstErr
 }

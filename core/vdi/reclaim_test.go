@@ -1,7 +1,9 @@
 package vdi
 
 import (
+	"encoding/binary"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -134,4 +136,93 @@ func TestRebase(t *testing.T) {
 	if ino.DataVdiID[0] != 0 {
 		t.Errorf("new working VDI shares %x at 0, want the base's hole", ino.DataVdiID[0])
 	}
+}
+
+// saveVM writes n bytes of VM state into vid's vmstate objects the way
+// QEMU's savevm does (index = pos / object size), then records
+// vm_state_size in the header, as snapshot create does before NEW_VDI.
+func (e *env) saveVM(vid uint32, n int) {
+	e.t.Helper()
+	size := int(e.inode(vid).ObjectSize())
+	for idx := 0; idx*size < n; idx++ {
+		chunk := []byte(strings.Repeat("v", min(size, n-idx*size)))
+		if err := e.obj.CreateAndWrite(e.ctx, proto.VidToVmstateOid(vid, uint32(idx)), 0, 0, chunk, 0); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(n))
+	if err := e.obj.WriteObject(e.ctx, proto.VidToVdiOid(vid), 544, b[:], 0); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// vmstateOids lists the vmstate objects held, sorted.
+func (m *memObjects) vmstateOids() []uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []uint64
+	for oid := range m.objs {
+		if proto.IsVmstateObj(oid) {
+			out = append(out, oid)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestReclaimVMState: QEMU's savevm data goes with the vid it belongs to.
+// "goto" (DEL_VDI of the working VDI, then a clone of the snapshot under
+// the same name) and a rebase keep the snapshot's state, which loadvm then
+// reads through parent_vdi_id; deleting the snapshot removes all of
+// ceil(vm_state_size / object size) objects, a partial last one included,
+// and leaves another snapshot's state and the shared data objects alone.
+func TestReclaimVMState(t *testing.T) {
+	e := newEnv(t, 0) // 1 MiB objects
+	a := e.create("vm", 8<<20)
+	e.write(a, 0, 'd')
+	e.saveVM(a, 5<<19) // 2.5 MiB: objects 0, 1 and a partial 2
+	_, s1 := e.snapshot("vm", "one")
+	vm := proto.VidToVmstateOid
+	want := func(step string, oids ...uint64) {
+		t.Helper()
+		slices.Sort(oids)
+		if got := e.obj.vmstateOids(); !slices.Equal(got, oids) {
+			t.Errorf("%s: vmstate objects %x, want %x", step, got, oids)
+		}
+	}
+	want("after savevm", vm(s1, 0), vm(s1, 1), vm(s1, 2))
+
+	// loadvm of "one": goto deletes the working VDI and clones s1.
+	if _, err := e.svc.Delete(e.ctx, "vm", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.svc.New(e.ctx, NewParams{Name: "vm", BaseVid: s1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2 := info.Vid
+	if e.inode(w2).ParentVdiID != s1 {
+		t.Fatalf("goto: parent %x, want %x", e.inode(w2).ParentVdiID, s1)
+	}
+	want("after goto", vm(s1, 0), vm(s1, 1), vm(s1, 2))
+
+	// A second savevm, of exactly one object, then a rebase back onto s1
+	// (the goto QEMU sends when DEL_VDI fails): both states stay.
+	e.saveVM(w2, 1<<20)
+	_, s2 := e.snapshot("vm", "two")
+	if _, err := e.svc.New(e.ctx, NewParams{Name: "vm", SnapID: 1, BaseVid: s1}); err != nil {
+		t.Fatal(err)
+	}
+	want("after rebase", vm(s1, 0), vm(s1, 1), vm(s1, 2), vm(s2, 0))
+
+	e.dogDelete("vm", "one", 0)
+	want("after deleting snapshot one", vm(s2, 0))
+	if !e.obj.has(proto.VidToDataOid(s1, 0)) {
+		t.Error("deleting snapshot one removed a data object the working VDI still reads")
+	}
+	if _, err := e.svc.Delete(e.ctx, "vm", "two", 0); err != nil {
+		t.Fatal(err)
+	}
+	want("after deleting snapshot two")
 }

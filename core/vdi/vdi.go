@@ -276,9 +276,10 @@ func (s *Service) readInode(ctx context.Context, vid uint32) (*proto.Inode, erro
 }
 
 // Delete deletes the VDI (or the snapshot named by tag/snapid): its name is
-// cleared, it is marked deleted everywhere, and every data object no live
-// VDI references any more is removed. The inode object and the in-use bit
-// stay, so probe chains remain intact.
+// cleared, it is marked deleted everywhere, every data object no live VDI
+// references any more is removed, and so are its vmstate objects (QEMU's
+// savevm data, which belong to this vid alone). The inode object and the
+// in-use bit stay, so probe chains remain intact.
 func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,6 +308,9 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	}
 	if err := s.reclaim(ctx, ino.DataVdiID); err != nil {
 		s.log.Warn("reclaim after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+	}
+	if err := s.removeVMState(ctx, r.vid, ino); err != nil {
+		s.log.Warn("remove vmstate after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 	}
 	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
 	return r.vid, nil

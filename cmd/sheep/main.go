@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -54,7 +55,7 @@ type Config struct {
 	Join       []string // protocol addresses of running sheeps
 	Foreground bool
 	NoSync     bool
-	LogLevel   slog.Level
+	Log        logOptions
 }
 
 // defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
@@ -77,7 +78,7 @@ func main() {
 			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
-			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error"},
+			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
 		Action: run,
 	}
@@ -87,44 +88,75 @@ func main() {
 	}
 }
 
-func parseLog(s string) (slog.Level, error) {
-	lvl := slog.LevelInfo
+// logOptions are sheep's -l options, as Sheepdog's: level, dir (where
+// sheep.log goes; the store dir by default), format (default/server: text;
+// json) and dst (default: the log file; stdout). syslog is not offered.
+type logOptions struct {
+	level slog.Level
+	dir   string
+	json  bool
+	dst   string
+}
+
+func parseLog(s string) (logOptions, error) {
+	o := logOptions{level: slog.LevelInfo, dst: "default"}
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
 		case "level":
 			switch v {
 			case "debug":
-				lvl = slog.LevelDebug
+				o.level = slog.LevelDebug
 			case "info", "notice":
-				lvl = slog.LevelInfo
+				o.level = slog.LevelInfo
 			case "warning", "warn":
-				lvl = slog.LevelWarn
+				o.level = slog.LevelWarn
 			case "err", "error", "crit", "alert", "emerg":
-				lvl = slog.LevelError
+				o.level = slog.LevelError
 			default:
-				return 0, fmt.Errorf("unknown log level %q", v)
+				return o, fmt.Errorf("unknown log level %q", v)
 			}
-		case "", "dir", "format", "dst":
+		case "dir":
+			if v == "" {
+				return o, fmt.Errorf("log option dir needs a directory")
+			}
+			o.dir = v
+		case "format":
+			switch v {
+			case "default", "server":
+				o.json = false
+			case "json":
+				o.json = true
+			default:
+				return o, fmt.Errorf("unknown log format %q (default, server or json)", v)
+			}
+		case "dst":
+			switch v {
+			case "default", "stdout":
+				o.dst = v
+			default:
+				return o, fmt.Errorf("unknown log destination %q (default or stdout; syslog is not supported)", v)
+			}
+		case "":
 		default:
-			return 0, fmt.Errorf("unknown log option %q", k)
+			return o, fmt.Errorf("unknown log option %q", k)
 		}
 	}
-	return lvl, nil
+	return o, nil
 }
 
 func run(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("exactly one store directory expected (sheep [options] DIR)")
 	}
-	lvl, err := parseLog(c.String("log"))
+	logOpts, err := parseLog(c.String("log"))
 	if err != nil {
 		return err
 	}
 	cfg := Config{
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
-		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), LogLevel: lvl,
+		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts,
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -195,16 +227,28 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer lock.Close()
-	logf, err := os.OpenFile(filepath.Join(cfg.Dir, "sheep.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+	var logw io.Writer = os.Stdout
+	if cfg.Log.dst != "stdout" {
+		logDir := cmp.Or(cfg.Log.dir, cfg.Dir)
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			return fmt.Errorf("create log dir: %w", err)
+		}
+		logf, err := os.OpenFile(filepath.Join(logDir, "sheep.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("open log: %w", err)
+		}
+		defer logf.Close()
+		logw = logf
+		if cfg.Foreground && !daemon.IsChild() {
+			logw = io.MultiWriter(logf, os.Stderr)
+		}
 	}
-	defer logf.Close()
-	var logw io.Writer = logf
-	if cfg.Foreground && !daemon.IsChild() {
-		logw = io.MultiWriter(logf, os.Stderr)
+	hopts := &slog.HandlerOptions{Level: cfg.Log.level}
+	var logHandler slog.Handler = slog.NewTextHandler(logw, hopts)
+	if cfg.Log.json {
+		logHandler = slog.NewJSONHandler(logw, hopts)
 	}
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(logHandler)
 
 	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
 	if err != nil {

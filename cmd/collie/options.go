@@ -114,6 +114,8 @@ var commands = []*command{
 		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
 		{"recovery", "[info|set-throttle <max> <interval>|get-throttle]", "aphPrT", "show recovery information of nodes or set/get the throttle", false, true, nodeRecoveryCmd},
 		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},
+		{"stat", "", "aprhT", "show stat information about the node", false, false, nodeStat},
+		{"log", "level {set <log level>|get|list}", "aphT", "show or set log level of the node", true, false, nodeLog},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},

@@ -243,7 +243,11 @@ func serve(cfg Config) error {
 			logw = io.MultiWriter(logf, os.Stderr)
 		}
 	}
-	hopts := &slog.HandlerOptions{Level: cfg.Log.level}
+	// The level is a LevelVar so that SET_LOGLEVEL (dog node log level
+	// set) changes it while the sheep runs.
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.level)
+	hopts := &slog.HandlerOptions{Level: level}
 	var logHandler slog.Handler = slog.NewTextHandler(logw, hopts)
 	if cfg.Log.json {
 		logHandler = slog.NewJSONHandler(logw, hopts)
@@ -350,7 +354,7 @@ func serve(cfg Config) error {
 	h := server.NewHandler(server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
-		Propose: cl.ProposeEncoded,
+		Propose: cl.ProposeEncoded, LogLevel: level,
 	})
 	handler.Store(h)
 	srv := server.New(h, log)

@@ -38,7 +38,10 @@ type Config struct {
 	// Propose applies an encoded cluster entry forwarded by a follower
 	// (nil when this sheep cannot lead).
 	Propose func(ctx context.Context, entry []byte) (proto.Result, uint64, error)
-	Now     func() time.Time
+	// LogLevel is the level of Log, changed at run time by SET_LOGLEVEL
+	// (nil: GET/SET_LOGLEVEL answer NO_SUPPORT).
+	LogLevel *slog.LevelVar
+	Now      func() time.Time
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -47,6 +50,7 @@ type Handler struct {
 	killed   atomic.Bool
 	stopping atomic.Bool
 	ops      map[proto.Opcode]op
+	stats    requestStats // STAT's counters (stat.go)
 }
 
 // op is a handler with Sheepdog's "force" mark: forced ops run while the
@@ -130,7 +134,9 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 			return proto.ResWaitForFormat
 		}
 	}
+	class := h.stats.begin(&c.req)
 	err := o.fn(ctx, c)
+	h.stats.end(class)
 	res := proto.ResultOf(err)
 	if err != nil && res == proto.ResEIO {
 		h.cfg.Log.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
@@ -192,6 +198,9 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpForceRecover:   {force: true, fn: h.forceRecover},
 		proto.OpOidsExist:      {force: true, fn: h.oidsExist},
 		proto.OpRepairReplica:  {fn: h.repairReplica},
+		proto.OpStat:           {fn: h.stat},
+		proto.OpGetLoglevel:    {force: true, fn: h.getLoglevel},
+		proto.OpSetLoglevel:    {force: true, fn: h.setLoglevel},
 	}
 }
 

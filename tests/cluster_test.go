@@ -117,36 +117,88 @@ func TestClusterNodeFailure(t *testing.T) {
 	}
 }
 
-// TestClusterVidRace: two VDIs created at the same moment through two
-// nodes never share a vid.
+// TestClusterVidRace: creates racing through different nodes never share
+// a vid or a name. Each round races two names with the same hash (their
+// probes meet on the same slots) and one of them a second time, through a
+// third node: exactly one create of that name succeeds, the other gets
+// dog's "VDI exists already" (exit 1, as dog's do_vdi_create), and every
+// VDI reads back what its creator wrote. The names are deleted between
+// rounds, so later rounds probe past deleted slots too.
 func TestClusterVidRace(t *testing.T) {
+	a, b := collidingNames(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
-	for round := 0; round < 3; round++ {
+	for round := 0; round < 4; round++ {
+		twice, once := a, b
+		if round%2 == 1 {
+			twice, once = b, a
+		}
+		type attempt struct {
+			name string
+			node int
+			r    Result
+		}
+		attempts := []*attempt{{name: twice, node: round % 3}, {name: once, node: (round + 1) % 3}, {name: twice, node: (round + 2) % 3}}
 		var wg sync.WaitGroup
-		for i := 0; i < 2; i++ {
+		start := make(chan struct{})
+		for _, at := range attempts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sheeps[i].must(t, nil, "vdi", "create", fmt.Sprintf("race%d-%d", round, i), "8M")
+				<-start
+				at.r = sheeps[at.node].collie(t, nil, "vdi", "create", at.name, "8M")
 			}()
 		}
+		close(start)
 		wg.Wait()
-	}
-	raw := sheeps[2].must(t, nil, "vdi", "list", "-r")
-	vids := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 {
-			t.Fatalf("bad row %q", line)
+
+		if r := attempts[1].r; r.Code != 0 {
+			t.Fatalf("round %d: create %s through node %d: exit %d: %s", round, once, attempts[1].node, r.Code, r.Stderr)
 		}
-		if other, dup := vids[f[7]]; dup {
-			t.Fatalf("%s and %s share vid %s", other, f[1], f[7])
+		first, second := attempts[0], attempts[2]
+		if (first.r.Code == 0) == (second.r.Code == 0) {
+			t.Fatalf("round %d: racing creates of %s through nodes %d and %d: exit %d and %d, want exactly one success\n%s%s",
+				round, twice, first.node, second.node, first.r.Code, second.r.Code, first.r.Stderr, second.r.Stderr)
 		}
-		vids[f[7]] = f[1]
-	}
-	if len(vids) != 6 {
-		t.Fatalf("want 6 VDIs, got %d:\n%s", len(vids), raw)
+		winner, loser := first, second
+		if second.r.Code == 0 {
+			winner, loser = second, first
+		}
+		if want := "Failed to create VDI " + twice + ": VDI exists already\n"; loser.r.Code != 1 || loser.r.Stderr != want {
+			t.Fatalf("round %d: losing create of %s: exit %d, stderr %q; want exit 1, %q", round, twice, loser.r.Code, loser.r.Stderr, want)
+		}
+
+		data := map[string][]byte{}
+		for _, at := range []*attempt{winner, attempts[1]} {
+			data[at.name] = make([]byte, 1<<20)
+			rand.Read(data[at.name])
+			sheeps[at.node].must(t, data[at.name], "vdi", "write", at.name, "0", strconv.Itoa(1<<20))
+		}
+		raw := sheeps[(round+1)%3].must(t, nil, "vdi", "list", "-r")
+		vids, names := map[string]string{}, map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(raw), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 8 {
+				t.Fatalf("bad row %q", line)
+			}
+			if other, dup := vids[f[7]]; dup {
+				t.Fatalf("round %d: %s and %s share vid %s", round, other, f[1], f[7])
+			}
+			if names[f[1]] {
+				t.Fatalf("round %d: two VDIs named %s:\n%s", round, f[1], raw)
+			}
+			vids[f[7]], names[f[1]] = f[1], true
+		}
+		if len(vids) != 2 || !names[a] || !names[b] {
+			t.Fatalf("round %d: want VDIs %s and %s, got:\n%s", round, a, b, raw)
+		}
+		for name, d := range data {
+			for _, s := range sheeps {
+				mustRead(t, s, name, d, fmt.Sprintf("in round %d", round))
+			}
+		}
+		sheeps[0].must(t, nil, "vdi", "delete", a)
+		sheeps[0].must(t, nil, "vdi", "delete", b)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,9 +107,14 @@ func TestSingleNodeFlow(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	s := startSheep(t)
 
+	// Before format, as dog: exit 1 (EXIT_FAILURE) and the result's text.
 	r := s.collie(t, nil, "vdi", "create", "Early", "1M")
-	if r.Code == 0 || !strings.Contains(r.Stderr, "Waiting for cluster to be formatted") {
-		t.Fatalf("create before format: %+v", r)
+	if want := "Failed to create VDI Early: Waiting for cluster to be formatted\n"; r.Code != 1 || r.Stderr != want {
+		t.Fatalf("create before format: %+v, want exit 1 and %q", r, want)
+	}
+	r = s.collie(t, []byte("x"), "vdi", "write", "Early", "0", "1")
+	if want := "Failed to open VDI Early (snapshot id: 0 snapshot tag: ): Waiting for cluster to be formatted\n"; r.Code != 1 || r.Stderr != want {
+		t.Fatalf("write before format: %+v, want exit 1 and %q", r, want)
 	}
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	s.must(t, nil, "vdi", "create", "Alice", "8M")
@@ -122,8 +128,11 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"duplicate", []string{"vdi", "create", "Alice", "8M"}, 1, "Failed to create VDI Alice: VDI exists already"},
 		{"unknown vdi", []string{"vdi", "read", "Nope", "0", "512"}, 1, "Failed to open VDI Nope (snapshot id: 0 snapshot tag: ): No VDI found"},
-		{"bad suffix", []string{"vdi", "create", "Bob", "12X"}, 0, "12X"},
-		{"too large", []string{"vdi", "create", "Bob", "5T"}, 0, "VDI size is larger than 4.0 TB"},
+		// A malformed size is a usage error: exit 64 (EXIT_USAGE), as dog's
+		// option_parse_size; our text fits dog's two lines on one.
+		{"bad suffix", []string{"vdi", "create", "Bob", "12X"}, 64,
+			"Invalid size '12X' (you may use B, K, M, G, T or P suffixes for bytes, kilobytes, megabytes, gigabytes, terabytes and petabytes)\n"},
+		{"too large", []string{"vdi", "create", "Bob", "5T"}, 64, "VDI size is larger than 4.0 TB"},
 		{"read past end", []string{"vdi", "read", "Alice", "9M", "4096"}, 1, "beyond the end"},
 		{"no such command", []string{"vdi", "frobnicate"}, 0, ""},
 	}
@@ -223,4 +232,34 @@ func TestHostileClients(t *testing.T) {
 	if got := s.must(t, nil, "vdi", "read", "Alice", "0", "10"); got != "still here" {
 		t.Fatalf("read %q", got)
 	}
+}
+
+// TestSheepSigterm: SIGTERM, what init systems and kill send (the harness
+// stops sheeps with SIGINT), stops a sheep cleanly: it exits 0 within a
+// few seconds, releases its dir, and its store serves the same data after
+// a restart.
+func TestSheepSigterm(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "-c", "1")
+	data := seedVdi(t, s, "Alice", 16<<20)
+	patch := bytes.Repeat([]byte{0x5a}, 4096)
+	s.must(t, patch, "vdi", "write", "Alice", strconv.Itoa(5<<20), "4096")
+	copy(data[5<<20:], patch)
+
+	sent := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("sheep still running 5 s after SIGTERM:\n%s", s.out)
+	}
+	t.Logf("sheep exited %v after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if st := s.cmd.ProcessState; !st.Exited() || st.ExitCode() != 0 {
+		t.Fatalf("sheep ended with %v after SIGTERM, want exit 0:\n%s", st, s.out)
+	}
+	s.start()
+	waitRunning(t, s)
+	mustRead(t, s, "Alice", data, "after a SIGTERM and a restart")
 }

@@ -179,7 +179,8 @@ func (s *Sheep) Kill() {
 	}
 }
 
-// Stop stops the sheep with SIGTERM and waits.
+// Stop stops the sheep with SIGINT (Ctrl-C; TestSheepSigterm covers
+// SIGTERM) and waits, killing it after 10 s.
 func (s *Sheep) Stop() {
 	if s.cmd != nil && !s.isDead() {
 		s.cmd.Process.Signal(os.Interrupt)

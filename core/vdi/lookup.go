@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -31,6 +32,9 @@ type lookupResult struct {
 	free     uint32 // the slot a new VDI of this name would take
 	nextSnap uint32 // snap_id for a new working VDI (latest snapshot + 1), or 0
 	ino      proto.Inode
+	// pending is a live vid of the chain whose inode is not written yet:
+	// a create in flight, whose name the lookup could not see.
+	pending uint32
 }
 
 // probeRange returns [left, right) of the probe chain of a name hash: right
@@ -76,6 +80,7 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 	var right uint32
 	var err error
 	var candidates []uint32
+	deleted := map[uint32]bool{}
 	s.cluster.View(func(st *cluster.State) {
 		right, err = probeRange(st, left)
 		if err != nil || right == left {
@@ -84,6 +89,7 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 		for _, v := range chain(left, right) {
 			if st.InUse(v) || st.IsDeleted(v) {
 				candidates = append(candidates, v)
+				deleted[v] = st.IsDeleted(v)
 			}
 		}
 	})
@@ -100,6 +106,9 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 	for _, v := range candidates {
 		if err := s.objects.ReadObject(ctx, proto.VidToVdiOid(v), 0, buf); err != nil {
 			if errors.Is(err, proto.ResNoObj) {
+				if !deleted[v] && r.pending == 0 {
+					r.pending = v
+				}
 				continue // allocated, inode not written yet
 			}
 			return r, fmt.Errorf("read inode %x: %w", v, err)
@@ -136,4 +145,34 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 		return r, fmt.Errorf("%q tag %q snapshot %d: %w", name, tag, snapid, proto.ResNoTag)
 	}
 	return r, fmt.Errorf("%q: %w", name, proto.ResNoVdi)
+}
+
+// pendingWait bounds how long a create waits for the inode of a vid
+// allocated moments ago (through any node) to be written. The creator
+// writes it right after its vid is registered, so this is milliseconds;
+// only a creator that died in between leaves it unwritten for good, and
+// then the create goes ahead without it.
+var pendingWait = 5 * time.Second // a var for tests of the dead-creator case
+
+// lookupForCreate is lookup for a create, snapshot or clone of name. A
+// vid of name's chain whose inode is not written yet may be the same
+// name, registered through another node an instant earlier: looking past
+// it would create the name twice (or snapshot a working VDI that is one
+// no more), so the lookup waits for that inode first.
+func (s *Service) lookupForCreate(ctx context.Context, name string) (lookupResult, error) {
+	deadline := time.Now().Add(pendingWait)
+	for {
+		r, err := s.lookup(ctx, name, "", 0)
+		if r.pending == 0 || time.Now().After(deadline) {
+			if r.pending != 0 {
+				s.log.Warn("inode of an allocated vid never written; creating past it", "name", name, "vid", fmt.Sprintf("%x", r.pending))
+			}
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

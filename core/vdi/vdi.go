@@ -122,7 +122,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	if p.StorePolicy == 0 && p.Size > proto.OldMaxVdiSize(p.BlockSizeShift) {
 		return Info{}, fmt.Errorf("size %d over %d: %w", p.Size, proto.OldMaxVdiSize(p.BlockSizeShift), proto.ResInvalidParms)
 	}
-	r, err := s.lookup(ctx, p.Name, "", 0)
+	r, err := s.lookupForCreate(ctx, p.Name)
 	found := err == nil
 	if err != nil && !errors.Is(err, proto.ResNoVdi) {
 		return Info{}, err

@@ -677,6 +677,10 @@ func TestSlotTakenConcurrently(t *testing.T) {
 	}
 	d := &racingDriver{Driver: l}
 	e := newEnvOver(t, d, 0)
+	// The thief never writes its inode (a creator that died): the retry
+	// waits for it only this long before creating past it.
+	defer func(w time.Duration) { pendingWait = w }(pendingWait)
+	pendingWait = 100 * time.Millisecond
 
 	d.armed = true
 	vid := e.create("test", 4<<20)

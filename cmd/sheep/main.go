@@ -347,6 +347,7 @@ func serve(cfg Config) error {
 	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
 	recov.Store(rec)
 	gw.SetTrust(rec.Trusted)
+	gw.SetSettle(rec.Settle)
 	defer rec.Stop()
 	rec.Start() // a restarted node checks what it holds against the epoch
 	defer gw.Close()

@@ -38,6 +38,7 @@ type Gateway struct {
 	cluster cluster.Driver
 	peers   *Peers
 	trust   atomic.Pointer[func() bool]
+	settle  atomic.Pointer[func(context.Context) bool]
 	locks   *store.Locks
 	log     *slog.Logger
 
@@ -69,10 +70,26 @@ func (g *Gateway) trusted() bool {
 	return f == nil || (*f)()
 }
 
+// SetSettle installs the wait for this node's copies to settle after an
+// epoch change (see recovery.Recovery.Settle); until set, there is none.
+func (g *Gateway) SetSettle(f func(context.Context) bool) { g.settle.Store(&f) }
+
+// settled waits for the local copies to settle; false: leave them alone.
+func (g *Gateway) settled(ctx context.Context) bool {
+	f := g.settle.Load()
+	return f == nil || (*f)(ctx)
+}
+
 // Peers is the gateway's pool of peer connections.
 func (g *Gateway) Peers() *Peers { return g.peers }
 
-func (g *Gateway) localWrite(oid uint64, f func() error) error {
+// localWrite runs f, a change of the local copy of oid, under its lock,
+// once the local copies are settled for the epoch (a retryable
+// NEW_NODE_VER when they do not settle).
+func (g *Gateway) localWrite(ctx context.Context, oid uint64, f func() error) error {
+	if !g.settled(ctx) {
+		return fmt.Errorf("%016x: local copies not settled for the epoch yet: %w", oid, proto.ResNewNodeVer)
+	}
 	g.locks.Lock(oid)
 	defer g.locks.Unlock(oid)
 	return f()
@@ -195,7 +212,7 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 	// here that the epoch does not place here may be outdated.
 	localBad := false
 	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
-	if g.isTarget(p) && g.trusted() && g.store.Exists(oid) {
+	if g.isTarget(p) && g.trusted() && g.settled(ctx) && g.store.Exists(oid) {
 		err := g.store.ReadAt(ctx, oid, buf, off)
 		if err == nil {
 			return nil
@@ -243,7 +260,7 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 		if g.isSelf(n) {
 			// This node's own copy, if it is not a target: ranked like
 			// any other holder's.
-			if !g.isTarget(p) && g.trusted() && g.store.Exists(oid) && g.store.ReadAt(ctx, oid, buf, off) == nil {
+			if !g.isTarget(p) && g.trusted() && g.settled(ctx) && g.store.Exists(oid) && g.store.ReadAt(ctx, oid, buf, off) == nil {
 				return nil
 			}
 			continue
@@ -353,7 +370,7 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		write := func(n proto.Node) error {
 			return g.healedWrite(ctx, p, oid, n, func() error {
 				if g.isSelf(n) {
-					return g.localWrite(oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
+					return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
 				}
 				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 			})
@@ -403,7 +420,7 @@ func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) 
 		return fmt.Errorf("repair %016x on %s: %w", oid, n.NodeID, err)
 	}
 	if g.isSelf(n) {
-		return g.localWrite(oid, func() error { return g.store.Create(ctx, oid, p.size, 0, full, true) })
+		return g.localWrite(ctx, oid, func() error { return g.store.Create(ctx, oid, p.size, 0, full, true) })
 	}
 	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full, true)
 }
@@ -435,7 +452,7 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 		}
 		return forEach(p.targets, func(n proto.Node) error {
 			if g.isSelf(n) {
-				return g.localWrite(oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
+				return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
 			}
 			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})
@@ -451,7 +468,7 @@ func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 		err := forEach(p.targets, func(n proto.Node) error {
 			var err error
 			if g.isSelf(n) {
-				err = g.localWrite(oid, func() error { return g.store.Remove(ctx, oid) })
+				err = g.localWrite(ctx, oid, func() error { return g.store.Remove(ctx, oid) })
 			} else {
 				err = g.peerWrite(ctx, n, p.epoch, proto.OpRemovePeer, oid, 0, nil, true)
 			}

@@ -40,7 +40,7 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 		err := forEach(p.targets, func(t proto.Node) error {
 			err := g.healedWrite(ctx, p, oid, t, func() error {
 				if g.isSelf(t) {
-					return g.localWrite(oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
+					return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
 				}
 				return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
 			})

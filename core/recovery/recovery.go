@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -51,13 +53,82 @@ type Recovery struct {
 	// completed is the last epoch whose run finished; checked the last
 	// epoch whose untrusted copies (if any) were moved aside.
 	completed uint32
-	checked   uint32
+	checked   uint32 // persisted in DIR/recovery_checked, for the format
+	ctime     uint64 // of this cluster ctime (0: none yet)
+	queued    int    // runs started and not finished
 	throttle  Throttle
 }
 
+// checkedFile records the last epoch whose copies were settled (see run),
+// so that a restart does not move aside again copies written since.
+const checkedFile = "recovery_checked"
+
 // New returns the recovery of node self.
 func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
-	return &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+	r := &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+	if b, err := os.ReadFile(filepath.Join(st.Dir(), checkedFile)); err == nil {
+		var ctime uint64
+		var epoch uint32
+		if _, err := fmt.Sscanf(string(b), "%x %d", &ctime, &epoch); err == nil {
+			r.ctime, r.checked = ctime, epoch
+		}
+	}
+	return r
+}
+
+// checkedLocked is the last settled epoch of the cluster formatted at
+// ctime (0 for another format). The caller holds r.mu.
+func (r *Recovery) checkedLocked(ctime uint64) uint32 {
+	if r.ctime != ctime {
+		return 0
+	}
+	return r.checked
+}
+
+// setChecked records that the copies of epoch (of the format at ctime)
+// are settled.
+func (r *Recovery) setChecked(ctime uint64, epoch uint32) {
+	r.mu.Lock()
+	changed := epoch > r.checkedLocked(ctime)
+	if changed {
+		r.ctime, r.checked = ctime, epoch
+	}
+	r.mu.Unlock()
+	if changed {
+		path := filepath.Join(r.store.Dir(), checkedFile)
+		if err := cluster.WriteFileSync(path, fmt.Appendf(nil, "%x %d\n", ctime, epoch)); err != nil {
+			r.log.Warn("recovery: record the settled epoch", "err", err)
+		}
+	}
+}
+
+// settleWait bounds how long I/O on local copies waits for them to settle.
+const settleWait = 10 * time.Second
+
+// Settle waits until this node's copies are settled for the current
+// epoch: the epoch's first recovery run has moved aside those that cannot
+// be current (see run). I/O on local copies, by peers and by this node's
+// gateway, waits for it: a write landing on a copy about to be moved
+// aside would be lost with it, a read would serve it. It reports false
+// when they are not settled within settleWait (or ctx ends); the caller
+// then leaves the local copies alone.
+func (r *Recovery) Settle(ctx context.Context) bool {
+	deadline := time.Now().Add(settleWait)
+	for {
+		var epoch uint32
+		var ctime uint64
+		r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
+		r.mu.Lock()
+		ok := r.checkedLocked(ctime) >= epoch || r.queued == 0 // no run coming: nothing will move
+		r.mu.Unlock()
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // State reports progress as STAT_RECOVERY does. State carries the last
@@ -75,9 +146,10 @@ func (r *Recovery) State() proto.RecoveryState {
 // client or by a peer.
 func (r *Recovery) Trusted() bool {
 	var epoch uint32
+	var ctime uint64
 	var prev []proto.Node
 	r.cluster.View(func(s *cluster.State) {
-		epoch = s.Epoch()
+		epoch, ctime = s.Epoch(), s.Ctime
 		if epoch > 1 {
 			prev = s.EpochNodes(epoch - 1)
 		}
@@ -87,7 +159,7 @@ func (r *Recovery) Trusted() bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.checked >= epoch
+	return r.checkedLocked(ctime) >= epoch
 }
 
 // Throttle limits recovery to max objects per interval (0: unlimited).
@@ -134,8 +206,14 @@ func (r *Recovery) Start() {
 	prev := r.done
 	done := make(chan struct{})
 	r.cancel, r.done = cancel, done
+	r.queued++
 	go func() {
 		defer close(done)
+		defer func() {
+			r.mu.Lock()
+			r.queued--
+			r.mu.Unlock()
+		}()
 		if prev != nil {
 			<-prev // one run at a time
 		}
@@ -177,9 +255,10 @@ func (r *Recovery) run(ctx context.Context) {
 	copies := map[uint32]int{}
 	var def int
 	disabled := false
+	var ctime uint64
 	r.cluster.View(func(s *cluster.State) {
 		disabled = s.DisableRecovery
-		epoch = s.Epoch()
+		epoch, ctime = s.Epoch(), s.Ctime
 		cur = s.Nodes()
 		if epoch > 1 {
 			prev = s.EpochNodes(epoch - 1)
@@ -237,7 +316,7 @@ func (r *Recovery) run(ctx context.Context) {
 	// has recovered this epoch (other nodes may still copy them), see
 	// cleanup.
 	r.mu.Lock()
-	first := r.checked < epoch
+	first := r.checkedLocked(ctime) < epoch
 	r.mu.Unlock()
 	var leftovers []uint64
 	if first {
@@ -252,9 +331,7 @@ func (r *Recovery) run(ctx context.Context) {
 			}
 		}
 	}
-	r.mu.Lock()
-	r.checked = max(r.checked, epoch)
-	r.mu.Unlock()
+	r.setChecked(ctime, epoch)
 	if disabled {
 		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
 		return

@@ -224,6 +224,11 @@ func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Conte
 		case c.req.Epoch > mine:
 			return proto.ResNewNodeVer
 		}
+		// Copies about to be moved aside for this epoch are not to be
+		// touched; the sender retries NEW_NODE_VER.
+		if h.cfg.Recovery != nil && !h.cfg.Recovery.Settle(ctx) {
+			return proto.ResNewNodeVer
+		}
 		return fn(ctx, c)
 	}
 }

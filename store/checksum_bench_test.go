@@ -14,7 +14,7 @@ import (
 
 func benchStores(b *testing.B, noSync bool, f func(b *testing.B, s *Store)) {
 	for _, sums := range []bool{true, false} {
-		name := "crc32c"
+		name := "xxh3"
 		if !sums {
 			name = "none"
 		}

@@ -111,11 +111,11 @@ func (s *Store) repairChunks(h *handle, good []byte) ([]int, error) {
 	b := m.stage()
 	for i := range m.n {
 		cs, cl := m.chunk(i)
-		if _, err := h.f.ReadAt((*bp)[:cl], cs); err == nil && m.matches(i, crc(0, (*bp)[:cl])) {
+		if _, err := h.f.ReadAt((*bp)[:cl], cs); err == nil && m.matches(i, chunkSum((*bp)[:cl])) {
 			continue
 		}
 		// Unreadable or bad: take good's bytes, and accept only them.
-		c := crc(0, good[cs:cs+cl])
+		c := chunkSum(good[cs : cs+cl])
 		m.set(b, i, c, c)
 		bad = append(bad, i)
 	}

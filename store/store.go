@@ -12,7 +12,7 @@
 // range outside the object, NO_SPACE for a full disk, EIO for any other I/O
 // failure, SHUTDOWN after Close.
 //
-// Integrity: every object carries CRC-32C checksums of its chunks in an
+// Integrity: every object carries XXH3 checksums of its chunks in an
 // xattr (checksum.go). A read never returns bytes of a chunk that does not
 // match them; it fails with an error wrapping ErrChecksum and EIO instead,
 // and Repair rewrites the bad chunks from a good copy.

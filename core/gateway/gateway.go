@@ -388,24 +388,11 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		if err != nil {
 			return err
 		}
-		if len(missing) == len(p.targets) {
-			// No target has it yet: recovery has not moved it to this
-			// epoch's nodes. Bring it from a node that held it before
-			// (NO_OBJ if none has), then write there; the other targets
-			// copy the result below.
-			n := missing[0]
-			if err := g.repair(ctx, p, oid, n); err != nil {
-				return err
-			}
-			if err := write(n); err != nil {
-				return err
-			}
-			missing = missing[1:]
-		}
-		// A copy the current epoch expects but that was never moved there:
-		// copy the written object from a holder that has it.
+		// A copy the current epoch expects but that was never moved there
+		// (when no target has it, recovery has not moved it yet): bring
+		// it from a holder, then write there too.
 		for _, n := range missing {
-			if err := g.repair(ctx, p, oid, n); err != nil {
+			if err := g.fill(ctx, p, oid, n, write); err != nil {
 				return err
 			}
 		}
@@ -413,16 +400,33 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 	})
 }
 
-// repair creates oid on n from a full copy read elsewhere.
-func (g *Gateway) repair(ctx context.Context, p plan, oid uint64, n proto.Node) error {
+// fill gives n, a target without oid, a copy read from a holder (NO_OBJ if
+// none has it), then runs change, the caller's own write or punch, on n.
+// The copy is created only if n still has none (FlagCmdExcl): two writes
+// filling n at once must not replace each other's result, and the range
+// change after it puts back whatever the copy read before it missed.
+func (g *Gateway) fill(ctx context.Context, p plan, oid uint64, n proto.Node, change func(n proto.Node) error) error {
 	full := make([]byte, p.size)
 	if err := g.read(ctx, p, oid, 0, full); err != nil {
-		return fmt.Errorf("repair %016x on %s: %w", oid, n.NodeID, err)
+		return fmt.Errorf("copy %016x to %s: %w", oid, n.NodeID, err)
 	}
+	var err error
 	if g.isSelf(n) {
-		return g.localWrite(ctx, oid, func() error { return g.store.Create(ctx, oid, p.size, 0, full, true) })
+		err = g.localWrite(ctx, oid, func() error {
+			if g.store.Exists(oid) {
+				return nil
+			}
+			return g.store.Create(ctx, oid, p.size, 0, full, true)
+		})
+	} else {
+		r := peerReq(proto.OpCreateAndWritePeer, p.epoch, oid, 0)
+		r.Flags |= proto.FlagCmdExcl
+		_, _, err = g.peers.Call(ctx, n.NodeID.String(), &r, full, nil)
 	}
-	return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, 0, full, true)
+	if err != nil {
+		return err
+	}
+	return change(n)
 }
 
 // CreateAndWrite creates oid at its full size, zero-filled, with data at

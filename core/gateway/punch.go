@@ -37,13 +37,16 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 		}
 		var missing []proto.Node
 		var mu sync.Mutex
-		err := forEach(p.targets, func(t proto.Node) error {
-			err := g.healedWrite(ctx, p, oid, t, func() error {
+		punch := func(t proto.Node) error {
+			return g.healedWrite(ctx, p, oid, t, func() error {
 				if g.isSelf(t) {
 					return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
 				}
 				return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
 			})
+		}
+		err := forEach(p.targets, func(t proto.Node) error {
+			err := punch(t)
 			if errors.Is(err, proto.ResNoObj) {
 				mu.Lock()
 				missing = append(missing, t)
@@ -55,13 +58,10 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 		if err != nil {
 			return err
 		}
-		if len(missing) == len(p.targets) {
-			return fmt.Errorf("punch %016x: %w", oid, proto.ResNoObj)
-		}
 		// A copy the current epoch expects but that was never moved there:
-		// copy the punched object from a holder that has it.
+		// bring it from a holder, then punch it too (see fill).
 		for _, t := range missing {
-			if err := g.repair(ctx, p, oid, t); err != nil {
+			if err := g.fill(ctx, p, oid, t, punch); err != nil {
 				return err
 			}
 		}

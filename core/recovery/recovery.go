@@ -48,14 +48,17 @@ type Recovery struct {
 	total    uint64
 	finished uint64
 	running  bool
-	moved    uint64 // bytes copied in, for throughput reports
-	started  time.Time
+	moved     uint64 // bytes copied in, for throughput reports
+	startedAt time.Time
 	// completed is the last epoch whose run finished; checked the last
 	// epoch whose untrusted copies (if any) were moved aside.
 	completed uint32
 	checked   uint32 // persisted in DIR/recovery_checked, for the format
 	ctime     uint64 // of this cluster ctime (0: none yet)
 	queued    int    // runs started and not finished
+	started   uint32 // the epoch the state was at when Start was last called
+	retry     time.Duration
+	stopped   bool
 	throttle  Throttle
 }
 
@@ -119,7 +122,11 @@ func (r *Recovery) Settle(ctx context.Context) bool {
 		var ctime uint64
 		r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
 		r.mu.Lock()
-		ok := r.checkedLocked(ctime) >= epoch || r.queued == 0 // no run coming: nothing will move
+		// Settled, or no run coming for this epoch (none queued, and the
+		// epoch's OnApply has started one already: the state shows a new
+		// epoch just before its Start). A format wipes the store: epoch 1
+		// has nothing to settle.
+		ok := epoch <= 1 || r.checkedLocked(ctime) >= epoch || r.queued == 0 && r.started >= epoch
 		r.mu.Unlock()
 		if ok {
 			return true
@@ -141,25 +148,30 @@ func (r *Recovery) State() proto.RecoveryState {
 }
 
 // Trusted reports whether this node's copies may be served in the current
-// epoch. A node absent from the previous epoch missed writes: until its
-// recovery has moved its old copies aside, none of them may be read, by a
-// client or by a peer.
+// epoch. A node absent from an epoch since its copies were last settled
+// missed writes: until its recovery has moved its old copies aside, none
+// of them may be read, by a client or by a peer.
 func (r *Recovery) Trusted() bool {
 	var epoch uint32
 	var ctime uint64
-	var prev []proto.Node
-	r.cluster.View(func(s *cluster.State) {
-		epoch, ctime = s.Epoch(), s.Ctime
-		if epoch > 1 {
-			prev = s.EpochNodes(epoch - 1)
-		}
-	})
-	if epoch <= 1 || r.has(prev) {
+	r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
+	r.mu.Lock()
+	settled := r.checkedLocked(ctime)
+	r.mu.Unlock()
+	if epoch <= 1 || settled >= epoch {
 		return true
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.checkedLocked(ctime) >= epoch
+	span := settledSpan(settled, epoch)
+	if span > historyDepth {
+		return false
+	}
+	present := true
+	r.cluster.View(func(s *cluster.State) {
+		for i := 0; i < span && present; i++ {
+			present = r.has(s.EpochNodes(epoch - 1 - uint32(i)))
+		}
+	})
+	return present
 }
 
 // Throttle limits recovery to max objects per interval (0: unlimited).
@@ -197,8 +209,14 @@ func (r *Recovery) pace(ctx context.Context, done int) {
 // Start begins recovery for the current epoch, cancelling a run for an
 // older one. It returns at once.
 func (r *Recovery) Start() {
+	var epoch uint32
+	r.cluster.View(func(s *cluster.State) { epoch = s.Epoch() })
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	r.started = max(r.started, epoch)
 	if r.cancel != nil {
 		r.cancel()
 	}
@@ -231,6 +249,7 @@ func (r *Recovery) Start() {
 // Stop cancels recovery and waits for it.
 func (r *Recovery) Stop() {
 	r.mu.Lock()
+	r.stopped = true
 	cancel, done := r.cancel, r.done
 	r.mu.Unlock()
 	if cancel != nil {
@@ -250,7 +269,7 @@ func (r *Recovery) has(nodes []proto.Node) bool {
 
 func (r *Recovery) run(ctx context.Context) {
 	var epoch uint32
-	var cur, prev []proto.Node
+	var cur []proto.Node
 	var history [][]proto.Node // epochs before the current one, newest first
 	copies := map[uint32]int{}
 	var def int
@@ -260,9 +279,6 @@ func (r *Recovery) run(ctx context.Context) {
 		disabled = s.DisableRecovery
 		epoch, ctime = s.Epoch(), s.Ctime
 		cur = s.Nodes()
-		if epoch > 1 {
-			prev = s.EpochNodes(epoch - 1)
-		}
 		for e := epoch - 1; e >= 1 && len(history) < historyDepth; e-- {
 			history = append(history, s.EpochNodes(e))
 		}
@@ -276,7 +292,7 @@ func (r *Recovery) run(ctx context.Context) {
 	}
 	if !disabled {
 		r.mu.Lock()
-		r.epoch, r.running, r.total, r.finished, r.moved, r.started = epoch, true, 0, 0, 0, time.Now()
+		r.epoch, r.running, r.total, r.finished, r.moved, r.startedAt = epoch, true, 0, 0, 0, time.Now()
 		r.mu.Unlock()
 		defer func() {
 			r.mu.Lock()
@@ -289,10 +305,6 @@ func (r *Recovery) run(ctx context.Context) {
 	for i, nodes := range history {
 		past[i] = placement.New(nodes)
 	}
-	var prevRing *placement.Ring
-	if len(past) > 0 {
-		prevRing = past[0]
-	}
 	copiesOf := func(oid uint64) int {
 		if c, ok := copies[proto.OidToVid(oid)]; ok {
 			return c
@@ -301,33 +313,43 @@ func (r *Recovery) run(ctx context.Context) {
 	}
 	local, err := r.store.List()
 	if err != nil {
-		r.log.Error("recovery: list local objects", "err", err)
+		r.retryLater(epoch, "list local objects: "+err.Error())
 		return
 	}
 	// Copies that cannot be current are moved aside first, once per epoch
 	// (a later run of the same epoch, after recovery is enabled, must not
-	// move the copies written since), even with recovery disabled:
-	//   - A node absent from the previous epoch missed writes: none of its
+	// move the copies written since), even with recovery disabled. Judged
+	// over every epoch since the copies were last settled (runs of quick
+	// successive epochs collapse into one):
+	//   - A node absent from one of them missed writes: none of its
 	//     copies can be trusted, so none may be served or copied from.
-	//   - A copy this node holds again, after an epoch in which it was not
-	//     one of the object's targets, may have missed that epoch's
-	//     writes: a leftover that cleanup had not dropped yet.
+	//   - A copy of an object this node was not a target of in one of
+	//     them may have missed that epoch's writes: a leftover that
+	//     cleanup had not dropped yet.
 	// Copies that are merely no longer placed here stay until every member
 	// has recovered this epoch (other nodes may still copy them), see
 	// cleanup.
 	r.mu.Lock()
-	first := r.checkedLocked(ctime) < epoch
+	settled := r.checkedLocked(ctime)
 	r.mu.Unlock()
-	var leftovers []uint64
-	if first {
-		rejoined := epoch > 1 && prev != nil && !r.has(prev)
+	if settled < epoch {
+		span := settledSpan(settled, epoch)
+		// Beyond the history kept, as if absent.
+		absent := span > len(past)
+		for i := 0; i < span && !absent; i++ {
+			absent = !r.has(past[i].Nodes())
+		}
+		current := func(oid uint64, c int) bool {
+			for i := 0; i < span; i++ {
+				if !past[i].Holds(oid, c, r.self) {
+					return false
+				}
+			}
+			return true
+		}
 		for _, oid := range local {
-			c := copiesOf(oid)
-			if rejoined {
+			if c := copiesOf(oid); absent || ring.Holds(oid, c, r.self) && !current(oid, c) {
 				r.stale(oid, epoch)
-			} else if ring.Holds(oid, c, r.self) && !placement.Current(prevRing, oid, c, r.self) {
-				r.stale(oid, epoch)
-				leftovers = append(leftovers, oid)
 			}
 		}
 	}
@@ -336,8 +358,9 @@ func (r *Recovery) run(ctx context.Context) {
 		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
 		return
 	}
-	// Which objects exist anywhere, and where.
+	// Which objects exist anywhere, and where (complete: every node told).
 	where := map[uint64][]proto.Node{}
+	complete := true
 	for _, n := range cur {
 		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
 			continue
@@ -348,17 +371,26 @@ func (r *Recovery) run(ctx context.Context) {
 				return
 			}
 			r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+			complete = false
 			continue
 		}
 		for _, oid := range oids {
 			where[oid] = append(where[oid], n)
 		}
 	}
-	// A leftover that no other node has is still the newest copy there
-	// is: it comes back from the stale area.
-	for _, oid := range leftovers {
-		if len(where[oid]) == 0 {
-			r.unstale(ctx, oid, epoch)
+	// A copy moved aside (by this run or an earlier one, cancelled or
+	// disabled before it got here) that no other node has is still the
+	// newest there is: it comes back from the stale area, newest first.
+	// Only when every node answered: one that did not may have a newer.
+	if stale, err := r.store.ListStale(); err == nil && complete {
+		newest := map[uint64]uint32{}
+		for _, so := range stale {
+			newest[so.Oid] = max(newest[so.Oid], so.Epoch)
+		}
+		for oid, se := range newest {
+			if ring.Holds(oid, copiesOf(oid), r.self) && len(where[oid]) == 0 && !r.store.Exists(oid) {
+				r.unstale(ctx, oid, se)
+			}
 		}
 	}
 	var todo []uint64
@@ -370,6 +402,7 @@ func (r *Recovery) run(ctx context.Context) {
 	r.mu.Lock()
 	r.total = uint64(len(todo))
 	r.mu.Unlock()
+	failed := 0
 	for i, oid := range todo {
 		if ctx.Err() != nil {
 			return
@@ -382,19 +415,58 @@ func (r *Recovery) run(ctx context.Context) {
 		holders := placement.Rank(past, oid, copiesOf(oid), where[oid])
 		if err := r.recoverOne(ctx, oid, holders, epoch); err != nil {
 			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
+			failed++
 		}
 		r.mu.Lock()
 		r.finished++
 		r.mu.Unlock()
 	}
+	if failed > 0 || !complete {
+		// Not complete: peers must not drop copies this node may still
+		// need (cleanup waits for State >= epoch). Try again, backing off.
+		r.retryLater(epoch, fmt.Sprintf("%d objects failed, object lists complete: %v", failed, complete))
+		return
+	}
 	r.mu.Lock()
-	el, moved := time.Since(r.started), r.moved
+	el, moved := time.Since(r.startedAt), r.moved
 	r.completed = epoch
 	r.running = false
+	r.retry = 0
 	r.mu.Unlock()
 	r.log.Info("recovery done", "epoch", epoch, "objects", len(todo), "bytes", moved,
 		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
 	r.cleanup(ctx, epoch, cur, ring, copiesOf)
+}
+
+// retryLater runs recovery again for epoch after a growing delay (1 s to
+// 30 s), unless a newer epoch or Stop came first.
+func (r *Recovery) retryLater(epoch uint32, why string) {
+	r.mu.Lock()
+	d := min(max(2*r.retry, time.Second), 30*time.Second)
+	r.retry = d
+	r.mu.Unlock()
+	r.log.Warn("recovery incomplete; retrying", "epoch", epoch, "why", why, "in", d)
+	time.AfterFunc(d, func() {
+		var now uint32
+		r.cluster.View(func(s *cluster.State) { now = s.Epoch() })
+		r.mu.Lock()
+		again := !r.stopped && now == epoch && r.completed < epoch
+		r.mu.Unlock()
+		if again {
+			r.Start()
+		}
+	})
+}
+
+// settledSpan is how many epochs before epoch its first run judges the
+// copies over: those since the last settled one, or since the format when
+// none was (0: the store was wiped at the format, and nothing settled
+// since).
+func settledSpan(settled, epoch uint32) int {
+	if epoch <= 1 {
+		return 0
+	}
+	return int(epoch - max(settled, 1))
 }
 
 // unstale puts back the copy of oid moved to the stale area in epoch.

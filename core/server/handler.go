@@ -435,6 +435,9 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	}
 	h.cfg.Locks.Lock(o.Oid)
 	defer h.cfg.Locks.Unlock(o.Oid)
+	if c.req.Flags&proto.FlagCmdExcl != 0 && h.cfg.Store.Exists(o.Oid) {
+		return nil // a gateway's fill: a copy made meanwhile stays (gateway.fill)
+	}
 	return h.cfg.Store.CreateOrWrite(ctx, o.Oid, size, int64(o.Offset), c.data, peerSync(c))
 }
 

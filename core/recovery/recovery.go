@@ -41,13 +41,13 @@ type Recovery struct {
 	locks   *store.Locks
 	log     *slog.Logger
 
-	mu       sync.Mutex
-	cancel   context.CancelFunc
-	done     chan struct{}
-	epoch    uint32
-	total    uint64
-	finished uint64
-	running  bool
+	mu        sync.Mutex
+	cancel    context.CancelFunc
+	done      chan struct{}
+	epoch     uint32
+	total     uint64
+	finished  uint64
+	running   bool
 	moved     uint64 // bytes copied in, for throughput reports
 	startedAt time.Time
 	// completed is the last epoch whose run finished; checked the last

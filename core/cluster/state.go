@@ -213,6 +213,7 @@ func (s *State) applyFormat(e *Entry) proto.Result {
 	s.DisableRecovery = false
 	s.Epochs = []EpochRecord{{Epoch: 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)}}
 	s.Vdis = make(map[uint32]*proto.VdiState)
+	s.LockTokens = nil
 	s.rebuild()
 	return proto.ResSuccess
 }
@@ -251,6 +252,7 @@ func (s *State) applyDelVdi(e *Entry) proto.Result {
 	v.Deleted = true
 	v.LockState = proto.LockStateUnlocked
 	v.LockOwner = proto.NodeID{}
+	delete(s.LockTokens, e.Vid)
 	s.deleted.set(e.Vid)
 	return proto.ResSuccess
 }
@@ -285,6 +287,7 @@ func (s *State) applyRelease(e *Entry) proto.Result {
 	}
 	v.LockState = proto.LockStateUnlocked
 	v.LockOwner = proto.NodeID{}
+	delete(s.LockTokens, e.Vid)
 	return proto.ResSuccess
 }
 
@@ -294,10 +297,11 @@ func (s *State) applyEpoch(e *Entry) proto.Result {
 	}
 	s.Epochs = append(s.Epochs, EpochRecord{Epoch: s.Epoch() + 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)})
 	// A node that left drops its locks.
-	for _, v := range s.Vdis {
+	for vid, v := range s.Vdis {
 		if v.LockState == proto.LockStateLocked && !containsNode(e.Nodes, v.LockOwner) {
 			v.LockState = proto.LockStateUnlocked
 			v.LockOwner = proto.NodeID{}
+			delete(s.LockTokens, vid)
 		}
 	}
 	return proto.ResSuccess

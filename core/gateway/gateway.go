@@ -365,39 +365,45 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		if err := checkRange(oid, p.size, off, len(data)); err != nil {
 			return err
 		}
-		var missing []proto.Node
-		var mu sync.Mutex
-		write := func(n proto.Node) error {
-			return g.healedWrite(ctx, p, oid, n, func() error {
-				if g.isSelf(n) {
-					return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
-				}
-				return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
-			})
-		}
-		err := forEach(p.targets, func(n proto.Node) error {
-			err := write(n)
-			if errors.Is(err, proto.ResNoObj) {
-				mu.Lock()
-				missing = append(missing, n)
-				mu.Unlock()
-				return nil
+		return g.changeCopies(ctx, p, oid, func(n proto.Node) error {
+			if g.isSelf(n) {
+				return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
 			}
-			return err
+			return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 		})
-		if err != nil {
+	})
+}
+
+// changeCopies runs change (a write or punch of part of oid) on every copy
+// in parallel. A copy that answers EIO is repaired first (healedWrite).
+// A target without the object, one the current epoch expects but that was
+// never moved there (when no target has it, recovery has not moved it
+// yet), gets a copy from a holder and then the change too (fill).
+func (g *Gateway) changeCopies(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error) error {
+	healed := func(n proto.Node) error {
+		return g.healedWrite(ctx, p, oid, n, func() error { return change(n) })
+	}
+	var missing []proto.Node
+	var mu sync.Mutex
+	err := forEach(p.targets, func(n proto.Node) error {
+		err := healed(n)
+		if errors.Is(err, proto.ResNoObj) {
+			mu.Lock()
+			missing = append(missing, n)
+			mu.Unlock()
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range missing {
+		if err := g.fill(ctx, p, oid, n, healed); err != nil {
 			return err
 		}
-		// A copy the current epoch expects but that was never moved there
-		// (when no target has it, recovery has not moved it yet): bring
-		// it from a holder, then write there too.
-		for _, n := range missing {
-			if err := g.fill(ctx, p, oid, n, write); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // fill gives n, a target without oid, a copy read from a holder (NO_OBJ if

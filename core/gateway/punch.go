@@ -3,9 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -35,37 +33,12 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 		if err := checkRange(oid, p.size, off, int(n)); err != nil {
 			return err
 		}
-		var missing []proto.Node
-		var mu sync.Mutex
-		punch := func(t proto.Node) error {
-			return g.healedWrite(ctx, p, oid, t, func() error {
-				if g.isSelf(t) {
-					return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
-				}
-				return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
-			})
-		}
-		err := forEach(p.targets, func(t proto.Node) error {
-			err := punch(t)
-			if errors.Is(err, proto.ResNoObj) {
-				mu.Lock()
-				missing = append(missing, t)
-				mu.Unlock()
-				return nil
+		return g.changeCopies(ctx, p, oid, func(t proto.Node) error {
+			if g.isSelf(t) {
+				return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
 			}
-			return err
+			return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
 		})
-		if err != nil {
-			return err
-		}
-		// A copy the current epoch expects but that was never moved there:
-		// bring it from a holder, then punch it too (see fill).
-		for _, t := range missing {
-			if err := g.fill(ctx, p, oid, t, punch); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 }
 

@@ -353,6 +353,20 @@ func writeBack(flags uint16) bool { return flags&proto.FlagCmdCache != 0 }
 // copy; it is on stable storage on all of them when it returns, or, with
 // proto.FlagCmdCache in flags, after the next Flush.
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
+	return g.changeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, n proto.Node, synced bool) error {
+		if g.isSelf(n) {
+			return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
+		}
+		return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
+	})
+}
+
+// changeRange changes [off, off+n) of the existing object oid on every
+// copy with change (a write or a punch of one copy), in the current
+// epoch's plan, retried across epoch changes. Without proto.FlagCmdCache
+// in flags every copy is stable when it returns (synced); with it, after
+// the next Flush.
+func (g *Gateway) changeRange(ctx context.Context, oid uint64, off, n int64, flags uint16, change func(p plan, t proto.Node, synced bool) error) error {
 	synced := !writeBack(flags)
 	if !synced {
 		defer g.cached.Add(1)
@@ -362,15 +376,10 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 		if err := g.writable(oid, p); err != nil {
 			return err
 		}
-		if err := checkRange(oid, p.size, off, len(data)); err != nil {
+		if err := checkRange(oid, p.size, off, int(n)); err != nil {
 			return err
 		}
-		return g.changeCopies(ctx, p, oid, func(n proto.Node) error {
-			if g.isSelf(n) {
-				return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
-			}
-			return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
-		})
+		return g.changeCopies(ctx, p, oid, func(t proto.Node) error { return change(p, t, synced) })
 	})
 }
 

@@ -21,24 +21,11 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 	if n < 0 {
 		return fmt.Errorf("punch %016x: negative length %d: %w", oid, n, proto.ResInvalidParms)
 	}
-	synced := !writeBack(flags)
-	if !synced {
-		defer g.cached.Add(1)
-	}
-	return withRetry(ctx, func() error {
-		p := g.plan(ctx, oid)
-		if err := g.writable(oid, p); err != nil {
-			return err
+	return g.changeRange(ctx, oid, off, n, flags, func(p plan, t proto.Node, synced bool) error {
+		if g.isSelf(t) {
+			return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
 		}
-		if err := checkRange(oid, p.size, off, int(n)); err != nil {
-			return err
-		}
-		return g.changeCopies(ctx, p, oid, func(t proto.Node) error {
-			if g.isSelf(t) {
-				return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
-			}
-			return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
-		})
+		return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
 	})
 }
 

@@ -1,7 +1,11 @@
 # sheepdog-go: `make run` starts a local cluster, `make test` runs every test.
 GO      ?= go
 export PATH := /usr/local/go/bin:$(PATH)
+SHELL   := /bin/bash
 BIN     := bin
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LOGS    := /tmp/sheepdog-test-$(shell id -u)
 RUN_DIR ?= /tmp/sheepdog-run
 PORT    ?= 7000
 # A count, not a duration: a duration -fuzztime races the coordinator's
@@ -9,7 +13,7 @@ PORT    ?= 7000
 # and no finding (golang/go#75804, unfixed in Go 1.26).
 FUZZTIME ?= 50000x
 
-.PHONY: build test unit e2e fuzz run bench vet clean
+.PHONY: build test prereqs unit e2e fuzz run bench vet clean install
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -17,12 +21,20 @@ build:
 vet:
 	$(GO) vet ./...
 
-# Unit tests (with the race detector on the concurrent packages), the
-# decoders' fuzz targets for a few seconds each, then the end-to-end tests.
-test: build vet unit fuzz e2e
+# The tools the end-to-end tests drive first (installed when we are root
+# with apt-get, else a message naming them), then unit tests (with the race
+# detector on the concurrent packages), the decoders' fuzz targets, the
+# end-to-end tests, and last a line naming every test that was skipped.
+test: prereqs build vet
+	@rm -f $(LOGS)-*.log
+	@$(MAKE) --no-print-directory unit fuzz e2e; rc=$$?; \
+		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-e2e.log; exit $$rc
+
+prereqs:
+	@scripts/prereqs.sh
 
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests)
+	@scripts/gotest.sh $(LOGS)-unit.log $(GO) test -v -race -count=1 $$($(GO) list ./... | grep -v /tests)
 
 # A target that fails without writing a crasher to testdata/fuzz (the
 # fuzzing engine itself gave up) is run once more; a real finding fails at
@@ -39,7 +51,7 @@ fuzz:
 	done
 
 e2e:
-	$(GO) test -count=1 -timeout 14m ./tests/
+	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -timeout 14m ./tests/
 
 # A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
 run: build
@@ -47,6 +59,16 @@ run: build
 
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./tests/
+
+# Binaries to $(PREFIX)/bin and the systemd units sheep@.service (instance:
+# the store dir) and sheepfs@.service (instance: the mount point).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system
+	install -m 0755 $(BIN)/sheep $(BIN)/collie $(BIN)/sheepfs $(DESTDIR)$(PREFIX)/bin/
+	for u in sheep@.service sheepfs@.service; do \
+		sed 's|@BINDIR@|$(PREFIX)/bin|g' dist/systemd/$$u > $(DESTDIR)/lib/systemd/system/$$u; \
+		chmod 0644 $(DESTDIR)/lib/systemd/system/$$u; \
+	done
 
 clean:
 	rm -rf $(BIN)

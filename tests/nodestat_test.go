@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogLevel: `node log level set` changes what the running sheep logs
@@ -130,9 +133,6 @@ func TestNodeStat(t *testing.T) {
 		!strings.HasPrefix(lines[1], "Client\t") || !strings.HasPrefix(lines[2], "Peer\t") || lines[3] != "" {
 		t.Fatalf("node stat printed %q", out)
 	}
-	if r := gw.collie(t, nil, "node", "stat", "-w"); r.Code == 0 || !strings.Contains(r.Stderr, "invalid option -- 'w'") {
-		t.Fatalf("node stat -w: exit %d, stderr %q; want it refused", r.Code, r.Stderr)
-	}
 
 	gw0, _ := nodeStat(t, gw)
 	_, peer0 := nodeStat(t, other)
@@ -158,5 +158,56 @@ func TestNodeStat(t *testing.T) {
 	atLeast("peer bytes in", peer0, peer1, statRx, size)
 	if gw1[statActive] != 0 || peer1[statActive] != 0 {
 		t.Errorf("requests still active after the commands: client %d, peer %d", gw1[statActive], peer1[statActive])
+	}
+}
+
+// TestNodeStatWatch: `node stat -w` prints a sample every second until it
+// is stopped; the per-interval columns (WRBW, RPS) add up to what was
+// written between the first and the last sample.
+func TestNodeStatWatch(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "--copies=1")
+	s.must(t, nil, "vdi", "create", "watch", "16M")
+	var out bytes.Buffer
+	cmd := exec.Command(bin("collie"), "node", "stat", "-w", "-r", "-p", strconv.Itoa(s.Port))
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(1500 * time.Millisecond) // two samples before the write
+	const size = 8 << 20
+	data := make([]byte, size)
+	s.must(t, data, "vdi", "write", "watch", "0", strconv.Itoa(size))
+	time.Sleep(2500 * time.Millisecond) // the write falls in a sampled interval
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 6 || len(lines)%2 != 0 {
+		t.Fatalf("node stat -w -r printed %d lines, want at least 3 samples of 2:\n%s", len(lines), out.String())
+	}
+	var wrbw, rps uint64
+	for i, l := range lines {
+		f := strings.Split(l, "\t")
+		if len(f) != 11 {
+			t.Fatalf("line %d has %d fields, want 11: %q", i, len(f), l)
+		}
+		if i%2 != 0 { // peer row
+			continue
+		}
+		n, err1 := strconv.ParseUint(f[8], 10, 64)
+		r, err2 := strconv.ParseUint(f[10], 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("line %d: WRBW %q RPS %q not decimal", i, f[8], f[10])
+		}
+		if i == 0 && (n != 0 || r != 0) {
+			t.Fatalf("first sample has WRBW %d RPS %d, want zeros", n, r)
+		}
+		wrbw += n
+		rps += r
+	}
+	if wrbw < size || rps < 2 {
+		t.Fatalf("watch saw %d bytes written in %d requests, want at least %d bytes in 2 requests:\n%s", wrbw, rps, size, out.String())
 	}
 }

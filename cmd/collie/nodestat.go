@@ -3,32 +3,81 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// nodeStat is dog's node_stat without -w: STAT on the sheep named by
-// -a/-p, printed as its two-row table.
-//
-// -w (print the table with bandwidth columns every second) is not offered:
-// the option is not in the subcommand's option string, so "-w" is refused
-// by the option parser like any unknown option.
+// nodeStat is dog's node_stat: STAT on the sheep named by -a/-p, printed
+// as its two-row table. With -w it asks again every second, forever, and
+// prints the table with three more columns: bytes received and sent and
+// requests served since the previous sample (the first sample against
+// itself, so zeros).
 func nodeStat(s *session, _ []string) error {
+	st, err := fetchStat(s)
+	if err != nil {
+		return err
+	}
+	if !s.opts.watch {
+		s.out.WriteString(formatNodeStat(st, s.opts.raw))
+		return nil
+	}
+	last := st
+	for {
+		s.out.WriteString(formatNodeStatWatch(st, last, s.opts.raw))
+		if err := s.out.Flush(); err != nil {
+			return err
+		}
+		last = st
+		select {
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if st, err = fetchStat(s); err != nil {
+			return err
+		}
+	}
+}
+
+func fetchStat(s *session) (proto.Stat, error) {
+	var st proto.Stat
 	req := proto.NewRequest(proto.OpStat)
 	buf := make([]byte, proto.StatSize)
 	rsp, _, err := s.do(&req, nil, buf)
 	if err != nil {
-		return err
+		return st, err
 	}
 	if rsp.Result != proto.ResSuccess {
-		return failf(exitFailure, "failed to get stat information: %s", rsp.Result)
+		return st, failf(exitFailure, "failed to get stat information: %s", rsp.Result)
 	}
-	var st proto.Stat
 	if err := st.Unmarshal(buf); err != nil {
-		return failf(exitFailure, "failed to get stat information: %v", err)
+		return st, failf(exitFailure, "failed to get stat information: %v", err)
 	}
-	s.out.WriteString(formatNodeStat(st, s.opts.raw))
-	return nil
+	return st, nil
+}
+
+// formatNodeStatWatch is dog's node_stat -w table: unlike the plain table
+// it has Write and Read the right way round, and adds WRBW and RDBW (bytes
+// received and sent since last, sizes as in the All columns) and RPS
+// (requests since last, always decimal).
+func formatNodeStatWatch(st, last proto.Stat, raw bool) string {
+	var b strings.Builder
+	if !raw {
+		b.WriteString("Request\tActive\tTotal\tWrite\tRead\tRemove\tFlush\tAll WR\tAll RD\tWRBW\tRDBW\tRPS\nClient\t")
+	}
+	fmt.Fprintf(&b, "%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\n",
+		st.GwayActive, st.GwayTotal, st.GwayWrite, st.GwayRead, st.GwayRemove, st.GwayFlush,
+		strnumber(st.GwayRx, raw), strnumber(st.GwayTx, raw),
+		strnumber(st.GwayRx-last.GwayRx, raw), strnumber(st.GwayTx-last.GwayTx, raw), st.GwayTotal-last.GwayTotal)
+	if !raw {
+		b.WriteString("Peer\t")
+	}
+	fmt.Fprintf(&b, "%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\n",
+		st.PeerActive, st.PeerTotal, st.PeerWrite, st.PeerRead, st.PeerRemove, 0,
+		strnumber(st.PeerRx, raw), strnumber(st.PeerTx, raw),
+		strnumber(st.PeerRx-last.PeerRx, raw), strnumber(st.PeerTx-last.PeerTx, raw), st.PeerTotal-last.PeerTotal)
+	return b.String()
 }
 
 // formatNodeStat is dog's node_stat table: a header, then the client

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -32,10 +31,25 @@ func TestFormatNodeStat(t *testing.T) {
 	}
 }
 
-// TestNodeStatWatchRefused: -w is refused before anything is sent.
-func TestNodeStatWatchRefused(t *testing.T) {
-	code, stdout, stderr := runCollie("node", "stat", "-w", "-p", "1")
-	if code != exitUsage || stdout != "" || !strings.HasPrefix(stderr, "collie: invalid option -- 'w'\n") {
-		t.Fatalf("node stat -w: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+// TestFormatNodeStatWatch pins dog's node_stat -w table: Write and Read
+// the right way round, and the since-last columns.
+func TestFormatNodeStatWatch(t *testing.T) {
+	last := proto.Stat{GwayTotal: 10, GwayRx: 2 << 20, GwayTx: 1 << 20, PeerTotal: 5, PeerRx: 1 << 20}
+	st := proto.Stat{
+		GwayActive: 1, GwayTotal: 20, GwayRead: 3, GwayWrite: 4, GwayRemove: 5, GwayFlush: 6,
+		GwayRx: 12 << 20, GwayTx: 3 << 20,
+		PeerActive: 7, PeerTotal: 30, PeerRead: 8, PeerWrite: 9, PeerRemove: 10,
+		PeerRx: 3 << 20, PeerTx: 0,
+	}
+	want := "Request\tActive\tTotal\tWrite\tRead\tRemove\tFlush\tAll WR\tAll RD\tWRBW\tRDBW\tRPS\n" +
+		"Client\t1\t20\t4\t3\t5\t6\t12 MB\t3.0 MB\t10 MB\t2.0 MB\t10\n" +
+		"Peer\t7\t30\t9\t8\t10\t0\t3.0 MB\t0.0 MB\t2.0 MB\t0.0 MB\t25\n"
+	if got := formatNodeStatWatch(st, last, false); got != want {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+	wantRaw := "1\t20\t4\t3\t5\t6\t12582912\t3145728\t10485760\t2097152\t10\n" +
+		"7\t30\t9\t8\t10\t0\t3145728\t0\t2097152\t0\t25\n"
+	if got := formatNodeStatWatch(st, last, true); got != wantRaw {
+		t.Errorf("raw: got\n%q\nwant\n%q", got, wantRaw)
 	}
 }

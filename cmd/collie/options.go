@@ -51,6 +51,7 @@ var vdiOptions = []option{
 var nodeOptions = []option{
 	{'P', "progress", false, "show progress"},
 	{'l', "local", false, "work on the local node"},
+	{'w', "watch", false, "watch the stat every second"},
 }
 
 var clusterOptions = []option{
@@ -114,7 +115,7 @@ var commands = []*command{
 		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
 		{"recovery", "[info|set-throttle <max> <interval>|get-throttle]", "aphPrT", "show recovery information of nodes or set/get the throttle", false, true, nodeRecoveryCmd},
 		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},
-		{"stat", "", "aprhT", "show stat information about the node", false, false, nodeStat},
+		{"stat", "", "aprwhT", "show stat information about the node", false, false, nodeStat},
 		{"log", "level {set <log level>|get|list}", "aphT", "show or set log level of the node", true, false, nodeLog},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{

@@ -63,7 +63,7 @@ type cmdOptions struct {
 	fixedVnodes, diff                                 bool
 
 	// node
-	progress, local bool
+	progress, local, watch bool
 }
 
 // newSession decodes the options of c. Option errors end the command the
@@ -101,7 +101,7 @@ func newSession(c *cli.Context, stdin io.Reader, out *bufio.Writer, stderr io.Wr
 	o.force, o.avoidDiskfull, o.useLock = c.Bool("force"), c.Bool("avoid-diskfull"), c.Bool("lock")
 	o.recycleVid, o.strict, o.fixedVnodes, o.diff = c.Bool("recyclevid"), c.Bool("strict"), c.Bool("fixedvnodes"), c.Bool("diff")
 	o.store = c.String("store")
-	o.progress, o.local = c.Bool("progress"), c.Bool("local")
+	o.progress, o.local, o.watch = c.Bool("progress"), c.Bool("local"), c.Bool("watch")
 	if c.IsSet("snapshot") {
 		v := c.String("snapshot")
 		if id, err := strconv.ParseInt(strings.TrimLeft(v, " \t"), 10, 64); err == nil {

@@ -189,7 +189,7 @@ func (r *registry) acquire(ctx context.Context, oio volume.ObjectIO, vid uint32)
 	sv.vol, sv.err = volume.Open(ctx, oio, vid, false)
 	if sv.err == nil {
 		// Write-back, as a disk with a write cache: a WRITE is stable
-		// once FLUSHed, or at once with FUA (DESIGN.md "Durability").
+		// once FLUSHed, or at once with FUA (docs/design.md §7 "Durability").
 		sv.vol.Flags |= proto.FlagCmdCache
 	}
 	if sv.err != nil {

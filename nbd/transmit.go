@@ -258,7 +258,7 @@ func refuse(errno uint32, format string, args ...any) error {
 }
 
 // allowedFlags are the command flags valid for a command (FUA is valid on
-// every command, proto.md "Command flags").
+// every command: the NBD protocol, "Command flags").
 func (c *conn) allowedFlags(typ uint16) uint16 {
 	switch typ {
 	case cmdRead:

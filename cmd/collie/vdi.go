@@ -430,7 +430,7 @@ func (s *session) deleteVdi(name string, snapID uint32, snapTag string) error {
 		batch = 128
 	}
 	// Zero data_vdi_id in batches of up to batch allocated entries; each
-	// write makes the gateway drop the references (PROTOCOL.md §4.6).
+	// write makes the gateway drop the references (docs/protocol.md §4.6).
 	n := int(min(dataObjects(ino), proto.MaxDataIndexes))
 	reclaimed := 0
 	for i := 0; i < n; {

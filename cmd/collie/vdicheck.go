@@ -14,7 +14,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// vdi check and cluster check (PROTOCOL.md §8.1, §8.3), as dog does them:
+// vdi check and cluster check (docs/protocol.md §8.1, §8.3), as dog does them:
 // for every object of a VDI (its inode and each allocated data object), ask
 // each node that should hold a copy for its SHA-1 (GET_HASH), take the
 // majority (Boyer-Moore vote), and have every holder whose copy is missing

@@ -1,6 +1,6 @@
 // Package gateway is the replicated object layer: whichever sheep a client
 // talks to reads and writes the object's copies on its behalf
-// (PROTOCOL.md §5.5). It implements the object interface core/volume and
+// (docs/protocol.md §5.5). It implements the object interface core/volume and
 // core/vdi are written against, in-process.
 //
 // Writes, creates and removes go to every copy in parallel and succeed only

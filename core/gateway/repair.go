@@ -10,7 +10,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
-// Repairing bad copies (DESIGN.md "Local store"). A copy whose bytes no
+// Repairing bad copies (docs/design.md §8 "Local store"). A copy whose bytes no
 // longer match the store's checksums fails with store.ErrChecksum locally
 // and answers EIO to a peer. The gateway then serves the request from
 // another copy and repairs the bad one from it:

@@ -6,7 +6,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Copies and epochs (PROTOCOL.md §5.6). Within one epoch every write of an
+// Copies and epochs (docs/protocol.md §5.6). Within one epoch every write of an
 // object reaches all its targets, so a node that was a target in the
 // epoch before the current one holds the object as last written. A node
 // that stopped being a target earlier may still hold a copy, until the

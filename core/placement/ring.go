@@ -1,5 +1,5 @@
 // Package placement decides where objects live: Sheepdog's consistent-hash
-// ring of virtual nodes (PROTOCOL.md §5.2). Everything here is a pure
+// ring of virtual nodes (docs/protocol.md §5.2). Everything here is a pure
 // function of the node list, so every sheep computes the same answer.
 package placement
 

@@ -1,5 +1,5 @@
 // Package recovery moves objects to where the current epoch wants them
-// (PROTOCOL.md §5.6, DESIGN.md "Recovery"). After every epoch change each
+// (docs/protocol.md §5.6, docs/design.md §6 "Recovery"). After every epoch change each
 // node works out which objects it should now hold, pulls the ones it lacks
 // from the nodes that have them, and moves the copies it should no longer
 // hold to the stale area, so that an outdated copy is never served.

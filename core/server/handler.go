@@ -244,8 +244,8 @@ func (c *call) needOut(n int) error {
 // clientFlags are the flags of a client's object request as passed to the
 // gateway. CACHE is dropped: without an object cache, FLUSH_VDI answers
 // INVALID_PARMS and QEMU, which sets CACHE by default, stops flushing, so
-// a client's write must be stable when it is acknowledged (DESIGN.md
-// "Durability").
+// a client's write must be stable when it is acknowledged
+// (docs/design.md §7 "Durability").
 func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
 
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
@@ -296,7 +296,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	// A write into an inode's data_vdi_id drops the references it
 	// overwrites (a discard writes 0, dog zeroes the table before
 	// DEL_VDI): note the old owners, write, then reclaim what nobody
-	// references any more (PROTOCOL.md §4.7).
+	// references any more (docs/protocol.md §4.7).
 	vid := proto.OidToVid(o.Oid)
 	before := make([]byte, 4*(hi-lo))
 	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), before); err != nil {
@@ -305,7 +305,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	if h.addsSnapshotRefs(vid, lo, before, int64(o.Offset), c.data) {
 		// A snapshot's table never gains references. This is QEMU's index
 		// update racing a `dog vdi snapshot`: READONLY makes it reload the
-		// inode and resend the update to the new working VDI (QEMU-CLIENT.md
+		// inode and resend the update to the new working VDI (docs/qemu-client.md
 		// §9), instead of the entry landing in the snapshot and missing
 		// from the working VDI. Zeroing stays allowed (dog's delete).
 		return fmt.Errorf("inode %x is a snapshot's: %w", vid, proto.ResReadonly)

@@ -1,7 +1,7 @@
 // Package volume presents a VDI as a block device: ReadAt/WriteAt over any
 // byte range, holes reading as zeros, copy-on-write from the objects a
 // snapshot or clone shares, and the inode's data_vdi_id table kept up to
-// date the way QEMU's driver and dog do (PROTOCOL.md §4.5). It runs over
+// date the way QEMU's driver and dog do (docs/protocol.md §4.5). It runs over
 // any ObjectIO: core/gateway in-process, core/client over the network.
 package volume
 

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -340,7 +339,7 @@ func vote(reps []replica) *replica {
 // CREATE_AND_WRITE_PEER to bad of the whole object (size bytes). Both carry
 // the session's epoch.
 func (c *nodeConns) repair(oid uint64, size int64, bad, good proto.Node) error {
-	req := gateway.RepairRequest(c.s.epoch, oid, good.NodeID, 0)
+	req := proto.RepairRequest(c.s.epoch, oid, good.NodeID, 0)
 	rsp, _, err := c.do(bad, &req, nil, nil)
 	if err != nil {
 		return err

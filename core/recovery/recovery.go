@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -597,7 +596,7 @@ func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.N
 // the holder rewrites only its bad chunks, under its own lock).
 func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, bad []proto.Node) {
 	for _, n := range bad {
-		req := gateway.RepairRequest(epoch, oid, r.self, gateway.FlagRepairBadChunks)
+		req := proto.RepairRequest(epoch, oid, r.self, proto.FlagRepairBadChunks)
 		if _, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, nil); err != nil {
 			r.log.Warn("recovery: repair bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String(), "err", err)
 			continue

@@ -162,7 +162,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
-		OpClusterPropose:           {force: true, fn: h.clusterPropose},
+		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpLockVdi:           {fn: h.lockVdi},
@@ -396,11 +396,6 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
 
-// OpClusterPropose is our internal op (not in Sheepdog) carrying an encoded
-// cluster entry from a follower to the raft leader. The reply carries the
-// result and, at rsp @24, the log index the entry was applied at.
-const OpClusterPropose proto.Opcode = 0xF0
-
 func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 	if h.cfg.Propose == nil {
 		return proto.ResNoSupport
@@ -409,7 +404,7 @@ func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 	if err != nil {
 		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
 	}
-	le.PutUint64(c.rsp.Arg[4:], idx)
+	c.rsp.SetProposeIndex(idx)
 	if res != proto.ResSuccess {
 		return res
 	}

@@ -285,7 +285,7 @@ func nodesDiff(cur, prev []proto.Node) string {
 		for _, x := range a {
 			found := false
 			for _, y := range b {
-				if x.NodeID.Compare(y.NodeID) == 0 {
+				if x.Same(y.NodeID) {
 					found = true
 					break
 				}

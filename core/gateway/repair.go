@@ -96,7 +96,7 @@ func (g *Gateway) healedWrite(ctx context.Context, p plan, oid uint64, n proto.N
 		return err
 	}
 	for _, from := range p.targets {
-		if from.NodeID == n.NodeID {
+		if from.Same(n.NodeID) {
 			continue
 		}
 		var rerr error

@@ -86,7 +86,7 @@ func (r *Ring) Locate(oid uint64, nrCopies int) []proto.Node {
 // Holds reports whether id is among oid's copies.
 func (r *Ring) Holds(oid uint64, nrCopies int, id proto.NodeID) bool {
 	for _, n := range r.Locate(oid, nrCopies) {
-		if n.Addr == id.Addr && n.Port == id.Port {
+		if n.Same(id) {
 			return true
 		}
 	}

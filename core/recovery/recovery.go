@@ -161,7 +161,7 @@ func (r *Recovery) Trusted() bool {
 		return true
 	}
 	span := settledSpan(settled, epoch)
-	if span > historyDepth {
+	if span > placement.HistoryDepth {
 		return false
 	}
 	present := true
@@ -259,7 +259,7 @@ func (r *Recovery) Stop() {
 
 func (r *Recovery) has(nodes []proto.Node) bool {
 	for _, n := range nodes {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port {
+		if n.Same(r.self) {
 			return true
 		}
 	}
@@ -278,7 +278,7 @@ func (r *Recovery) run(ctx context.Context) {
 		disabled = s.DisableRecovery
 		epoch, ctime = s.Epoch(), s.Ctime
 		cur = s.Nodes()
-		for e := epoch - 1; e >= 1 && len(history) < historyDepth; e-- {
+		for e := epoch - 1; e >= 1 && len(history) < placement.HistoryDepth; e-- {
 			history = append(history, s.EpochNodes(e))
 		}
 		def = int(s.NrCopies)
@@ -361,7 +361,7 @@ func (r *Recovery) run(ctx context.Context) {
 	where := map[uint64][]proto.Node{}
 	complete := true
 	for _, n := range cur {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
 		oids, err := r.objList(ctx, n, epoch)
@@ -501,7 +501,7 @@ func (r *Recovery) stale(oid uint64, epoch uint32) {
 // object has had the chance to copy it.
 func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, ring *placement.Ring, copiesOf func(uint64) int) {
 	for _, n := range cur {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
 		for {
@@ -538,10 +538,6 @@ func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, 
 	}
 	r.log.Info("recovery cleanup", "epoch", epoch, "dropped", dropped)
 }
-
-// historyDepth is how many past epochs rank the sources of a copy; a
-// holder that was a target only before them ranks last.
-const historyDepth = 16
 
 // recoverOne copies oid from the first holder that has it. Holding the
 // object's lock, a copy that appeared meanwhile (a write repaired it) wins.

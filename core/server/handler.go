@@ -15,6 +15,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -266,13 +267,14 @@ func (h *Handler) readObj(ctx context.Context, c *call) error {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
 	}
 	n = min(n, size-int64(o.Offset))
-	buf := getBuf(int(n))
+	bp := bufpool.Get(int(n))
+	buf := *bp
 	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(o.Offset), buf); err != nil {
-		putBuf(buf)
+		bufpool.Put(bp)
 		return err
 	}
 	c.out = buf
-	c.release = func() { putBuf(buf) }
+	c.release = func() { bufpool.Put(bp) }
 	return nil
 }
 
@@ -446,13 +448,14 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
 	}
 	n := min(int64(c.req.DataLength), size-int64(o.Offset))
-	buf := getBuf(int(n))
+	bp := bufpool.Get(int(n))
+	buf := *bp
 	if err := h.cfg.Store.ReadAt(ctx, o.Oid, buf, int64(o.Offset)); err != nil {
-		putBuf(buf)
+		bufpool.Put(bp)
 		return err
 	}
 	c.out = buf
-	c.release = func() { putBuf(buf) }
+	c.release = func() { bufpool.Put(bp) }
 	return nil
 }
 

@@ -24,7 +24,7 @@ import (
 func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 	f := c.req.Forw()
 	from := f.Node()
-	if from.Addr == h.cfg.Self.Addr && from.Port == h.cfg.Self.Port {
+	if from.Same(h.cfg.Self.NodeID) {
 		return fmt.Errorf("repair %016x from this node itself: %w", f.Oid, proto.ResInvalidParms)
 	}
 	size := h.objectSize(f.Oid)

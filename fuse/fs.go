@@ -3,7 +3,7 @@
 // cmp. It is a client of the native protocol, like collie, so it runs on
 // any machine that reaches a sheep.
 //
-// The tree keeps Sheepdog's layout (PROTOCOL.md §9) and adds /snapshot:
+// The tree keeps Sheepdog's layout (docs/protocol.md §9) and adds /snapshot:
 //
 //	/cluster/info          collie cluster info (fresh on every open)
 //	/vdi/list              collie vdi list

@@ -13,6 +13,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/volume"
+	"github.com/sheepdog-go/sheepdog/internal/fanout"
 )
 
 // sheep is the connection to the sheep sheepfs talks to: one pipelined
@@ -253,32 +254,23 @@ func (s *sheep) listVdis(ctx context.Context) ([]vdiInfo, error) {
 		}
 	}
 	out := make([]vdiInfo, len(vids))
-	errs := make([]error, len(vids))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i, vid := range vids {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			buf := make([]byte, inodeProbeSize)
-			r := proto.NewRequest(proto.OpReadObj)
-			r.SetObj(proto.ObjArgs{Oid: proto.VidToVdiOid(vid)})
-			if _, _, err := s.call(ctx, &r, nil, buf); err != nil {
-				errs[i] = fmt.Errorf("read inode %x: %w", vid, err)
-				return
-			}
-			var ino proto.Inode
-			if err := ino.UnmarshalHeader(buf); err != nil {
-				errs[i] = err
-				return
-			}
-			out[i] = vdiInfo{Vid: vid, Name: ino.Name, Tag: ino.Tag, SnapID: ino.SnapID, Snap: ino.IsSnapshot(),
-				Size: ino.VdiSize, Ctime: time.Unix(proto.SheepTimeSeconds(ino.CreateTime), 0)}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = fanout.Run(len(vids), 16, func(i int) error {
+		vid := vids[i]
+		buf := make([]byte, inodeProbeSize)
+		r := proto.NewRequest(proto.OpReadObj)
+		r.SetObj(proto.ObjArgs{Oid: proto.VidToVdiOid(vid)})
+		if _, _, err := s.call(ctx, &r, nil, buf); err != nil {
+			return fmt.Errorf("read inode %x: %w", vid, err)
+		}
+		var ino proto.Inode
+		if err := ino.UnmarshalHeader(buf); err != nil {
+			return err
+		}
+		out[i] = vdiInfo{Vid: vid, Name: ino.Name, Tag: ino.Tag, SnapID: ino.SnapID, Snap: ino.IsSnapshot(),
+			Size: ino.VdiSize, Ctime: time.Unix(proto.SheepTimeSeconds(ino.CreateTime), 0)}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	live := out[:0]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
 // scanCache keeps the last VDI listing for a moment, so that ls -l over
@@ -200,7 +201,7 @@ func (d *snapshotDir) Lookup(ctx context.Context, name string, out *gofuse.Entry
 		if strconv.FormatUint(uint64(s.SnapID), 10) != name {
 			continue
 		}
-		v := &volumeFile{fsys: d.fsys, name: d.name + ":" + name, target: target{name: d.name, snapID: s.SnapID},
+		v := &volumeFile{fsys: d.fsys, name: d.name + ":" + name, target: proto.VdiRef{Name: d.name, SnapID: s.SnapID},
 			fixed: true, sizeHint: s.Size, ctimeHint: s.Ctime}
 		v.mu.vid = s.Vid
 		ch := d.NewInode(ctx, v, fs.StableAttr{Mode: syscall.S_IFREG, Ino: snapFileIno | uint64(s.Vid)})
@@ -212,4 +213,15 @@ func (d *snapshotDir) Lookup(ctx context.Context, name string, out *gofuse.Entry
 		return ch, 0
 	}
 	return nil, syscall.ENOENT
+}
+
+// isDigits reports whether s is a decimal number: as a path element it
+// would read as a snapshot id, never as a tag (proto.VdiRefReadings).
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,65 +17,25 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/volume"
 )
 
-// target is the VDI a line written to /vdi/mount names.
-type target struct {
-	name   string
-	snapID uint32 // nonzero: that snapshot
-	tag    string // nonempty: the snapshot with that tag
-}
-
-func (t target) snapshot() bool { return t.snapID != 0 || t.tag != "" }
-
-// parseTarget decodes NAME, NAME:SNAPID or NAME:TAG. The text after the
-// last ':' is a snapshot id when it is all digits, a tag otherwise. The
+// parseTarget reads a line written to /vdi/mount: NAME, NAME:SNAPID or
+// NAME:TAG, by the rule NBD export names follow too
+// (proto.VdiRefReadings), whose readings mountLine tries in order. The
 // whole line becomes the file name under /volume, so it must be one.
-func parseTarget(s string) (target, error) {
+func parseTarget(s string) ([]proto.VdiRef, error) {
 	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\x00") {
-		return target{}, fmt.Errorf("%q is not a usable volume name", s)
+		return nil, fmt.Errorf("%q is not a usable volume name", s)
 	}
-	name, suffix, ok := cutLast(s, ":")
-	if !ok {
-		if len(s) >= proto.MaxVdiLen {
-			return target{}, fmt.Errorf("VDI name %.20q... is longer than %d bytes", s, proto.MaxVdiLen-1)
-		}
-		return target{name: s}, nil
+	refs := proto.VdiRefReadings(s)
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("%.40q...: name or tag longer than %d bytes", s, proto.MaxVdiLen-1)
 	}
-	if name == "" || suffix == "" {
-		return target{}, fmt.Errorf("%q: want NAME, NAME:SNAPID or NAME:TAG", s)
-	}
-	if len(name) >= proto.MaxVdiLen || len(suffix) >= proto.MaxVdiTagLen {
-		return target{}, fmt.Errorf("%.40q...: name or tag too long", s)
-	}
-	if isDigits(suffix) {
-		id, err := strconv.ParseUint(suffix, 10, 32)
-		if err != nil || id == 0 {
-			return target{}, fmt.Errorf("%q: snapshot id must be 1..%d", s, uint32(1<<32-1))
-		}
-		return target{name: name, snapID: uint32(id)}, nil
-	}
-	return target{name: name, tag: suffix}, nil
-}
-
-func cutLast(s, sep string) (before, after string, found bool) {
-	if i := strings.LastIndex(s, sep); i >= 0 {
-		return s[:i], s[i+len(sep):], true
-	}
-	return s, "", false
-}
-
-func isDigits(s string) bool {
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return s != ""
+	return refs, nil
 }
 
 // mountLine makes /volume/<line> appear for the VDI it names. Mounting
 // what is already mounted does nothing, as in Sheepdog.
 func (f *FS) mountLine(ctx context.Context, line string) syscall.Errno {
-	t, err := parseTarget(line)
+	refs, err := parseTarget(line)
 	if err != nil {
 		f.log.Warn("vdi/mount", "err", err)
 		return syscall.EINVAL
@@ -86,12 +45,12 @@ func (f *FS) mountLine(ctx context.Context, line string) syscall.Errno {
 	if f.volumes.GetChild(line) != nil {
 		return 0
 	}
-	v := &volumeFile{fsys: f, name: line, target: t, fixed: t.snapshot()}
-	err = v.load(ctx)
-	if err != nil && t.snapshot() && (errors.Is(err, proto.ResNoVdi) || errors.Is(err, proto.ResNoTag)) {
-		// "a:b" may also be the working VDI called "a:b".
-		if w := (&volumeFile{fsys: f, name: line, target: target{name: line}}); w.load(ctx) == nil {
-			v, err = w, nil
+	var v *volumeFile
+	for _, r := range refs {
+		v = &volumeFile{fsys: f, name: line, target: r, fixed: r.Snapshot()}
+		// The first reading that names an existing VDI wins.
+		if err = v.load(ctx); err == nil || !errors.Is(err, proto.ResNoVdi) && !errors.Is(err, proto.ResNoTag) {
+			break
 		}
 	}
 	if err != nil {
@@ -197,7 +156,7 @@ type volumeFile struct {
 	fs.Inode
 	fsys   *FS
 	name   string // the file's name, for logs
-	target target
+	target proto.VdiRef
 	// fixed: the vid never changes (a snapshot), so a loaded volume is
 	// never reloaded.
 	fixed bool
@@ -248,11 +207,11 @@ func (v *volumeFile) loadLocked(ctx context.Context) error {
 	if !v.fixed || vid == 0 {
 		var err error
 		t := v.target
-		if vid, err = v.fsys.sheep.lookup(ctx, t.name, t.snapID, t.tag); err != nil {
+		if vid, err = v.fsys.sheep.lookup(ctx, t.Name, t.SnapID, t.Tag); err != nil {
 			return err
 		}
 	}
-	vol, err := volume.Open(ctx, v.fsys.objects, vid, v.target.snapshot())
+	vol, err := volume.Open(ctx, v.fsys.objects, vid, v.target.Snapshot())
 	if err != nil {
 		return err
 	}
@@ -264,7 +223,7 @@ func (v *volumeFile) loadLocked(ctx context.Context) error {
 func (v *volumeFile) readOnly() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.target.snapshot() || (v.mu.vol != nil && v.mu.vol.ReadOnly())
+	return v.target.Snapshot() || (v.mu.vol != nil && v.mu.vol.ReadOnly())
 }
 
 func (v *volumeFile) flush(ctx context.Context) error {
@@ -279,7 +238,7 @@ func (v *volumeFile) flush(ctx context.Context) error {
 
 func (v *volumeFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	writing := flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	if writing && v.target.snapshot() {
+	if writing && v.target.Snapshot() {
 		return nil, 0, syscall.EROFS
 	}
 	v.mu.Lock()

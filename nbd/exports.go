@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,63 +14,28 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/volume"
 )
 
-// vdiRef is one reading of an export name: a working VDI (tag and snapid
-// empty) or one of its snapshots.
-type vdiRef struct {
-	name   string
-	tag    string
-	snapid uint32
-}
-
-func (r vdiRef) snapshot() bool { return r.tag != "" || r.snapid != 0 }
-
-// readings lists the ways an export name can name a VDI, in the order they
-// are tried: the whole string as a working VDI, then "NAME:SNAPID" and
-// "NAME:TAG" split at each colon from the left (a tag may hold colons; a
-// name rarely does). A numeric suffix is tried as a snapshot id first and
-// then as a tag, as dog does.
-func readings(export string) []vdiRef {
-	refs := []vdiRef{{name: export}}
-	for i := 0; i < len(export); i++ {
-		if export[i] != ':' {
-			continue
-		}
-		name, rest := export[:i], export[i+1:]
-		if name == "" || rest == "" {
-			continue
-		}
-		if n, err := strconv.ParseUint(rest, 10, 32); err == nil && n != 0 {
-			refs = append(refs, vdiRef{name: name, snapid: uint32(n)})
-		}
-		refs = append(refs, vdiRef{name: name, tag: rest})
-	}
-	return refs
-}
-
 // errNoExport is wrapped by resolve when no reading of the name exists.
 var errNoExport = errors.New("no such export")
 
-// resolve finds the VDI an export name stands for.
-func (s *Server) resolve(ctx context.Context, export string) (vdiRef, uint32, error) {
+// resolve finds the VDI an export name stands for: the first of its
+// readings (proto.VdiRefReadings: NAME, NAME:SNAPID, NAME:TAG) that exists.
+func (s *Server) resolve(ctx context.Context, export string) (proto.VdiRef, uint32, error) {
 	if export == "" {
-		return vdiRef{}, 0, fmt.Errorf("%w: there is no default export; name a VDI (NBD_OPT_LIST lists them)", errNoExport)
+		return proto.VdiRef{}, 0, fmt.Errorf("%w: there is no default export; name a VDI (NBD_OPT_LIST lists them)", errNoExport)
 	}
 	if len(export) > maxString {
-		return vdiRef{}, 0, fmt.Errorf("%w: name of %d bytes", errNoExport, len(export))
+		return proto.VdiRef{}, 0, fmt.Errorf("%w: name of %d bytes", errNoExport, len(export))
 	}
-	for _, r := range readings(export) {
-		if len(r.name) >= proto.MaxVdiLen || len(r.tag) >= proto.MaxVdiTagLen {
-			continue
-		}
-		vid, err := s.cfg.Lookup(ctx, r.name, r.tag, r.snapid)
+	for _, r := range proto.VdiRefReadings(export) {
+		vid, err := s.cfg.Lookup(ctx, r.Name, r.Tag, r.SnapID)
 		if err == nil {
 			return r, vid, nil
 		}
 		if !errors.Is(err, proto.ResNoVdi) && !errors.Is(err, proto.ResNoTag) {
-			return vdiRef{}, 0, fmt.Errorf("look up %q: %w", export, err)
+			return proto.VdiRef{}, 0, fmt.Errorf("look up %q: %w", export, err)
 		}
 	}
-	return vdiRef{}, 0, fmt.Errorf("%w: %q is neither a VDI nor NAME:SNAPID or NAME:TAG of a snapshot", errNoExport, export)
+	return proto.VdiRef{}, 0, fmt.Errorf("%w: %q is neither a VDI nor NAME:SNAPID or NAME:TAG of a snapshot", errNoExport, export)
 }
 
 // Export is one entry of NBD_OPT_LIST.
@@ -99,9 +63,9 @@ func exportsOf(ino *proto.Inode) []Export {
 	if !ino.IsSnapshot() {
 		return []Export{{Name: ino.Name, Description: desc}}
 	}
-	e := []Export{{Name: ino.Name + ":" + strconv.FormatUint(uint64(ino.SnapID), 10), Description: desc}}
+	e := []Export{{Name: proto.VdiRef{Name: ino.Name, SnapID: ino.SnapID}.String(), Description: desc}}
 	if ino.Tag != "" {
-		e = append(e, Export{Name: ino.Name + ":" + ino.Tag, Description: desc})
+		e = append(e, Export{Name: proto.VdiRef{Name: ino.Name, Tag: ino.Tag}.String(), Description: desc})
 	}
 	return e
 }
@@ -189,7 +153,7 @@ func (r *registry) acquire(ctx context.Context, oio volume.ObjectIO, vid uint32)
 	sv.vol, sv.err = volume.Open(ctx, oio, vid, false)
 	if sv.err == nil {
 		// Write-back, as a disk with a write cache: a WRITE is stable
-		// once FLUSHed, or at once with FUA (DESIGN.md "Durability").
+		// once FLUSHed, or at once with FUA (docs/design.md §7 "Durability").
 		sv.vol.Flags |= proto.FlagCmdCache
 	}
 	if sv.err != nil {
@@ -228,7 +192,7 @@ func (r *registry) open() int {
 // export is the VDI one connection has open.
 type export struct {
 	name     string // as the client named it
-	ref      vdiRef
+	ref      proto.VdiRef
 	readOnly bool
 	size     int64
 	objSize  int64
@@ -250,7 +214,7 @@ func (s *Server) openExport(ctx context.Context, name string) (*export, error) {
 		return nil, fmt.Errorf("open %q (vdi %x): %w", name, vid, err)
 	}
 	e := &export{
-		name: name, ref: ref, readOnly: ref.snapshot() || sv.vol.ReadOnly(),
+		name: name, ref: ref, readOnly: ref.Snapshot() || sv.vol.ReadOnly(),
 		size: sv.vol.Size(), objSize: sv.vol.ObjectSize(),
 	}
 	e.cur.Store(sv)
@@ -306,7 +270,7 @@ func (s *Server) reload(ctx context.Context, e *export, old *sharedVolume) (*sha
 	var vid uint32
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		vid, err = s.cfg.Lookup(ctx, e.ref.name, "", 0)
+		vid, err = s.cfg.Lookup(ctx, e.ref.Name, "", 0)
 		if err == nil && vid != old.vid {
 			break
 		}
@@ -320,7 +284,7 @@ func (s *Server) reload(ctx context.Context, e *export, old *sharedVolume) (*sha
 		return nil, err
 	}
 	if vid == old.vid {
-		return nil, fmt.Errorf("%q is still vdi %x", e.ref.name, vid)
+		return nil, fmt.Errorf("%q is still vdi %x", e.ref.Name, vid)
 	}
 	old.successor.CompareAndSwap(0, vid)
 	return s.follow(ctx, e)

@@ -34,7 +34,7 @@ func (c *conn) optionError(opt, typ uint32, format string, args ...any) error {
 	return c.optionReply(opt, typ, []byte(msg))
 }
 
-// handshake runs fixed-newstyle negotiation (proto.md "Fixed newstyle
+// handshake runs fixed-newstyle negotiation (the NBD protocol, "Fixed newstyle
 // negotiation") and returns the export the client chose with
 // NBD_OPT_EXPORT_NAME or NBD_OPT_GO. Any error ends the session.
 func (c *conn) handshake() (*export, error) {

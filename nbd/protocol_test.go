@@ -10,31 +10,6 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-func TestReadings(t *testing.T) {
-	tests := []struct {
-		export string
-		want   []vdiRef
-	}{
-		{"Alice", []vdiRef{{name: "Alice"}}},
-		{"Alice:1", []vdiRef{{name: "Alice:1"}, {name: "Alice", snapid: 1}, {name: "Alice", tag: "1"}}},
-		{"Alice:daily", []vdiRef{{name: "Alice:daily"}, {name: "Alice", tag: "daily"}}},
-		// snap id 0 is the working VDI's, never a snapshot's.
-		{"Alice:0", []vdiRef{{name: "Alice:0"}, {name: "Alice", tag: "0"}}},
-		// A tag with a colon, or a name with one: every split is tried,
-		// leftmost first.
-		{"a:b:7", []vdiRef{{name: "a:b:7"}, {name: "a", tag: "b:7"}, {name: "a:b", snapid: 7}, {name: "a:b", tag: "7"}}},
-		{":x", []vdiRef{{name: ":x"}}},
-		{"x:", []vdiRef{{name: "x:"}}},
-		{"", []vdiRef{{name: ""}}},
-		{"v:99999999999", []vdiRef{{name: "v:99999999999"}, {name: "v", tag: "99999999999"}}},
-	}
-	for _, tt := range tests {
-		if got := readings(tt.export); !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("readings(%q) = %+v, want %+v", tt.export, got, tt.want)
-		}
-	}
-}
-
 func TestExtents(t *testing.T) {
 	const obj = 4 << 20
 	alloc := func(set ...uint32) func(uint32) bool {

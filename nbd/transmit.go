@@ -13,6 +13,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/volume"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 )
 
 // conn is one client connection.
@@ -258,7 +259,7 @@ func refuse(errno uint32, format string, args ...any) error {
 }
 
 // allowedFlags are the command flags valid for a command (FUA is valid on
-// every command, proto.md "Command flags").
+// every command: the NBD protocol, "Command flags").
 func (c *conn) allowedFlags(typ uint16) uint16 {
 	switch typ {
 	case cmdRead:
@@ -375,7 +376,7 @@ func (c *conn) mutate(ctx context.Context, e *export, r *request, f func(v *volu
 		return err
 	}
 	err = f(sv.vol)
-	if err != nil && errors.Is(err, proto.ResReadonly) && !e.ref.snapshot() {
+	if err != nil && errors.Is(err, proto.ResReadonly) && !e.ref.Snapshot() {
 		nsv, rerr := c.srv.reload(ctx, e, sv)
 		if rerr != nil {
 			return fmt.Errorf("%w (and following the working VDI failed: %v)", err, rerr)
@@ -549,36 +550,9 @@ func (c *conn) sendBlockStatus(r *request, ext []extent) {
 	c.reply(r, b)
 }
 
-// Data buffers are pooled by power-of-two size class (4 KiB up to
-// maxPayload), so that the data path does not allocate per request.
-const minClass = 12
-
-var bufPools [26 - minClass]sync.Pool // classes 2^12 .. 2^25 (32 MiB)
-
-func sizeClass(n int) int {
-	c := minClass
-	for 1<<c < n {
-		c++
-	}
-	return c
-}
-
-// getBuf returns a pooled buffer of length n (n <= maxPayload).
-func getBuf(n int) *[]byte {
-	c := sizeClass(n)
-	if b, ok := bufPools[c-minClass].Get().(*[]byte); ok {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, 1<<c)
-	return &b
-}
+// Data buffers come from the size-class pools of internal/bufpool, so
+// that the data path does not allocate per request.
+func getBuf(n int) *[]byte { return bufpool.Get(n) }
 
 // putBuf returns b to its pool.
-func putBuf(b *[]byte) {
-	c := sizeClass(cap(*b))
-	if 1<<c != cap(*b) || c-minClass >= len(bufPools) {
-		return
-	}
-	bufPools[c-minClass].Put(b)
-}
+func putBuf(b *[]byte) { bufpool.Put(b) }

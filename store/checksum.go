@@ -1,6 +1,6 @@
 package store
 
-// Chunk checksums (DESIGN.md "Local store"). Every object file carries in
+// Chunk checksums (docs/design.md §8 "Local store"). Every object file carries in
 // its xattr user.sheepdog.crc the XXH3-64 of each fixed-size chunk of the
 // object, truncated to its low 32 bits (the attribute keeps its name from
 // version 1, which held CRC-32C values; see "Version 1" below). Reads

@@ -9,7 +9,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Write-back (DESIGN.md "Durability"). A WriteAt, Create or Punch without
+// Write-back (docs/design.md §7 "Durability"). A WriteAt, Create or Punch without
 // sync leaves its data in the page cache and records the object in the
 // dirty set; Flush later syncs exactly the objects in it. This is how a
 // disk with a write cache behaves: a write is stable after the next flush,

@@ -1,5 +1,5 @@
 // Package store is one node's on-disk object store, in Sheepdog's "plain"
-// layout (PROTOCOL.md §3.4): one file per object under <dir>/obj/, named by
+// layout (docs/protocol.md §3.4): one file per object under <dir>/obj/, named by
 // the object id as 16 lower-case hex digits, and superseded copies under
 // <dir>/obj/.stale/<oid>.<epoch>. It does no networking and knows nothing of
 // replication; core/gateway and core/recovery decide what goes where.

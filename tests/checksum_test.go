@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// Store checksums end to end (DESIGN.md "Local store"): a byte flipped in
+// Store checksums end to end (docs/design.md §8 "Local store"): a byte flipped in
 // one stored copy, behind the sheep's back, is never served; a read or
 // `collie vdi check` finds it and repairs the copy from a good one.
 

@@ -64,7 +64,7 @@ func TestSingleNodeFlow(t *testing.T) {
 	if !strings.HasPrefix(list, wantHeader) {
 		t.Fatalf("vdi list header:\n%q", list)
 	}
-	// Alice hashes to vid 15d167 (PROTOCOL.md §4.1), 3 objects of 4 MiB used.
+	// Alice hashes to vid 15d167 (docs/protocol.md §4.1), 3 objects of 4 MiB used.
 	row := regexp.MustCompile(`(?m)^  Alice        0   64 MB  8\.0 MB  0\.0 MB \d{4}-\d\d-\d\d \d\d:\d\d   15d167      1                22$`)
 	if !row.MatchString(list) {
 		t.Fatalf("vdi list row:\n%s", list)

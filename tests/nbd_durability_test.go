@@ -29,7 +29,7 @@ func flushPasses(t *testing.T, s *Sheep) []int {
 var flushedLine = regexp.MustCompile(`msg=flushed objects=(\d+)`)
 
 // TestNBDWriteBack: NBD behaves like a disk with a write cache
-// (DESIGN.md "Durability"). Writes without FUA are acknowledged before
+// (docs/design.md §7 "Durability"). Writes without FUA are acknowledged before
 // they are synced, and an NBD FLUSH syncs exactly the objects they
 // touched, on every copy; a FUA write is synced before its reply and
 // leaves nothing to flush; a client that never flushes leaves its writes

@@ -1,7 +1,7 @@
 package tests
 
 // Conformance of our sheep with QEMU 5.2's sheepdog driver, flow by flow
-// (QEMU-CLIENT.md §8). The driver emulation is in qemu_wire_test.go
+// (docs/qemu-client.md §8). The driver emulation is in qemu_wire_test.go
 // (headers, side connections), qemu_image_test.go (an open image) and
 // qemu_ioconn_test.go (the pipelined I/O connection and its reconnect).
 //
@@ -337,7 +337,7 @@ func TestQemuPipelinedIO(t *testing.T) {
 }
 
 // TestQemuFlush: FLUSH_VDI in CACHE mode is answered INVALID_PARMS with no
-// payload (Sheepdog 1.0, DESIGN.md "Durability": no write-back cache, every
+// payload (Sheepdog 1.0, docs/design.md §7 "Durability": no write-back cache, every
 // acknowledged write is already stable); QEMU then sends DIRECT, which must
 // work, and never flushes again.
 func TestQemuFlush(t *testing.T) {

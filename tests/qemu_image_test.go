@@ -1,7 +1,7 @@
 package tests
 
 // qemuImage replays what QEMU does with one open image: I/O, snapshots,
-// vmstate, discard (QEMU-CLIENT.md §8, §9).
+// vmstate, discard (docs/qemu-client.md §8, §9).
 
 import (
 	"cmp"

@@ -1,7 +1,7 @@
 package tests
 
 // The I/O connection of an open image: pipelining, replies by id, and
-// QEMU's reconnect with resend (QEMU-CLIENT.md §0, §9).
+// QEMU's reconnect with resend (docs/qemu-client.md §0, §9).
 
 import (
 	"errors"

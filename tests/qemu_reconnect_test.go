@@ -1,6 +1,6 @@
 package tests
 
-// QEMU's reconnect (QEMU-CLIENT.md §9): when the I/O connection drops, it
+// QEMU's reconnect (docs/qemu-client.md §9): when the I/O connection drops, it
 // dials again (once a second; faster here) and resends every request in
 // flight with its original id, data writes re-examined against its index,
 // so a CREATE_AND_WRITE_OBJ the sheep already applied arrives again as a

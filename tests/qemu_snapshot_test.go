@@ -2,7 +2,7 @@ package tests
 
 // QEMU's snapshot flows against our sheep: create, list, goto, branch,
 // delete, copy-on-write, the READONLY reload, clone from NAME:SNAPID,
-// vmstate and discard (QEMU-CLIENT.md §8.4, §8.8, §8.11–§8.16, §9).
+// vmstate and discard (docs/qemu-client.md §8.4, §8.8, §8.11–§8.16, §9).
 
 import (
 	"bytes"
@@ -158,7 +158,7 @@ func TestQemuSnapshotList(t *testing.T) {
 // working VDI whose index still names its objects (QEMU does not zero it),
 // then NEW_VDI from the snapshot. Sheepdog 1.0 answers the DEL_VDI SUCCESS
 // without deleting and the NEW_VDI fails with VDI_EXIST; our sheep must
-// really delete (PROTOCOL.md §12) and reclaim the dropped objects. Writing
+// really delete (docs/protocol.md §12) and reclaim the dropped objects. Writing
 // to an image opened as NAME:SNAPID branches the same way (§8.14).
 func TestQemuSnapshotGoto(t *testing.T) {
 	s, d := qemuSheep(t)

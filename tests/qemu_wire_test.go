@@ -1,8 +1,8 @@
 package tests
 
 // A replay of QEMU 5.2's sheepdog block driver (block/sheepdog.c), written
-// from /work/shared/QEMU-CLIENT.md and the captured traffic in
-// /work/shared/testdata/qemu52-wire*.log. It encodes every header itself,
+// from docs/qemu-client.md and traffic captured between qemu-img/qemu-io
+// 5.2 and a Sheepdog 1.0 sheep. It encodes every header itself,
 // field by field at QEMU's offsets (not through core/proto), so that the
 // conformance tests check our server against what QEMU really puts on the
 // wire: proto_ver 0 on I/O and 1 on LOCK/GET_VDI_INFO/GET_CLUSTER_DEFAULT,
@@ -26,7 +26,7 @@ import (
 	"time"
 )
 
-// Opcodes, flags and result codes as QEMU 5.2 knows them (QEMU-CLIENT.md
+// Opcodes, flags and result codes as QEMU 5.2 knows them (docs/qemu-client.md
 // §3, §4).
 const (
 	sdOpCreateAndWrite   = 0x01
@@ -280,7 +280,7 @@ type qemuCreateOpts struct {
 	base       uint32
 }
 
-// create is qemu-img create (QEMU-CLIENT.md §8.3): GET_CLUSTER_DEFAULT
+// create is qemu-img create (docs/qemu-client.md §8.3): GET_CLUSTER_DEFAULT
 // unless object_size was given, then NEW_VDI with snapid 0.
 func (d *qemuDriver) create(name string, o qemuCreateOpts) (uint32, uint32) {
 	d.t.Helper()
@@ -318,7 +318,7 @@ func sdReadHeader(sc *qemuSideConn, vid uint32, copies uint8, cache uint16) []by
 	return data
 }
 
-// sdInode reads QEMU's view of an inode header (QEMU-CLIENT.md §6).
+// sdInode reads QEMU's view of an inode header (docs/qemu-client.md §6).
 type sdInode []byte
 
 func (h sdInode) name() string        { return sdCstr(h[0:256]) }

@@ -2,7 +2,7 @@ package tests
 
 // QEMU's "goto snapshot" when DEL_VDI of the working VDI fails: NEW_VDI
 // with snapid 1 and the snapshot as base, which Sheepdog calls a rebase
-// (QEMU-CLIENT.md §8.13, §8.14; PROTOCOL.md §4.4).
+// (docs/qemu-client.md §8.13, §8.14; docs/protocol.md §4.4).
 
 import (
 	"bytes"

@@ -7,7 +7,7 @@ import (
 )
 
 // TestVMStateReclaim: the vmstate objects QEMU's savevm stored for a
-// snapshot (QEMU-CLIENT.md §8.16) live as long as the snapshot. loadvm's
+// snapshot (docs/qemu-client.md §8.16) live as long as the snapshot. loadvm's
 // goto deletes the working VDI and keeps them; `collie vdi delete -s`
 // of the snapshot removes them, while its data objects, still read by the
 // working VDI that goto built on it, stay and read back.

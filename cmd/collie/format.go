@@ -11,7 +11,7 @@ import (
 )
 
 // This file holds every piece of output whose bytes must match dog's
-// (PROTOCOL.md §8, testdata/dog-session.txt). The functions are pure so
+// (docs/protocol.md §8, testdata/dog-session.txt). The functions are pure so
 // that format_test.go can compare them with the captured lines.
 
 // Time layouts of dog's strftime and ctime calls.
@@ -200,7 +200,7 @@ type clusterStat struct {
 	Logs    []proto.EpochLog // newest first
 }
 
-// formatClusterInfo renders "cluster info" (PROTOCOL.md §8.3).
+// formatClusterInfo renders "cluster info" (docs/protocol.md §8.3).
 func formatClusterInfo(st clusterStat, verbose, raw, diff bool, loc *time.Location) string {
 	var b strings.Builder
 	var first proto.EpochLog
@@ -285,7 +285,7 @@ func nodesDiff(cur, prev []proto.Node) string {
 		for _, x := range a {
 			found := false
 			for _, y := range b {
-				if x.NodeID.Compare(y.NodeID) == 0 {
+				if x.Same(y.NodeID) {
 					found = true
 					break
 				}

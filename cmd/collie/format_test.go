@@ -11,7 +11,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// The captures in testdata are copies of /work/shared/testdata: dog 1.0's
+// The captures in testdata were recorded against Sheepdog 1.0: dog 1.0's
 // output (dog-session.txt) and the wire exchange behind it (dog-wire.log).
 // The capture's local time zone was UTC.
 

@@ -1,6 +1,6 @@
 // Command collie is the Sheepdog administrator utility: a command-for-command,
 // output-compatible re-implementation of Sheepdog's dog (formerly collie)
-// over the native protocol (PROTOCOL.md §8).
+// over the native protocol (docs/protocol.md §8).
 //
 //	collie <command> <subcommand> [options] [args]
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/fanout"
 )
 
 // inodeReadSize is what dog reads of an inode while listing: the header
@@ -150,31 +151,9 @@ func (s *session) newVdi(name string, size uint64, base uint32, snapshot bool, c
 
 // parallel runs f(0..n-1) with at most width calls in flight (the client
 // pipelines them on one connection) and returns the first error; no new
-// call starts after a failure.
+// call starts after a failure (fanout.Run).
 func parallel(n uint64, width int, f func(i uint64) error) error {
-	var (
-		wg     sync.WaitGroup
-		failed atomic.Bool
-		once   sync.Once
-		first  error
-		sem    = make(chan struct{}, width)
-	)
-	for i := uint64(0); i < n && !failed.Load(); i++ {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if failed.Load() {
-				return
-			}
-			if err := f(i); err != nil {
-				once.Do(func() { first = err })
-				failed.Store(true)
-			}
-		}()
-	}
-	wg.Wait()
-	return first
+	return fanout.Run(int(n), width, func(i int) error { return f(uint64(i)) })
 }
 
 // allocate creates data object idx of vid (empty, or with data) and points
@@ -430,7 +409,7 @@ func (s *session) deleteVdi(name string, snapID uint32, snapTag string) error {
 		batch = 128
 	}
 	// Zero data_vdi_id in batches of up to batch allocated entries; each
-	// write makes the gateway drop the references (PROTOCOL.md §4.6).
+	// write makes the gateway drop the references (docs/protocol.md §4.6).
 	n := int(min(dataObjects(ino), proto.MaxDataIndexes))
 	reclaimed := 0
 	for i := 0; i < n; {

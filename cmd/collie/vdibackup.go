@@ -9,7 +9,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// dog's incremental backup stream (PROTOCOL.md §8.1): a header
+// dog's incremental backup stream (docs/protocol.md §8.1): a header
 // {u32 version, u32 magic}, then records {u32 idx, u32 offset, u32 length,
 // u32 reserved} each followed by length bytes of object idx at offset, and
 // an end record with idx 0xFFFFFFFF. All integers little-endian.

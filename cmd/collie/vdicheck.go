@@ -9,12 +9,11 @@ import (
 	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// vdi check and cluster check (PROTOCOL.md §8.1, §8.3), as dog does them:
+// vdi check and cluster check (docs/protocol.md §8.1, §8.3), as dog does them:
 // for every object of a VDI (its inode and each allocated data object), ask
 // each node that should hold a copy for its SHA-1 (GET_HASH), take the
 // majority (Boyer-Moore vote), and have every holder whose copy is missing
@@ -340,7 +339,7 @@ func vote(reps []replica) *replica {
 // CREATE_AND_WRITE_PEER to bad of the whole object (size bytes). Both carry
 // the session's epoch.
 func (c *nodeConns) repair(oid uint64, size int64, bad, good proto.Node) error {
-	req := gateway.RepairRequest(c.s.epoch, oid, good.NodeID, 0)
+	req := proto.RepairRequest(c.s.epoch, oid, good.NodeID, 0)
 	rsp, _, err := c.do(bad, &req, nil, nil)
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ import (
 )
 
 // "vdi lock {list|unlock}" shows and breaks the per-VDI locks a cluster
-// formatted with -l keeps (PROTOCOL.md §4.9). The lock state comes from
+// formatted with -l keeps (docs/protocol.md §4.9). The lock state comes from
 // GET_VDI_COPIES, the names from the inodes, as in dog's vdi.c.
 
 // lockSubcommands are dog's vdi_lock_cmd, in its order. desc is for the

@@ -11,7 +11,7 @@ import (
 const rollbackQuestion = "This operation discards any changes made since the previous\n" +
 	"snapshot was taken.  Continue? [yes/no]: "
 
-// vdiRollback is dog's vdi rollback (PROTOCOL.md §4.4): read the snapshot's
+// vdiRollback is dog's vdi rollback (docs/protocol.md §4.4): read the snapshot's
 // header, delete the working VDI, then create a new working VDI of the same
 // name based on the snapshot (a clone under the same name, with the next
 // snap_id).

@@ -10,7 +10,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -313,12 +312,12 @@ func serve(cfg Config) error {
 	cl, err := cluster.OpenRaft(cluster.RaftConfig{
 		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
 		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
-			req := proto.NewRequest(server.OpClusterPropose)
+			req := proto.NewRequest(proto.OpClusterPropose)
 			rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
 			if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
 				return 0, 0, err // not ordered: the caller retries
 			}
-			return rsp.Result, binary.LittleEndian.Uint64(rsp.Arg[4:]), nil
+			return rsp.Result, rsp.ProposeIndex(), nil
 		},
 		OnApply: func(e *cluster.Entry, res proto.Result) {
 			switch {

@@ -1,6 +1,6 @@
 // Package gateway is the replicated object layer: whichever sheep a client
 // talks to reads and writes the object's copies on its behalf
-// (PROTOCOL.md §5.5). It implements the object interface core/volume and
+// (docs/protocol.md §5.5). It implements the object interface core/volume and
 // core/vdi are written against, in-process.
 //
 // Writes, creates and removes go to every copy in parallel and succeed only
@@ -161,7 +161,7 @@ func (g *Gateway) isTarget(p plan) bool {
 	return false
 }
 
-func (g *Gateway) isSelf(n proto.Node) bool { return n.Addr == g.self.Addr && n.Port == g.self.Port }
+func (g *Gateway) isSelf(n proto.Node) bool { return n.Same(g.self) }
 
 func checkRange(oid uint64, size, off int64, n int) error {
 	if off < 0 || off+int64(n) > size {
@@ -236,7 +236,7 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 			}
 			return true
 		}
-		if isBadCopy(err) && slices.ContainsFunc(p.targets, func(t proto.Node) bool { return t.NodeID == n.NodeID }) {
+		if isBadCopy(err) && slices.ContainsFunc(p.targets, func(t proto.Node) bool { return t.Same(n.NodeID) }) {
 			bad = append(bad, n)
 		}
 		// An epoch mismatch is retried; otherwise a copy that exists but
@@ -272,19 +272,15 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 	return last
 }
 
-// historyDepth is how many past epochs rank the nodes read from when an
-// object's targets lack it.
-const historyDepth = 16
-
 // pastRings returns the rings of the epochs before epoch, newest first,
-// at most historyDepth of them. Past epochs never change: their rings are
+// at most placement.HistoryDepth of them. Past epochs never change: their rings are
 // built once.
 func (g *Gateway) pastRings(epoch uint32) []*placement.Ring {
 	var lists [][]proto.Node
 	var ctime uint64
 	g.cluster.View(func(s *cluster.State) {
 		ctime = s.Ctime
-		for e := epoch - 1; e >= 1 && epoch-e <= historyDepth; e-- {
+		for e := epoch - 1; e >= 1 && epoch-e <= placement.HistoryDepth; e-- {
 			lists = append(lists, s.EpochNodes(e))
 		}
 	})
@@ -294,7 +290,7 @@ func (g *Gateway) pastRings(epoch uint32) []*placement.Ring {
 		g.past, g.pastCtime = map[uint32]*placement.Ring{}, ctime
 	}
 	for e := range g.past {
-		if e+historyDepth < epoch || e >= epoch {
+		if e+placement.HistoryDepth < epoch || e >= epoch {
 			delete(g.past, e)
 		}
 	}

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
-// Repairing bad copies (DESIGN.md "Local store"). A copy whose bytes no
+// Repairing bad copies (docs/design.md §8 "Local store"). A copy whose bytes no
 // longer match the store's checksums fails with store.ErrChecksum locally
 // and answers EIO to a peer. The gateway then serves the request from
 // another copy and repairs the bad one from it:
@@ -50,7 +49,7 @@ func (g *Gateway) repairLocalLocked(ctx context.Context, p plan, oid uint64, fro
 
 // repairPeer asks node bad to repair its copy of oid from node from.
 func (g *Gateway) repairPeer(ctx context.Context, p plan, oid uint64, bad, from proto.Node) error {
-	r := RepairRequest(p.epoch, oid, from.NodeID, FlagRepairBadChunks)
+	r := proto.RepairRequest(p.epoch, oid, from.NodeID, proto.FlagRepairBadChunks)
 	if _, _, err := g.peers.Call(ctx, bad.NodeID.String(), &r, nil, nil); err != nil {
 		return fmt.Errorf("repair %016x on %s from %s: %w", oid, bad.NodeID, from.NodeID, err)
 	}
@@ -62,28 +61,6 @@ func (g *Gateway) repairPeer(ctx context.Context, p plan, oid uint64, bad, from 
 // node.
 func (g *Gateway) Holds(ctx context.Context, oid uint64) bool {
 	return g.isTarget(g.plan(ctx, oid))
-}
-
-// FlagRepairBadChunks is a REPAIR_REPLICA flag of ours (dog sends none):
-// rewrite only the chunks that fail their checksums, and neither replace a
-// copy that verifies nor create a missing one. Gateways and recovery set
-// it: they know the copy is bad by its checksums, and a copy that merely
-// differs from the good one may hold a write the good one has not got yet.
-const FlagRepairBadChunks uint16 = 0x8000
-
-// RepairRequest is REPAIR_REPLICA: the receiving node reads oid from node
-// from and repairs its own copy with it; flags is 0 or FlagRepairBadChunks.
-func RepairRequest(epoch uint32, oid uint64, from proto.NodeID, flags uint16) proto.Request {
-	r := proto.NewRequest(proto.OpRepairReplica)
-	r.Epoch = epoch
-	r.Flags = flags
-	r.SetForw(proto.ForwArgs{Oid: oid, Addr: from.Addr, Port: from.Port})
-	return r
-}
-
-// ForwNode is the node a REPAIR_REPLICA request names.
-func ForwNode(f proto.ForwArgs) proto.NodeID {
-	return proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(f.Addr).Unmap(), f.Port))
 }
 
 // repairAfterRead repairs the copies a read found bad, once it was served
@@ -119,7 +96,7 @@ func (g *Gateway) healedWrite(ctx context.Context, p plan, oid uint64, n proto.N
 		return err
 	}
 	for _, from := range p.targets {
-		if from.NodeID == n.NodeID {
+		if from.Same(n.NodeID) {
 			continue
 		}
 		var rerr error

@@ -6,12 +6,20 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Copies and epochs (PROTOCOL.md §5.6). Within one epoch every write of an
+// Copies and epochs (docs/protocol.md §5.6). Within one epoch every write of an
 // object reaches all its targets, so a node that was a target in the
 // epoch before the current one holds the object as last written. A node
 // that stopped being a target earlier may still hold a copy, until the
 // cleanup after recovery drops it, and that copy may have missed every
 // write since: it is a source of last resort, never a peer to trust.
+
+// HistoryDepth is how many epochs before the current one count when
+// ranking the copies of an object (Rank): the nodes read from when the
+// object's targets lack it, and the sources recovery copies from. A node
+// that was a target only before them ranks with the never-targets, last.
+// A node whose copies were last settled longer ago than that trusts none
+// of them (recovery).
+const HistoryDepth = 16
 
 // Rank orders holders, the nodes that have a copy of oid (wanting copies
 // copies), by the newest past epoch in which each was one of oid's
@@ -30,7 +38,7 @@ func Rank(past []*Ring, oid uint64, copies int, holders []proto.Node) []proto.No
 		}
 		for _, t := range r.Locate(oid, copies) {
 			for i, h := range holders {
-				if age[i] == len(past) && h.Addr == t.Addr && h.Port == t.Port {
+				if age[i] == len(past) && h.Same(t.NodeID) {
 					age[i] = e
 					left--
 				}

@@ -1,5 +1,5 @@
 // Package placement decides where objects live: Sheepdog's consistent-hash
-// ring of virtual nodes (PROTOCOL.md §5.2). Everything here is a pure
+// ring of virtual nodes (docs/protocol.md §5.2). Everything here is a pure
 // function of the node list, so every sheep computes the same answer.
 package placement
 
@@ -86,7 +86,7 @@ func (r *Ring) Locate(oid uint64, nrCopies int) []proto.Node {
 // Holds reports whether id is among oid's copies.
 func (r *Ring) Holds(oid uint64, nrCopies int, id proto.NodeID) bool {
 	for _, n := range r.Locate(oid, nrCopies) {
-		if n.Addr == id.Addr && n.Port == id.Port {
+		if n.Same(id) {
 			return true
 		}
 	}

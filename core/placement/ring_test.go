@@ -14,7 +14,7 @@ func node(addr string, zone uint32, vnodes uint16) proto.Node {
 }
 
 // TestVnodeHashes checks the ring positions against Sheepdog's vectors
-// (PROTOCOL.md §4.1): node 127.0.0.1:7000's first vnode.
+// (docs/protocol.md §4.1): node 127.0.0.1:7000's first vnode.
 func TestVnodeHashes(t *testing.T) {
 	r := New([]proto.Node{node("127.0.0.1:7000", 0, 1)})
 	if len(r.vnodes) != 1 || r.vnodes[0].hash != 0x3af2cba6e538cdf3 {

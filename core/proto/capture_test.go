@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// captureFile is a copy of /work/shared/testdata/dog-wire.log: every header
+// captureFile (testdata/dog-wire.log) holds every header
 // and payload of a dog session against the original Sheepdog 1.0, recorded
 // by a logging proxy. It is the golden reference for byte layouts.
 const captureFile = "testdata/dog-wire.log"
@@ -117,7 +117,7 @@ func mustHex(tb testing.TB, s string) []byte {
 
 // TestCaptureHeadersRoundTrip decodes every header dog and sheep exchanged
 // and checks that re-encoding gives the captured bytes, and that the fixed
-// fields sit where PROTOCOL.md §1.1–§1.4 says.
+// fields sit where docs/protocol.md §1.1–§1.4 says.
 func TestCaptureHeadersRoundTrip(t *testing.T) {
 	for _, m := range loadCapture(t) {
 		var out [HeaderSize]byte

@@ -10,7 +10,7 @@ func TestVdiNameHash(t *testing.T) {
 		name string
 		want uint32
 	}{
-		// PROTOCOL.md §4.1 vectors.
+		// docs/protocol.md §4.1 vectors.
 		{"test", 0x7c2b25},
 		{"test2", 0xfd3815},
 		{"test5", 0xfd2c30},

@@ -107,7 +107,7 @@ const (
 // the length, 8 bytes little-endian. A node that predates it answers
 // INVALID_PARMS (unknown opcode); the gateway then writes zeros to that
 // copy instead. Our internal ops sit at 0xF0 and up, above Sheepdog's
-// (0xF0 is server.OpClusterPropose).
+// (0xF0 is OpClusterPropose).
 const OpPunchPeer Opcode = 0xF1
 
 // Internal reports whether the opcode is a sheep-internal one (proto 0x0a).

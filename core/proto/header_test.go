@@ -7,7 +7,7 @@ import (
 )
 
 // at is a little-endian field of size 1, 2, 4 or 8 bytes at off, as the
-// offset tables of PROTOCOL.md state them.
+// offset tables of docs/protocol.md state them.
 type at struct {
 	off, size int
 	v         uint64
@@ -602,7 +602,7 @@ func TestPeerOp(t *testing.T) {
 			t.Errorf("%#x.PeerOp() = %#x, want %#x", tt.op, got, tt.want)
 		}
 	}
-	// Wire values of the pairs (PROTOCOL.md §2).
+	// Wire values of the pairs (docs/protocol.md §2).
 	if OpCreateAndWritePeer != 0xA3 || OpReadPeer != 0xA4 || OpWritePeer != 0xA5 || OpRemovePeer != 0xA6 || OpDecrefPeer != 0xC2 {
 		t.Error("peer opcode values differ from §2")
 	}

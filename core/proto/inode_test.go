@@ -54,7 +54,7 @@ func otherInode() *Inode {
 	return ino
 }
 
-// refImage encodes the full inode from PROTOCOL.md §3.2, independently of
+// refImage encodes the full inode from docs/protocol.md §3.2, independently of
 // the code under test.
 func refImage(ino *Inode) []byte {
 	b := make([]byte, InodeSize)

@@ -77,6 +77,12 @@ func (id NodeID) Compare(o NodeID) int {
 	return 0
 }
 
+// Same reports whether id and o are the same sheep. A sheep is its
+// address and port, the bytes the ring hashes (HashKey) and nodes are
+// ordered by (Compare); the I/O address is a route to it, not part of who
+// it is. Compare node identities with Same, never field by field.
+func (id NodeID) Same(o NodeID) bool { return id.Addr == o.Addr && id.Port == o.Port }
+
 // HashKey returns the 18 bytes (addr + LE port) the ring hashes.
 func (id NodeID) HashKey() [18]byte {
 	var b [18]byte

@@ -3,7 +3,7 @@
 // It is pure encode/decode with no I/O and imports nothing of ours.
 //
 // Every integer is little-endian at the exact offsets of the C structs
-// (PROTOCOL.md §1–§5).
+// (docs/protocol.md §1–§5).
 package proto
 
 import "fmt"

@@ -12,7 +12,7 @@ func TestResultString(t *testing.T) {
 		r    Result
 		want string
 	}{
-		// PROTOCOL.md §1.6, dog's messages.
+		// docs/protocol.md §1.6, dog's messages.
 		{ResSuccess, "Success"},
 		{ResUnknown, "Unknown error"},
 		{ResNoObj, "No object found"},

@@ -1,5 +1,5 @@
 // Package recovery moves objects to where the current epoch wants them
-// (PROTOCOL.md §5.6, DESIGN.md "Recovery"). After every epoch change each
+// (docs/protocol.md §5.6, docs/design.md §6 "Recovery"). After every epoch change each
 // node works out which objects it should now hold, pulls the ones it lacks
 // from the nodes that have them, and moves the copies it should no longer
 // hold to the stale area, so that an outdated copy is never served.
@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -162,7 +161,7 @@ func (r *Recovery) Trusted() bool {
 		return true
 	}
 	span := settledSpan(settled, epoch)
-	if span > historyDepth {
+	if span > placement.HistoryDepth {
 		return false
 	}
 	present := true
@@ -260,7 +259,7 @@ func (r *Recovery) Stop() {
 
 func (r *Recovery) has(nodes []proto.Node) bool {
 	for _, n := range nodes {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port {
+		if n.Same(r.self) {
 			return true
 		}
 	}
@@ -279,7 +278,7 @@ func (r *Recovery) run(ctx context.Context) {
 		disabled = s.DisableRecovery
 		epoch, ctime = s.Epoch(), s.Ctime
 		cur = s.Nodes()
-		for e := epoch - 1; e >= 1 && len(history) < historyDepth; e-- {
+		for e := epoch - 1; e >= 1 && len(history) < placement.HistoryDepth; e-- {
 			history = append(history, s.EpochNodes(e))
 		}
 		def = int(s.NrCopies)
@@ -362,7 +361,7 @@ func (r *Recovery) run(ctx context.Context) {
 	where := map[uint64][]proto.Node{}
 	complete := true
 	for _, n := range cur {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
 		oids, err := r.objList(ctx, n, epoch)
@@ -502,7 +501,7 @@ func (r *Recovery) stale(oid uint64, epoch uint32) {
 // object has had the chance to copy it.
 func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, ring *placement.Ring, copiesOf func(uint64) int) {
 	for _, n := range cur {
-		if n.Addr == r.self.Addr && n.Port == r.self.Port || n.NrVnodes == 0 {
+		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
 		for {
@@ -539,10 +538,6 @@ func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, 
 	}
 	r.log.Info("recovery cleanup", "epoch", epoch, "dropped", dropped)
 }
-
-// historyDepth is how many past epochs rank the sources of a copy; a
-// holder that was a target only before them ranks last.
-const historyDepth = 16
 
 // recoverOne copies oid from the first holder that has it. Holding the
 // object's lock, a copy that appeared meanwhile (a write repaired it) wins.
@@ -597,7 +592,7 @@ func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.N
 // the holder rewrites only its bad chunks, under its own lock).
 func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, bad []proto.Node) {
 	for _, n := range bad {
-		req := gateway.RepairRequest(epoch, oid, r.self, gateway.FlagRepairBadChunks)
+		req := proto.RepairRequest(epoch, oid, r.self, proto.FlagRepairBadChunks)
 		if _, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, nil); err != nil {
 			r.log.Warn("recovery: repair bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String(), "err", err)
 			continue

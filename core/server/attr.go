@@ -8,7 +8,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 )
 
-// getVdiAttr is GET_VDI_ATTR (PROTOCOL.md §4.8): find, create, or delete
+// getVdiAttr is GET_VDI_ATTR (docs/protocol.md §4.8): find, create, or delete
 // a VDI attribute record. The reply names the attribute object (vdi_id is
 // the name-hash vid, attr_id the slot) even when the result is an error,
 // as sheep's does; dog then reads the object for getattr.

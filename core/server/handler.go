@@ -15,6 +15,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -162,7 +163,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
-		OpClusterPropose:           {force: true, fn: h.clusterPropose},
+		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpLockVdi:           {fn: h.lockVdi},
@@ -244,8 +245,8 @@ func (c *call) needOut(n int) error {
 // clientFlags are the flags of a client's object request as passed to the
 // gateway. CACHE is dropped: without an object cache, FLUSH_VDI answers
 // INVALID_PARMS and QEMU, which sets CACHE by default, stops flushing, so
-// a client's write must be stable when it is acknowledged (DESIGN.md
-// "Durability").
+// a client's write must be stable when it is acknowledged
+// (docs/design.md §7 "Durability").
 func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
 
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
@@ -266,13 +267,14 @@ func (h *Handler) readObj(ctx context.Context, c *call) error {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
 	}
 	n = min(n, size-int64(o.Offset))
-	buf := getBuf(int(n))
+	bp := bufpool.Get(int(n))
+	buf := *bp
 	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(o.Offset), buf); err != nil {
-		putBuf(buf)
+		bufpool.Put(bp)
 		return err
 	}
 	c.out = buf
-	c.release = func() { putBuf(buf) }
+	c.release = func() { bufpool.Put(bp) }
 	return nil
 }
 
@@ -296,7 +298,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	// A write into an inode's data_vdi_id drops the references it
 	// overwrites (a discard writes 0, dog zeroes the table before
 	// DEL_VDI): note the old owners, write, then reclaim what nobody
-	// references any more (PROTOCOL.md §4.7).
+	// references any more (docs/protocol.md §4.7).
 	vid := proto.OidToVid(o.Oid)
 	before := make([]byte, 4*(hi-lo))
 	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), before); err != nil {
@@ -305,7 +307,7 @@ func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	if h.addsSnapshotRefs(vid, lo, before, int64(o.Offset), c.data) {
 		// A snapshot's table never gains references. This is QEMU's index
 		// update racing a `dog vdi snapshot`: READONLY makes it reload the
-		// inode and resend the update to the new working VDI (QEMU-CLIENT.md
+		// inode and resend the update to the new working VDI (docs/qemu-client.md
 		// §9), instead of the entry landing in the snapshot and missing
 		// from the working VDI. Zeroing stays allowed (dog's delete).
 		return fmt.Errorf("inode %x is a snapshot's: %w", vid, proto.ResReadonly)
@@ -396,11 +398,6 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
 
-// OpClusterPropose is our internal op (not in Sheepdog) carrying an encoded
-// cluster entry from a follower to the raft leader. The reply carries the
-// result and, at rsp @24, the log index the entry was applied at.
-const OpClusterPropose proto.Opcode = 0xF0
-
 func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 	if h.cfg.Propose == nil {
 		return proto.ResNoSupport
@@ -409,7 +406,7 @@ func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
 	if err != nil {
 		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
 	}
-	le.PutUint64(c.rsp.Arg[4:], idx)
+	c.rsp.SetProposeIndex(idx)
 	if res != proto.ResSuccess {
 		return res
 	}
@@ -451,13 +448,14 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
 	}
 	n := min(int64(c.req.DataLength), size-int64(o.Offset))
-	buf := getBuf(int(n))
+	bp := bufpool.Get(int(n))
+	buf := *bp
 	if err := h.cfg.Store.ReadAt(ctx, o.Oid, buf, int64(o.Offset)); err != nil {
-		putBuf(buf)
+		bufpool.Put(bp)
 		return err
 	}
 	c.out = buf
-	c.release = func() { putBuf(buf) }
+	c.release = func() { bufpool.Put(bp) }
 	return nil
 }
 

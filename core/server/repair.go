@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -21,11 +20,11 @@ import (
 // rewritten (store.Repair); a missing copy is created if the current epoch
 // places one here; a copy that verifies but differs from the good one (it
 // missed a write) is replaced whole, as sheep does. With our flag
-// gateway.FlagRepairBadChunks only the bad chunks are rewritten.
+// proto.FlagRepairBadChunks only the bad chunks are rewritten.
 func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 	f := c.req.Forw()
-	from := gateway.ForwNode(f)
-	if from.Addr == h.cfg.Self.Addr && from.Port == h.cfg.Self.Port {
+	from := f.Node()
+	if from.Same(h.cfg.Self.NodeID) {
 		return fmt.Errorf("repair %016x from this node itself: %w", f.Oid, proto.ResInvalidParms)
 	}
 	size := h.objectSize(f.Oid)
@@ -44,7 +43,7 @@ func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 		return fmt.Errorf("repair %016x: %d bytes from %s, want %d: %w", f.Oid, n, from, size, proto.ResEIO)
 	}
 	chunks, err := h.cfg.Store.Repair(ctx, f.Oid, good)
-	if c.req.Flags&gateway.FlagRepairBadChunks != 0 {
+	if c.req.Flags&proto.FlagRepairBadChunks != 0 {
 		return err
 	}
 	switch {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 )
 
 // maxPayload bounds a request payload: the largest thing a client writes is
@@ -140,15 +141,19 @@ func (s *Server) serveConn(c net.Conn) {
 		var req proto.Request
 		req.Unmarshal(hb[:])
 		var data []byte
+		var dp *[]byte
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > 0 {
 			if req.DataLength > maxPayload {
 				s.log.Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
 				cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch())
 				return
 			}
-			data = getBuf(int(req.DataLength))
+			// Payload buffers come from internal/bufpool: the data path
+			// does not allocate per request.
+			dp = bufpool.Get(int(req.DataLength))
+			data = *dp
 			if _, err := io.ReadFull(c, data); err != nil {
-				putBuf(data)
+				bufpool.Put(dp)
 				s.log.Debug("truncated payload", "peer", cn.peer, "err", err)
 				return
 			}
@@ -159,8 +164,8 @@ func (s *Server) serveConn(c net.Conn) {
 			defer reqs.Done()
 			defer func() { <-cn.inflt }()
 			rsp, out, release := s.h.Handle(ctx, &req, data, cn.peer)
-			if data != nil {
-				putBuf(data)
+			if dp != nil {
+				bufpool.Put(dp)
 			}
 			cn.reply(&req, rsp, out, s.h.epoch())
 			if release != nil {
@@ -195,33 +200,4 @@ func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch 
 		cn.dead.Store(true)
 		cn.c.Close()
 	}
-}
-
-// Payload buffers are pooled by power-of-two size class so that the data
-// path does not allocate per request.
-var pools [32]sync.Pool
-
-func sizeClass(n int) int {
-	c := 0
-	for 1<<c < n {
-		c++
-	}
-	return c
-}
-
-func getBuf(n int) []byte {
-	c := sizeClass(n)
-	if b, ok := pools[c].Get().(*[]byte); ok {
-		return (*b)[:n]
-	}
-	return make([]byte, n, 1<<c)
-}
-
-func putBuf(b []byte) {
-	c := sizeClass(cap(b))
-	if 1<<c != cap(b) {
-		return
-	}
-	b = b[:cap(b)]
-	pools[c].Put(&b)
 }

@@ -281,7 +281,7 @@ func TestProtoVersions(t *testing.T) {
 }
 
 // TestReplyBoundedByDataLength: the server never sends more than the
-// request's data_length (PROTOCOL.md §1.1); the stream stays in sync.
+// request's data_length (docs/protocol.md §1.1); the stream stays in sync.
 func TestReplyBoundedByDataLength(t *testing.T) {
 	s, c, vid := formatted(t)
 	oid := proto.VidToDataOid(vid, 0)

@@ -11,7 +11,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Offsets of struct sheepdog_vdi_attr (PROTOCOL.md §3.3).
+// Offsets of struct sheepdog_vdi_attr (docs/protocol.md §3.3).
 const (
 	attrOffName    = 0
 	attrOffTag     = 256
@@ -70,7 +70,7 @@ func sameAttr(a, b []byte) bool {
 		bytes.Equal(cstr(a[attrOffKey:attrHeaderSize]), cstr(b[attrOffKey:attrHeaderSize]))
 }
 
-// Attr is GET_VDI_ATTR (PROTOCOL.md §4.8): rec is the request's
+// Attr is GET_VDI_ATTR (docs/protocol.md §4.8): rec is the request's
 // sheepdog_vdi_attr, snapid the request's vdi.snapid. The VDI named by the
 // record's name and tag (or snapid) must exist. Its attributes live in
 // objects of the name-hash vid; the probe starts at the record's hash and

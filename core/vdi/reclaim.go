@@ -11,7 +11,7 @@ import (
 )
 
 // Space reclamation. Instead of Sheepdog's generational reference counts
-// (gref and ledger objects, PROTOCOL.md §4.7), a dropped reference is
+// (gref and ledger objects, docs/protocol.md §4.7), a dropped reference is
 // checked against every live inode: the data object (vid, idx) is removed
 // when no live (not deleted) inode's data_vdi_id[idx] names vid any more.
 // Object idx of any VDI can only be named at index idx, so one range of
@@ -133,7 +133,7 @@ const maxVMStateObjects = proto.MaxDataIndexes
 // removeVMState removes the vmstate objects of vid, just deleted, whose
 // inode was ino: indices 0 .. ceil(vm_state_size / object size)-1, where
 // QEMU's savevm put them (index = pos / (1 << block_size_shift),
-// QEMU-CLIENT.md §8.16). A missing object is fine: savevm may not have
+// docs/qemu-client.md §8.16). A missing object is fine: savevm may not have
 // written every one, or an earlier attempt removed it.
 //
 // No reference check: a vmstate object belongs to its vid alone (no

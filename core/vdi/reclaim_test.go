@@ -9,7 +9,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// dogDelete deletes a VDI or snapshot the way dog does (PROTOCOL.md §4.6):
+// dogDelete deletes a VDI or snapshot the way dog does (docs/protocol.md §4.6):
 // zero its data_vdi_id with a write, let the server drop those references
 // (core/server calls Reclaim after such a write), then DEL_VDI.
 func (e *env) dogDelete(name, tag string, snapid uint32) {

@@ -18,7 +18,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Names with known hashes (PROTOCOL.md §4.1, and pairs found by brute force
+// Names with known hashes (docs/protocol.md §4.1, and pairs found by brute force
 // over 8-digit strings; TestHashVectors checks them).
 const (
 	hashAlice = 0x15d167
@@ -132,7 +132,7 @@ func (e *env) setTag(vid uint32, tag string) {
 }
 
 // write stores one block at data index idx of vid the way a client does
-// (PROTOCOL.md §4.5): create, copy-on-write or write the object, then
+// (docs/protocol.md §4.5): create, copy-on-write or write the object, then
 // point data_vdi_id[idx] at vid.
 func (e *env) write(vid, idx uint32, fill byte) {
 	e.t.Helper()
@@ -264,7 +264,7 @@ func TestLookupUnknown(t *testing.T) {
 }
 
 // TestProbing walks names whose hashes collide through the linear probe,
-// including the wrap from vid 0xffffff to vid 1 (PROTOCOL.md §4.3).
+// including the wrap from vid 0xffffff to vid 1 (docs/protocol.md §4.3).
 func TestProbing(t *testing.T) {
 	type step struct {
 		name    string
@@ -339,7 +339,7 @@ func TestChain(t *testing.T) {
 }
 
 // TestSnapshot: the working VDI keeps its vid and becomes the snapshot; a
-// new vid becomes the working VDI (PROTOCOL.md §4.4, test 029).
+// new vid becomes the working VDI (docs/protocol.md §4.4, test 029).
 func TestSnapshot(t *testing.T) {
 	e := newEnv(t, 0)
 	orig := e.create("test", 8<<20)

@@ -1,7 +1,7 @@
 // Package volume presents a VDI as a block device: ReadAt/WriteAt over any
 // byte range, holes reading as zeros, copy-on-write from the objects a
 // snapshot or clone shares, and the inode's data_vdi_id table kept up to
-// date the way QEMU's driver and dog do (PROTOCOL.md §4.5). It runs over
+// date the way QEMU's driver and dog do (docs/protocol.md §4.5). It runs over
 // any ObjectIO: core/gateway in-process, core/client over the network.
 package volume
 
@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/fanout"
 )
 
 // ObjectIO is the object interface a volume is written against.
@@ -138,20 +139,7 @@ func (v *Volume) split(p []byte, off int64) []chunk {
 // each runs f on every chunk, concurrently when there are several (the
 // object layer pipelines them), and returns the first error.
 func each(cs []chunk, f func(c chunk) error) error {
-	if len(cs) == 1 {
-		return f(cs[0])
-	}
-	errs := make(chan error, len(cs))
-	for _, c := range cs {
-		go func() { errs <- f(c) }()
-	}
-	var first error
-	for range cs {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return fanout.Run(len(cs), 0, func(i int) error { return f(cs[i]) })
 }
 
 // clip limits a request to the VDI size, returning io.EOF semantics like

@@ -220,7 +220,7 @@ func TestWriteAllocates(t *testing.T) {
 
 // TestCopyOnWrite: after a snapshot the working VDI shares the snapshot's
 // objects; its first write to one copies it and leaves the snapshot's
-// object alone (PROTOCOL.md §4.5).
+// object alone (docs/protocol.md §4.5).
 func TestCopyOnWrite(t *testing.T) {
 	m := newMemObjects(shift)
 	putInode(t, m, inode{vid: snapVid, name: "test", size: 4 * objSize, snapshot: true, table: map[uint32]uint32{0: snapVid, 1: snapVid}})

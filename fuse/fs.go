@@ -38,6 +38,7 @@ import (
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
+	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/volume"
 )
@@ -62,6 +63,8 @@ type Config struct {
 	AllowOther bool
 	// Log receives what sheepfs cannot report through an errno alone.
 	Log *slog.Logger
+	// Metrics records volume reads, writes and fsyncs (nil: none).
+	Metrics *metrics.Frontend
 }
 
 // DefaultConfig is a mount of the sheep on 127.0.0.1:7000.

@@ -363,7 +363,9 @@ func (h *volumeHandle) fail(op string, off int64, n int, err error) syscall.Errn
 func (h *volumeHandle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
 	octx, cancel := h.f.fsys.opContext()
 	defer cancel()
+	start := time.Now()
 	n, err := h.vol.ReadAtContext(octx, dest, off)
+	h.f.fsys.cfg.Metrics.Observe(opRead, 0, n, time.Since(start), err != nil && err != io.EOF)
 	if err != nil && err != io.EOF {
 		return nil, h.fail("read", off, len(dest), err)
 	}
@@ -383,7 +385,10 @@ func (h *volumeHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	data = data[:min(int64(len(data)), size-off)]
 	octx, cancel := h.f.fsys.opContext()
 	defer cancel()
-	if _, err := h.vol.WriteAtContext(octx, data, off); err != nil {
+	start := time.Now()
+	_, err := h.vol.WriteAtContext(octx, data, off)
+	h.f.fsys.cfg.Metrics.Observe(opWrite, len(data), 0, time.Since(start), err != nil)
+	if err != nil {
 		return 0, h.fail("write", off, len(data), err)
 	}
 	return uint32(len(data)), 0
@@ -395,7 +400,10 @@ func (h *volumeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	}
 	octx, cancel := h.f.fsys.opContext()
 	defer cancel()
-	if err := h.vol.Flush(octx); err != nil {
+	start := time.Now()
+	err := h.vol.Flush(octx)
+	h.f.fsys.cfg.Metrics.Observe(opFsync, 0, 0, time.Since(start), err != nil)
+	if err != nil {
 		return h.fail("fsync", 0, 0, err)
 	}
 	return 0
@@ -493,3 +501,13 @@ func (h *volumeHandle) Allocate(ctx context.Context, off, n uint64, mode uint32)
 	}
 	return 0
 }
+
+// The volume operations sheepfs records in its metrics.
+const (
+	opRead uint8 = iota
+	opWrite
+	opFsync
+)
+
+// MetricsOps names the volume operations for metrics.Registry.Frontend.
+var MetricsOps = map[uint8]string{opRead: "read", opWrite: "write", opFsync: "fsync"}

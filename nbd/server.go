@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/volume"
 )
 
@@ -44,6 +45,30 @@ type Config struct {
 	// time (0: 64). The reader stops taking requests off the socket while
 	// the bound is reached.
 	MaxInFlight int
+	// Metrics records every request (nil: none).
+	Metrics *metrics.Frontend
+}
+
+// MetricsOps names the NBD commands for metrics.Registry.Frontend.
+var MetricsOps = map[uint8]string{
+	uint8(cmdRead): "read", uint8(cmdWrite): "write", uint8(cmdFlush): "flush", uint8(cmdTrim): "trim",
+	uint8(cmdCache): "cache", uint8(cmdWriteZeroes): "write_zeroes", uint8(cmdBlockStatus): "block_status",
+}
+
+// observe records a request of type typ and length that started at start.
+func (s *Server) observe(typ uint16, length uint32, start time.Time, err error) {
+	m := s.cfg.Metrics
+	if m == nil || typ > 255 {
+		return
+	}
+	var in, out int
+	switch typ {
+	case cmdWrite:
+		in = int(length)
+	case cmdRead:
+		out = int(length)
+	}
+	m.Observe(uint8(typ), in, out, time.Since(start), err != nil)
 }
 
 // defaultMaxInFlight is the per-connection bound when Config leaves it 0.

@@ -221,8 +221,9 @@ func (c *conn) release(r *request) {
 // run executes r and queues its reply. Once the reply is queued, r may be
 // recycled at any moment: nothing reads it afterwards.
 func (c *conn) run(ctx context.Context, e *export, r *request) {
-	typ := r.typ
+	typ, length, start := r.typ, r.length, time.Now()
 	err := c.do(ctx, e, r)
+	c.srv.observe(typ, length, start, err)
 	if err != nil {
 		errno := errnoOf(err)
 		var re *requestError

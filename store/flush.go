@@ -102,21 +102,28 @@ type Stats struct {
 	// Dirty is the number of objects changed without sync and not yet
 	// flushed.
 	Dirty int
+	// ChecksumFailures counts reads refused because a chunk (or the
+	// checksum attribute) failed its check; RepairedChunks counts chunks
+	// Repair rewrote from a good copy.
+	ChecksumFailures, RepairedChunks uint64
 }
 
 // stats are the counters behind Stats.
 type stats struct {
 	syncs, marks, flushes, flushed atomic.Uint64
+	checksumFailures, repaired     atomic.Uint64
 }
 
 // Stats returns the durability counters.
 func (s *Store) Stats() Stats {
 	return Stats{
-		Syncs:          s.stats.syncs.Load(),
-		Marks:          s.stats.marks.Load(),
-		Flushes:        s.stats.flushes.Load(),
-		FlushedObjects: s.stats.flushed.Load(),
-		Dirty:          s.dirty.len(),
+		Syncs:            s.stats.syncs.Load(),
+		Marks:            s.stats.marks.Load(),
+		Flushes:          s.stats.flushes.Load(),
+		FlushedObjects:   s.stats.flushed.Load(),
+		Dirty:            s.dirty.len(),
+		ChecksumFailures: s.stats.checksumFailures.Load(),
+		RepairedChunks:   s.stats.repaired.Load(),
 	}
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -176,9 +177,14 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 		h.mu.RLock()
 		defer h.mu.RUnlock()
 		if h.sumsErr != nil {
+			s.stats.checksumFailures.Add(1)
 			return h.sumsErr
 		}
-		return s.readChecked(h, "read", buf, off)
+		err := s.readChecked(h, "read", buf, off)
+		if err != nil && errors.Is(err, ErrChecksum) {
+			s.stats.checksumFailures.Add(1)
+		}
+		return err
 	}
 	if _, err := h.f.ReadAt(buf, off); err != nil {
 		// io.EOF here means the file shrank under us, which only a

@@ -87,6 +87,7 @@ func (s *Store) Repair(ctx context.Context, oid uint64, good []byte) (int, error
 		h.mu.Unlock()
 		n := newSums(h.size).n
 		s.log.Warn("replacing object with damaged checksums", "oid", fmt.Sprintf("%016x", oid), "err", h.sumsErr)
+		s.stats.repaired.Add(uint64(n))
 		return n, s.Create(ctx, oid, h.size, 0, good, true)
 	}
 	bad, err := s.repairChunks(h, good)
@@ -97,6 +98,7 @@ func (s *Store) Repair(ctx context.Context, oid uint64, good []byte) (int, error
 	if err := s.syncHandle(h); err != nil {
 		return len(bad), ioError("repair", oid, err)
 	}
+	s.stats.repaired.Add(uint64(len(bad)))
 	s.log.Warn("repaired bad chunks", "oid", fmt.Sprintf("%016x", oid), "chunks", bad)
 	return len(bad), nil
 }

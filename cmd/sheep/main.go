@@ -31,6 +31,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
+	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
@@ -55,6 +56,7 @@ type Config struct {
 	Foreground bool
 	NoSync     bool
 	Log        logOptions
+	Metrics    string // address of the Prometheus endpoint; "" for none
 }
 
 // defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
@@ -77,6 +79,7 @@ func main() {
 			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
 		Action: run,
@@ -155,7 +158,7 @@ func run(c *cli.Context) error {
 	cfg := Config{
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
-		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts,
+		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -296,6 +299,18 @@ func serve(cfg Config) error {
 		return err
 	}
 
+	var metricsL net.Listener
+	if cfg.Metrics != "" {
+		if metricsL, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			tcp.Close()
+			unixL.Close()
+			if nbdL != nil {
+				nbdL.Close()
+			}
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.Metrics, err)
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
@@ -342,6 +357,13 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer cl.Close()
+	var reg *metrics.Registry
+	var native, peer, nbdMetrics *metrics.Frontend
+	if cfg.Metrics != "" {
+		reg = metrics.New()
+		native, peer = reg.Frontend("native", server.MetricsOps), reg.Frontend("peer", server.MetricsOps)
+		nbdMetrics = reg.Frontend("nbd", nbd.MetricsOps)
+	}
 	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
 	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
 	recov.Store(rec)
@@ -354,7 +376,7 @@ func serve(cfg Config) error {
 	h := server.NewHandler(server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
-		Propose: cl.ProposeEncoded, LogLevel: level,
+		Propose: cl.ProposeEncoded, LogLevel: level, Metrics: native, PeerMetrics: peer,
 	})
 	handler.Store(h)
 	srv := server.New(h, log)
@@ -368,8 +390,9 @@ func serve(cfg Config) error {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err
 			},
-			Vids: func() []uint32 { return liveVids(cl) },
-			Log:  log,
+			Vids:    func() []uint32 { return liveVids(cl) },
+			Log:     log,
+			Metrics: nbdMetrics,
 		})
 		go func() {
 			if err := nbdSrv.Serve(nbdL); !errors.Is(err, nbd.ErrServerClosed) {
@@ -377,6 +400,12 @@ func serve(cfg Config) error {
 			}
 		}()
 		log.Info("nbd serving", "addr", nbdL.Addr().String())
+	}
+	if reg != nil {
+		registerState(reg, cl, st, rec)
+		ms := reg.Serve(metricsL, log)
+		defer ms.Close()
+		log.Info("metrics serving", "addr", ms.Addr())
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
 	daemon.Ready()

@@ -32,6 +32,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
+	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/fuse"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
 )
@@ -50,6 +51,7 @@ func main() {
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 30 * time.Second, Usage: "give up on a sheep that does not answer within this time (EIO)"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Usage: "log file (default: stderr with -f, syslog otherwise)"},
 			&cli.StringFlag{Name: "collie", Usage: "collie binary (default: next to sheepfs, then PATH)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics of volume I/O on ADDR (host:port) at /metrics; off by default"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let every user in (the kernel then checks the modes; needs user_allow_other in /etc/fuse.conf unless root)"},
 		},
 		Action: run,
@@ -105,6 +107,15 @@ func run(c *cli.Context) error {
 	}
 	defer closeLog()
 	cfg.Log = logger
+	if addr := c.String("metrics"); addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", addr, err)
+		}
+		reg := metrics.New()
+		cfg.Metrics = reg.Frontend("sheepfs", fuse.MetricsOps)
+		defer reg.Serve(l, logger).Close()
+	}
 	return serve(cfg, dir, c.Bool("debug"))
 }
 

@@ -144,14 +144,10 @@ type Server struct {
 	addr atomic.Value // string
 }
 
-// Serve listens on addr and serves the registry's /metrics there in the
-// background. The listener is open when Serve returns, so a bad address
-// is an error at start, not in the log.
-func (r *Registry) Serve(addr string, log *slog.Logger) (*Server, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
+// Serve serves the registry's /metrics on l in the background until
+// Close. (The caller opens l, so that a bad address fails the start before
+// anything else runs.)
+func (r *Registry) Serve(l net.Listener, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", r.Handler())
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
@@ -161,7 +157,7 @@ func (r *Registry) Serve(addr string, log *slog.Logger) (*Server, error) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // Addr is the address the server listens on.

@@ -3,6 +3,7 @@ package metrics
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -56,10 +57,11 @@ func TestServeLint(t *testing.T) {
 	r.Frontend("native", map[uint8]string{2: "write_obj"}).Observe(2, 10, 0, time.Millisecond, false)
 	r.Gauge("epoch", "The cluster's current epoch.", func() float64 { return 7 })
 	r.Counter("checksum_failures_total", "Chunks that failed their checksum.", func() float64 { return 3 })
-	s, err := r.Serve("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := r.Serve(l, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer s.Close()
 	rsp, err := http.Get("http://" + s.Addr() + "/metrics")
 	if err != nil {

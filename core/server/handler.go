@@ -12,6 +12,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
+	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
@@ -43,6 +44,9 @@ type Config struct {
 	// (nil: GET/SET_LOGLEVEL answer NO_SUPPORT).
 	LogLevel *slog.LevelVar
 	Now      func() time.Time
+	// Metrics records client requests (the native front-end) and
+	// PeerMetrics requests from other sheeps; nil records nothing.
+	Metrics, PeerMetrics *metrics.Frontend
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -136,8 +140,10 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 		}
 	}
 	class := h.stats.begin(&c.req)
+	start := time.Now()
 	err := o.fn(ctx, c)
 	h.stats.end(class)
+	h.observe(class, &c.req, start, err)
 	res := proto.ResultOf(err)
 	if err != nil && res == proto.ResEIO {
 		h.cfg.Log.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -200,4 +201,38 @@ func (h *Handler) setLoglevel(_ context.Context, c *call) error {
 	h.cfg.LogLevel.Set(l)
 	h.cfg.Log.Info("log level set", "level", sd, "slog", l.String())
 	return nil
+}
+
+// MetricsOps names the opcodes recorded by name in the native and peer
+// request metrics; the others are recorded as "other".
+var MetricsOps = map[uint8]string{
+	uint8(proto.OpCreateAndWriteObj): "create_and_write_obj", uint8(proto.OpReadObj): "read_obj",
+	uint8(proto.OpWriteObj): "write_obj", uint8(proto.OpRemoveObj): "remove_obj",
+	uint8(proto.OpDiscardObj): "discard_obj", uint8(proto.OpFlushVdi): "flush_vdi",
+	uint8(proto.OpNewVdi): "new_vdi", uint8(proto.OpLockVdi): "lock_vdi", uint8(proto.OpReleaseVdi): "release_vdi",
+	uint8(proto.OpGetVdiInfo): "get_vdi_info", uint8(proto.OpDelVdi): "del_vdi",
+	uint8(proto.OpCreateAndWritePeer): "create_and_write_peer", uint8(proto.OpReadPeer): "read_peer",
+	uint8(proto.OpWritePeer): "write_peer", uint8(proto.OpRemovePeer): "remove_peer",
+	uint8(proto.OpPunchPeer): "punch_peer", uint8(proto.OpFlushPeer): "flush_peer",
+	uint8(proto.OpGetObjList): "get_obj_list", uint8(proto.OpRepairReplica): "repair_replica",
+}
+
+// observe records a finished request in the metrics of its class: peer
+// requests as "peer", everything else a client sent as "native". Bytes
+// are counted as STAT counts them (begin).
+func (h *Handler) observe(class statClass, req *proto.Request, start time.Time, err error) {
+	m := h.cfg.Metrics
+	if class == statPeer {
+		m = h.cfg.PeerMetrics
+	}
+	if m == nil {
+		return
+	}
+	var in, out int
+	if req.Flags&proto.FlagCmdWrite != 0 {
+		in = int(req.DataLength)
+	} else if req.Opcode != proto.OpFlushVdi {
+		out = int(req.DataLength)
+	}
+	m.Observe(uint8(req.Opcode), in, out, time.Since(start), err != nil)
 }

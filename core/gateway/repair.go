@@ -26,11 +26,21 @@ import (
 // had not reached it yet is applied after the repair.
 
 // repairLocal repairs this node's copy of oid from the copy on node from.
-// The caller holds no lock on oid.
+// The caller holds no lock on oid; the good copy is read without it too,
+// which is then taken with the read still valid (store.Locks.LockAfter).
 func (g *Gateway) repairLocal(ctx context.Context, p plan, oid uint64, from proto.Node) error {
-	g.locks.Lock(oid)
+	good := make([]byte, p.size)
+	err := g.locks.LockAfter(oid, func() error {
+		if err := g.peerRead(ctx, from, p.epoch, oid, 0, good); err != nil {
+			return fmt.Errorf("repair %016x: read the copy on %s: %w", oid, from.NodeID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	defer g.locks.Unlock(oid)
-	return g.repairLocalLocked(ctx, p, oid, from)
+	return g.repairWith(ctx, oid, from, good)
 }
 
 // repairLocalLocked is repairLocal with oid's lock held.
@@ -39,6 +49,12 @@ func (g *Gateway) repairLocalLocked(ctx context.Context, p plan, oid uint64, fro
 	if err := g.peerRead(ctx, from, p.epoch, oid, 0, good); err != nil {
 		return fmt.Errorf("repair %016x: read the copy on %s: %w", oid, from.NodeID, err)
 	}
+	return g.repairWith(ctx, oid, from, good)
+}
+
+// repairWith rewrites the bad chunks of this node's copy of oid from good,
+// read from node from. The caller holds oid's lock.
+func (g *Gateway) repairWith(ctx context.Context, oid uint64, from proto.Node, good []byte) error {
 	n, err := g.store.Repair(ctx, oid, good)
 	if err != nil {
 		return fmt.Errorf("repair %016x from %s: %w", oid, from.NodeID, err)

@@ -1,23 +1,27 @@
 // Package recovery moves objects to where the current epoch wants them
-// (docs/protocol.md §5.6, docs/design.md §6 "Recovery"). After every epoch change each
-// node works out which objects it should now hold, pulls the ones it lacks
-// from the nodes that have them, and moves the copies it should no longer
-// hold to the stale area, so that an outdated copy is never served.
+// (docs/protocol.md §5.6, docs/design.md §6 "Recovery"). After every
+// epoch change each node works out which objects it should now hold,
+// pulls the ones it lacks from the nodes that have them, and moves the
+// copies it should no longer hold to the stale area, so that an outdated
+// copy is never served.
 //
 // A node that was absent from the previous epoch cannot trust any copy it
 // holds (writes may have happened without it): it moves everything to the
 // stale area first and recovers from the others.
+//
+// The decisions are a pure function (plan, in plan.go); this file gathers
+// their inputs and carries them out (run).
 package recovery
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
@@ -32,6 +36,9 @@ type Caller interface {
 }
 
 // Recovery runs recovery for one node.
+//
+// Its state is grouped by what each mutex protects; no method holds two of
+// them at once.
 type Recovery struct {
 	self    proto.NodeID
 	store   *store.Store
@@ -40,25 +47,41 @@ type Recovery struct {
 	locks   *store.Locks
 	log     *slog.Logger
 
-	mu        sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
-	epoch     uint32
-	total     uint64
-	finished  uint64
-	running   bool
-	moved     uint64 // bytes copied in, for throughput reports
-	startedAt time.Time
-	// completed is the last epoch whose run finished; checked the last
-	// epoch whose untrusted copies (if any) were moved aside.
-	completed uint32
-	checked   uint32 // persisted in DIR/recovery_checked, for the format
-	ctime     uint64 // of this cluster ctime (0: none yet)
-	queued    int    // runs started and not finished
-	started   uint32 // the epoch the state was at when Start was last called
-	retry     time.Duration
-	stopped   bool
-	throttle  Throttle
+	// settle is how far this node's copies are settled: what Settle and
+	// Trusted decide on. changed is closed, and replaced, at every change
+	// of these fields, which wakes Settle's waiters.
+	settle struct {
+		sync.Mutex
+		ctime   uint64 // the format epoch belongs to (0: none settled yet)
+		epoch   uint32 // last settled epoch, persisted in DIR/recovery_checked
+		started uint32 // the cluster's epoch when Start was last called
+		queued  int    // runs started and not finished
+		changed chan struct{}
+	}
+
+	// runs orders the runs: one at a time, each newer one cancelling the
+	// one before.
+	runs struct {
+		sync.Mutex
+		cancel  context.CancelFunc
+		done    chan struct{} // closed when the last run started has ended
+		stopped bool
+		retry   time.Duration // the last retry delay (grows to 30 s)
+	}
+
+	// progress is what STAT_RECOVERY reports.
+	progress struct {
+		sync.Mutex
+		running   bool
+		epoch     uint32
+		total     uint64 // objects to fetch in this run
+		finished  uint64
+		moved     uint64 // bytes copied in, for throughput reports
+		startedAt time.Time
+		completed uint32 // the last epoch whose run finished
+	}
+
+	throttle atomic.Pointer[Throttle]
 }
 
 // checkedFile records the last epoch whose copies were settled (see run),
@@ -68,34 +91,49 @@ const checkedFile = "recovery_checked"
 // New returns the recovery of node self.
 func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
 	r := &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+	r.settle.changed = make(chan struct{})
 	if b, err := os.ReadFile(filepath.Join(st.Dir(), checkedFile)); err == nil {
 		var ctime uint64
 		var epoch uint32
 		if _, err := fmt.Sscanf(string(b), "%x %d", &ctime, &epoch); err == nil {
-			r.ctime, r.checked = ctime, epoch
+			r.settle.ctime, r.settle.epoch = ctime, epoch
 		}
 	}
 	return r
 }
 
-// checkedLocked is the last settled epoch of the cluster formatted at
-// ctime (0 for another format). The caller holds r.mu.
-func (r *Recovery) checkedLocked(ctime uint64) uint32 {
-	if r.ctime != ctime {
+// settledLocked is the last settled epoch of the cluster formatted at
+// ctime (0 for another format). r.settle must be held.
+func (r *Recovery) settledLocked(ctime uint64) uint32 {
+	if r.settle.ctime != ctime {
 		return 0
 	}
-	return r.checked
+	return r.settle.epoch
 }
 
-// setChecked records that the copies of epoch (of the format at ctime)
+func (r *Recovery) settled(ctime uint64) uint32 {
+	r.settle.Lock()
+	defer r.settle.Unlock()
+	return r.settledLocked(ctime)
+}
+
+// notifyLocked wakes every Settle waiting on the old state. r.settle must
+// be held.
+func (r *Recovery) notifyLocked() {
+	close(r.settle.changed)
+	r.settle.changed = make(chan struct{})
+}
+
+// setSettled records that the copies of epoch (of the format at ctime)
 // are settled.
-func (r *Recovery) setChecked(ctime uint64, epoch uint32) {
-	r.mu.Lock()
-	changed := epoch > r.checkedLocked(ctime)
+func (r *Recovery) setSettled(ctime uint64, epoch uint32) {
+	r.settle.Lock()
+	changed := epoch > r.settledLocked(ctime)
 	if changed {
-		r.ctime, r.checked = ctime, epoch
+		r.settle.ctime, r.settle.epoch = ctime, epoch
+		r.notifyLocked()
 	}
-	r.mu.Unlock()
+	r.settle.Unlock()
 	if changed {
 		path := filepath.Join(r.store.Dir(), checkedFile)
 		if err := cluster.WriteFileSync(path, fmt.Appendf(nil, "%x %d\n", ctime, epoch)); err != nil {
@@ -109,31 +147,43 @@ const settleWait = 10 * time.Second
 
 // Settle waits until this node's copies are settled for the current
 // epoch: the epoch's first recovery run has moved aside those that cannot
-// be current (see run). I/O on local copies, by peers and by this node's
+// be current (see plan). I/O on local copies, by peers and by this node's
 // gateway, waits for it: a write landing on a copy about to be moved
 // aside would be lost with it, a read would serve it. It reports false
 // when they are not settled within settleWait (or ctx ends); the caller
 // then leaves the local copies alone.
+//
+// Waiters sleep until the settle state changes (a run settles, starts or
+// ends). The cluster's epoch rises before its Start, which wakes them.
 func (r *Recovery) Settle(ctx context.Context) bool {
-	deadline := time.Now().Add(settleWait)
+	var deadline <-chan time.Time
 	for {
 		var epoch uint32
 		var ctime uint64
 		r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
-		r.mu.Lock()
+		r.settle.Lock()
 		// Settled, or no run coming for this epoch (none queued, and the
 		// epoch's OnApply has started one already: the state shows a new
 		// epoch just before its Start). A format wipes the store: epoch 1
 		// has nothing to settle.
-		ok := epoch <= 1 || r.checkedLocked(ctime) >= epoch || r.queued == 0 && r.started >= epoch
-		r.mu.Unlock()
+		ok := epoch <= 1 || r.settledLocked(ctime) >= epoch || r.settle.queued == 0 && r.settle.started >= epoch
+		changed := r.settle.changed
+		r.settle.Unlock()
 		if ok {
 			return true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if deadline == nil {
+			t := time.NewTimer(settleWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return false
+		case <-ctx.Done():
 			return false
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -141,9 +191,10 @@ func (r *Recovery) Settle(ctx context.Context) bool {
 // epoch this node finished recovering (our use of the field), which peers
 // wait for before dropping copies.
 func (r *Recovery) State() proto.RecoveryState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return proto.RecoveryState{InRecovery: r.running, State: r.completed, NrFinished: r.finished, NrTotal: r.total}
+	r.progress.Lock()
+	defer r.progress.Unlock()
+	return proto.RecoveryState{InRecovery: r.progress.running, State: r.progress.completed,
+		NrFinished: r.progress.finished, NrTotal: r.progress.total}
 }
 
 // Trusted reports whether this node's copies may be served in the current
@@ -154,9 +205,7 @@ func (r *Recovery) Trusted() bool {
 	var epoch uint32
 	var ctime uint64
 	r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
-	r.mu.Lock()
-	settled := r.checkedLocked(ctime)
-	r.mu.Unlock()
+	settled := r.settled(ctime)
 	if epoch <= 1 || settled >= epoch {
 		return true
 	}
@@ -167,7 +216,7 @@ func (r *Recovery) Trusted() bool {
 	present := true
 	r.cluster.View(func(s *cluster.State) {
 		for i := 0; i < span && present; i++ {
-			present = r.has(s.EpochNodes(epoch - 1 - uint32(i)))
+			present = hasNode(s.EpochNodes(epoch-1-uint32(i)), r.self)
 		}
 	})
 	return present
@@ -180,17 +229,14 @@ type Throttle struct {
 }
 
 // SetThrottle sets the throttle for later objects.
-func (r *Recovery) SetThrottle(t Throttle) {
-	r.mu.Lock()
-	r.throttle = t
-	r.mu.Unlock()
-}
+func (r *Recovery) SetThrottle(t Throttle) { r.throttle.Store(&t) }
 
 // GetThrottle returns the throttle.
 func (r *Recovery) GetThrottle() Throttle {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.throttle
+	if t := r.throttle.Load(); t != nil {
+		return *t
+	}
+	return Throttle{}
 }
 
 // pace sleeps after every Max objects when throttled.
@@ -205,41 +251,52 @@ func (r *Recovery) pace(ctx context.Context, done int) {
 	}
 }
 
+// startDelay is how long a run waits before starting: epochs replayed
+// from the log at start-up arrive in a burst, and only the last one is
+// worth a run.
+const startDelay = 300 * time.Millisecond
+
 // Start begins recovery for the current epoch, cancelling a run for an
 // older one. It returns at once.
 func (r *Recovery) Start() {
 	var epoch uint32
 	r.cluster.View(func(s *cluster.State) { epoch = s.Epoch() })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stopped {
+	r.runs.Lock()
+	if r.runs.stopped {
+		r.runs.Unlock()
 		return
 	}
-	r.started = max(r.started, epoch)
-	if r.cancel != nil {
-		r.cancel()
+	if r.runs.cancel != nil {
+		r.runs.cancel()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	prev := r.done
+	prev := r.runs.done
 	done := make(chan struct{})
-	r.cancel, r.done = cancel, done
-	r.queued++
+	r.runs.cancel, r.runs.done = cancel, done
+	// Counted queued before Start returns (and under runs, so in the
+	// order of the runs): Settle must not see the new epoch with no run
+	// queued for it.
+	r.settle.Lock()
+	r.settle.started = max(r.settle.started, epoch)
+	r.settle.queued++
+	r.notifyLocked()
+	r.settle.Unlock()
+	r.runs.Unlock()
 	go func() {
 		defer close(done)
 		defer func() {
-			r.mu.Lock()
-			r.queued--
-			r.mu.Unlock()
+			r.settle.Lock()
+			r.settle.queued--
+			r.notifyLocked()
+			r.settle.Unlock()
 		}()
 		if prev != nil {
 			<-prev // one run at a time
 		}
-		// Epochs replayed from the log at start-up arrive in a burst: only
-		// the last one is worth a run.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(300 * time.Millisecond):
+		case <-time.After(startDelay):
 		}
 		r.run(ctx)
 	}()
@@ -247,246 +304,207 @@ func (r *Recovery) Start() {
 
 // Stop cancels recovery and waits for it.
 func (r *Recovery) Stop() {
-	r.mu.Lock()
-	r.stopped = true
-	cancel, done := r.cancel, r.done
-	r.mu.Unlock()
+	r.runs.Lock()
+	r.runs.stopped = true
+	cancel, done := r.runs.cancel, r.runs.done
+	r.runs.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
 	}
 }
 
-func (r *Recovery) has(nodes []proto.Node) bool {
-	for _, n := range nodes {
-		if n.Same(r.self) {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *Recovery) run(ctx context.Context) {
-	var epoch uint32
-	var cur []proto.Node
-	var history [][]proto.Node // epochs before the current one, newest first
-	copies := map[uint32]int{}
-	var def int
-	disabled := false
-	var ctime uint64
+// view reads what a run needs of the cluster state.
+func (r *Recovery) view() View {
+	v := View{Self: r.self, Copies: map[uint32]int{}}
 	r.cluster.View(func(s *cluster.State) {
-		disabled = s.DisableRecovery
-		epoch, ctime = s.Epoch(), s.Ctime
-		cur = s.Nodes()
-		for e := epoch - 1; e >= 1 && len(history) < placement.HistoryDepth; e-- {
-			history = append(history, s.EpochNodes(e))
+		v.Disabled = s.DisableRecovery
+		v.Epoch, v.Ctime = s.Epoch(), s.Ctime
+		v.Nodes = s.Nodes()
+		for e := v.Epoch - 1; v.Epoch > 1 && e >= 1 && len(v.History) < placement.HistoryDepth; e-- {
+			v.History = append(v.History, s.EpochNodes(e))
 		}
-		def = int(s.NrCopies)
-		for _, v := range s.SortedVids() {
-			copies[v] = int(s.Copies(v))
+		v.DefaultCopies = int(s.NrCopies)
+		for _, vid := range s.SortedVids() {
+			v.Copies[vid] = int(s.Copies(vid))
 		}
 	})
-	if epoch == 0 || !r.has(cur) {
-		return
-	}
-	if !disabled {
-		r.mu.Lock()
-		r.epoch, r.running, r.total, r.finished, r.moved, r.startedAt = epoch, true, 0, 0, 0, time.Now()
-		r.mu.Unlock()
-		defer func() {
-			r.mu.Lock()
-			r.running = false
-			r.mu.Unlock()
-		}()
-	}
-	ring := placement.New(cur)
-	past := make([]*placement.Ring, len(history))
-	for i, nodes := range history {
-		past[i] = placement.New(nodes)
-	}
-	copiesOf := func(oid uint64) int {
-		if c, ok := copies[proto.OidToVid(oid)]; ok {
-			return c
-		}
-		return def
-	}
-	local, err := r.store.List()
+	return v
+}
+
+// local lists this node's live and stale copies. A stale area that cannot
+// be listed counts as empty: nothing is put back from it.
+func (r *Recovery) local() (Local, error) {
+	objs, err := r.store.List()
 	if err != nil {
-		r.retryLater(epoch, "list local objects: "+err.Error())
-		return
+		return Local{}, fmt.Errorf("list local objects: %w", err)
 	}
-	// Copies that cannot be current are moved aside first, once per epoch
-	// (a later run of the same epoch, after recovery is enabled, must not
-	// move the copies written since), even with recovery disabled. Judged
-	// over every epoch since the copies were last settled (runs of quick
-	// successive epochs collapse into one):
-	//   - A node absent from one of them missed writes: none of its
-	//     copies can be trusted, so none may be served or copied from.
-	//   - A copy of an object this node was not a target of in one of
-	//     them may have missed that epoch's writes: a leftover that
-	//     cleanup had not dropped yet.
-	// Copies that are merely no longer placed here stay until every member
-	// has recovered this epoch (other nodes may still copy them), see
-	// cleanup.
-	r.mu.Lock()
-	settled := r.checkedLocked(ctime)
-	r.mu.Unlock()
-	if settled < epoch {
-		span := settledSpan(settled, epoch)
-		// Beyond the history kept, as if absent.
-		absent := span > len(past)
-		for i := 0; i < span && !absent; i++ {
-			absent = !r.has(past[i].Nodes())
-		}
-		current := func(oid uint64, c int) bool {
-			for i := 0; i < span; i++ {
-				if !past[i].Holds(oid, c, r.self) {
-					return false
-				}
-			}
-			return true
-		}
-		for _, oid := range local {
-			if c := copiesOf(oid); absent || ring.Holds(oid, c, r.self) && !current(oid, c) {
-				r.stale(oid, epoch)
-			}
-		}
+	l := Local{Objects: objs, Stale: map[uint64]uint32{}}
+	stale, err := r.store.ListStale()
+	if err != nil {
+		r.log.Warn("recovery: list the stale area", "err", err)
 	}
-	r.setChecked(ctime, epoch)
-	if disabled {
-		r.log.Info("recovery disabled; not recovering", "epoch", epoch)
-		return
+	for _, so := range stale {
+		l.Stale[so.Oid] = max(l.Stale[so.Oid], so.Epoch)
 	}
-	// Which objects exist anywhere, and where (complete: every node told).
-	where := map[uint64][]proto.Node{}
-	complete := true
-	for _, n := range cur {
+	return l, nil
+}
+
+// remote asks every other storing member for its object list.
+func (r *Recovery) remote(ctx context.Context, v View) Remote {
+	rm := Remote{Where: map[uint64][]proto.Node{}, Complete: true}
+	for _, n := range v.Nodes {
 		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
-		oids, err := r.objList(ctx, n, epoch)
+		oids, err := r.objList(ctx, n, v.Epoch)
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				rm.Complete = false
+				return rm
 			}
 			r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
-			complete = false
+			rm.Complete = false
 			continue
 		}
 		for _, oid := range oids {
-			where[oid] = append(where[oid], n)
+			rm.Where[oid] = append(rm.Where[oid], n)
 		}
 	}
-	// A copy moved aside (by this run or an earlier one, cancelled or
-	// disabled before it got here) that no other node has is still the
-	// newest there is: it comes back from the stale area, newest first.
-	// Only when every node answered: one that did not may have a newer.
-	if stale, err := r.store.ListStale(); err == nil && complete {
-		newest := map[uint64]uint32{}
-		for _, so := range stale {
-			newest[so.Oid] = max(newest[so.Oid], so.Epoch)
-		}
-		for oid, se := range newest {
-			if ring.Holds(oid, copiesOf(oid), r.self) && len(where[oid]) == 0 && !r.store.Exists(oid) {
-				r.unstale(ctx, oid, se)
-			}
-		}
+	return rm
+}
+
+// run recovers the current epoch: settle (set aside what cannot be
+// current), then fetch what is missing, then, once every member is done,
+// drop what is no longer placed here. Each step's decisions come from
+// plan, on inputs read just before it.
+func (r *Recovery) run(ctx context.Context) {
+	v := r.view()
+	if v.Epoch == 0 || !v.member() {
+		return
 	}
-	var todo []uint64
-	for oid := range where {
-		if ring.Holds(oid, copiesOf(oid), r.self) && !r.store.Exists(oid) {
-			todo = append(todo, oid)
-		}
+	if !v.Disabled {
+		r.progress.Lock()
+		p := &r.progress
+		p.epoch, p.running, p.total, p.finished, p.moved, p.startedAt = v.Epoch, true, 0, 0, 0, time.Now()
+		r.progress.Unlock()
+		defer func() {
+			r.progress.Lock()
+			r.progress.running = false
+			r.progress.Unlock()
+		}()
 	}
-	r.mu.Lock()
-	r.total = uint64(len(todo))
-	r.mu.Unlock()
+	local, err := r.local()
+	if err != nil {
+		r.retryLater(v.Epoch, err.Error())
+		return
+	}
+	// Once per epoch, even with recovery disabled: a later run of the same
+	// epoch (after recovery is enabled) must not set aside the copies
+	// written since.
+	for _, oid := range plan(v, local, nil, r.settled(v.Ctime)).Stale {
+		r.setAside(oid, v.Epoch)
+	}
+	r.setSettled(v.Ctime, v.Epoch)
+	if v.Disabled {
+		r.log.Info("recovery disabled; not recovering", "epoch", v.Epoch)
+		return
+	}
+
+	remote := r.remote(ctx, v)
+	if ctx.Err() != nil {
+		return
+	}
+	if local, err = r.local(); err != nil {
+		r.retryLater(v.Epoch, err.Error())
+		return
+	}
+	p := plan(v, local, &remote, v.Epoch)
+	for _, sc := range p.Unstale {
+		r.unstale(ctx, sc)
+	}
+	r.progress.Lock()
+	r.progress.total = uint64(len(p.Fetch))
+	r.progress.Unlock()
 	failed := 0
-	for i, oid := range todo {
+	for i, f := range p.Fetch {
 		if ctx.Err() != nil {
 			return
 		}
 		if i > 0 {
 			r.pace(ctx, i)
 		}
-		// Newest copies first: a node that stopped being a target earlier
-		// may still list an older copy (see placement.Rank).
-		holders := placement.Rank(past, oid, copiesOf(oid), where[oid])
-		if err := r.recoverOne(ctx, oid, holders, epoch); err != nil {
-			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
+		if err := r.recoverOne(ctx, f, v.Epoch); err != nil {
+			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", f.Oid), "err", err)
 			failed++
 		}
-		r.mu.Lock()
-		r.finished++
-		r.mu.Unlock()
+		r.progress.Lock()
+		r.progress.finished++
+		r.progress.Unlock()
 	}
-	if failed > 0 || !complete {
+	if failed > 0 || !remote.Complete {
 		// Not complete: peers must not drop copies this node may still
 		// need (cleanup waits for State >= epoch). Try again, backing off.
-		r.retryLater(epoch, fmt.Sprintf("%d objects failed, object lists complete: %v", failed, complete))
+		r.retryLater(v.Epoch, fmt.Sprintf("%d objects failed, object lists complete: %v", failed, remote.Complete))
 		return
 	}
-	r.mu.Lock()
-	el, moved := time.Since(r.startedAt), r.moved
-	r.completed = epoch
-	r.running = false
-	r.retry = 0
-	r.mu.Unlock()
-	r.log.Info("recovery done", "epoch", epoch, "objects", len(todo), "bytes", moved,
+	r.progress.Lock()
+	el, moved := time.Since(r.progress.startedAt), r.progress.moved
+	r.progress.completed = v.Epoch
+	r.progress.running = false
+	r.progress.Unlock()
+	r.runs.Lock()
+	r.runs.retry = 0
+	r.runs.Unlock()
+	r.log.Info("recovery done", "epoch", v.Epoch, "objects", len(p.Fetch), "bytes", moved,
 		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
-	r.cleanup(ctx, epoch, cur, ring, copiesOf)
+	r.cleanup(ctx, v)
 }
 
 // retryLater runs recovery again for epoch after a growing delay (1 s to
 // 30 s), unless a newer epoch or Stop came first.
 func (r *Recovery) retryLater(epoch uint32, why string) {
-	r.mu.Lock()
-	d := min(max(2*r.retry, time.Second), 30*time.Second)
-	r.retry = d
-	r.mu.Unlock()
+	r.runs.Lock()
+	d := min(max(2*r.runs.retry, time.Second), 30*time.Second)
+	r.runs.retry = d
+	r.runs.Unlock()
 	r.log.Warn("recovery incomplete; retrying", "epoch", epoch, "why", why, "in", d)
 	time.AfterFunc(d, func() {
 		var now uint32
 		r.cluster.View(func(s *cluster.State) { now = s.Epoch() })
-		r.mu.Lock()
-		again := !r.stopped && now == epoch && r.completed < epoch
-		r.mu.Unlock()
-		if again {
+		r.runs.Lock()
+		stopped := r.runs.stopped
+		r.runs.Unlock()
+		r.progress.Lock()
+		completed := r.progress.completed
+		r.progress.Unlock()
+		if !stopped && now == epoch && completed < epoch {
 			r.Start()
 		}
 	})
 }
 
-// settledSpan is how many epochs before epoch its first run judges the
-// copies over: those since the last settled one, or since the format when
-// none was (0: the store was wiped at the format, and nothing settled
-// since).
-func settledSpan(settled, epoch uint32) int {
-	if epoch <= 1 {
-		return 0
-	}
-	return int(epoch - max(settled, 1))
-}
-
-// unstale puts back the copy of oid moved to the stale area in epoch.
-func (r *Recovery) unstale(ctx context.Context, oid uint64, epoch uint32) {
-	r.locks.Lock(oid)
-	defer r.locks.Unlock(oid)
-	if r.store.Exists(oid) {
+// unstale puts back the copy of sc.Oid set aside in sc.Epoch, unless a
+// copy appeared meanwhile.
+func (r *Recovery) unstale(ctx context.Context, sc StaleCopy) {
+	r.locks.Lock(sc.Oid)
+	defer r.locks.Unlock(sc.Oid)
+	if r.store.Exists(sc.Oid) {
 		return // written again meanwhile
 	}
-	b, err := r.store.ReadStale(oid, epoch)
+	b, err := r.store.ReadStale(sc.Oid, sc.Epoch)
 	if err == nil {
-		err = r.store.Create(ctx, oid, int64(len(b)), 0, b, true)
+		err = r.store.Create(ctx, sc.Oid, int64(len(b)), 0, b, true)
 	}
 	if err != nil {
-		r.log.Warn("recovery: restore the only copy", "oid", fmt.Sprintf("%016x", oid), "err", err)
+		r.log.Warn("recovery: restore the only copy", "oid", fmt.Sprintf("%016x", sc.Oid), "err", err)
 		return
 	}
-	r.log.Warn("recovery: no other node has the object; kept this node's older copy", "oid", fmt.Sprintf("%016x", oid))
+	r.log.Warn("recovery: no other node has the object; kept this node's older copy", "oid", fmt.Sprintf("%016x", sc.Oid))
 }
 
-func (r *Recovery) stale(oid uint64, epoch uint32) {
+// setAside moves this node's copy of oid to the stale area of epoch.
+func (r *Recovery) setAside(oid uint64, epoch uint32) {
 	r.locks.Lock(oid)
 	err := r.store.MoveToStale(oid, epoch)
 	r.locks.Unlock(oid)
@@ -495,143 +513,49 @@ func (r *Recovery) stale(oid uint64, epoch uint32) {
 	}
 }
 
-// cleanup waits until every member has finished recovering epoch, then
-// drops the copies this node no longer holds and purges the stale area.
-// Invariant: a copy is dropped only once every node that should hold the
-// object has had the chance to copy it.
-func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, ring *placement.Ring, copiesOf func(uint64) int) {
-	for _, n := range cur {
+// cleanupPoll is how often cleanup asks a member whether it has finished
+// recovering the epoch.
+const cleanupPoll = 500 * time.Millisecond
+
+// cleanup waits until every member has finished recovering v's epoch,
+// then drops the copies this node no longer holds (plan's Drop) and purges
+// the stale area. Invariant: a copy is dropped only once every node that
+// should hold the object has had the chance to copy it.
+func (r *Recovery) cleanup(ctx context.Context, v View) {
+	for _, n := range v.Nodes {
 		if n.Same(r.self) || n.NrVnodes == 0 {
 			continue
 		}
-		for {
-			req := proto.NewRequest(proto.OpStatRecovery)
-			buf := make([]byte, proto.RecoveryStateSize)
-			_, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
-			var st proto.RecoveryState
-			if err == nil && st.Unmarshal(buf) == nil && st.State >= epoch {
-				break
-			}
+		for !r.peerRecovered(ctx, n, v.Epoch) {
 			select {
 			case <-ctx.Done():
 				return // a newer epoch: its run cleans up
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(cleanupPoll):
 			}
 		}
 	}
-	local, err := r.store.List()
+	local, err := r.local()
 	if err != nil {
 		return
 	}
-	dropped := 0
-	for _, oid := range local {
+	p := plan(v, local, nil, v.Epoch)
+	for _, oid := range p.Drop {
 		if ctx.Err() != nil {
 			return
 		}
-		if !ring.Holds(oid, copiesOf(oid), r.self) {
-			r.stale(oid, epoch)
-			dropped++
-		}
+		r.setAside(oid, v.Epoch)
 	}
-	if err := r.store.PurgeStale(epoch); err != nil {
+	if err := r.store.PurgeStale(v.Epoch); err != nil {
 		r.log.Warn("recovery: purge stale", "err", err)
 	}
-	r.log.Info("recovery cleanup", "epoch", epoch, "dropped", dropped)
+	r.log.Info("recovery cleanup", "epoch", v.Epoch, "dropped", len(p.Drop))
 }
 
-// recoverOne copies oid from the first holder that has it. Holding the
-// object's lock, a copy that appeared meanwhile (a write repaired it) wins.
-func (r *Recovery) recoverOne(ctx context.Context, oid uint64, holders []proto.Node, epoch uint32) error {
-	r.locks.Lock(oid)
-	defer r.locks.Unlock(oid)
-	if r.store.Exists(oid) {
-		return nil
-	}
-	var last error
-	var bad []proto.Node // holders whose copy fails its checksums (EIO)
-	for _, n := range holders {
-		size, err := r.size(ctx, n, oid)
-		if err != nil {
-			last = err
-			continue
-		}
-		buf := make([]byte, size)
-		req := proto.NewRequest(proto.OpReadPeer)
-		req.Flags = proto.FlagCmdRecovery
-		req.Epoch = epoch
-		req.SetObj(proto.ObjArgs{Oid: oid, TgtEpoch: epoch})
-		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
-		if err != nil {
-			if proto.ResultOf(err) == proto.ResEIO {
-				bad = append(bad, n)
-			}
-			last = err
-			continue
-		}
-		if got != len(buf) {
-			last = fmt.Errorf("short read %d of %d", got, len(buf))
-			continue
-		}
-		if err := r.store.Create(ctx, oid, size, 0, buf, true); err != nil {
-			return err
-		}
-		r.mu.Lock()
-		r.moved += uint64(size)
-		r.mu.Unlock()
-		r.repairHolders(ctx, oid, epoch, bad)
-		return nil
-	}
-	if last == nil {
-		last = proto.ResNoObj
-	}
-	return last
-}
-
-// repairHolders asks each holder whose copy of oid was bad to repair it
-// from ours, which was just stored from a verified read (REPAIR_REPLICA;
-// the holder rewrites only its bad chunks, under its own lock).
-func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, bad []proto.Node) {
-	for _, n := range bad {
-		req := proto.RepairRequest(epoch, oid, r.self, proto.FlagRepairBadChunks)
-		if _, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, nil); err != nil {
-			r.log.Warn("recovery: repair bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String(), "err", err)
-			continue
-		}
-		r.log.Warn("recovery: repaired bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String())
-	}
-}
-
-// size is the object's full size according to the vdi state.
-func (r *Recovery) size(_ context.Context, _ proto.Node, oid uint64) (int64, error) {
-	var shift uint8
-	r.cluster.View(func(s *cluster.State) {
-		shift = s.BlockSizeShift
-		if v := s.VdiState(proto.OidToVid(oid)); v != nil && v.BlockSizeShift != 0 {
-			shift = v.BlockSizeShift
-		}
-	})
-	return proto.ObjectSize(oid, shift), nil
-}
-
-// objList asks n for every object it stores, growing the buffer on
-// BUFFER_SMALL.
-func (r *Recovery) objList(ctx context.Context, n proto.Node, epoch uint32) ([]uint64, error) {
-	for size := 1 << 20; size <= 1<<30; size *= 4 {
-		req := proto.NewRequest(proto.OpGetObjList)
-		req.Epoch = epoch
-		buf := make([]byte, size)
-		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
-		if rsp.Result == proto.ResBufferSmall {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		oids := make([]uint64, got/8)
-		for i := range oids {
-			oids[i] = binary.LittleEndian.Uint64(buf[8*i:])
-		}
-		return oids, nil
-	}
-	return nil, fmt.Errorf("object list of %s too large", n.NodeID)
+// peerRecovered reports whether n says it has finished recovering epoch.
+func (r *Recovery) peerRecovered(ctx context.Context, n proto.Node, epoch uint32) bool {
+	req := proto.NewRequest(proto.OpStatRecovery)
+	buf := make([]byte, proto.RecoveryStateSize)
+	_, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+	var st proto.RecoveryState
+	return err == nil && st.Unmarshal(buf) == nil && st.State >= epoch
 }

@@ -217,12 +217,11 @@ func noop(context.Context, *call) error { return nil }
 // is checked against ours (§5.4).
 func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Context, *call) error {
 	return func(ctx context.Context, c *call) error {
-		mine := h.epoch()
 		// A request from a newer epoch is parked until ours catches up
 		// (the entry is on its way through raft).
-		for deadline := time.Now().Add(5 * time.Second); c.req.Epoch > mine && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-			mine = h.epoch()
+		mine, err := h.awaitEpoch(ctx, c.req.Epoch)
+		if err != nil {
+			return err
 		}
 		switch {
 		case c.req.Flags&proto.FlagCmdRecovery != 0:
@@ -238,6 +237,41 @@ func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Conte
 		}
 		return fn(ctx, c)
 	}
+}
+
+// epochWait bounds how long a peer request from a newer epoch waits for
+// this node to catch up; epochPoll is how often it looks.
+const (
+	epochWait = 5 * time.Second
+	epochPoll = 10 * time.Millisecond
+)
+
+// awaitEpoch returns this node's epoch once it has reached want, or after
+// epochWait, whichever comes first; an error only when ctx ends (the
+// connection or the server closing).
+//
+// TODO: wait on the cluster driver's epoch notification once it has one,
+// instead of looking every epochPoll.
+func (h *Handler) awaitEpoch(ctx context.Context, want uint32) (uint32, error) {
+	mine := h.epoch()
+	if want <= mine {
+		return mine, nil
+	}
+	deadline := time.NewTimer(epochWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(epochPoll)
+	defer tick.Stop()
+	for want > mine {
+		select {
+		case <-ctx.Done():
+			return mine, ctx.Err()
+		case <-deadline.C:
+			return mine, nil
+		case <-tick.C:
+			mine = h.epoch()
+		}
+	}
+	return mine, nil
 }
 
 // needOut checks that the client accepts n reply bytes.

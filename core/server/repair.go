@@ -14,7 +14,8 @@ import (
 // `vdi check` to a node whose copy is bad or missing, and by gateways to a
 // peer whose copy failed a read: read the object from the node named in
 // forw (READ_PEER with our epoch) and repair this node's copy with it,
-// holding the object's lock so that no write interleaves.
+// holding the object's lock so that no write interleaves (the read itself
+// runs without it).
 //
 // A copy that fails the store's checksums gets only its bad chunks
 // rewritten (store.Repair); a missing copy is created if the current epoch
@@ -28,20 +29,26 @@ func (h *Handler) repairReplica(ctx context.Context, c *call) error {
 		return fmt.Errorf("repair %016x from this node itself: %w", f.Oid, proto.ResInvalidParms)
 	}
 	size := h.objectSize(f.Oid)
-	h.cfg.Locks.Lock(f.Oid)
-	defer h.cfg.Locks.Unlock(f.Oid)
-
 	good := make([]byte, size)
-	r := proto.NewRequest(proto.OpReadPeer)
-	r.Epoch = h.epoch()
-	r.SetObj(proto.ObjArgs{Oid: f.Oid})
-	_, n, err := h.cfg.Gateway.Peers().Call(ctx, from.String(), &r, nil, good)
+	// The good copy is read without the object's lock, which is then
+	// taken with the read still valid (store.Locks.LockAfter).
+	err := h.cfg.Locks.LockAfter(f.Oid, func() error {
+		r := proto.NewRequest(proto.OpReadPeer)
+		r.Epoch = h.epoch()
+		r.SetObj(proto.ObjArgs{Oid: f.Oid})
+		_, n, err := h.cfg.Gateway.Peers().Call(ctx, from.String(), &r, nil, good)
+		if err != nil {
+			return fmt.Errorf("repair %016x: read from %s: %w", f.Oid, from, err)
+		}
+		if int64(n) != size {
+			return fmt.Errorf("repair %016x: %d bytes from %s, want %d: %w", f.Oid, n, from, size, proto.ResEIO)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("repair %016x: read from %s: %w", f.Oid, from, err)
+		return err
 	}
-	if int64(n) != size {
-		return fmt.Errorf("repair %016x: %d bytes from %s, want %d: %w", f.Oid, n, from, size, proto.ResEIO)
-	}
+	defer h.cfg.Locks.Unlock(f.Oid)
 	chunks, err := h.cfg.Store.Repair(ctx, f.Oid, good)
 	if c.req.Flags&proto.FlagRepairBadChunks != 0 {
 		return err

@@ -1,0 +1,127 @@
+package recovery
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// recoverOne copies f.Oid in from the first of its sources that has a
+// good copy. The whole-object read from a peer (and its retries over the
+// sources) runs without the object's lock (store.Locks.LockAfter), so
+// the writers of the lock's stripe are not held up behind peer reads;
+// then, holding the lock, a copy that appeared meanwhile (a write filled
+// this node) wins, and the one read is dropped. A write that comes here
+// after the copy is stored applies on top of it, as on any copy.
+func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error {
+	size := r.size(f.Oid)
+	var buf []byte
+	var bad []proto.Node
+	err := r.locks.LockAfter(f.Oid, func() (err error) {
+		buf, bad = nil, nil
+		if r.store.Exists(f.Oid) {
+			return nil // nothing to read: the copy here wins
+		}
+		buf, bad, err = r.fetch(ctx, f, size, epoch)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !r.store.Exists(f.Oid) && buf != nil {
+		err = r.store.Create(ctx, f.Oid, size, 0, buf, true)
+		if err == nil {
+			r.progress.Lock()
+			r.progress.moved += uint64(size)
+			r.progress.Unlock()
+		}
+	}
+	r.locks.Unlock(f.Oid)
+	if err != nil {
+		return err
+	}
+	r.repairHolders(ctx, f.Oid, epoch, bad)
+	return nil
+}
+
+// fetch reads the whole of f.Oid from the first source that returns it
+// all. bad lists the sources whose copy failed its checksums (EIO).
+func (r *Recovery) fetch(ctx context.Context, f Fetch, size int64, epoch uint32) (buf []byte, bad []proto.Node, err error) {
+	var last error
+	buf = make([]byte, size)
+	for _, n := range f.Sources {
+		req := proto.NewRequest(proto.OpReadPeer)
+		req.Flags = proto.FlagCmdRecovery
+		req.Epoch = epoch
+		req.SetObj(proto.ObjArgs{Oid: f.Oid, TgtEpoch: epoch})
+		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if err != nil {
+			if proto.ResultOf(err) == proto.ResEIO {
+				bad = append(bad, n)
+			}
+			last = err
+			continue
+		}
+		if got != len(buf) {
+			last = fmt.Errorf("short read %d of %d from %s", got, len(buf), n.NodeID)
+			continue
+		}
+		return buf, bad, nil
+	}
+	if last == nil {
+		last = proto.ResNoObj
+	}
+	return nil, bad, last
+}
+
+// repairHolders asks each holder whose copy of oid was bad to repair it
+// from ours, which was just stored from a verified read (REPAIR_REPLICA;
+// the holder rewrites only its bad chunks, under its own lock).
+func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, bad []proto.Node) {
+	for _, n := range bad {
+		req := proto.RepairRequest(epoch, oid, r.self, proto.FlagRepairBadChunks)
+		if _, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, nil); err != nil {
+			r.log.Warn("recovery: repair bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String(), "err", err)
+			continue
+		}
+		r.log.Warn("recovery: repaired bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String())
+	}
+}
+
+// size is the object's full size according to the vdi state.
+func (r *Recovery) size(oid uint64) int64 {
+	var shift uint8
+	r.cluster.View(func(s *cluster.State) {
+		shift = s.BlockSizeShift
+		if v := s.VdiState(proto.OidToVid(oid)); v != nil && v.BlockSizeShift != 0 {
+			shift = v.BlockSizeShift
+		}
+	})
+	return proto.ObjectSize(oid, shift)
+}
+
+// objList asks n for every object it stores, growing the buffer on
+// BUFFER_SMALL.
+func (r *Recovery) objList(ctx context.Context, n proto.Node, epoch uint32) ([]uint64, error) {
+	for size := 1 << 20; size <= 1<<30; size *= 4 {
+		req := proto.NewRequest(proto.OpGetObjList)
+		req.Epoch = epoch
+		buf := make([]byte, size)
+		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if rsp.Result == proto.ResBufferSmall {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		oids := make([]uint64, got/8)
+		for i := range oids {
+			oids[i] = binary.LittleEndian.Uint64(buf[8*i:])
+		}
+		return oids, nil
+	}
+	return nil, fmt.Errorf("object list of %s too large", n.NodeID)
+}

@@ -1,0 +1,313 @@
+package recovery
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sheepdog-go/sheepdog/core/placement"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Planner scenarios. Nodes are letters (A is 127.0.0.1:7000, B :7001, ...).
+// Objects are named by capital words; each is a data oid chosen so that
+// its placement matches the case's "where" rules, written "E:N" (in epoch
+// E, node N is one of its targets) or "E:-N" (it is not).
+
+type planCase struct {
+	name     string
+	epochs   []string // members per epoch, from epoch 1: "ABC"
+	self     byte
+	copies   int
+	settled  uint32
+	disabled bool
+	objects  map[string]string // object → placement rules
+	live     string            // objects this node holds: "X Y"
+	stale    map[string]uint32 // objects set aside here → newest epoch
+	remote   map[string]string // objects other members list → "AB"
+	partial  bool              // not every member answered
+	asked    bool              // remote given (the fetch phase); else nil
+	want     wantPlan
+}
+
+// wantPlan is a Plan in names: Fetch maps each object to its sources in
+// order, Unstale each object to its epoch.
+type wantPlan struct {
+	stale   string
+	unstale map[string]uint32
+	fetch   map[string]string
+	drop    string
+}
+
+var planCases = []planCase{
+	{
+		name:   "first epoch after the format: nothing to settle, fetch what is placed here",
+		epochs: []string{"AB"}, self: 'A', copies: 2,
+		objects: map[string]string{"X": "1:A"},
+		remote:  map[string]string{"X": "B"}, asked: true,
+		want: wantPlan{fetch: map[string]string{"X": "B"}},
+	},
+	{
+		name:   "join, the newcomer: its old copies go aside, it fetches what is now placed on it",
+		epochs: []string{"AB", "ABC"}, self: 'C', copies: 2,
+		objects: map[string]string{"X": "2:C", "L": "2:C", "Y": "2:-C"},
+		live:    "L",
+		remote:  map[string]string{"X": "AB", "L": "AB", "Y": "AB"}, asked: true,
+		want: wantPlan{stale: "L", fetch: map[string]string{"X": "AB", "L": "AB"}},
+	},
+	{
+		name:   "join, an old member: keeps what is still placed on it, drops (later) what moved away",
+		epochs: []string{"ABC", "ABCD"}, self: 'A', copies: 2, settled: 1,
+		objects: map[string]string{"K": "1:A 2:A", "M": "1:A 2:-A"},
+		live:    "K M",
+		remote:  map[string]string{"K": "B", "M": "B"}, asked: true,
+		want: wantPlan{drop: "M"},
+	},
+	{
+		name:   "leave: a survivor fetches what is now placed on it from the remaining holders",
+		epochs: []string{"ABC", "AB"}, self: 'A', copies: 2, settled: 1,
+		objects: map[string]string{"X": "1:-A 2:A", "K": "1:A 2:A"},
+		live:    "K",
+		remote:  map[string]string{"X": "B", "K": "B"}, asked: true,
+		want: wantPlan{fetch: map[string]string{"X": "B"}},
+	},
+	{
+		name:   "sources: a target of the epoch before ranks ahead of a leftover holder",
+		epochs: []string{"ABCD", "ABCDE"}, self: 'E', copies: 2,
+		objects: map[string]string{"X": "1:A 1:-C 2:E"},
+		remote:  map[string]string{"X": "CA"}, asked: true,
+		want: wantPlan{fetch: map[string]string{"X": "AC"}},
+	},
+	{
+		name:   "return: every copy goes aside; the only copy comes back, the rest is fetched",
+		epochs: []string{"ABC", "AB", "ABC"}, self: 'C', copies: 2, settled: 1,
+		objects: map[string]string{"P": "3:C", "Q": "3:C", "R": "3:-C"},
+		live:    "P Q R",
+		remote:  map[string]string{"P": "A", "R": "AB"}, asked: true,
+		want: wantPlan{stale: "P Q R", unstale: map[string]uint32{"Q": 3}, fetch: map[string]string{"P": "A"}},
+	},
+	{
+		name:   "return, a member did not answer: nothing comes back from the stale area",
+		epochs: []string{"ABC", "AB", "ABC"}, self: 'C', copies: 2, settled: 1,
+		objects: map[string]string{"P": "3:C", "Q": "3:C"},
+		live:    "P Q",
+		remote:  map[string]string{"P": "A"}, asked: true, partial: true,
+		want: wantPlan{stale: "P Q", fetch: map[string]string{"P": "A"}},
+	},
+	{
+		name:   "return, settling only (before the others were asked)",
+		epochs: []string{"ABC", "AB", "ABC"}, self: 'C', copies: 2, settled: 1,
+		objects: map[string]string{"P": "3:C", "R": "3:-C"},
+		live:    "P R",
+		want:    wantPlan{stale: "P R"},
+	},
+	{
+		name:   "an earlier stale copy is put back at its newest epoch",
+		epochs: []string{"AB", "ABC"}, self: 'A', copies: 1, settled: 2,
+		objects: map[string]string{"Q": "2:A"},
+		stale:   map[string]uint32{"Q": 2},
+		asked:   true,
+		want:    wantPlan{unstale: map[string]uint32{"Q": 2}},
+	},
+	{
+		name:   "leftover: a copy from before an epoch this node was not its target in goes aside",
+		epochs: []string{"ABC", "ABCD", "ABC"}, self: 'A', copies: 2, settled: 1,
+		objects: map[string]string{"X": "1:A 2:-A 3:A", "Y": "1:A 2:A 3:A"},
+		live:    "X Y",
+		remote:  map[string]string{"X": "B", "Y": "B"}, asked: true,
+		want: wantPlan{stale: "X", fetch: map[string]string{"X": "B"}},
+	},
+	{
+		name:   "already settled: nothing goes aside again",
+		epochs: []string{"ABC", "ABCD", "ABC"}, self: 'A', copies: 2, settled: 3,
+		objects: map[string]string{"X": "1:A 2:-A 3:A"},
+		live:    "X",
+		remote:  map[string]string{"X": "B"}, asked: true,
+	},
+	{
+		name:   "recovery disabled: copies are settled, nothing else",
+		epochs: []string{"ABC", "AB", "ABC"}, self: 'C', copies: 2, settled: 1, disabled: true,
+		objects: map[string]string{"P": "3:C", "Q": "3:C", "R": "3:-C"},
+		live:    "P Q R",
+		remote:  map[string]string{"P": "A", "R": "AB"}, asked: true,
+		want: wantPlan{stale: "P Q R"},
+	},
+	{
+		name:   "settled longer ago than the history kept: as if absent",
+		epochs: append(slices.Repeat([]string{"AB"}, 17), "ABC"), self: 'A', copies: 2, settled: 1,
+		objects: map[string]string{"K": "18:A"},
+		live:    "K",
+		want:    wantPlan{stale: "K"},
+	},
+	{
+		name:   "within the history kept: present throughout, nothing goes aside",
+		epochs: append(slices.Repeat([]string{"AB"}, 16), "ABC"), self: 'A', copies: 2, settled: 1,
+		objects: map[string]string{"K": "17:A"},
+		live:    "K",
+	},
+	{
+		name:   "not a member (left, or never joined): nothing at all",
+		epochs: []string{"ABC", "AB"}, self: 'C', copies: 2, settled: 1,
+		objects: map[string]string{"P": "2:A"},
+		live:    "P",
+		remote:  map[string]string{"P": "A"}, asked: true,
+	},
+}
+
+// letterNode is node A, B, ... on port 7000, 7001, ..., each in its own
+// zone (all share one address, whose default zone would be common).
+func letterNode(c byte) proto.Node {
+	n := node(7000 + uint16(c-'A'))
+	n.Zone = uint32(c)
+	return n
+}
+
+func members(s string) []proto.Node {
+	var out []proto.Node
+	for i := 0; i < len(s); i++ {
+		out = append(out, letterNode(s[i]))
+	}
+	return out
+}
+
+func names(nodes []proto.Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		b.WriteByte(byte('A' + n.Port - 7000))
+	}
+	return b.String()
+}
+
+// pickOids finds a distinct data oid for each object that meets its rules.
+func pickOids(t *testing.T, c planCase, rings []*placement.Ring) (map[string]uint64, map[uint64]string) {
+	t.Helper()
+	byName, byOid := map[string]uint64{}, map[uint64]string{}
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range c.objects {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		rules := strings.Fields(c.objects[name])
+		found := false
+		for i := uint32(0); i < 200000 && !found; i++ {
+			oid := proto.VidToDataOid(0x7c2b25, i)
+			if _, used := byOid[oid]; used {
+				continue
+			}
+			ok := true
+			for _, r := range rules {
+				es, n, _ := strings.Cut(r, ":")
+				e, err := strconv.Atoi(es)
+				if err != nil || e < 1 || e > len(rings) {
+					t.Fatalf("%s: bad rule %q", name, r)
+				}
+				want := !strings.HasPrefix(n, "-")
+				id := letterNode(strings.TrimPrefix(n, "-")[0]).NodeID
+				if rings[e-1].Holds(oid, c.copies, id) != want {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				byName[name], byOid[oid] = oid, name
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("no oid meets %s's rules %q", name, c.objects[name])
+		}
+	}
+	return byName, byOid
+}
+
+func TestPlan(t *testing.T) {
+	for _, c := range planCases {
+		t.Run(c.name, func(t *testing.T) {
+			rings := make([]*placement.Ring, len(c.epochs))
+			for i, m := range c.epochs {
+				rings[i] = placement.New(members(m))
+			}
+			oid, name := pickOids(t, c, rings)
+			epoch := uint32(len(c.epochs))
+			v := View{Epoch: epoch, Self: letterNode(c.self).NodeID, Nodes: members(c.epochs[epoch-1]),
+				DefaultCopies: c.copies, Disabled: c.disabled}
+			for e := int(epoch) - 1; e >= 1 && len(v.History) < placement.HistoryDepth; e-- {
+				v.History = append(v.History, members(c.epochs[e-1]))
+			}
+			local := Local{Stale: map[uint64]uint32{}}
+			for _, n := range strings.Fields(c.live) {
+				local.Objects = append(local.Objects, oid[n])
+			}
+			for n, e := range c.stale {
+				local.Stale[oid[n]] = e
+			}
+			var remote *Remote
+			if c.asked {
+				remote = &Remote{Where: map[uint64][]proto.Node{}, Complete: !c.partial}
+				for n, holders := range c.remote {
+					remote.Where[oid[n]] = members(holders)
+				}
+			}
+			p := plan(v, local, remote, c.settled)
+
+			got := wantPlan{unstale: map[string]uint32{}, fetch: map[string]string{}}
+			list := func(oids []uint64) string {
+				var s []string
+				for _, o := range oids {
+					s = append(s, name[o])
+				}
+				slices.Sort(s)
+				return strings.Join(s, " ")
+			}
+			got.stale, got.drop = list(p.Stale), list(p.Drop)
+			for _, u := range p.Unstale {
+				got.unstale[name[u.Oid]] = u.Epoch
+			}
+			for _, f := range p.Fetch {
+				got.fetch[name[f.Oid]] = names(f.Sources)
+			}
+			if g, w := fmt.Sprint(got.stale, got.unstale, got.fetch, got.drop),
+				fmt.Sprint(c.want.stale, orEmpty(c.want.unstale), orEmpty(c.want.fetch), c.want.drop); g != w {
+				t.Errorf("plan: stale [%s] unstale %v fetch %v drop [%s]\n want: stale [%s] unstale %v fetch %v drop [%s]",
+					got.stale, got.unstale, got.fetch, got.drop, c.want.stale, orEmpty(c.want.unstale), orEmpty(c.want.fetch), c.want.drop)
+			}
+		})
+	}
+}
+
+func orEmpty[V any](m map[string]V) map[string]V {
+	if m == nil {
+		return map[string]V{}
+	}
+	return m
+}
+
+// TestPlanIsPure: the same inputs give the same plan, and plan keeps its
+// hands off them.
+func TestPlanIsPure(t *testing.T) {
+	a, b, c := letterNode('A'), letterNode('B'), letterNode('C')
+	v := View{Epoch: 3, Self: c.NodeID, Nodes: []proto.Node{a, b, c}, History: [][]proto.Node{{a, b}, {a, b, c}}, DefaultCopies: 2}
+	var objs []uint64
+	where := map[uint64][]proto.Node{}
+	for i := uint32(0); i < 64; i++ {
+		objs = append(objs, proto.VidToDataOid(1, i))
+		where[proto.VidToDataOid(2, i)] = []proto.Node{b, a}
+	}
+	local := Local{Objects: slices.Clone(objs), Stale: map[uint64]uint32{proto.VidToDataOid(3, 0): 2}}
+	remote := &Remote{Where: where, Complete: true}
+	p1 := plan(v, local, remote, 1)
+	p2 := plan(v, local, remote, 1)
+	if fmt.Sprint(p1) != fmt.Sprint(p2) {
+		t.Fatal("two plans of the same inputs differ")
+	}
+	if !slices.Equal(local.Objects, objs) || len(local.Stale) != 1 || local.Stale[proto.VidToDataOid(3, 0)] != 2 {
+		t.Fatal("plan changed its inputs")
+	}
+	if len(p1.Stale) != len(objs) {
+		t.Fatalf("C was absent from epoch 2: %d of %d copies set aside", len(p1.Stale), len(objs))
+	}
+}

@@ -1,0 +1,177 @@
+package tests
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Hostile clients and careless operators (issue 13): the sheep keeps its
+// listeners, bounds what it holds for clients, and refuses bad input with
+// a clear error.
+
+// flood opens n connections to addr and keeps them open and silent; it
+// returns them (the ones the kernel completed).
+func flood(addr string, n int) []net.Conn {
+	var cs []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			continue
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// sheepLog is what s has logged so far.
+func sheepLog(t testing.TB, s *Sheep) string {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "sheep.log"))
+	return string(b)
+}
+
+// TestHostileFdFlood (issue 13, problem 1): with its open-file limit
+// lowered to 200, a sheep flooded with 300 idle connections on each of the
+// native and NBD ports runs out of descriptors; once the flood is gone
+// both listeners accept again: collie node list and nbdinfo work.
+func TestHostileFdFlood(t *testing.T) {
+	needTools(t, "prlimit", "nbdinfo")
+	s, nbdAddr := nbdSheep(t)
+	s.must(t, nil, "vdi", "create", "flood", "16M")
+	pid := strconv.Itoa(s.cmd.Process.Pid)
+	if out, err := exec.Command("prlimit", "--pid", pid, "--nofile=200:200").CombinedOutput(); err != nil {
+		t.Fatalf("prlimit: %v %s", err, out)
+	}
+	native := flood(s.Addr(), 300)
+	nbdc := flood(nbdAddr, 300)
+	t.Logf("flood: %d native, %d NBD connections established", len(native), len(nbdc))
+	// Wait until the sheep has hit the limit on both listeners.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		log := sheepLog(t, s)
+		if strings.Contains(log, `listener=native `) && strings.Contains(log, `listener=nbd `) &&
+			strings.Count(log, "accept failing") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sheep did not run out of descriptors on both listeners:\n%s", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	closeAll(native)
+	closeAll(nbdc)
+
+	// The descriptors come back as the sheep notices the closed
+	// connections; the listeners must then answer again.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		r := s.collie(t, nil, "node", "list")
+		if r.Code == 0 && strings.Contains(r.Stdout, s.Addr()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collie node list after the flood: exit %d %s %s", r.Code, r.Stdout, r.Stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out := tool(t, "nbdinfo", nbdURI(nbdAddr, "flood"))
+	if !strings.Contains(out, "16777216") {
+		t.Fatalf("nbdinfo after the flood:\n%s", out)
+	}
+	if log := sheepLog(t, s); !strings.Contains(log, "accepting again") {
+		t.Fatalf("no recovery logged:\n%s", log)
+	}
+	if n := strings.Count(sheepLog(t, s), "accept failing"); n > 10 {
+		t.Fatalf("%d 'accept failing' lines: not logged once per episode", n)
+	}
+}
+
+// TestHostileConnCapAndIdle: --max-conns closes connections over the cap
+// at once while the others are served, and --idle-timeout closes a
+// connection that never sends a request (native) or never finishes
+// negotiating (NBD); a connection that has spoken stays open.
+func TestHostileConnCapAndIdle(t *testing.T) {
+	s, nbdAddr := nbdSheep(t, "--max-conns", "20", "--idle-timeout", "2s")
+	s.must(t, nil, "vdi", "create", "cap", "16M")
+
+	// A client that has spoken keeps its connection past the timeout.
+	talker, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer talker.Close()
+	nodeList := func(c net.Conn) error {
+		req := make([]byte, 48)
+		req[0], req[1] = 0x0a, 0x82
+		binary.LittleEndian.PutUint32(req[36:], 0)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(req); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, req)
+		return err
+	}
+	if err := nodeList(talker); err != nil {
+		t.Fatal(err)
+	}
+	nbdTalker := dialNBD(t, nbdAddr, "cap")
+
+	// Fill the cap (a slot is the talker's, some are the sheep's own peer
+	// connections; collie's may take a moment to be seen closed): the
+	// connections past it are closed.
+	time.Sleep(time.Second)
+	native := flood(s.Addr(), 30)
+	defer closeAll(native)
+	time.Sleep(500 * time.Millisecond)
+	closed := 0
+	for _, c := range native {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	// The sheep's own peer connections to itself count too.
+	if closed < 11 || closed > 20 {
+		t.Fatalf("%d of 30 connections over a cap of 20 (one or more held) were closed at once; want 11 to 20", closed)
+	}
+	t.Logf("%d of 30 closed at once", closed)
+	if !strings.Contains(sheepLog(t, s), "connection cap reached") {
+		t.Fatalf("cap not logged")
+	}
+	// The idle ones are closed after the timeout, which frees the cap.
+	time.Sleep(3 * time.Second)
+	for i, c := range native {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("idle connection %d still open after the idle timeout: %v", i, err)
+		}
+	}
+	if err := nodeList(talker); err != nil {
+		t.Fatalf("a connection that spoke was closed by the idle timeout: %v", err)
+	}
+	if _, errno := nbdTalker.read(0, 4096); errno != 0 {
+		t.Fatalf("negotiated NBD connection after the idle timeout: errno %d", errno)
+	}
+	// An NBD client that connects and never negotiates is closed too.
+	idle := flood(nbdAddr, 1)
+	defer closeAll(idle)
+	idle[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(idle[0]); err != nil {
+		t.Fatalf("NBD connection that never negotiated: %v (want EOF)", err)
+	}
+	s.must(t, nil, "node", "list")
+}

@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/binary"
+	"github.com/sheepdog-go/sheepdog/core/proto"
 	"io"
 	"net"
 	"os"
@@ -174,4 +176,93 @@ func TestHostileConnCapAndIdle(t *testing.T) {
 		t.Fatalf("NBD connection that never negotiated: %v (want EOF)", err)
 	}
 	s.must(t, nil, "node", "list")
+}
+
+// rssBytes is the resident set of process pid.
+func rssBytes(t testing.TB, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestHostileUnreadReplies (issue 13, problem 2): clients that pipeline
+// big reads and never read their sockets (2 native connections × 128
+// READ_OBJ of a 12 MB inode, 4 NBD connections × 64 reads of 32 MiB:
+// 6 GiB of replies asked for) do not grow the sheep past its
+// --mem-budget; once they are gone the sheep serves as before.
+func TestHostileUnreadReplies(t *testing.T) {
+	const budget = 128 << 20
+	s, nbdAddr := nbdSheep(t, "--mem-budget", "128M")
+	s.must(t, nil, "vdi", "create", "big", "256M")
+	s.must(t, bytes.Repeat([]byte{7}, 4<<20), "vdi", "write", "big", "0", strconv.Itoa(4<<20))
+	pid := s.cmd.Process.Pid
+	base := rssBytes(t, pid)
+
+	var bad []net.Conn
+	defer func() { closeAll(bad) }()
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad = append(bad, c)
+		var reqs []byte
+		for j := 0; j < 128; j++ {
+			req := proto.NewRequest(proto.OpReadObj)
+			req.ID = uint32(j)
+			req.DataLength = proto.InodeSize
+			req.SetObj(proto.ObjArgs{Oid: proto.VidToVdiOid(proto.VdiNameHash("big"))})
+			var h [proto.HeaderSize]byte
+			req.Marshal(h[:])
+			reqs = append(reqs, h[:]...)
+		}
+		if _, err := c.Write(reqs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 4; i++ {
+		n := dialNBD(t, nbdAddr, "big")
+		bad = append(bad, n.c)
+		be := binary.BigEndian
+		var reqs []byte
+		for j := 0; j < 64; j++ {
+			b := be.AppendUint32(nil, 0x25609513)
+			b = be.AppendUint32(b, 0) // flags, READ
+			b = be.AppendUint64(b, uint64(j))
+			b = be.AppendUint64(b, uint64(j%8)<<25)
+			b = be.AppendUint32(b, 32<<20)
+			reqs = append(reqs, b...)
+		}
+		n.writeAll(reqs)
+	}
+	// Sample while the sheep does what it can for them.
+	var peak int64
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		peak = max(peak, rssBytes(t, pid))
+	}
+	t.Logf("RSS: %d MiB before, peak %d MiB with the unread replies (budget %d MiB)", base>>20, peak>>20, budget>>20)
+	// The budget bounds the payloads; the Go heap holds some garbage
+	// until the next collection.
+	if grown := peak - base; grown > budget+32<<20 {
+		t.Fatalf("the sheep grew by %d MiB with a budget of %d MiB", grown>>20, budget>>20)
+	}
+	closeAll(bad)
+	bad = nil
+	got := s.must(t, nil, "vdi", "read", "big", "0", "4096")
+	if got != string(bytes.Repeat([]byte{7}, 4096)) {
+		t.Fatal("read after the unread replies differs")
+	}
+	if _, errno := dialNBD(t, nbdAddr, "big").read(0, 1<<20); errno != 0 {
+		t.Fatalf("NBD read after the unread replies: errno %d", errno)
+	}
 }

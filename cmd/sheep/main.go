@@ -177,8 +177,8 @@ func run(c *cli.Context) error {
 	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
 		return fmt.Errorf("--max-conns and --idle-timeout must not be negative")
 	}
-	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 16<<20 {
-		return fmt.Errorf("bad --mem-budget %q: a size of at least 16M (like 512M or 2G) expected", c.String("mem-budget"))
+	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 128<<20 {
+		return fmt.Errorf("bad --mem-budget %q: a size of at least 128M (like 512M or 2G) expected", c.String("mem-budget"))
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -388,7 +388,10 @@ func serve(cfg Config) error {
 	}
 	limits.IdleTimeout = cfg.IdleTimeout
 	limits.Budget = netlimit.NewBudget(cfg.MemBudget / 4 * 3)
-	limits.PerConn = limits.Budget.Size() / 4
+	// A connection's share holds at least one request of the largest
+	// payload (64 MiB), or that request would be charged less than it
+	// takes.
+	limits.PerConn = min(max(limits.Budget.Size()/4, 64<<20), limits.Budget.Size())
 	srv.SetLimits(limits, netlimit.NewBudget(cfg.MemBudget/4))
 	go srv.Serve(tcp)
 	go srv.Serve(unixL)

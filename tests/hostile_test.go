@@ -2,8 +2,10 @@ package tests
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/server"
 	"io"
 	"net"
 	"os"
@@ -264,5 +266,92 @@ func TestHostileUnreadReplies(t *testing.T) {
 	}
 	if _, errno := dialNBD(t, nbdAddr, "big").read(0, 1<<20); errno != 0 {
 		t.Fatalf("NBD read after the unread replies: errno %d", errno)
+	}
+}
+
+// call sends one request with payload on c and returns the response.
+func call(t testing.TB, c net.Conn, req proto.Request, payload []byte) proto.Response {
+	t.Helper()
+	if len(payload) > 0 {
+		req.Flags |= proto.FlagCmdWrite
+		req.DataLength = uint32(len(payload))
+	}
+	b := make([]byte, proto.HeaderSize, proto.HeaderSize+len(payload))
+	req.Marshal(b)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(append(b, payload...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b[:proto.HeaderSize]); err != nil {
+		t.Fatal(err)
+	}
+	var rsp proto.Response
+	rsp.Unmarshal(b[:proto.HeaderSize])
+	if rsp.DataLength > 0 {
+		io.CopyN(io.Discard, c, int64(rsp.DataLength))
+	}
+	return rsp
+}
+
+// raftLogSize is the apparent size of s's raft directory and its number
+// of files.
+func raftLogSize(t testing.TB, s *Sheep) (size int64, files int) {
+	t.Helper()
+	filepath.Walk(filepath.Join(s.Dir, "raft"), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			size += fi.Size()
+			files++
+		}
+		return nil
+	})
+	return size, files
+}
+
+// TestHostileProposals (issue 13, problem 4 and the anonymous internal
+// opcode of problem 3): garbage and invalid entries sent with the internal
+// proposal opcode are answered INVALID_PARMS and never reach raft (its
+// log does not grow); an epoch with no nodes is refused; a read barrier
+// (empty proposal) still works.
+func TestHostileProposals(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "--copies=1")
+	s.must(t, nil, "vdi", "create", "keep", "4M")
+	time.Sleep(500 * time.Millisecond)
+	size0, files0 := raftLogSize(t, s)
+	info0 := s.must(t, nil, "cluster", "info")
+
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	garbage := make([]byte, 1536<<10)
+	for i := 0; i < 100; i++ {
+		rand.Read(garbage)
+		if rsp := call(t, c, proto.NewRequest(server.OpClusterPropose), garbage); rsp.Result != proto.ResInvalidParms {
+			t.Fatalf("garbage proposal %d: %v, want INVALID_PARMS", i, rsp.Result)
+		}
+	}
+	for _, bad := range []string{`{"Kind":7,"Time":1}`, `{"Kind":7,"Nodes":[]}`, `{"Kind":1,"Ctime":1}`, `{"Kind":4}`, `{"Kind":42}`} {
+		if rsp := call(t, c, proto.NewRequest(server.OpClusterPropose), []byte(bad)); rsp.Result != proto.ResInvalidParms {
+			t.Fatalf("proposal %s: %v, want INVALID_PARMS", bad, rsp.Result)
+		}
+	}
+	if rsp := call(t, c, proto.NewRequest(server.OpClusterPropose), nil); rsp.Result != proto.ResSuccess {
+		t.Fatalf("read barrier: %v", rsp.Result)
+	}
+	size1, files1 := raftLogSize(t, s)
+	t.Logf("raft dir: %d files, %d bytes before; %d files, %d bytes after 100 garbage proposals of 1.5 MiB", files0, size0, files1, size1)
+	if files1 != files0 || size1 > size0+1<<20 {
+		t.Fatalf("the raft log grew from %d files / %d bytes to %d / %d", files0, size0, files1, size1)
+	}
+	if info := s.must(t, nil, "cluster", "info"); info != info0 {
+		t.Fatalf("cluster info changed:\n%s\nwas:\n%s", info, info0)
+	}
+	if !strings.Contains(s.must(t, nil, "vdi", "list"), "keep") {
+		t.Fatal("vdi list lost keep")
+	}
+	if n := strings.Count(sheepLog(t, s), "cluster proposal refused"); n < 1 || n > 3 {
+		t.Fatalf("%d log lines for 105 refused proposals; want them rate-limited", n)
 	}
 }

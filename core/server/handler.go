@@ -15,6 +15,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -51,6 +52,9 @@ type Handler struct {
 	stopping atomic.Bool
 	ops      map[proto.Opcode]op
 	stats    requestStats // STAT's counters (stat.go)
+	// badClients logs refused requests, at most a line per kind every
+	// 10 s: a client can send them as fast as it likes.
+	badClients *netlimit.Sampler
 }
 
 // op is a handler with Sheepdog's "force" mark: forced ops run while the
@@ -75,7 +79,7 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{cfg: cfg}
+	h := &Handler{cfg: cfg, badClients: netlimit.NewSampler(cfg.Log, 10*time.Second)}
 	h.ops = h.table()
 	return h
 }
@@ -395,26 +399,6 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 // Stopping marks the sheep as shutting down: every later request is
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
-
-// OpClusterPropose is our internal op (not in Sheepdog) carrying an encoded
-// cluster entry from a follower to the raft leader. The reply carries the
-// result and, at rsp @24, the log index the entry was applied at.
-const OpClusterPropose proto.Opcode = 0xF0
-
-func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
-	if h.cfg.Propose == nil {
-		return proto.ResNoSupport
-	}
-	res, idx, err := h.cfg.Propose(ctx, c.data)
-	if err != nil {
-		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
-	}
-	le.PutUint64(c.rsp.Arg[4:], idx)
-	if res != proto.ResSuccess {
-		return res
-	}
-	return nil
-}
 
 var le = binary.LittleEndian
 

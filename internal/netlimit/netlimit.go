@@ -187,6 +187,9 @@ type sampled struct {
 // NewSampler returns a sampler writing to log at most one line per message
 // per interval every.
 func NewSampler(log *slog.Logger, every time.Duration) *Sampler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Sampler{log: log, every: every, kinds: map[string]*sampled{}}
 }
 

@@ -123,7 +123,7 @@ func (c *conn) serve() {
 	c.srv.log.Debug("nbd transmission", "peer", c.peer, "export", e.name,
 		"vid", fmt.Sprintf("%x", e.cur.Load().vid), "read_only", e.readOnly, "structured", c.structured)
 	if err := c.transmit(e); err != nil && !c.srv.closed() && !c.dead.Load() {
-		c.srv.log.Info("nbd connection ended", "peer", c.peer, "export", e.name, "err", err)
+		c.gate.Log().Info("nbd connection ended", "peer", c.peer, "export", e.name, "err", err)
 	}
 }
 

@@ -355,3 +355,69 @@ func TestHostileProposals(t *testing.T) {
 		t.Fatalf("%d log lines for 105 refused proposals; want them rate-limited", n)
 	}
 }
+
+// TestHostileNamesAndSizes (issue 13, problem 6): names and sizes a VDI
+// cannot carry are refused with a clear message and dog's usage exit code
+// (64), before anything is created; the server refuses such names from
+// any client; reads and writes past the end behave as dog's.
+func TestHostileNamesAndSizes(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "--copies=1")
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"vdi", "create", strings.Repeat("a", 300), "4M"}, "VDI name is too long: 300 bytes, at most 255"},
+		{[]string{"vdi", "create", "bad\nname", "4M"}, "control characters"},
+		{[]string{"vdi", "create", "bad\tname", "4M"}, "control characters"},
+		{[]string{"vdi", "create", "esc\x1b[2Jname", "4M"}, "control characters"},
+		{[]string{"vdi", "create", "bad\xffname", "4M"}, "not valid UTF-8"},
+		{[]string{"vdi", "create", "zero", "0"}, "VDI size must be larger than 0"},
+		{[]string{"vdi", "create", "minus", "-1"}, "invalid option"},
+	} {
+		r := s.collie(t, nil, tc.args...)
+		if r.Code != 64 || !strings.Contains(r.Stderr, tc.msg) {
+			t.Errorf("collie %q: exit %d, stderr %q; want 64 and %q", tc.args, r.Code, r.Stderr, tc.msg)
+		}
+	}
+	// "--" ends the options: -1 is then a size, and refused as one.
+	r := run(t, nil, bin("collie"), "vdi", "create", "-p", strconv.Itoa(s.Port), "minus", "--", "-1")
+	if r.Code != 64 || !strings.Contains(r.Stderr, "Invalid size '-1'") {
+		t.Errorf("collie vdi create minus -- -1: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	// The longest name that fits is fine.
+	s.must(t, nil, "vdi", "create", strings.Repeat("a", 255), "4M")
+	if out := s.must(t, nil, "vdi", "list", "-r"); strings.Count(out, "\n") != 1 {
+		t.Fatalf("vdi list -r after the refused creates:\n%q", out)
+	}
+
+	// A client other than collie gets INVALID_PARMS for such a name.
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, name := range []string{"nl\nname", "bad\xffname"} {
+		req := proto.NewRequest(proto.OpNewVdi)
+		req.SetVdi(proto.VdiArgs{VdiSize: 4 << 20})
+		payload := make([]byte, proto.MaxVdiLen)
+		copy(payload, name)
+		if rsp := call(t, c, req, payload); rsp.Result != proto.ResInvalidParms {
+			t.Errorf("NEW_VDI %q: %v, want INVALID_PARMS", name, rsp.Result)
+		}
+	}
+
+	// Reads and writes past the end, as dog: clamped to the VDI, an
+	// offset past the end is an error.
+	s.must(t, nil, "vdi", "create", "small", "1M")
+	s.must(t, []byte("0123456789"), "vdi", "write", "small", strconv.Itoa(1<<20-4), "10")
+	if got := s.must(t, nil, "vdi", "read", "small", strconv.Itoa(1<<20-4), "10"); got != "0123" {
+		t.Fatalf("read past the end: %q, want the 4 bytes inside", got)
+	}
+	if r := s.collie(t, nil, "vdi", "read", "small", strconv.Itoa(1<<20+1), "1"); r.Code != 1 || !strings.Contains(r.Stderr, "Read offset is beyond the end of the VDI") {
+		t.Fatalf("read at an offset past the end: exit %d %q", r.Code, r.Stderr)
+	}
+	if r := s.collie(t, []byte("x"), "vdi", "write", "small", strconv.Itoa(1<<20+1), "1"); r.Code != 1 || !strings.Contains(r.Stderr, "Write offset is beyond the end of the VDI") {
+		t.Fatalf("write at an offset past the end: exit %d %q", r.Code, r.Stderr)
+	}
+}

@@ -52,8 +52,8 @@ type Handler struct {
 	stopping atomic.Bool
 	ops      map[proto.Opcode]op
 	stats    requestStats // STAT's counters (stat.go)
-	// badClients logs refused requests, at most a line per kind every
-	// 10 s: a client can send them as fast as it likes.
+	// badClients logs what a client can cause at will (refused
+	// proposals, failed requests), at most a line per message every 10 s.
 	badClients *netlimit.Sampler
 }
 
@@ -143,7 +143,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	h.stats.end(class)
 	res := proto.ResultOf(err)
 	if err != nil && res == proto.ResEIO {
-		h.cfg.Log.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
+		h.badClients.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
 	} else if err != nil {
 		h.cfg.Log.Debug("request", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "result", res.String(), "err", err)
 	}

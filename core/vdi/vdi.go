@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -77,6 +79,11 @@ func (s *Service) New(ctx context.Context, p NewParams) (Info, error) {
 	if p.Name == "" || len(p.Name) >= proto.MaxVdiLen {
 		return Info{}, fmt.Errorf("bad VDI name %q: %w", p.Name, proto.ResInvalidParms)
 	}
+	if p.SnapID == 0 && !printable(p.Name) {
+		// Existing names are looked up as they are; a new one must not
+		// carry what breaks listings and terminals.
+		return Info{}, fmt.Errorf("VDI name %q is not UTF-8 or has control characters: %w", p.Name, proto.ResInvalidParms)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for attempt := 0; ; attempt++ {
@@ -89,6 +96,19 @@ func (s *Service) New(ctx context.Context, p NewParams) (Info, error) {
 }
 
 var errRetry = errors.New("vid taken concurrently")
+
+// printable reports whether name is UTF-8 without control characters.
+func printable(name string) bool {
+	if !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 func (s *Service) defaults(p *NewParams) {
 	s.cluster.View(func(st *cluster.State) {

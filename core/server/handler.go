@@ -254,12 +254,51 @@ func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
 
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
 	o := c.req.Obj()
+	if err := h.checkCreate(ctx, o.Oid); err != nil {
+		return err
+	}
 	var cow uint64
 	if c.req.Flags&proto.FlagCmdCow != 0 {
 		cow = o.CowOid
 	}
 	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, clientFlags(c))
 	return err
+}
+
+// checkCreate refuses to create an object for a VDI that does not exist
+// (or is deleted), or a data object past the end of its VDI: such objects
+// would belong to nobody and outlive every delete.
+func (h *Handler) checkCreate(ctx context.Context, oid uint64) error {
+	vid := proto.OidToVid(oid)
+	live := func() (known, ok bool) {
+		h.cfg.Cluster.View(func(s *cluster.State) {
+			v := s.VdiState(vid)
+			known, ok = v != nil, v != nil && !v.Deleted
+		})
+		return known, ok
+	}
+	known, ok := live()
+	if !known {
+		// Created through another node an instant ago: catch up first.
+		if err := h.cfg.Cluster.Sync(ctx); err == nil {
+			_, ok = live()
+		}
+	}
+	if !ok {
+		return fmt.Errorf("create %016x: vdi %x does not exist: %w", oid, vid, proto.ResNoVdi)
+	}
+	if !proto.IsDataObj(oid) {
+		return nil
+	}
+	var b [8]byte
+	if err := h.cfg.Gateway.ReadObject(ctx, proto.VidToVdiOid(vid), proto.InodeVdiSizeOffset, b[:]); err != nil {
+		return fmt.Errorf("create %016x: read the size of vdi %x: %w", oid, vid, err)
+	}
+	size, objSize := le.Uint64(b[:]), uint64(proto.ObjectSize(oid, h.blockShift(oid)))
+	if idx := uint64(proto.DataIndex(oid)); idx >= (size+objSize-1)/objSize {
+		return fmt.Errorf("create %016x: index %d past the end of vdi %x (%d bytes): %w", oid, idx, vid, size, proto.ResInvalidParms)
+	}
+	return nil
 }
 
 func (h *Handler) readObj(ctx context.Context, c *call) error {

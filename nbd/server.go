@@ -25,6 +25,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/volume"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 )
 
 // Config is what a Server needs. Objects, Lookup and Vids are required.
@@ -45,6 +46,12 @@ type Config struct {
 	// time (0: 64). The reader stops taking requests off the socket while
 	// the bound is reached.
 	MaxInFlight int
+	// Limits bound the connections of each listener (cap, time to finish
+	// negotiating, time a reply may wait for the client) and the READ and
+	// WRITE data held for them (Limits.Budget, shared with the other
+	// front-ends; Limits.PerConn, at most 256 MiB). The zero value only
+	// keeps the per-connection 256 MiB.
+	Limits netlimit.Config
 	// Metrics records every request (nil: none).
 	Metrics *metrics.Frontend
 }
@@ -108,6 +115,9 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Limits.Log == nil {
+		cfg.Limits.Log = log
+	}
 	s := &Server{cfg: cfg, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.listeners = map[net.Listener]struct{}{}
@@ -116,8 +126,9 @@ func New(cfg Config) *Server {
 }
 
 // Serve accepts connections on l and serves each in its own goroutine
-// until Shutdown or Close, then returns ErrServerClosed. Other accept
-// errors are returned as they are.
+// until Shutdown or Close, then returns ErrServerClosed. Running out of
+// file descriptors is waited out (netlimit.Gate); other accept errors are
+// returned as they are.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.mu.closed {
@@ -132,27 +143,21 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.mu.listeners, l)
 		s.mu.Unlock()
 	}()
+	g := netlimit.NewGate("nbd", s.cfg.Limits)
 	for {
-		nc, err := l.Accept()
+		nc, err := g.Accept(l)
 		if err != nil {
 			if s.closed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
 			return err
 		}
-		if tc, ok := nc.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-		}
-		c := newConn(s, nc)
+		c := newConn(s, g, nc)
 		s.mu.Lock()
 		if s.mu.closed {
 			s.mu.Unlock()
 			nc.Close()
+			g.Done()
 			return ErrServerClosed
 		}
 		s.mu.conns[c] = struct{}{}
@@ -160,6 +165,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		go func() {
 			defer s.conns.Done()
+			defer g.Done()
 			c.serve()
 			s.mu.Lock()
 			delete(s.mu.conns, c)

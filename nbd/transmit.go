@@ -14,11 +14,13 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/volume"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 )
 
 // conn is one client connection.
 type conn struct {
 	srv  *Server
+	gate *netlimit.Gate
 	nc   net.Conn
 	br   *bufio.Reader
 	peer string
@@ -43,9 +45,10 @@ type conn struct {
 	// Requests run on long-lived workers, so that their stacks have
 	// grown once rather than on every request.
 	work     chan *request
-	workers  int           // started so far (reader only)
-	inflight chan struct{} // one token per request read and not yet answered
-	bytes    budget        // data buffers of the requests in flight
+	workers  int              // started so far (reader only)
+	inflight chan struct{}    // one token per request read and not yet answered
+	bytes    budget           // data buffers of the requests in flight
+	shared   *netlimit.Budget // the sheep's budget, also charged for them
 	reqs     sync.WaitGroup
 }
 
@@ -59,9 +62,10 @@ type budget struct {
 	mu   sync.Mutex
 	cond sync.Cond
 	free int64
+	size int64
 }
 
-func (b *budget) init(n int64) { b.free, b.cond.L = n, &b.mu }
+func (b *budget) init(n int64) { b.free, b.size, b.cond.L = n, n, &b.mu }
 
 func (b *budget) take(n int64) {
 	b.mu.Lock()
@@ -79,14 +83,18 @@ func (b *budget) give(n int64) {
 	b.cond.Signal()
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, g *netlimit.Gate, nc net.Conn) *conn {
 	c := &conn{
-		srv: s, nc: nc, peer: nc.RemoteAddr().String(),
+		srv: s, gate: g, nc: nc, peer: nc.RemoteAddr().String(), shared: s.cfg.Limits.Budget,
 		br:       bufio.NewReaderSize(nc, 64<<10),
 		inflight: make(chan struct{}, s.cfg.MaxInFlight),
 		work:     make(chan *request),
 	}
-	c.bytes.init(maxBytesInFlight)
+	perConn := int64(maxBytesInFlight)
+	if n := s.cfg.Limits.PerConn; n > 0 {
+		perConn = min(n, perConn)
+	}
+	c.bytes.init(perConn)
 	return c
 }
 
@@ -102,15 +110,21 @@ func (c *conn) serve() {
 	e, err := c.handshake()
 	if err != nil {
 		if !errors.Is(err, errAbort) && !errors.Is(err, io.EOF) && !c.srv.closed() {
-			c.srv.log.Info("nbd handshake ended", "peer", c.peer, "err", err)
+			c.gate.Log().Info("nbd handshake ended", "peer", c.peer, "err", err)
 		}
 		return
+	}
+	// Negotiated: lift the deadline Accept set, unless Shutdown has set
+	// its own meanwhile.
+	c.gate.Spoke(c.nc)
+	if c.srv.closed() {
+		c.stopReading()
 	}
 	defer c.srv.closeExport(e)
 	c.srv.log.Debug("nbd transmission", "peer", c.peer, "export", e.name,
 		"vid", fmt.Sprintf("%x", e.cur.Load().vid), "read_only", e.readOnly, "structured", c.structured)
 	if err := c.transmit(e); err != nil && !c.srv.closed() && !c.dead.Load() {
-		c.srv.log.Info("nbd connection ended", "peer", c.peer, "export", e.name, "err", err)
+		c.gate.Log().Info("nbd connection ended", "peer", c.peer, "export", e.name, "err", err)
 	}
 }
 
@@ -124,6 +138,7 @@ type request struct {
 	length uint32
 	data   *[]byte // WRITE payload or READ result, from the buffer pool
 	charge int64   // bytes taken from conn.bytes for data
+	shared int64   // bytes taken from conn.shared
 
 	hdr  [structReplyLen + 8]byte // reply header (+ the offset of OFFSET_DATA)
 	iov  [2][]byte                // the reply: iov[:niov]
@@ -161,10 +176,15 @@ func (c *conn) transmit(e *export) error {
 		}
 		c.inflight <- struct{}{}
 		c.reqs.Add(1)
-		r.charge = 0
+		r.charge, r.shared = 0, 0
 		if (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= maxPayload {
-			r.charge = int64(r.length)
+			r.charge = min(int64(r.length), c.bytes.size)
 			c.bytes.take(r.charge)
+			var err error
+			if r.shared, err = c.shared.Acquire(c.srv.ctx, r.charge); err != nil {
+				c.release(r)
+				return err
+			}
 		}
 		if r.typ == cmdWrite {
 			if r.length > maxPayload {
@@ -213,6 +233,7 @@ func (c *conn) release(r *request) {
 	}
 	clear(r.iov[:])
 	c.bytes.give(r.charge)
+	c.shared.Release(r.shared)
 	requestPool.Put(r)
 	<-c.inflight
 	c.reqs.Done()
@@ -465,6 +486,7 @@ func (c *conn) writeBatch(batch []*request) {
 			c.iovs = append(c.iovs, r.iov[:r.niov]...)
 		}
 		nb := net.Buffers(c.iovs)
+		c.gate.Stalled(c.nc)
 		if _, err := nb.WriteTo(c.nc); err != nil {
 			c.dead.Store(true)
 			c.nc.Close()

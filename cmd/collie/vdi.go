@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/fanout"
@@ -169,12 +171,18 @@ func (s *session) allocate(ino *proto.Inode, vid uint32, idx uint32, data []byte
 
 func vdiCreate(s *session, args []string) error {
 	name := args[0]
+	if err := checkName("VDI name", name, proto.MaxVdiLen); err != nil {
+		return err
+	}
 	if len(args) < 2 {
 		return usagef("Please specify the VDI size")
 	}
 	size, err := sizeArg(args[1])
 	if err != nil {
 		return err
+	}
+	if size == 0 {
+		return usagef("VDI size must be larger than 0")
 	}
 	o := s.opts
 	shift := o.blockSizeShift
@@ -239,6 +247,9 @@ func vdiSnapshot(s *session, args []string) error {
 	o := s.opts
 	if o.snapID != 0 {
 		return usagef("Please specify a non-integer value for a snapshot tag name")
+	}
+	if err := checkName("Snapshot tag", o.snapTag, proto.MaxVdiTagLen); err != nil {
+		return err
 	}
 	vid, res, err := s.findVdi(name, 0, o.snapTag)
 	if err != nil {
@@ -310,6 +321,9 @@ func vdiClone(s *session, args []string) error {
 		return usagef("Destination VDI name must be specified")
 	}
 	src, dst := args[0], args[1]
+	if err := checkName("VDI name", dst, proto.MaxVdiLen); err != nil {
+		return err
+	}
 	if o.snapID == 0 && o.snapTag == "" {
 		return usagef("Only snapshot VDIs can be cloned: please specify the '-s' option")
 	}
@@ -457,4 +471,23 @@ func (s *session) deleteVdi(name string, snapID uint32, snapTag string) error {
 		return failf(exitMissing, "Failed to delete %s: %s", name, rsp.Result)
 	}
 	return failf(exitFailure, "Failed to delete %s: %s", name, rsp.Result)
+}
+
+// checkName refuses a name (or tag) a new VDI cannot carry: longer than
+// its field holds (Sheepdog's dog would cut it silently), not UTF-8, or
+// with control characters (a newline splits `vdi list -r`, an escape
+// sequence reaches the terminal of whoever lists the VDIs).
+func checkName(what, name string, field int) error {
+	if len(name) > field-1 {
+		return usagef("%s is too long: %d bytes, at most %d", what, len(name), field-1)
+	}
+	if !utf8.ValidString(name) {
+		return usagef("%s is not valid UTF-8", what)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return usagef("%s must not contain control characters (%q)", what, r)
+		}
+	}
+	return nil
 }

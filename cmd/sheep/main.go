@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -37,6 +39,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
 )
@@ -57,7 +60,16 @@ type Config struct {
 	NoSync     bool
 	Log        logOptions
 	Metrics    string // address of the Prometheus endpoint; "" for none
+	// Limits bound every front-end's connections and buffers (flags
+	// --max-conns, --idle-timeout, --mem-budget).
+	MaxConns    int
+	IdleTimeout time.Duration
+	MemBudget   int64
 }
+
+// defaultMemBudget is --mem-budget's default: the request and reply
+// payloads a sheep holds for all its clients at once.
+const defaultMemBudget = 512 << 20
 
 // defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
 // IANA port of NBD).
@@ -80,6 +92,9 @@ func main() {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
+			&cli.IntFlag{Name: "max-conns", Usage: "connections per listener (native TCP, native UNIX socket, NBD); more are closed at once (default: a quarter of the open-file limit)"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close a new connection that sends no request (NBD: does not finish negotiating) within this time (0: never)"},
+			&cli.StringFlag{Name: "mem-budget", Value: "512M", Usage: "request and reply payloads held for clients, all connections of all front-ends together (3/4 for clients, 1/4 for peer sheeps); a connection that does not read its replies stops being read from"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
 		Action: run,
@@ -159,6 +174,13 @@ func run(c *cli.Context) error {
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
+	}
+	cfg.MaxConns, cfg.IdleTimeout = c.Int("max-conns"), c.Duration("idle-timeout")
+	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
+		return fmt.Errorf("--max-conns and --idle-timeout must not be negative")
+	}
+	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 128<<20 {
+		return fmt.Errorf("bad --mem-budget %q: a size of at least 128M (like 512M or 2G) expected", c.String("mem-budget"))
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -380,6 +402,18 @@ func serve(cfg Config) error {
 	})
 	handler.Store(h)
 	srv := server.New(h, log)
+	limits := netlimit.DefaultConfig()
+	limits.Log = log
+	if cfg.MaxConns > 0 {
+		limits.MaxConns = cfg.MaxConns
+	}
+	limits.IdleTimeout = cfg.IdleTimeout
+	limits.Budget = netlimit.NewBudget(cfg.MemBudget / 4 * 3)
+	// A connection's share holds at least one request of the largest
+	// payload (64 MiB), or that request would be charged less than it
+	// takes.
+	limits.PerConn = min(max(limits.Budget.Size()/4, 64<<20), limits.Budget.Size())
+	srv.SetLimits(limits, netlimit.NewBudget(cfg.MemBudget/4))
 	go srv.Serve(tcp)
 	go srv.Serve(unixL)
 	var nbdSrv *nbd.Server
@@ -392,6 +426,7 @@ func serve(cfg Config) error {
 			},
 			Vids:    func() []uint32 { return liveVids(cl) },
 			Log:     log,
+			Limits:  limits,
 			Metrics: nbdMetrics,
 		})
 		go func() {
@@ -511,4 +546,20 @@ func checkJoin(ctx context.Context, join []string, dir string) error {
 		return nil
 	}
 	return nil
+}
+
+// parseBytes reads a size: a number with an optional binary suffix K, M,
+// G or T (either case).
+func parseBytes(v string) (int64, error) {
+	mult := int64(1)
+	if n := len(v); n > 0 {
+		if i := strings.IndexByte("KMGT", byte(unicode.ToUpper(rune(v[n-1])))); i >= 0 {
+			mult, v = int64(1)<<(10*(i+1)), v[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad size %q", v)
+	}
+	return n * mult, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -56,6 +57,9 @@ type Handler struct {
 	stopping atomic.Bool
 	ops      map[proto.Opcode]op
 	stats    requestStats // STAT's counters (stat.go)
+	// badClients logs what a client can cause at will (refused
+	// proposals, failed requests), at most a line per message every 10 s.
+	badClients *netlimit.Sampler
 }
 
 // op is a handler with Sheepdog's "force" mark: forced ops run while the
@@ -80,7 +84,7 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{cfg: cfg}
+	h := &Handler{cfg: cfg, badClients: netlimit.NewSampler(cfg.Log, 10*time.Second)}
 	h.ops = h.table()
 	return h
 }
@@ -146,7 +150,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	h.observe(class, &c.req, start, err)
 	res := proto.ResultOf(err)
 	if err != nil && res == proto.ResEIO {
-		h.cfg.Log.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
+		h.badClients.Warn("request failed", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "err", err)
 	} else if err != nil {
 		h.cfg.Log.Debug("request", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer, "result", res.String(), "err", err)
 	}
@@ -291,12 +295,51 @@ func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
 
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
 	o := c.req.Obj()
+	if err := h.checkCreate(ctx, o.Oid); err != nil {
+		return err
+	}
 	var cow uint64
 	if c.req.Flags&proto.FlagCmdCow != 0 {
 		cow = o.CowOid
 	}
 	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, clientFlags(c))
 	return err
+}
+
+// checkCreate refuses to create an object for a VDI that does not exist
+// (or is deleted), or a data object past the end of its VDI: such objects
+// would belong to nobody and outlive every delete.
+func (h *Handler) checkCreate(ctx context.Context, oid uint64) error {
+	vid := proto.OidToVid(oid)
+	live := func() (known, ok bool) {
+		h.cfg.Cluster.View(func(s *cluster.State) {
+			v := s.VdiState(vid)
+			known, ok = v != nil, v != nil && !v.Deleted
+		})
+		return known, ok
+	}
+	known, ok := live()
+	if !known {
+		// Created through another node an instant ago: catch up first.
+		if err := h.cfg.Cluster.Sync(ctx); err == nil {
+			_, ok = live()
+		}
+	}
+	if !ok {
+		return fmt.Errorf("create %016x: vdi %x does not exist: %w", oid, vid, proto.ResNoVdi)
+	}
+	if !proto.IsDataObj(oid) {
+		return nil
+	}
+	var b [8]byte
+	if err := h.cfg.Gateway.ReadObject(ctx, proto.VidToVdiOid(vid), proto.InodeVdiSizeOffset, b[:]); err != nil {
+		return fmt.Errorf("create %016x: read the size of vdi %x: %w", oid, vid, err)
+	}
+	size, objSize := le.Uint64(b[:]), uint64(proto.ObjectSize(oid, h.blockShift(oid)))
+	if idx := uint64(proto.DataIndex(oid)); idx >= (size+objSize-1)/objSize {
+		return fmt.Errorf("create %016x: index %d past the end of vdi %x (%d bytes): %w", oid, idx, vid, size, proto.ResInvalidParms)
+	}
+	return nil
 }
 
 func (h *Handler) readObj(ctx context.Context, c *call) error {
@@ -437,21 +480,6 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 // Stopping marks the sheep as shutting down: every later request is
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
-
-func (h *Handler) clusterPropose(ctx context.Context, c *call) error {
-	if h.cfg.Propose == nil {
-		return proto.ResNoSupport
-	}
-	res, idx, err := h.cfg.Propose(ctx, c.data)
-	if err != nil {
-		return fmt.Errorf("propose: %w: %v", proto.ResClusterError, err)
-	}
-	c.rsp.SetProposeIndex(idx)
-	if res != proto.ResSuccess {
-		return res
-	}
-	return nil
-}
 
 var le = binary.LittleEndian
 

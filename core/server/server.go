@@ -14,10 +14,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 )
 
 // maxPayload bounds a request payload: the largest thing a client writes is
@@ -34,6 +34,15 @@ const maxInFlight = 256
 type Server struct {
 	h   *Handler
 	log *slog.Logger
+	// limits bound the connections of every listener (each has its own
+	// cap); peerBudget holds the payloads of peer ops, apart from the
+	// clients' budget so that no sheep's clients can starve the peer
+	// requests another sheep's clients wait for (peer ops start no peer
+	// ops: no cycle).
+	limits     netlimit.Config
+	peerBudget *netlimit.Budget
+	ctx        context.Context // cancelled by Close: wakes readers waiting for budget
+	cancel     context.CancelFunc
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -42,9 +51,21 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// New returns a server dispatching to h.
+// New returns a server dispatching to h, with no limits.
 func New(h *Handler, log *slog.Logger) *Server {
-	return &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
+	s := &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// SetLimits bounds the connections of the listeners served from now on:
+// client payloads take from limits.Budget, peer-op payloads from peer (nil:
+// unbounded). Call it before Serve.
+func (s *Server) SetLimits(limits netlimit.Config, peer *netlimit.Budget) {
+	if limits.Log == nil {
+		limits.Log = s.log
+	}
+	s.limits, s.peerBudget = limits, peer
 }
 
 // Serve accepts connections on l until Close. It returns nil after Close.
@@ -57,8 +78,13 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
+	name := "native"
+	if _, ok := l.(*net.UnixListener); ok {
+		name = "native-unix"
+	}
+	g := netlimit.NewGate(name, s.limits)
 	for {
-		c, err := l.Accept()
+		c, err := g.Accept(l)
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed
@@ -66,26 +92,20 @@ func (s *Server) Serve(l net.Listener) error {
 			if closed {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
+			s.log.Error("native listener stopped", "addr", l.Addr().String(), "err", err)
 			return err
-		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
 		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
+			g.Done()
 			return nil
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.serveConn(c)
+		go s.serveConn(g, c)
 	}
 }
 
@@ -93,6 +113,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
+	s.cancel()
 	for _, l := range s.listeners {
 		l.Close()
 		if ul, ok := l.(*net.UnixListener); ok {
@@ -110,6 +131,7 @@ func (s *Server) Close() {
 // that concurrent completions never interleave.
 type conn struct {
 	c     net.Conn
+	gate  *netlimit.Gate
 	wmu   sync.Mutex
 	hdr   [proto.HeaderSize]byte
 	dead  atomic.Bool
@@ -117,10 +139,11 @@ type conn struct {
 	peer  string
 }
 
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 	defer s.wg.Done()
-	cn := &conn{c: c, inflt: make(chan struct{}, maxInFlight), peer: c.RemoteAddr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
+	defer g.Done()
+	cn := &conn{c: c, gate: g, inflt: make(chan struct{}, maxInFlight), peer: c.RemoteAddr().String()}
+	ctx, cancel := context.WithCancel(s.ctx)
 	var reqs sync.WaitGroup
 	defer func() {
 		cancel()
@@ -130,30 +153,60 @@ func (s *Server) serveConn(c net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	// Every payload, in or out, is charged to this connection's share and
+	// to the sheep's budget before it is read or produced, and given back
+	// once its reply is written: a client that does not read its replies
+	// stops being read from once its share is used up.
+	lim := g.Config()
+	var own *netlimit.Budget
+	if lim.PerConn > 0 {
+		own = netlimit.NewBudget(lim.PerConn)
+	}
 	var hb [proto.HeaderSize]byte
-	for {
+	for first := true; ; first = false {
 		if _, err := io.ReadFull(c, hb[:]); err != nil {
-			if !errors.Is(err, io.EOF) && !cn.dead.Load() {
+			if first && isTimeout(err) {
+				g.Log().Info("connection sent nothing; closed", "peer", cn.peer, "after", lim.IdleTimeout)
+			} else if !errors.Is(err, io.EOF) && !cn.dead.Load() {
 				s.log.Debug("connection read", "peer", cn.peer, "err", err)
 			}
 			return
 		}
+		if first {
+			g.Spoke(c)
+		}
 		var req proto.Request
 		req.Unmarshal(hb[:])
+		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > maxPayload {
+			g.Log().Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
+			cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch())
+			return
+		}
+		shared := lim.Budget
+		if isPeerOp(req.Opcode) || req.Opcode == OpClusterPropose {
+			shared = s.peerBudget
+		}
+		charge := int64(min(req.DataLength, maxPayload))
+		ownTaken, err := own.Acquire(ctx, charge)
+		if err != nil {
+			return
+		}
+		sharedTaken, err := shared.Acquire(ctx, charge)
+		if err != nil {
+			own.Release(ownTaken)
+			return
+		}
 		var data []byte
 		var dp *[]byte
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > 0 {
-			if req.DataLength > maxPayload {
-				s.log.Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
-				cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch())
-				return
-			}
 			// Payload buffers come from internal/bufpool: the data path
 			// does not allocate per request.
 			dp = bufpool.Get(int(req.DataLength))
 			data = *dp
 			if _, err := io.ReadFull(c, data); err != nil {
 				bufpool.Put(dp)
+				own.Release(ownTaken)
+				shared.Release(sharedTaken)
 				s.log.Debug("truncated payload", "peer", cn.peer, "err", err)
 				return
 			}
@@ -171,8 +224,15 @@ func (s *Server) serveConn(c net.Conn) {
 			if release != nil {
 				release()
 			}
+			own.Release(ownTaken)
+			shared.Release(sharedTaken)
 		}()
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // reply sends rsp (and out) for req. Invariant: never more payload than
@@ -192,6 +252,7 @@ func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch 
 		return
 	}
 	rsp.Marshal(cn.hdr[:])
+	cn.gate.Stalled(cn.c)
 	bufs := net.Buffers{cn.hdr[:]}
 	if len(out) > 0 {
 		bufs = append(bufs, out)

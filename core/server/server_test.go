@@ -154,13 +154,13 @@ func objReq(op proto.Opcode, oid uint64, off uint32) proto.Request {
 }
 
 // formatted starts a sheep, formats it with one copy and creates "test"
-// (vid 0x7c2b25, 64 MiB).
+// (vid 0x7c2b25, 256 MiB: 64 objects).
 func formatted(t *testing.T) (*sheep, *client.Client, uint32) {
 	t.Helper()
 	s := startSheep(t)
 	c := s.dial(t)
 	expect(t, "format", makeFS(t, c, 1, "plain"), proto.ResSuccess)
-	rsp := newVdi(t, c, "test", 64<<20, 0, 0)
+	rsp := newVdi(t, c, "test", 256<<20, 0, 0)
 	expect(t, "create", rsp, proto.ResSuccess)
 	return s, c, rsp.Vdi().VdiID
 }

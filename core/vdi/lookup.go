@@ -151,7 +151,8 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 // allocated moments ago (through any node) to be written. The creator
 // writes it right after its vid is registered, so this is milliseconds;
 // only a creator that died in between leaves it unwritten for good, and
-// then the create goes ahead without it.
+// then the create gives that vid up (deleted) and goes ahead. A creator
+// that writes its inode later still finds its vid deleted and fails.
 var pendingWait = 5 * time.Second // a var for tests of the dead-creator case
 
 // lookupForCreate is lookup for a create, snapshot or clone of name. A
@@ -161,13 +162,22 @@ var pendingWait = 5 * time.Second // a var for tests of the dead-creator case
 // no more), so the lookup waits for that inode first.
 func (s *Service) lookupForCreate(ctx context.Context, name string) (lookupResult, error) {
 	deadline := time.Now().Add(pendingWait)
+	abandoned := false
 	for {
 		r, err := s.lookup(ctx, name, "", 0)
-		if r.pending == 0 || time.Now().After(deadline) {
-			if r.pending != 0 {
-				s.log.Warn("inode of an allocated vid never written; creating past it", "name", name, "vid", fmt.Sprintf("%x", r.pending))
-			}
-			return r, err
+		if r.pending == 0 || abandoned && time.Now().After(deadline) {
+			return r, err // (still pending: could not give it up; create past it)
+		}
+		if time.Now().After(deadline) {
+			abandoned = true
+			// Left by a creator that died (or, before creates were all or
+			// nothing, failed) between registering the vid and writing
+			// its inode: clean it, so that listings stop tripping over
+			// it, and look again.
+			s.log.Warn("inode of an allocated vid never written; giving the vid up", "name", name, "vid", fmt.Sprintf("%x", r.pending))
+			s.abandon(r.pending, fmt.Errorf("no inode after %v", pendingWait))
+			deadline = time.Now().Add(pendingWait)
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -77,6 +79,11 @@ func (s *Service) New(ctx context.Context, p NewParams) (Info, error) {
 	if p.Name == "" || len(p.Name) >= proto.MaxVdiLen {
 		return Info{}, fmt.Errorf("bad VDI name %q: %w", p.Name, proto.ResInvalidParms)
 	}
+	if p.SnapID == 0 && !printable(p.Name) {
+		// Existing names are looked up as they are; a new one must not
+		// carry what breaks listings and terminals.
+		return Info{}, fmt.Errorf("VDI name %q is not UTF-8 or has control characters: %w", p.Name, proto.ResInvalidParms)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for attempt := 0; ; attempt++ {
@@ -89,6 +96,19 @@ func (s *Service) New(ctx context.Context, p NewParams) (Info, error) {
 }
 
 var errRetry = errors.New("vid taken concurrently")
+
+// printable reports whether name is UTF-8 without control characters.
+func printable(name string) bool {
+	if !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 func (s *Service) defaults(p *NewParams) {
 	s.cluster.View(func(st *cluster.State) {
@@ -224,7 +244,18 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	}
 	ino.DataVdiID = table
 	if err := s.writeNewInode(ctx, &ino); err != nil {
+		// All or nothing: a vid without an inode would trip up every
+		// listing. Give the vid up (deleted, as if created and deleted);
+		// the client's ctx may be what failed, so this gets its own.
+		s.abandon(r.free, err)
 		return Info{}, err
+	}
+	var gone bool
+	s.cluster.View(func(st *cluster.State) { gone = st.IsDeleted(r.free) })
+	if gone {
+		// A create of the same name elsewhere gave up waiting for this
+		// inode and cleaned the vid (lookupForCreate).
+		return Info{}, fmt.Errorf("vid %x was given up while its inode was written: %w", r.free, proto.ResVdiExist)
 	}
 	s.log.Info("vdi created", "name", p.Name, "vid", fmt.Sprintf("%x", r.free), "snapshot_of", fmt.Sprintf("%x", oldVid), "base", fmt.Sprintf("%x", p.BaseVid))
 	return s.info(r.free), nil
@@ -238,6 +269,20 @@ func le64(b []byte, v uint64) {
 
 // writeNewInode creates the inode object: header plus the used part of
 // data_vdi_id (the rest of the sparse object reads as zeros).
+// abandon marks vid, registered for a create whose inode could not be
+// written, deleted, so that listings and checks skip it and a retry
+// creates the name anew.
+func (s *Service) abandon(vid uint32, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindDelVdi, Vid: vid})
+	if err != nil || res != proto.ResSuccess {
+		s.log.Error("failed create: giving up its vid failed; a retry of the create cleans it", "vid", fmt.Sprintf("%x", vid), "cause", cause, "result", res, "err", err)
+		return
+	}
+	s.log.Warn("failed create: vid given up", "vid", fmt.Sprintf("%x", vid), "cause", cause)
+}
+
 func (s *Service) writeNewInode(ctx context.Context, ino *proto.Inode) error {
 	n := int64(proto.InodeHeaderSize)
 	if last := lastNonZero(ino.DataVdiID); last >= 0 {

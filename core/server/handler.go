@@ -41,7 +41,10 @@ type Config struct {
 	// LogLevel is the level of Log, changed at run time by SET_LOGLEVEL
 	// (nil: GET/SET_LOGLEVEL answer NO_SUPPORT).
 	LogLevel *slog.LevelVar
-	Now      func() time.Time
+	// Stop stops this sheep (a cluster shutdown without a leader, see
+	// shutdown); nil: such a shutdown answers NO_SUPPORT.
+	Stop func()
+	Now  func() time.Time
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -118,6 +121,9 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
+	if status == proto.StatusOK && writesObjects(op) && !h.quorum(ctx) {
+		return proto.ResHalt
+	}
 	if (status == proto.StatusWait && !o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
 		// reached this one yet: catch up before answering (STAT_CLUSTER
@@ -128,7 +134,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 		}
 		cancel()
 		if status == proto.StatusWait && !o.force {
-			if rj, ok := h.cfg.Cluster.(interface{ Rejoining() bool }); ok && rj.Rejoining() {
+			if m, ok := h.cfg.Cluster.(cluster.Membership); ok && m.Rejoining() {
 				return proto.ResWaitForJoin
 			}
 			return proto.ResWaitForFormat
@@ -163,6 +169,8 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
 		OpClusterPropose:           {force: true, fn: h.clusterPropose},
+		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
+		proto.OpStopNode:           {force: true, fn: h.stopNode},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpLockVdi:           {fn: h.lockVdi},
@@ -210,13 +218,14 @@ func noop(context.Context, *call) error { return nil }
 // is checked against ours (§5.4).
 func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Context, *call) error {
 	return func(ctx context.Context, c *call) error {
-		mine := h.epoch()
 		// A request from a newer epoch is parked until ours catches up
 		// (the entry is on its way through raft).
-		for deadline := time.Now().Add(5 * time.Second); c.req.Epoch > mine && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-			mine = h.epoch()
+		if w, ok := h.cfg.Cluster.(cluster.EpochWaiter); ok && c.req.Epoch > h.epoch() {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			w.WaitEpoch(wctx, c.req.Epoch)
+			cancel()
 		}
+		mine := h.epoch()
 		switch {
 		case c.req.Flags&proto.FlagCmdRecovery != 0:
 		case c.req.Epoch < mine:
@@ -503,6 +512,34 @@ func isPeerOp(op proto.Opcode) bool {
 // waitingForJoin reports a restarted node still waiting for the nodes of
 // the last epoch.
 func (h *Handler) waitingForJoin() bool {
-	w, ok := h.cfg.Cluster.(interface{ WaitingForJoin() bool })
-	return ok && w.WaitingForJoin()
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	return ok && m.WaitingForJoin()
+}
+
+// quorumWait bounds how long a client's write waits for the cluster to
+// have a leader before it is answered HALT.
+const quorumWait = 10 * time.Second
+
+// quorum waits for the cluster to be able to order changes (a raft
+// leader). Without one this node is in a minority: a write acknowledged
+// here could be lost to an epoch the majority commits meanwhile, so it
+// waits, and is refused (HALT) if none comes back in quorumWait. Reads
+// are not gated: the copies here are served.
+func (h *Handler) quorum(ctx context.Context) bool {
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	if !ok || m.Quorum() {
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, quorumWait)
+	defer cancel()
+	return m.WaitQuorum(wctx) == nil
+}
+
+// writesObjects lists the client ops that change objects.
+func writesObjects(op proto.Opcode) bool {
+	switch op {
+	case proto.OpCreateAndWriteObj, proto.OpWriteObj, proto.OpRemoveObj, proto.OpDiscardObj:
+		return true
+	}
+	return false
 }

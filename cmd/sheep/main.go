@@ -343,6 +343,11 @@ func serve(cfg Config) error {
 			stopSheep()
 		}
 	}
+	ccfg.OnRestore = func() {
+		if rec := recov.Load(); rec != nil {
+			rec.Start()
+		}
+	}
 	cl, err := replicated.Open(ccfg)
 	if err != nil {
 		return err
@@ -383,6 +388,13 @@ func serve(cfg Config) error {
 			}
 		}()
 		log.Info("nbd serving", "addr", nbdL.Addr().String())
+	}
+	if !cfg.Gateway {
+		go watchStore(ctx, cfg.Dir, 500*time.Millisecond, 2, func(err error) {
+			log.Error("store failed: leaving the cluster so that its objects are recovered on the other nodes", "dir", cfg.Dir, "err", err)
+			h.Fail()
+			cl.Leave()
+		})
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
 	daemon.Ready()

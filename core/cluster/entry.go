@@ -48,6 +48,11 @@ type Entry struct {
 	// cluster was re-formed from the nodes present, without the others'
 	// consent.
 	Forced bool `json:",omitempty"`
+	// Base is the epoch an Epoch entry's change was computed from: the
+	// entry applies only on top of it (OLD_NODE_VER otherwise), so two
+	// proposers seeing one change never commit it twice. 0: applies on
+	// any epoch.
+	Base uint32 `json:",omitempty"`
 
 	// AddVdi, DelVdi, Lock, Release.
 	Vid         uint32       `json:",omitempty"`
@@ -83,13 +88,14 @@ func epochSeconds(t int64) int64 {
 	return t / int64(time.Second)
 }
 
-// NewEpoch is the one constructor of epoch entries: nodes in Sheepdog's
-// node order, with automatic vnodes applied when the cluster uses them
-// (auto), stamped with now.
-func NewEpoch(nodes []proto.Node, auto, forced bool, now time.Time) *Entry {
+// NewEpoch is the one constructor of epoch entries: the epoch after base
+// (0: after whichever is current when it applies) with nodes in Sheepdog's
+// node order, automatic vnodes applied when the cluster uses them (auto),
+// stamped with now.
+func NewEpoch(base uint32, nodes []proto.Node, auto, forced bool, now time.Time) *Entry {
 	n := slices.Clone(nodes)
 	if auto {
 		n = placement.AutoVnodes(n)
 	}
-	return &Entry{Kind: KindEpoch, Nodes: sortedNodes(n), Forced: forced, Time: UnixNano(now)}
+	return &Entry{Kind: KindEpoch, Base: base, Nodes: sortedNodes(n), Forced: forced, Time: UnixNano(now)}
 }

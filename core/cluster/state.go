@@ -356,6 +356,9 @@ func (s *State) applyEpoch(e *Entry) proto.Result {
 	if len(e.Nodes) == 0 {
 		return proto.ResInvalidParms
 	}
+	if e.Base != 0 && e.Base != s.Epoch() {
+		return proto.ResOldNodeVer // computed from an epoch that is no longer the last
+	}
 	s.Epochs = append(s.Epochs, EpochRecord{Epoch: s.Epoch() + 1, Time: epochSeconds(e.Time), Nodes: sortedNodes(e.Nodes), Forced: e.Forced})
 	if e.Forced {
 		s.Generation++

@@ -401,6 +401,10 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 	return nil
 }
 
+// Fail stops this node serving for good (its store failed): every later
+// request is answered KILLED, as after KILL_NODE.
+func (h *Handler) Fail() { h.killed.Store(true) }
+
 // Stopping marks the sheep as shutting down: every later request is
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }

@@ -63,7 +63,7 @@ func (h *Handler) forceRecover(ctx context.Context, c *call) error {
 		if !formatted {
 			return proto.ResWaitForFormat
 		}
-		res, err := h.cfg.Cluster.Propose(ctx, cluster.NewEpoch(h.members(), auto, true, h.cfg.Now()))
+		res, err := h.cfg.Cluster.Propose(ctx, cluster.NewEpoch(0, h.members(), auto, true, h.cfg.Now()))
 		if err != nil {
 			return err
 		}

@@ -54,7 +54,10 @@ type Config struct {
 	// OnApply runs after every applied entry, outside the state lock, for
 	// side effects local to this node (wiping the store on format).
 	OnApply func(e *cluster.Entry, res proto.Result)
-	Log     *slog.Logger
+	// OnRestore runs after the state was replaced by a snapshot (from the
+	// leader, or at start): entries it holds never went through OnApply.
+	OnRestore func()
+	Log       *slog.Logger
 
 	// Raft timings (hashicorp/raft's Config fields of the same names).
 	HeartbeatTimeout   time.Duration

@@ -65,6 +65,9 @@ type Driver struct {
 	leaderCh   chan struct{}
 	leaderless time.Time
 
+	// epochMu serialises proposing epochs (reconcile, ForceRecover).
+	epochMu sync.Mutex
+
 	// noticeMu guards noticed: per node name, the sequence number of the
 	// last join or leave gossip reported, to commit changes in order.
 	noticeMu sync.Mutex
@@ -98,7 +101,12 @@ func Open(cfg Config) (*Driver, error) {
 	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)
 	d.fsm = newFSM()
 	d.fsm.onApply = d.applied
-	d.fsm.onRestore = d.syncIdentity
+	d.fsm.onRestore = func() {
+		d.syncIdentity()
+		if cfg.OnRestore != nil {
+			cfg.OnRestore()
+		}
+	}
 	d.started = time.Now()
 	d.leaderless = d.started
 	ident := loadIdentity(d.raftDir())

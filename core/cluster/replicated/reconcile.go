@@ -59,6 +59,8 @@ func (d *Driver) reconcile() error {
 	if d.WaitingForJoin() {
 		return nil // no epoch change until the last epoch's nodes are back (or force)
 	}
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
 	for {
 		e, change, ok := d.nextEpoch(false)
 		if !ok {
@@ -68,10 +70,13 @@ func (d *Driver) reconcile() error {
 		if err != nil {
 			return err
 		}
-		if res != proto.ResSuccess {
+		switch res {
+		case proto.ResSuccess:
+			d.logEpoch(change, false)
+		case proto.ResOldNodeVer: // another epoch came first: look again
+		default:
 			return fmt.Errorf("epoch entry: %w", res)
 		}
-		d.logEpoch(change, false)
 	}
 }
 
@@ -108,8 +113,9 @@ func (d *Driver) reconfigure() error {
 func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	var formatted, auto bool
 	var cur []proto.Node
+	var base uint32
 	d.View(func(s *cluster.State) {
-		formatted, cur, auto = s.Formatted(), s.Nodes(), s.Flags&proto.ClusterFlagAutoVnodes != 0
+		formatted, cur, auto, base = s.Formatted(), s.Nodes(), s.Flags&proto.ClusterFlagAutoVnodes != 0, s.Epoch()
 	})
 	if !formatted {
 		return nil, "", false
@@ -119,14 +125,14 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 		if !forced {
 			return nil, "", false
 		}
-		return cluster.NewEpoch(cur, auto, true, time.Now()), "none", true
+		return cluster.NewEpoch(base, cur, auto, true, time.Now()), "none", true
 	}
 	c := changes[0]
 	what := "left " + c.Node.NodeID.String()
 	if c.Join {
 		what = "joined " + c.Node.NodeID.String()
 	}
-	return cluster.NewEpoch(c.Apply(cur), auto, forced, time.Now()), what, true
+	return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), what, true
 }
 
 func (d *Driver) logEpoch(change string, forced bool) {
@@ -202,15 +208,23 @@ func (d *Driver) ForceRecover(ctx context.Context) ([]proto.Node, error) {
 		}
 	}
 	d.endJoinWait()
-	e, change, _ := d.nextEpoch(true)
-	res, err := d.Propose(ctx, e)
-	if err != nil {
-		return nil, err
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
+	for {
+		e, change, _ := d.nextEpoch(true)
+		res, err := d.Propose(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		if res == proto.ResOldNodeVer {
+			continue // an epoch committed meanwhile: force on top of it
+		}
+		if res != proto.ResSuccess {
+			return nil, res
+		}
+		d.logEpoch(change, true)
+		break
 	}
-	if res != proto.ResSuccess {
-		return nil, res
-	}
-	d.logEpoch(change, true)
 	d.poke() // the remaining changes, one epoch each
 	return last, nil
 }

@@ -288,7 +288,10 @@ func TestFourOfSixEpochs(t *testing.T) {
 	readWithin(t, s0, "Alice", data, 10*time.Second, "after four of six nodes died")
 	time.Sleep(3 * time.Second) // failure detection
 	if r := s0.collie(t, []byte("x"), "vdi", "write", "Alice", "0", "1"); r.Code != 0 {
+		t.Logf("no quorum left (%s): cluster recover force", strings.TrimSpace(r.Stderr))
 		s0.must(t, nil, "cluster", "recover", "force", "-f")
+	} else {
+		data[0] = 'x'
 	}
 	waitEpochNodes(t, s0, sheeps[:2], 30*time.Second)
 	got := changes(epochLog(t, s0))[before-1:]
@@ -424,5 +427,28 @@ func TestStoreFailureLeaves(t *testing.T) {
 	waitRecovered(t, live, "0015d167", 2)
 	for _, s := range live {
 		mustRead(t, s, "Alice", data, "after a node's store failed")
+	}
+}
+
+// TestElectionLogged: raft's leader election and memberlist's failure
+// detection reach sheep.log at info level.
+func TestElectionLogged(t *testing.T) {
+	sheeps := startCluster(t, 3)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+	sheeps[0].Kill() // it bootstrapped the cluster: the first leader
+	waitEpochNodes(t, sheeps[1], sheeps[1:], 30*time.Second)
+	var logs string
+	for _, s := range sheeps[1:] {
+		logs += sheepLog(s)
+	}
+	for _, want := range []string{
+		`level=INFO msg="raft: entering candidate state`,
+		`level=INFO msg="raft: entering leader state`,
+		`level=INFO msg="gossip: node left" node=` + sheeps[0].Addr(),
+		`level=INFO msg="new epoch" epoch=2 change="left ` + sheeps[0].Addr(),
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("sheep.log of the survivors lacks %q", want)
+		}
 	}
 }

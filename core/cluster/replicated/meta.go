@@ -16,14 +16,19 @@ type Identity struct {
 }
 
 // Conflicts reports why a and b cannot be one cluster, or "" when they
-// can: both named and differently, or both formatted at different times.
-// A node that knows no identity yet (fresh, or a restarted node before its
+// can. Two named nodes are one cluster when the names match (a re-format
+// keeps the name, while the new ctime reaches the nodes one by one); when
+// either has no name yet, two formatted nodes must share the format's
+// ctime. A node that knows no identity yet (fresh, or restarted before its
 // log is replayed) conflicts with nobody.
 func (a Identity) Conflicts(b Identity) string {
-	switch {
-	case a.ClusterID != "" && b.ClusterID != "" && a.ClusterID != b.ClusterID:
-		return fmt.Sprintf("cluster id %s, ours %s", b.ClusterID, a.ClusterID)
-	case a.Ctime != 0 && b.Ctime != 0 && a.Ctime != b.Ctime:
+	if a.ClusterID != "" && b.ClusterID != "" {
+		if a.ClusterID != b.ClusterID {
+			return fmt.Sprintf("cluster id %s, ours %s", b.ClusterID, a.ClusterID)
+		}
+		return ""
+	}
+	if a.Ctime != 0 && b.Ctime != 0 && a.Ctime != b.Ctime {
 		return fmt.Sprintf("formatted at ctime %x, ours %x", b.Ctime, a.Ctime)
 	}
 	return ""

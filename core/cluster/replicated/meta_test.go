@@ -54,12 +54,12 @@ func TestIdentityConflicts(t *testing.T) {
 		b        Identity
 		conflict bool
 	}{
-		{Identity{}, false},                        // a fresh node
-		{Identity{ClusterID: "a"}, false},          // not formatted yet here
-		{Identity{Ctime: 1}, false},                // a restarted node of an older version
-		{Identity{ClusterID: "b"}, true},           // bootstrapped on its own
-		{Identity{ClusterID: "a", Ctime: 2}, true}, // formatted again elsewhere
-		{Identity{Ctime: 2}, true},                 // another cluster, id unknown
+		{Identity{}, false},                         // a fresh node
+		{Identity{ClusterID: "a"}, false},           // not formatted yet here
+		{Identity{Ctime: 1}, false},                 // a restarted node of an older version
+		{Identity{ClusterID: "b"}, true},            // bootstrapped on its own
+		{Identity{ClusterID: "a", Ctime: 2}, false}, // re-formatted: the new ctime is on its way
+		{Identity{Ctime: 2}, true},                  // another cluster, id unknown
 		{Identity{ClusterID: "a", Ctime: 1, Generation: 7}, false},
 	} {
 		if got := a.Conflicts(tc.b) != ""; got != tc.conflict || got != (tc.b.Conflicts(a) != "") {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -384,10 +385,32 @@ func TestExclusiveSetattr(t *testing.T) {
 	}
 }
 
-// TestStoreFailureLeaves: a node whose object dir is removed under load
-// leaves the cluster (an epoch without it, logged), and its objects are
-// back to full redundancy on the others.
+// TestStoreFailureLeaves: a node whose object dir is removed, or stops
+// taking new files (immutable, which stops root too), under load leaves
+// the cluster (an epoch without it, logged), and its objects are back to
+// full redundancy on the others.
 func TestStoreFailureLeaves(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		breakStore func(t *testing.T, obj string)
+	}{
+		{"removed", func(t *testing.T, obj string) {
+			if err := os.RemoveAll(obj); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"unwritable", func(t *testing.T, obj string) {
+			if out, err := exec.Command("chattr", "+i", obj).CombinedOutput(); err != nil {
+				skipUnlessRequired(t, "chattr +i %s: %v %s", obj, err, out)
+			}
+			t.Cleanup(func() { exec.Command("chattr", "-i", obj).Run() })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { storeFailureLeaves(t, tc.breakStore) })
+	}
+}
+
+func storeFailureLeaves(t *testing.T, breakStore func(t *testing.T, obj string)) {
 	sheeps := startCluster(t, 4)
 	s0 := sheeps[0]
 	s0.must(t, nil, "cluster", "format", "--copies=2")
@@ -414,9 +437,7 @@ func TestStoreFailureLeaves(t *testing.T) {
 	}()
 	victim := sheeps[3]
 	time.Sleep(time.Second)
-	if err := os.RemoveAll(filepath.Join(victim.Dir, "obj")); err != nil {
-		t.Fatal(err)
-	}
+	breakStore(t, filepath.Join(victim.Dir, "obj"))
 	live := sheeps[:3]
 	waitEpochNodes(t, s0, live, 30*time.Second)
 	close(stop)

@@ -360,7 +360,7 @@ func (h *Handler) stopAll(ctx context.Context, m cluster.Membership) error {
 		cancel()
 	}
 	h.Stopping()
-	go h.cfg.Stop()
+	h.cfg.Stop()
 	return nil
 }
 
@@ -371,12 +371,10 @@ func (h *Handler) stopNode(_ context.Context, c *call) error {
 		return proto.ResNoSupport
 	}
 	h.cfg.Log.Info("cluster shutdown (without a leader): stopping", "asked_by", c.peer)
-	go func() {
-		// Answer first: the sender waits for the reply.
-		time.Sleep(100 * time.Millisecond)
-		h.Stopping()
-		h.cfg.Stop()
-	}()
+	// This reply is made already; later requests get SHUTDOWN, and Stop
+	// lets the reply go out before the sheep exits.
+	h.Stopping()
+	h.cfg.Stop()
 	return nil
 }
 

@@ -42,7 +42,8 @@ type Config struct {
 	// (nil: GET/SET_LOGLEVEL answer NO_SUPPORT).
 	LogLevel *slog.LevelVar
 	// Stop stops this sheep (a cluster shutdown without a leader, see
-	// shutdown); nil: such a shutdown answers NO_SUPPORT.
+	// shutdown) without waiting: the reply to the request that asked
+	// must still go out. nil: such a shutdown answers NO_SUPPORT.
 	Stop func()
 	Now  func() time.Time
 }

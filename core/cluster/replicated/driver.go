@@ -69,9 +69,11 @@ type Driver struct {
 	epochMu sync.Mutex
 
 	// noticeMu guards noticed: per node name, the sequence number of the
-	// last join or leave gossip reported, to commit changes in order.
+	// last join or leave gossip reported, to commit changes in order; and
+	// members, the decoded metadata of the live peers.
 	noticeMu sync.Mutex
 	noticed  map[string]int64
+	members  map[string]meta
 	seq      int64
 	refused  map[string]time.Time // peers refused, for rate-limited logging
 
@@ -95,7 +97,7 @@ func Open(cfg Config) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cluster driver config: %w", err)
 	}
-	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{},
+	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{}, members: map[string]meta{},
 		refused: map[string]time.Time{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
 	d.raftLog = newLibLog(cfg.Log, "raft", cfg.LogRate)
 	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)

@@ -90,19 +90,44 @@ func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
+// The event hooks run under memberlist's lock of its node table: only
+// there may a node's Meta be read (memberlist rewrites it in place), so
+// they keep the decoded copy Members uses.
+
 func (g delegate) NotifyJoin(n *memberlist.Node) {
+	g.d.setMember(n)
 	g.d.notice(n.Name)
 	g.d.cfg.Log.Info("gossip: node joined", "node", n.Name)
 	g.d.poke()
 }
 
 func (g delegate) NotifyLeave(n *memberlist.Node) {
+	g.d.noticeMu.Lock()
+	delete(g.d.members, n.Name)
+	g.d.noticeMu.Unlock()
 	g.d.notice(n.Name)
 	g.d.cfg.Log.Info("gossip: node left", "node", n.Name)
 	g.d.poke()
 }
 
-func (g delegate) NotifyUpdate(*memberlist.Node) { g.d.poke() }
+func (g delegate) NotifyUpdate(n *memberlist.Node) {
+	g.d.setMember(n)
+	g.d.poke()
+}
+
+func (d *Driver) setMember(n *memberlist.Node) {
+	if n.Name == d.cfg.Self.NodeID.String() {
+		return // this node's meta is ours to make (liveMetas)
+	}
+	m, err := decodeMeta(n.Meta)
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	if err != nil {
+		delete(d.members, n.Name)
+		return
+	}
+	d.members[n.Name] = m
+}
 
 // NotifyAlive refuses peers of another cluster (Identity.Conflicts), and
 // says so in the log, at most every 10 s per peer. The peer refuses this
@@ -152,14 +177,14 @@ func (d *Driver) noticedSeq(id proto.NodeID) int64 {
 	return d.noticed[id.String()]
 }
 
-// liveMetas returns the metadata of the live members gossip accepted
-// (this node included).
+// liveMetas returns the metadata of the live members gossip accepted,
+// this node first.
 func (d *Driver) liveMetas() []meta {
-	var out []meta
-	for _, m := range d.ml.Members() {
-		if md, err := decodeMeta(m.Meta); err == nil {
-			out = append(out, md)
-		}
+	out := []meta{{Node: d.cfg.Self, RaftPort: d.cfg.Self.Port + RaftOffset, Identity: d.Identity()}}
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	for _, m := range d.members {
+		out = append(out, m)
 	}
 	return out
 }

@@ -191,6 +191,10 @@ func (d *Driver) ForceRecover(ctx context.Context) ([]proto.Node, error) {
 	if !formatted {
 		return nil, proto.ResWaitForFormat
 	}
+	// Held until the forced epoch is in: the new leader's reconcile must
+	// not commit the pending changes before it.
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
 	for d.leaderlessFor() > 0 && d.leaderlessFor() < d.cfg.NoLeaderWait {
 		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
 			return nil, err
@@ -208,8 +212,6 @@ func (d *Driver) ForceRecover(ctx context.Context) ([]proto.Node, error) {
 		}
 	}
 	d.endJoinWait()
-	d.epochMu.Lock()
-	defer d.epochMu.Unlock()
 	for {
 		e, change, _ := d.nextEpoch(true)
 		res, err := d.Propose(ctx, e)

@@ -8,11 +8,38 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
+// nodeList lists the nodes of the current epoch (the membership the
+// cluster decided). With -v it also lists the nodes failure detection sees
+// alive now (GET_GOSSIP_NODES), which differ while a join or a failure is
+// not committed yet, or when no quorum is left to commit it.
 func nodeList(s *session, _ []string) error {
 	if !s.opts.raw {
 		s.out.WriteString(nodeListHeader)
 	}
 	for i, n := range s.nodes {
+		s.out.WriteString(formatNodeRow(i, n, s.opts.raw))
+	}
+	if !s.opts.verbose {
+		return nil
+	}
+	req := proto.NewRequest(proto.OpGetGossipNodes)
+	buf := make([]byte, proto.MaxNodes*proto.NodeSize)
+	rsp, n, err := s.do(&req, nil, buf)
+	if err != nil {
+		return err
+	}
+	if rsp.Result != proto.ResSuccess {
+		return failf(exitFailure, "Failed to get the gossip view: %s", rsp.Result)
+	}
+	nodes, err := proto.UnmarshalNodes(buf[:n], int(rsp.Node().NrNodes))
+	if err != nil {
+		return failf(exitFailure, "Bad gossip view: %v", err)
+	}
+	s.out.WriteString("\nAlive (gossip, not yet decided):\n")
+	if !s.opts.raw {
+		s.out.WriteString(nodeListHeader)
+	}
+	for i, n := range nodes {
 		s.out.WriteString(formatNodeRow(i, n, s.opts.raw))
 	}
 	return nil

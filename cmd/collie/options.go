@@ -111,7 +111,7 @@ var commands = []*command{
 		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
 	}},
 	{name: "node", options: nodeOptions, subs: []subcommand{
-		{"list", "", "aprhT", "list nodes", false, true, nodeList},
+		{"list", "", "aprhvT", "list nodes", false, true, nodeList},
 		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
 		{"recovery", "[info|set-throttle <max> <interval>|get-throttle]", "aphPrT", "show recovery information of nodes or set/get the throttle", false, true, nodeRecoveryCmd},
 		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},

@@ -32,6 +32,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -185,8 +186,8 @@ func run(c *cli.Context) error {
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
 	}
-	if cfg.Port+cluster.RaftOffset > 65535 {
-		return fmt.Errorf("port %d too high: gossip and raft use port+%d and port+%d", cfg.Port, cluster.GossipOffset, cluster.RaftOffset)
+	if cfg.Port+replicated.RaftOffset > 65535 {
+		return fmt.Errorf("port %d too high: gossip and raft use port+%d and port+%d", cfg.Port, replicated.GossipOffset, replicated.RaftOffset)
 	}
 	if cfg.Port <= 0 || cfg.Port > 65535 {
 		return fmt.Errorf("bad port %d", cfg.Port)
@@ -346,35 +347,44 @@ func serve(cfg Config) error {
 	defer peers.Close()
 	locks := &store.Locks{}
 	var recov atomic.Pointer[recovery.Recovery]
-	cl, err := cluster.OpenRaft(cluster.RaftConfig{
-		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
-		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
-			req := proto.NewRequest(proto.OpClusterPropose)
-			rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
-			if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
-				return 0, 0, err // not ordered: the caller retries
+	// stopSheep stops this sheep as a cluster shutdown does.
+	stopSheep := func() {
+		if h := handler.Load(); h != nil {
+			h.Stopping()
+		}
+		go func() { time.Sleep(200 * time.Millisecond); stop() }()
+	}
+	ccfg := replicated.DefaultConfig()
+	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, self, cfg.BindAddr, cfg.Join, log
+	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
+		req := proto.NewRequest(proto.OpClusterPropose)
+		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
+		if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
+			return 0, 0, err // not ordered: the caller retries
+		}
+		return rsp.Result, rsp.ProposeIndex(), nil
+	}
+	ccfg.OnApply = func(e *cluster.Entry, res proto.Result) {
+		switch {
+		case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
+			if rec := recov.Load(); rec != nil {
+				rec.Start()
 			}
-			return rsp.Result, rsp.ProposeIndex(), nil
-		},
-		OnApply: func(e *cluster.Entry, res proto.Result) {
-			switch {
-			case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
-				if rec := recov.Load(); rec != nil {
-					rec.Start()
-				}
-			case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
-				if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
-					log.Error("wipe store for format", "err", err)
-				}
-			case e.Kind == cluster.KindShutdown && e.Time > started.UnixNano():
-				log.Info("cluster shutdown")
-				if h := handler.Load(); h != nil {
-					h.Stopping()
-				}
-				go func() { time.Sleep(200 * time.Millisecond); stop() }()
+		case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
+			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
+				log.Error("wipe store for format", "err", err)
 			}
-		},
-	})
+		case e.Kind == cluster.KindShutdown && e.Time > cluster.UnixNano(started):
+			log.Info("cluster shutdown")
+			stopSheep()
+		}
+	}
+	ccfg.OnRestore = func() {
+		if rec := recov.Load(); rec != nil {
+			rec.Start()
+		}
+	}
+	cl, err := replicated.Open(ccfg)
 	if err != nil {
 		return err
 	}
@@ -398,7 +408,7 @@ func serve(cfg Config) error {
 	h := server.NewHandler(server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
-		Propose: cl.ProposeEncoded, LogLevel: level, Metrics: native, PeerMetrics: peer,
+		Propose: cl.ProposeEncoded, LogLevel: level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
 	})
 	handler.Store(h)
 	srv := server.New(h, log)
@@ -441,6 +451,13 @@ func serve(cfg Config) error {
 		ms := reg.Serve(metricsL, log)
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ms.Addr())
+	}
+	if !cfg.Gateway {
+		go watchStore(ctx, cfg.Dir, 500*time.Millisecond, 2, func(err error) {
+			log.Error("store failed: leaving the cluster so that its objects are recovered on the other nodes", "dir", cfg.Dir, "err", err)
+			h.Fail()
+			cl.Leave()
+		})
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
 	daemon.Ready()

@@ -25,17 +25,50 @@ type Driver interface {
 	Sync(ctx context.Context) error
 }
 
+// Membership is what a driver that tracks live nodes offers beyond
+// ordering entries (the replicated driver; a Local driver has none).
+type Membership interface {
+	// Members is the live nodes as failure detection sees them now. The
+	// membership the cluster decided is the current epoch's node list.
+	Members() []proto.Node
+	// Quorum reports whether entries can be ordered now (a leader is
+	// known); WaitQuorum waits for it.
+	Quorum() bool
+	WaitQuorum(ctx context.Context) error
+	// Rejoining reports a node that belongs to a cluster whose state it
+	// has not replayed yet.
+	Rejoining() bool
+	// WaitingForJoin reports a node restarted with its cluster that waits
+	// for the last epoch's nodes to come back.
+	WaitingForJoin() bool
+	// ForceRecover commits a forced epoch (`cluster recover force`),
+	// re-forming the cluster from this node when it has no quorum, and
+	// returns the node list of the epoch before.
+	ForceRecover(ctx context.Context) ([]proto.Node, error)
+	// Leave takes this node out of the cluster while the process lives on.
+	Leave()
+}
+
+// EpochWaiter is a driver that can wait for an epoch to be applied.
+type EpochWaiter interface {
+	// WaitEpoch returns once the local state is at epoch or later, or
+	// when ctx ends.
+	WaitEpoch(ctx context.Context, epoch uint32) error
+}
+
 // Local is the single-node driver: entries are applied in the order
 // Propose is called, and the state is written to one file in the store dir
 // (write temp, fsync, rename) before Propose returns.
 type Local struct {
 	// OnApply, when set, runs after every successful entry (see
-	// RaftConfig.OnApply).
+	// replicated.Config.OnApply).
 	OnApply func(e *Entry, res proto.Result)
 
 	path string
 	mu   sync.RWMutex
 	st   *State
+	// changed is closed and replaced by every applied entry (WaitEpoch).
+	changed chan struct{}
 }
 
 // stateFile is the name of the persisted state inside the store dir.
@@ -43,7 +76,7 @@ const stateFile = "cluster.json"
 
 // OpenLocal loads the state persisted in dir, or starts unformatted.
 func OpenLocal(dir string) (*Local, error) {
-	l := &Local{path: filepath.Join(dir, stateFile), st: &State{}}
+	l := &Local{path: filepath.Join(dir, stateFile), st: &State{}, changed: make(chan struct{})}
 	b, err := os.ReadFile(l.path)
 	switch {
 	case os.IsNotExist(err):
@@ -73,10 +106,29 @@ func (l *Local) Propose(ctx context.Context, e *Entry) (proto.Result, error) {
 	if err := l.persist(); err != nil {
 		return 0, err
 	}
+	close(l.changed)
+	l.changed = make(chan struct{})
 	if l.OnApply != nil {
 		l.OnApply(e, res)
 	}
 	return res, nil
+}
+
+// WaitEpoch implements EpochWaiter.
+func (l *Local) WaitEpoch(ctx context.Context, epoch uint32) error {
+	for {
+		l.mu.RLock()
+		ok, ch := l.st.Epoch() >= epoch, l.changed
+		l.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 // Sync implements Driver: a single node is always up to date.

@@ -10,6 +10,7 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -21,6 +22,8 @@ type EpochRecord struct {
 	Epoch uint32
 	Time  int64
 	Nodes []proto.Node
+	// Forced: committed by `cluster recover force` (see Entry.Forced).
+	Forced bool `json:",omitempty"`
 }
 
 // State is the replicated cluster state. The zero value is an unformatted
@@ -48,6 +51,20 @@ type State struct {
 	// after its answer was lost) is answered SUCCESS, any other lock
 	// VDI_LOCKED, whichever node asks (as Sheepdog's vdi_lock).
 	LockTokens map[uint32]uint64 `json:",omitempty"`
+
+	// ClusterID names the cluster from its bootstrap on (KindIdentity):
+	// nodes gossip it, and refuse peers of another cluster. Empty on a node
+	// that has not learnt it yet.
+	ClusterID string `json:",omitempty"`
+	// Generation counts the forced epochs: a node whose replicated log
+	// stems from an older generation was left behind by a re-formed
+	// cluster and must rejoin it afresh.
+	Generation uint32 `json:",omitempty"`
+
+	// Attrs holds, per claimed attribute object, the identity of the
+	// record that claimed it (KindAttrClaim): of concurrent exclusive
+	// creates of one record exactly one wins.
+	Attrs map[uint64]string `json:",omitempty"`
 
 	inuse   bitmap
 	deleted bitmap
@@ -131,6 +148,7 @@ func (s *State) SortedVids() []uint32 {
 func (s *State) Clone() *State {
 	c := *s
 	c.Epochs = slices.Clone(s.Epochs)
+	c.Attrs = maps.Clone(s.Attrs)
 	c.Vdis = make(map[uint32]*proto.VdiState, len(s.Vdis))
 	for k, v := range s.Vdis {
 		vv := *v
@@ -196,8 +214,47 @@ func (s *State) Apply(e *Entry) proto.Result {
 	case KindRecovery:
 		s.DisableRecovery = e.DisableRecovery
 		return proto.ResSuccess
+	case KindIdentity:
+		return s.applyIdentity(e)
+	case KindAttrClaim:
+		return s.applyAttrClaim(e)
 	}
 	return proto.ResInvalidParms
+}
+
+// applyIdentity sets the cluster's id once; a second, different id (a
+// stale proposal of a node that bootstrapped on its own) changes nothing.
+func (s *State) applyIdentity(e *Entry) proto.Result {
+	switch {
+	case e.ClusterID == "":
+		return proto.ResInvalidParms
+	case s.ClusterID == "":
+		s.ClusterID = e.ClusterID
+		return proto.ResSuccess
+	case s.ClusterID == e.ClusterID:
+		return proto.ResSuccess
+	}
+	return proto.ResInvalidParms
+}
+
+// applyAttrClaim claims attribute object e.Oid for the record e.AttrID:
+// SUCCESS when it was free, VDI_EXIST when this record holds it already,
+// NO_OBJ (the slot is taken: probe on) when another record does.
+func (s *State) applyAttrClaim(e *Entry) proto.Result {
+	if e.Oid == 0 || e.AttrID == "" {
+		return proto.ResInvalidParms
+	}
+	switch owner, ok := s.Attrs[e.Oid]; {
+	case !ok:
+		if s.Attrs == nil {
+			s.Attrs = map[uint64]string{}
+		}
+		s.Attrs[e.Oid] = e.AttrID
+		return proto.ResSuccess
+	case owner == e.AttrID:
+		return proto.ResVdiExist
+	}
+	return proto.ResNoObj
 }
 
 func (s *State) applyFormat(e *Entry) proto.Result {
@@ -211,9 +268,10 @@ func (s *State) applyFormat(e *Entry) proto.Result {
 	s.BlockSizeShift = e.BlockSizeShift
 	s.Store = e.Store
 	s.DisableRecovery = false
-	s.Epochs = []EpochRecord{{Epoch: 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)}}
+	s.Epochs = []EpochRecord{{Epoch: 1, Time: epochSeconds(e.Time), Nodes: sortedNodes(e.Nodes)}}
 	s.Vdis = make(map[uint32]*proto.VdiState)
 	s.LockTokens = nil
+	s.Attrs = nil
 	s.rebuild()
 	return proto.ResSuccess
 }
@@ -295,7 +353,16 @@ func (s *State) applyEpoch(e *Entry) proto.Result {
 	if !s.Formatted() {
 		return proto.ResWaitForFormat
 	}
-	s.Epochs = append(s.Epochs, EpochRecord{Epoch: s.Epoch() + 1, Time: e.Time, Nodes: sortedNodes(e.Nodes)})
+	if len(e.Nodes) == 0 {
+		return proto.ResInvalidParms
+	}
+	if e.Base != 0 && e.Base != s.Epoch() {
+		return proto.ResOldNodeVer // computed from an epoch that is no longer the last
+	}
+	s.Epochs = append(s.Epochs, EpochRecord{Epoch: s.Epoch() + 1, Time: epochSeconds(e.Time), Nodes: sortedNodes(e.Nodes), Forced: e.Forced})
+	if e.Forced {
+		s.Generation++
+	}
 	// A node that left drops its locks.
 	for vid, v := range s.Vdis {
 		if v.LockState == proto.LockStateLocked && !containsNode(e.Nodes, v.LockOwner) {
@@ -325,4 +392,18 @@ func containsNode(nodes []proto.Node, id proto.NodeID) bool {
 // String summarises the state for logs.
 func (s *State) String() string {
 	return fmt.Sprintf("cluster{ctime=%x epoch=%d copies=%d vdis=%d}", s.Ctime, s.Epoch(), s.NrCopies, len(s.Vdis))
+}
+
+// NewState returns an empty, unformatted state.
+func NewState() *State {
+	s := &State{}
+	s.init()
+	return s
+}
+
+// Rebuild makes a state decoded from JSON (a driver's snapshot) usable:
+// the bitmaps are derived, not persisted.
+func (s *State) Rebuild() {
+	s.init()
+	s.rebuild()
 }

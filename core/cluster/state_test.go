@@ -436,3 +436,23 @@ func TestZeroState(t *testing.T) {
 		t.Errorf("format of a clone of the zero state: %v epoch %d", res, c.Epoch())
 	}
 }
+
+// An epoch entry computed from an epoch that is no longer the last (two
+// proposers saw the same change) changes nothing; a forced one counts a
+// generation.
+func TestEpochBase(t *testing.T) {
+	s := &State{}
+	mustApply(t, s, formatEntry())
+	e := &Entry{Kind: KindEpoch, Base: 1, Time: 1600000100, Nodes: []proto.Node{nodeA, nodeB}}
+	mustApply(t, s, e)
+	if res := s.Apply(e); res != proto.ResOldNodeVer || s.Epoch() != 2 {
+		t.Fatalf("the same change again: %v, epoch %d", res, s.Epoch())
+	}
+	mustApply(t, s, &Entry{Kind: KindEpoch, Base: 2, Forced: true, Time: 1600000200 * 1e9, Nodes: []proto.Node{nodeA}})
+	if s.Generation != 1 || !s.Epochs[2].Forced || s.Epochs[2].Time != 1600000200 {
+		t.Fatalf("forced epoch: generation %d, record %+v", s.Generation, s.Epochs[2])
+	}
+	if res := s.Apply(&Entry{Kind: KindEpoch, Time: 1}); res != proto.ResInvalidParms {
+		t.Fatalf("an epoch without nodes: %v", res)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/placement"
@@ -117,8 +118,24 @@ func (h *Handler) members() []proto.Node {
 	return nodes
 }
 
+// getNodeList lists the membership the cluster decided: the current
+// epoch's nodes (before format, nothing is decided: the live nodes, which a
+// format would take). Failure detection's own view is GET_GOSSIP_NODES.
 func (h *Handler) getNodeList(_ context.Context, c *call) error {
-	nodes := h.members()
+	var nodes []proto.Node
+	h.cfg.Cluster.View(func(s *cluster.State) { nodes = slices.Clone(s.Nodes()) })
+	if len(nodes) == 0 {
+		nodes = h.members()
+	}
+	return h.nodeList(c, nodes)
+}
+
+// getGossipNodes lists the nodes failure detection sees alive now.
+func (h *Handler) getGossipNodes(_ context.Context, c *call) error {
+	return h.nodeList(c, h.members())
+}
+
+func (h *Handler) nodeList(c *call, nodes []proto.Node) error {
 	if err := c.needOut(len(nodes) * proto.NodeSize); err != nil {
 		return err
 	}
@@ -169,7 +186,7 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 		nodes = placement.AutoVnodes(nodes)
 	}
 	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{
-		Kind: cluster.KindFormat, Ctime: ctime, Time: h.cfg.Now().Unix(), Copies: copies,
+		Kind: cluster.KindFormat, Ctime: ctime, Time: cluster.UnixNano(h.cfg.Now()), Copies: copies,
 		CopyPolicy: a.CopyPolicy, Flags: a.Flags, BlockSizeShift: shift, Store: storeName, Nodes: nodes,
 	})
 	if err != nil {
@@ -182,9 +199,26 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 	return nil
 }
 
+// shutdownPropose bounds the wait for a SHUTDOWN entry to be ordered
+// before shutdown falls back to stopping the nodes one by one.
+const shutdownPropose = 5 * time.Second
+
+// shutdown stops the whole cluster. Ordered through the cluster log, every
+// node stops when it applies the entry (the driver's OnApply), and none
+// of the departures becomes an epoch. Without a leader (no quorum) no
+// epoch can be committed anyway: the nodes this one sees are told to
+// stop directly (STOP_NODE), then this one stops.
 func (h *Handler) shutdown(ctx context.Context, c *call) error {
-	// Every node stops when it applies the entry (the driver's OnApply).
-	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindShutdown, Time: h.cfg.Now().UnixNano()})
+	m, replicated := h.cfg.Cluster.(cluster.Membership)
+	if replicated && !m.Quorum() {
+		return h.stopAll(ctx, m)
+	}
+	pctx, cancel := context.WithTimeout(ctx, shutdownPropose)
+	res, err := h.cfg.Cluster.Propose(pctx, &cluster.Entry{Kind: cluster.KindShutdown, Time: cluster.UnixNano(h.cfg.Now())})
+	cancel()
+	if err != nil && replicated && ctx.Err() == nil {
+		return h.stopAll(ctx, m)
+	}
 	if err != nil {
 		return err
 	}
@@ -307,13 +341,50 @@ func (h *Handler) statRecovery(_ context.Context, c *call) error {
 	return nil
 }
 
+// stopAll is a cluster shutdown without a leader: STOP_NODE to every
+// other node gossip sees, then this node stops.
+func (h *Handler) stopAll(ctx context.Context, m cluster.Membership) error {
+	if h.cfg.Stop == nil {
+		return proto.ResNoSupport
+	}
+	h.cfg.Log.Warn("cluster shutdown without a leader: stopping every node directly")
+	for _, n := range m.Members() {
+		if n.Addr == h.cfg.Self.Addr && n.Port == h.cfg.Self.Port {
+			continue
+		}
+		req := proto.NewRequest(proto.OpStopNode)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if _, _, err := h.cfg.Gateway.Peers().Call(cctx, n.NodeID.String(), &req, nil, nil); err != nil {
+			h.cfg.Log.Warn("cluster shutdown: stop node", "node", n.NodeID.String(), "err", err)
+		}
+		cancel()
+	}
+	h.Stopping()
+	h.cfg.Stop()
+	return nil
+}
+
+// stopNode is STOP_NODE: this sheep stops (a cluster shutdown without a
+// leader, sent by the node that was asked).
+func (h *Handler) stopNode(_ context.Context, c *call) error {
+	if h.cfg.Stop == nil {
+		return proto.ResNoSupport
+	}
+	h.cfg.Log.Info("cluster shutdown (without a leader): stopping", "asked_by", c.peer)
+	// This reply is made already; later requests get SHUTDOWN, and Stop
+	// lets the reply go out before the sheep exits.
+	h.Stopping()
+	h.cfg.Stop()
+	return nil
+}
+
 // killNode stops this node serving and takes it out of the cluster (the
 // others commit an epoch without it); the process stays until stopped.
 func (h *Handler) killNode(context.Context, *call) error {
 	h.killed.Store(true)
 	h.cfg.Log.Warn("node killed by request; it no longer serves")
-	if l, ok := h.cfg.Cluster.(interface{ Leave() }); ok {
-		go l.Leave()
+	if m, ok := h.cfg.Cluster.(cluster.Membership); ok {
+		go m.Leave()
 	}
 	return nil
 }

@@ -44,7 +44,11 @@ type Config struct {
 	// LogLevel is the level of Log, changed at run time by SET_LOGLEVEL
 	// (nil: GET/SET_LOGLEVEL answer NO_SUPPORT).
 	LogLevel *slog.LevelVar
-	Now      func() time.Time
+	// Stop stops this sheep (a cluster shutdown without a leader, see
+	// shutdown) without waiting: the reply to the request that asked
+	// must still go out. nil: such a shutdown answers NO_SUPPORT.
+	Stop func()
+	Now  func() time.Time
 	// Metrics records client requests (the native front-end) and
 	// PeerMetrics requests from other sheeps; nil records nothing.
 	Metrics, PeerMetrics *metrics.Frontend
@@ -127,6 +131,9 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
+	if status == proto.StatusOK && writesObjects(op) && !h.quorum(ctx) {
+		return proto.ResHalt
+	}
 	if (status == proto.StatusWait && !o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
 		// reached this one yet: catch up before answering (STAT_CLUSTER
@@ -137,7 +144,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 		}
 		cancel()
 		if status == proto.StatusWait && !o.force {
-			if rj, ok := h.cfg.Cluster.(interface{ Rejoining() bool }); ok && rj.Rejoining() {
+			if m, ok := h.cfg.Cluster.(cluster.Membership); ok && m.Rejoining() {
 				return proto.ResWaitForJoin
 			}
 			return proto.ResWaitForFormat
@@ -174,6 +181,8 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
 		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
+		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
+		proto.OpStopNode:           {force: true, fn: h.stopNode},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpLockVdi:           {fn: h.lockVdi},
@@ -223,10 +232,15 @@ func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Conte
 	return func(ctx context.Context, c *call) error {
 		// A request from a newer epoch is parked until ours catches up
 		// (the entry is on its way through raft).
-		mine, err := h.awaitEpoch(ctx, c.req.Epoch)
-		if err != nil {
-			return err
+		if w, ok := h.cfg.Cluster.(cluster.EpochWaiter); ok && c.req.Epoch > h.epoch() {
+			wctx, cancel := context.WithTimeout(ctx, epochWait)
+			w.WaitEpoch(wctx, c.req.Epoch)
+			cancel()
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
+		mine := h.epoch()
 		switch {
 		case c.req.Flags&proto.FlagCmdRecovery != 0:
 		case c.req.Epoch < mine:
@@ -244,39 +258,8 @@ func (h *Handler) peer(fn func(context.Context, *call) error) func(context.Conte
 }
 
 // epochWait bounds how long a peer request from a newer epoch waits for
-// this node to catch up; epochPoll is how often it looks.
-const (
-	epochWait = 5 * time.Second
-	epochPoll = 10 * time.Millisecond
-)
-
-// awaitEpoch returns this node's epoch once it has reached want, or after
-// epochWait, whichever comes first; an error only when ctx ends (the
-// connection or the server closing).
-//
-// TODO: wait on the cluster driver's epoch notification once it has one,
-// instead of looking every epochPoll.
-func (h *Handler) awaitEpoch(ctx context.Context, want uint32) (uint32, error) {
-	mine := h.epoch()
-	if want <= mine {
-		return mine, nil
-	}
-	deadline := time.NewTimer(epochWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(epochPoll)
-	defer tick.Stop()
-	for want > mine {
-		select {
-		case <-ctx.Done():
-			return mine, ctx.Err()
-		case <-deadline.C:
-			return mine, nil
-		case <-tick.C:
-			mine = h.epoch()
-		}
-	}
-	return mine, nil
-}
+// this node to catch up.
+const epochWait = 5 * time.Second
 
 // needOut checks that the client accepts n reply bytes.
 func (c *call) needOut(n int) error {
@@ -477,6 +460,10 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 	return nil
 }
 
+// Fail stops this node serving for good (its store failed): every later
+// request is answered KILLED, as after KILL_NODE.
+func (h *Handler) Fail() { h.killed.Store(true) }
+
 // Stopping marks the sheep as shutting down: every later request is
 // answered SHUTDOWN.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
@@ -569,6 +556,34 @@ func isPeerOp(op proto.Opcode) bool {
 // waitingForJoin reports a restarted node still waiting for the nodes of
 // the last epoch.
 func (h *Handler) waitingForJoin() bool {
-	w, ok := h.cfg.Cluster.(interface{ WaitingForJoin() bool })
-	return ok && w.WaitingForJoin()
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	return ok && m.WaitingForJoin()
+}
+
+// quorumWait bounds how long a client's write waits for the cluster to
+// have a leader before it is answered HALT.
+const quorumWait = 10 * time.Second
+
+// quorum waits for the cluster to be able to order changes (a raft
+// leader). Without one this node is in a minority: a write acknowledged
+// here could be lost to an epoch the majority commits meanwhile, so it
+// waits, and is refused (HALT) if none comes back in quorumWait. Reads
+// are not gated: the copies here are served.
+func (h *Handler) quorum(ctx context.Context) bool {
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	if !ok || m.Quorum() {
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, quorumWait)
+	defer cancel()
+	return m.WaitQuorum(wctx) == nil
+}
+
+// writesObjects lists the client ops that change objects.
+func writesObjects(op proto.Opcode) bool {
+	switch op {
+	case proto.OpCreateAndWriteObj, proto.OpWriteObj, proto.OpRemoveObj, proto.OpDiscardObj:
+		return true
+	}
+	return false
 }

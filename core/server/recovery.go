@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
-	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 )
@@ -44,28 +43,33 @@ func (h *Handler) setRecoveryThrottle(_ context.Context, c *call) error {
 	return nil
 }
 
-// forceRecover commits a new epoch with the nodes present now, ending the
-// wait for the missing nodes of the last epoch after a whole-cluster
-// restart. It answers with the node list of the last epoch.
+// forceRecover is `cluster recover force`: a new epoch marked forced with
+// the nodes present now, ending the wait for the missing nodes of the last
+// epoch after a whole-cluster restart, or re-forming the cluster from the
+// survivors when too few remain for a quorum (cluster.Membership). It
+// answers with the node list of the last epoch.
 func (h *Handler) forceRecover(ctx context.Context, c *call) error {
 	var last []proto.Node
-	var formatted, auto bool
-	h.cfg.Cluster.View(func(s *cluster.State) {
-		last, formatted, auto = s.Nodes(), s.Formatted(), s.Flags&proto.ClusterFlagAutoVnodes != 0
-	})
-	if !formatted {
-		return proto.ResWaitForFormat
-	}
-	nodes := h.members()
-	if auto {
-		nodes = placement.AutoVnodes(nodes)
-	}
-	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindEpoch, Nodes: nodes, Time: h.cfg.Now().Unix()})
-	if err != nil {
-		return err
-	}
-	if res != proto.ResSuccess {
-		return res
+	if m, ok := h.cfg.Cluster.(cluster.Membership); ok {
+		var err error
+		if last, err = m.ForceRecover(ctx); err != nil {
+			return err
+		}
+	} else {
+		var formatted, auto bool
+		h.cfg.Cluster.View(func(s *cluster.State) {
+			last, formatted, auto = s.Nodes(), s.Formatted(), s.Flags&proto.ClusterFlagAutoVnodes != 0
+		})
+		if !formatted {
+			return proto.ResWaitForFormat
+		}
+		res, err := h.cfg.Cluster.Propose(ctx, cluster.NewEpoch(0, h.members(), auto, true, h.cfg.Now()))
+		if err != nil {
+			return err
+		}
+		if res != proto.ResSuccess {
+			return res
+		}
 	}
 	if uint32(len(last)*proto.NodeSize) <= c.req.DataLength {
 		c.out = proto.MarshalNodes(last)

@@ -3,7 +3,9 @@ package vdi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -108,6 +110,17 @@ func (s *Service) Attr(ctx context.Context, rec []byte, snapid uint32, f AttrFla
 			err = s.objects.ReadObject(ctx, oid, 0, slot)
 		}
 		if errors.Is(err, proto.ResNoObj) && f.Create {
+			if f.Excl {
+				// Concurrent exclusive creates all find the slot empty:
+				// the cluster log decides which one writes it.
+				taken, err := s.claimAttr(ctx, oid, full)
+				if err != nil {
+					return res, err
+				}
+				if taken {
+					continue // another record's slot, being written now
+				}
+			}
 			if err := s.objects.CreateAndWrite(ctx, oid, 0, 0, full, 0); err != nil {
 				return res, fmt.Errorf("write attribute %016x: %w", oid, proto.ResEIO)
 			}
@@ -133,4 +146,33 @@ func (s *Service) Attr(ctx context.Context, rec []byte, snapid uint32, f AttrFla
 		return res, nil
 	}
 	return res, fmt.Errorf("no free attribute slot for %q: %w", name, proto.ResFullVdi)
+}
+
+// claimAttr claims attribute object oid for the record rec in the cluster
+// state (cluster.KindAttrClaim). It returns VDI_EXIST when the same record
+// claimed it first, taken when another record did.
+func (s *Service) claimAttr(ctx context.Context, oid uint64, rec []byte) (taken bool, err error) {
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindAttrClaim, Oid: oid, AttrID: attrIdentity(rec)})
+	switch {
+	case err != nil:
+		return false, err
+	case res == proto.ResSuccess:
+		return false, nil
+	case res == proto.ResNoObj:
+		return true, nil
+	case res == proto.ResVdiExist:
+		return false, fmt.Errorf("attribute %016x: %w", oid, proto.ResVdiExist)
+	}
+	return false, fmt.Errorf("claim attribute %016x: %w", oid, res)
+}
+
+// attrIdentity names a record as sameAttr compares them: name, tag and
+// key up to their NULs, and snap_id.
+func attrIdentity(rec []byte) string {
+	h := sha256.New()
+	for _, f := range [][]byte{cstr(rec[attrOffName:attrOffTag]), cstr(rec[attrOffTag:attrOffCtime]), rec[attrOffSnapID : attrOffSnapID+4], cstr(rec[attrOffKey:attrHeaderSize])} {
+		h.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(f))))
+		h.Write(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -125,3 +125,39 @@ func TestAttrLifecycle(t *testing.T) {
 	_, err = e.svc.Attr(e.ctx, make([]byte, 100), 0, AttrFlags{})
 	wantErr(t, "short record", err, proto.ResInvalidParms)
 }
+
+// TestAttrExclusiveRace: concurrent exclusive creates of one record all
+// find its slot empty; the cluster log lets exactly one of them write it,
+// the others get VDI_EXIST. A different record probing into the claimed
+// slot moves on to the next one.
+func TestAttrExclusiveRace(t *testing.T) {
+	e := newEnv(t, 0)
+	e.create("disk", 4<<20)
+	const n = 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := e.svc.Attr(e.ctx, attrRec("disk", "", 0, "owner", string(rune('a'+i))), 0, AttrFlags{Create: true, Excl: true})
+			errs <- err
+		}()
+	}
+	won := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case proto.ResultOf(err) != proto.ResVdiExist:
+			t.Fatalf("exclusive create: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d exclusive creates succeeded, want 1", won, n)
+	}
+	res, err := e.svc.Attr(e.ctx, attrRec("disk", "", 0, "owner", ""), 0, AttrFlags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.readAttr(res); a.Key != "owner" || len(a.Value) != 1 {
+		t.Fatalf("stored record %+v", a)
+	}
+}

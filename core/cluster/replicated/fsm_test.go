@@ -1,4 +1,4 @@
-package cluster
+package replicated
 
 import (
 	"bytes"
@@ -7,18 +7,24 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
+
+func formatEntry() *cluster.Entry {
+	return &cluster.Entry{Kind: cluster.KindFormat, Ctime: 0x5f00000000000001, Time: 1600000000, Copies: 3,
+		Nodes: []proto.Node{{NrVnodes: 128}}}
+}
 
 // A waiter on the applied index must not see an entry before the state
 // (and the OnApply hook) ran it: raft's own AppliedIndex is bumped when the
 // entry is queued, which let a follower answer GET_CLUSTER_DEFAULT with the
 // pre-format zeros right after Sync returned.
 func TestFsmAppliedAfterHook(t *testing.T) {
-	f := &fsm{st: &State{}}
-	f.st.init()
+	f := newFSM()
 	var seenInHook uint64
-	f.onApply = func(e *Entry, res proto.Result) {
+	f.onApply = func(e *cluster.Entry, res proto.Result) {
 		f.mu.RLock()
 		seenInHook = f.applied
 		f.mu.RUnlock()
@@ -47,8 +53,7 @@ func (*memSink) Cancel() error { return nil }
 func (*memSink) Close() error  { return nil }
 
 func TestFsmSnapshotKeepsAppliedIndex(t *testing.T) {
-	f := &fsm{st: &State{}}
-	f.st.init()
+	f := newFSM()
 	b, _ := json.Marshal(formatEntry())
 	f.Apply(&raft.Log{Index: 12, Data: b})
 	snap, err := f.Snapshot()
@@ -59,7 +64,7 @@ func TestFsmSnapshotKeepsAppliedIndex(t *testing.T) {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	g := &fsm{st: &State{}}
+	g := newFSM()
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +74,7 @@ func TestFsmSnapshotKeepsAppliedIndex(t *testing.T) {
 
 	// A snapshot written before images carried the index is the bare state.
 	old, _ := json.Marshal(f.st)
-	h := &fsm{st: &State{}}
+	h := newFSM()
 	if err := h.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestWatchStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "obj"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkStore(dir); err != nil {
+		t.Fatalf("healthy store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "obj", storeProbe)); !os.IsNotExist(err) {
+		t.Fatalf("probe left behind: %v", err)
+	}
+	failed := make(chan error, 1)
+	go watchStore(context.Background(), dir, 10*time.Millisecond, 2, func(err error) { failed <- err })
+	select {
+	case err := <-failed:
+		t.Fatalf("healthy store reported failed: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	os.RemoveAll(filepath.Join(dir, "obj"))
+	select {
+	case err := <-failed:
+		if !os.IsNotExist(err) {
+			t.Fatalf("failure reported as %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a removed object dir was not reported")
+	}
+}

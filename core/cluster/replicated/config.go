@@ -1,0 +1,155 @@
+// Package replicated is the cluster driver of a multi-node sheep:
+// hashicorp/raft orders cluster entries (core/cluster.Entry) into the same
+// State on every node, and hashicorp/memberlist tells who is alive. The
+// raft leader turns every change of the live set into its own epoch, in
+// the order gossip reported them (cluster.PendingChanges).
+//
+// Quorum rules: while a majority of raft voters is alive the cluster goes
+// on by itself. Without one, reads of local copies go on (Sync answers from
+// the local state), writes wait for a leader (Quorum) and `cluster recover
+// force` re-forms the cluster from the survivors (ForceRecover, raft's
+// RecoverCluster). A node whose log was left behind by such a re-forming
+// (an older State.Generation than its peers', and no leader of its own)
+// drops its raft state and rejoins the new cluster as a fresh member; its
+// copies are then set aside by recovery as any returning node's.
+//
+// One cluster per gossip pool: every node gossips its cluster's identity
+// (the id chosen at bootstrap, the format's ctime) and refuses, with a log
+// line, peers of another cluster (meta.go).
+package replicated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Port offsets: a sheep on protocol port P gossips on P+GossipOffset (TCP
+// and UDP) and runs raft on P+RaftOffset, so several sheeps share a host
+// with only -p and the dir changed.
+const (
+	GossipOffset = 10000
+	RaftOffset   = 20000
+)
+
+// ForwardFunc sends an encoded entry to the leader (known by its protocol
+// address) and returns the result and the log index it was applied at.
+type ForwardFunc func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error)
+
+// Config configures the driver. DefaultConfig fills the timings; Dir,
+// Self, BindAddr and Log must be set.
+type Config struct {
+	Dir      string     // the store dir: raft's state goes to Dir/raft
+	Self     proto.Node // this node as it is gossiped
+	BindAddr string     // interface to bind gossip and raft to
+	// Join lists protocol addresses of running sheeps. A node given Join
+	// never bootstraps a cluster of its own.
+	Join    []string
+	Forward ForwardFunc
+	// OnApply runs after every applied entry, outside the state lock, for
+	// side effects local to this node (wiping the store on format).
+	OnApply func(e *cluster.Entry, res proto.Result)
+	// OnRestore runs after the state was replaced by a snapshot (from the
+	// leader, or at start): entries it holds never went through OnApply.
+	OnRestore func()
+	Log       *slog.Logger
+
+	// Raft timings (hashicorp/raft's Config fields of the same names).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+
+	// Gossip timings (hashicorp/memberlist's Config fields). Failure
+	// detection takes about ProbeInterval × (1 + SuspicionMult×log10(n)).
+	ProbeInterval    time.Duration
+	ProbeTimeout     time.Duration
+	SuspicionMult    int
+	GossipInterval   time.Duration
+	PushPullInterval time.Duration
+
+	// MaxVoters caps the raft voters (see Voters).
+	MaxVoters int
+	// JoinRetry is how long an explicit Join keeps trying its peers.
+	JoinRetry time.Duration
+	// NoLeaderWait is how long Sync and ForceRecover wait for a leader
+	// before deciding there is none (no quorum).
+	NoLeaderWait time.Duration
+	// ProposeTimeout bounds one Propose, forwarding and retries included.
+	ProposeTimeout time.Duration
+	// LogRate caps the lines per second raft and memberlist log through
+	// Log (the excess is counted and reported).
+	LogRate int
+}
+
+// DefaultConfig returns the timings sheep runs with: failure detection in
+// about 1.5 s on a LAN, leader election in about a second.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotThreshold:  1024,
+		ProbeInterval:      500 * time.Millisecond,
+		ProbeTimeout:       250 * time.Millisecond,
+		SuspicionMult:      2,
+		GossipInterval:     100 * time.Millisecond,
+		PushPullInterval:   5 * time.Second,
+		MaxVoters:          5,
+		JoinRetry:          15 * time.Second,
+		NoLeaderWait:       time.Second,
+		ProposeTimeout:     20 * time.Second,
+		LogRate:            20,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("no dir"))
+	}
+	if c.Log == nil {
+		errs = append(errs, errors.New("no logger"))
+	}
+	if c.Self.Port == 0 || int(c.Self.Port)+RaftOffset > 65535 {
+		errs = append(errs, fmt.Errorf("port %d: gossip and raft use port+%d and port+%d, below 65536", c.Self.Port, GossipOffset, RaftOffset))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeat timeout", c.HeartbeatTimeout}, {"election timeout", c.ElectionTimeout}, {"leader lease timeout", c.LeaderLeaseTimeout},
+		{"commit timeout", c.CommitTimeout}, {"probe interval", c.ProbeInterval}, {"probe timeout", c.ProbeTimeout},
+		{"gossip interval", c.GossipInterval}, {"push/pull interval", c.PushPullInterval}, {"join retry", c.JoinRetry},
+		{"no-leader wait", c.NoLeaderWait}, {"propose timeout", c.ProposeTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
+		}
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("leader lease timeout %v above the heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		errs = append(errs, fmt.Errorf("probe timeout %v not below the probe interval %v", c.ProbeTimeout, c.ProbeInterval))
+	}
+	if c.SuspicionMult < 1 {
+		errs = append(errs, fmt.Errorf("suspicion multiplier %d: must be at least 1", c.SuspicionMult))
+	}
+	if c.MaxVoters < 1 {
+		errs = append(errs, fmt.Errorf("max voters %d: must be at least 1", c.MaxVoters))
+	}
+	if c.SnapshotThreshold == 0 {
+		errs = append(errs, errors.New("snapshot threshold 0"))
+	}
+	if c.LogRate < 1 {
+		errs = append(errs, fmt.Errorf("log rate %d: must be at least 1", c.LogRate))
+	}
+	return errors.Join(errs...)
+}

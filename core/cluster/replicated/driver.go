@@ -1,0 +1,609 @@
+package replicated
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// Driver orders entries through hashicorp/raft and tracks membership with
+// hashicorp/memberlist. It implements cluster.Driver, cluster.Membership
+// and cluster.EpochWaiter.
+type Driver struct {
+	cfg     Config
+	fsm     *fsm
+	ml      *memberlist.Memberlist
+	raftLog *libLog
+	mlLog   *libLog
+
+	// raftMu serialises replacing the raft instance (ForceRecover,
+	// rejoin); raft is read without it and may be one that was just shut
+	// down, whose calls fail with raft.ErrRaftShutdown (retried).
+	raftMu sync.Mutex
+	raft   atomic.Pointer[raft.Raft]
+	wal    *wal.WAL
+	snaps  *raft.FileSnapshotStore
+	obs    chan raft.Observation
+
+	hasState bool // raft had a log when this sheep started
+	started  time.Time
+	rejoined atomic.Bool // the raft log was dropped to rejoin a re-formed cluster
+
+	// ident is what this node gossips about its cluster; persisted in
+	// Dir/raft/identity.json so a restarted node carries it before its
+	// log is replayed.
+	ident atomic.Pointer[Identity]
+
+	// waitMu guards joinWait: set at start-up of a node that belongs to a
+	// cluster, cleared for good once every node of the last epoch is back
+	// or a new epoch is committed after the start (a force-recover, or the
+	// leader seeing a membership change).
+	waitMu   sync.Mutex
+	joinWait bool
+
+	// leaderMu guards the leader notification: leaderCh is closed and
+	// replaced when raft reports a leader change; leaderless is when the
+	// leader was last lost (zero while there is one).
+	leaderMu   sync.Mutex
+	leaderCh   chan struct{}
+	leaderless time.Time
+
+	// epochMu serialises proposing epochs (reconcile, ForceRecover).
+	epochMu sync.Mutex
+
+	// noticeMu guards noticed: per node name, the sequence number of the
+	// last join or leave gossip reported, to commit changes in order; and
+	// members, the decoded metadata of the live peers.
+	noticeMu sync.Mutex
+	noticed  map[string]int64
+	members  map[string]meta
+	seq      int64
+	refused  map[string]time.Time // peers refused, for rate-limited logging
+
+	stopping  atomic.Bool // a cluster shutdown was applied
+	kick      chan struct{}
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+func (d *Driver) r() *raft.Raft { return d.raft.Load() }
+
+func (d *Driver) raftDir() string { return filepath.Join(d.cfg.Dir, "raft") }
+
+// Open starts memberlist and raft for this node. A node with no raft
+// state and no peers to join bootstraps a one-node cluster; a node told to
+// join never does. A restarted node first looks at its peers: if they
+// re-formed the cluster without it (a newer generation), it drops its raft
+// log and rejoins as a fresh member.
+func Open(cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster driver config: %w", err)
+	}
+	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{}, members: map[string]meta{},
+		refused: map[string]time.Time{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
+	d.raftLog = newLibLog(cfg.Log, "raft", cfg.LogRate)
+	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)
+	d.fsm = newFSM()
+	d.fsm.onApply = d.applied
+	d.fsm.onRestore = func() {
+		d.syncIdentity()
+		if cfg.OnRestore != nil {
+			cfg.OnRestore()
+		}
+	}
+	d.started = time.Now()
+	d.leaderless = d.started
+	ident := loadIdentity(d.raftDir())
+	d.ident.Store(&ident)
+
+	if err := d.openLog(); err != nil {
+		return nil, err
+	}
+	hasState, err := raft.HasExistingState(d.wal, d.wal, d.snaps)
+	if err != nil {
+		d.wal.Close()
+		return nil, err
+	}
+	d.hasState = hasState
+	d.joinWait = hasState
+
+	if err := d.startGossip(); err != nil {
+		d.wal.Close()
+		return nil, err
+	}
+	peers := gossipAddrs(cfg.Join)
+	if len(peers) == 0 && hasState {
+		// A restarted node finds its cluster through the raft
+		// configuration it stored.
+		peers = gossipAddrs(d.storedPeers())
+	}
+	if len(peers) > 0 {
+		var err error
+		for deadline := time.Now().Add(cfg.JoinRetry); ; {
+			if _, err = d.ml.Join(peers); err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond) // the peers may be starting too: retry backoff
+		}
+		if err != nil && len(cfg.Join) > 0 {
+			d.ml.Shutdown()
+			d.wal.Close()
+			return nil, fmt.Errorf("join %v: %w", cfg.Join, err)
+		}
+	}
+	if hasState {
+		if gen, peer := d.newerGeneration(); peer != "" {
+			cfg.Log.Warn("the cluster was re-formed without this node (recover force): dropping its raft log to rejoin",
+				"our_generation", d.ident.Load().Generation, "their_generation", gen, "peer", peer)
+			if err := d.dropLog(); err != nil {
+				d.ml.Shutdown()
+				return nil, err
+			}
+		}
+	}
+	bootstrap := !hasState && len(cfg.Join) == 0
+	if err := d.startRaft(bootstrap); err != nil {
+		d.ml.Shutdown()
+		d.wal.Close()
+		return nil, err
+	}
+	d.wg.Add(2)
+	go d.watchLeader()
+	go d.reconcileLoop()
+	return d, nil
+}
+
+// openLog opens raft's log and snapshot stores in Dir/raft.
+func (d *Driver) openLog() error {
+	if err := os.MkdirAll(filepath.Join(d.raftDir(), "wal"), 0o755); err != nil {
+		return err
+	}
+	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"))
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(d.raftDir(), 2, d.raftLog)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	d.wal, d.snaps = w, snaps
+	return nil
+}
+
+// dropLog deletes raft's log and snapshots and empties the state: this
+// node rejoins its cluster as a new member and gets both from the leader.
+func (d *Driver) dropLog() error {
+	d.wal.Close()
+	for _, p := range []string{"wal", "snapshots"} {
+		if err := os.RemoveAll(filepath.Join(d.raftDir(), p)); err != nil {
+			return fmt.Errorf("drop raft log: %w", err)
+		}
+	}
+	if err := d.openLog(); err != nil {
+		return err
+	}
+	d.fsm.reset()
+	d.rejoined.Store(true)
+	d.endJoinWait()
+	return nil
+}
+
+func (d *Driver) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(d.cfg.Self.NodeID.String())
+	rc.HeartbeatTimeout = d.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = d.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = d.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = d.cfg.CommitTimeout
+	rc.SnapshotThreshold = d.cfg.SnapshotThreshold
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: d.raftLog, DisableTime: true})
+	return rc
+}
+
+func (d *Driver) raftAddr() string {
+	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(int(d.cfg.Self.Port)+RaftOffset))
+}
+
+func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
+	advertise, err := net.ResolveTCPAddr("tcp", d.raftAddr())
+	if err != nil {
+		return nil, err
+	}
+	port := int(d.cfg.Self.Port) + RaftOffset
+	trans, err := raft.NewTCPTransport(net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(port)), advertise, 4, 10*time.Second, d.raftLog)
+	if err != nil {
+		return nil, fmt.Errorf("raft listen on port %d: %w", port, err)
+	}
+	return trans, nil
+}
+
+// startRaft starts a raft instance over the current stores.
+func (d *Driver) startRaft(bootstrap bool) error {
+	trans, err := d.newTransport()
+	if err != nil {
+		return err
+	}
+	rc := d.raftConfig()
+	r, err := raft.NewRaft(rc, d.fsm, d.wal, d.wal, d.snaps, trans)
+	if err != nil {
+		trans.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	r.RegisterObserver(raft.NewObserver(d.obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	d.raft.Store(r)
+	if bootstrap {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return err
+		}
+		d.cfg.Log.Info("bootstrapped a new cluster")
+	}
+	return nil
+}
+
+// storedPeers returns the protocol addresses of the other servers in the
+// raft configuration this node stored.
+func (d *Driver) storedPeers() []string {
+	_, trans := raft.NewInmemTransport("")
+	conf, err := raft.GetConfiguration(d.raftConfig(), newFSM(), d.wal, d.wal, d.snaps, trans)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range conf.Servers {
+		if string(s.ID) != d.cfg.Self.NodeID.String() {
+			out = append(out, string(s.ID))
+		}
+	}
+	return out
+}
+
+// gossipAddrs turns protocol addresses into gossip addresses.
+func gossipAddrs(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		port, _ := strconv.Atoi(p)
+		out = append(out, net.JoinHostPort(h, strconv.Itoa(port+GossipOffset)))
+	}
+	return out
+}
+
+// Close leaves the cluster and stops raft.
+func (d *Driver) Close() {
+	d.closeOnce.Do(func() {
+		close(d.stop)
+		d.wg.Wait()
+		d.ml.Leave(time.Second)
+		d.ml.Shutdown()
+		d.raftMu.Lock()
+		d.r().Shutdown().Error()
+		d.wal.Close()
+		d.raftMu.Unlock()
+	})
+}
+
+// Leave takes this node out of the cluster for good while the process
+// lives on (KILL_NODE, or a failed store): it announces its departure, so
+// the others commit a new epoch without it, and stops taking part in raft.
+func (d *Driver) Leave() { d.Close() }
+
+// View implements cluster.Driver.
+func (d *Driver) View(f func(s *cluster.State)) {
+	d.fsm.mu.RLock()
+	defer d.fsm.mu.RUnlock()
+	f(d.fsm.st)
+}
+
+// WaitApplied blocks until the local state holds the command at index (or
+// a later one) or ctx ends. index must be a command's index (what the
+// leader's Apply returned): raft's no-op and configuration entries never
+// reach the state.
+func (d *Driver) WaitApplied(ctx context.Context, index uint64) error {
+	return d.fsm.wait(ctx, func() bool { return d.fsm.applied >= index })
+}
+
+// WaitEpoch implements cluster.EpochWaiter.
+func (d *Driver) WaitEpoch(ctx context.Context, epoch uint32) error {
+	return d.fsm.wait(ctx, func() bool { return d.fsm.st.Epoch() >= epoch })
+}
+
+func (d *Driver) appliedIndex() uint64 {
+	d.fsm.mu.RLock()
+	defer d.fsm.mu.RUnlock()
+	return d.fsm.applied
+}
+
+// Propose implements cluster.Driver: applied by the leader (forwarded
+// there when this node is a follower), and applied locally before it
+// returns.
+func (d *Driver) Propose(ctx context.Context, e *cluster.Entry) (proto.Result, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ProposeTimeout)
+	defer cancel()
+	for {
+		res, idx, err := d.ProposeEncoded(ctx, b)
+		if err == nil {
+			if err := d.WaitApplied(ctx, idx); err != nil {
+				return 0, fmt.Errorf("wait for entry %d: %w", idx, err)
+			}
+			return res, nil
+		}
+		if !noLeader(err) {
+			return 0, err
+		}
+		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
+			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResClusterError)
+		}
+	}
+}
+
+var errNoLeader = errors.New("no raft leader")
+
+// noLeader reports errors after which a proposal is retried once a leader
+// is known.
+func noLeader(err error) bool {
+	return errors.Is(err, errNoLeader) || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
+// ProposeEncoded applies an encoded entry if this node leads, or forwards
+// it to the leader. It returns the result and the entry's log index.
+//
+// An empty entry is a read barrier: the leader answers with its applied
+// index without writing anything.
+func (d *Driver) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, uint64, error) {
+	r := d.r()
+	if r.State() == raft.Leader {
+		if len(b) == 0 {
+			if err := d.leaderCaughtUp(r); err != nil {
+				return 0, 0, err
+			}
+			return proto.ResSuccess, d.appliedIndex(), nil
+		}
+		f := r.Apply(b, 10*time.Second)
+		if err := f.Error(); err != nil {
+			return 0, 0, err
+		}
+		res, _ := f.Response().(proto.Result)
+		return res, f.Index(), nil
+	}
+	_, id := r.LeaderWithID()
+	if id == "" || d.cfg.Forward == nil {
+		return 0, 0, errNoLeader
+	}
+	res, idx, err := d.cfg.Forward(ctx, string(id), b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: forward to %s: %v", errNoLeader, id, err)
+	}
+	return res, idx, nil
+}
+
+// Sync implements cluster.Driver. The leader's state already holds
+// everything it acknowledged; a follower asks the leader for its applied
+// index and waits to reach it. Without a leader for NoLeaderWait there is
+// no majority this node can reach, and nothing this node could learn: Sync
+// returns and the caller serves the local state (reads of local copies go
+// on in a minority; writes wait for Quorum).
+func (d *Driver) Sync(ctx context.Context) error {
+	if r := d.r(); r.State() == raft.Leader {
+		return d.leaderCaughtUp(r)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		_, idx, err := d.ProposeEncoded(ctx, nil)
+		if err == nil {
+			return d.WaitApplied(ctx, idx)
+		}
+		if d.leaderlessFor() >= d.cfg.NoLeaderWait {
+			return nil
+		}
+		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("sync with the cluster leader: %w", proto.ResClusterError)
+		}
+	}
+}
+
+// leaderCaughtUp returns once the leader has handed every entry of its log
+// to the state machine. Entries it acknowledged itself are applied before
+// the answer, but a newly elected leader may not have reached those the
+// old leader acknowledged: then a barrier waits until they are applied.
+// (An entry already handed over may still be running in the FSM for a few
+// microseconds; waiting on it would cost a log append per read.)
+func (d *Driver) leaderCaughtUp(r *raft.Raft) error {
+	if r.AppliedIndex() >= r.LastIndex() {
+		return nil
+	}
+	if err := r.Barrier(10 * time.Second).Error(); err != nil {
+		return fmt.Errorf("%w: catch up with the log: %v", errNoLeader, err)
+	}
+	return nil
+}
+
+// watchLeader turns raft's leader observations into the leader
+// notification.
+func (d *Driver) watchLeader() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case o := <-d.obs:
+			lo, _ := o.Data.(raft.LeaderObservation)
+			d.leaderMu.Lock()
+			if lo.LeaderID == "" {
+				if d.leaderless.IsZero() {
+					d.leaderless = time.Now()
+				}
+			} else {
+				d.leaderless = time.Time{}
+			}
+			close(d.leaderCh)
+			d.leaderCh = make(chan struct{})
+			d.leaderMu.Unlock()
+			if lo.LeaderID == "" {
+				d.cfg.Log.Info("raft leader lost")
+			} else {
+				d.cfg.Log.Info("raft leader", "id", string(lo.LeaderID))
+			}
+			d.poke()
+		}
+	}
+}
+
+// leaderlessFor is how long this node has known no leader (0: it knows
+// one).
+func (d *Driver) leaderlessFor() time.Duration {
+	if _, id := d.r().LeaderWithID(); id != "" {
+		return 0
+	}
+	d.leaderMu.Lock()
+	defer d.leaderMu.Unlock()
+	if d.leaderless.IsZero() {
+		d.leaderless = time.Now() // raft lost it without an observation yet
+	}
+	return time.Since(d.leaderless)
+}
+
+// waitLeaderChange waits until raft reports a leader change or max
+// passes; it fails only when ctx ends.
+func (d *Driver) waitLeaderChange(ctx context.Context, max time.Duration) error {
+	d.leaderMu.Lock()
+	ch := d.leaderCh
+	d.leaderMu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+	case <-t.C:
+	}
+	return nil
+}
+
+// Quorum implements cluster.Membership: a leader is known, so entries and
+// writes can be ordered.
+func (d *Driver) Quorum() bool {
+	_, id := d.r().LeaderWithID()
+	return id != ""
+}
+
+// WaitQuorum implements cluster.Membership: it waits until a leader is
+// known or ctx ends.
+func (d *Driver) WaitQuorum(ctx context.Context) error {
+	for !d.Quorum() {
+		if err := d.waitLeaderChange(ctx, 250*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Rejoining implements cluster.Membership: this node belongs to a cluster
+// whose state it has not replayed yet (a restart before the log is
+// applied, or a rejoin after a re-forming): requests then get
+// WAIT_FOR_JOIN rather than WAIT_FOR_FORMAT.
+func (d *Driver) Rejoining() bool {
+	if !d.hasState && !d.rejoined.Load() {
+		return false
+	}
+	formatted := false
+	d.View(func(s *cluster.State) { formatted = s.Formatted() })
+	return !formatted
+}
+
+func (d *Driver) endJoinWait() {
+	d.waitMu.Lock()
+	d.joinWait = false
+	d.waitMu.Unlock()
+}
+
+// WaitingForJoin implements cluster.Membership: this node, restarted as
+// part of a cluster, still waits for the nodes of the last epoch
+// (WAIT_FOR_JOIN): serving before they are back could serve copies older
+// than theirs.
+func (d *Driver) WaitingForJoin() bool {
+	d.waitMu.Lock()
+	w := d.joinWait
+	d.waitMu.Unlock()
+	if !w {
+		return false
+	}
+	var last []proto.Node
+	formatted := false
+	d.View(func(s *cluster.State) { last, formatted = s.Nodes(), s.Formatted() })
+	if !formatted {
+		return true
+	}
+	live := map[string]bool{}
+	for _, n := range d.Members() {
+		live[n.NodeID.String()] = true
+	}
+	for _, n := range last {
+		if !live[n.NodeID.String()] {
+			return true
+		}
+	}
+	d.endJoinWait()
+	return false
+}
+
+// applied is the FSM's hook: the driver's own side effects, then the
+// caller's OnApply.
+func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
+	if res == proto.ResSuccess {
+		switch e.Kind {
+		case cluster.KindEpoch:
+			if e.Time >= d.started.UnixNano() {
+				d.endJoinWait()
+			}
+			if e.Forced {
+				d.syncIdentity()
+			}
+		case cluster.KindShutdown:
+			if e.Time >= d.started.UnixNano() {
+				// The whole cluster is stopping: nodes going away now must
+				// not become new epochs, or the restart would find a last
+				// epoch that lacks most of the nodes holding the data.
+				d.stopping.Store(true)
+			}
+		case cluster.KindFormat, cluster.KindIdentity:
+			d.syncIdentity()
+		}
+	}
+	if d.cfg.OnApply != nil {
+		d.cfg.OnApply(e, res)
+	}
+}
+
+var _ io.Writer = (*libLog)(nil)

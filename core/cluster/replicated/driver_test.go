@@ -1,0 +1,160 @@
+package replicated
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+// freeBase returns a port P with P, P+GossipOffset (TCP and UDP) and
+// P+RaftOffset free, all below the ephemeral range.
+func freeBase(t *testing.T) uint16 {
+	for range 1000 {
+		p := 11000 + rand.IntN(32768-RaftOffset-11000)
+		ok := true
+		var cl []io.Closer
+		for _, q := range []int{p, p + GossipOffset, p + RaftOffset} {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(q))
+			if err != nil {
+				ok = false
+				break
+			}
+			cl = append(cl, l)
+		}
+		if u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p+GossipOffset)); err == nil {
+			cl = append(cl, u)
+		} else {
+			ok = false
+		}
+		for _, c := range cl {
+			c.Close()
+		}
+		if ok {
+			return uint16(p)
+		}
+	}
+	t.Fatal("no free ports")
+	return 0
+}
+
+// crash stops d as a killed process would: no gossip leave, no goodbye.
+func (d *Driver) crash() {
+	d.closeOnce.Do(func() {
+		close(d.stop)
+		d.wg.Wait()
+		d.ml.Shutdown()
+		d.raftMu.Lock()
+		d.r().Shutdown().Error()
+		d.wal.Close()
+		d.raftMu.Unlock()
+	})
+}
+
+// startDrivers opens n drivers in one process, the first bootstrapping,
+// the others joining it, forwarding proposals to each other directly.
+func startDrivers(t *testing.T, n int) []*Driver {
+	byAddr := map[string]*Driver{}
+	var ds []*Driver
+	for i := range n {
+		cfg := DefaultConfig()
+		cfg.Dir = t.TempDir()
+		cfg.BindAddr = "127.0.0.1"
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			cfg.Log = slog.Default().With("node", i)
+		}
+		cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128, Zone: uint32(i)}
+		cfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
+			return byAddr[leader].ProposeEncoded(ctx, entry)
+		}
+		if i > 0 {
+			cfg.Join = []string{ds[0].cfg.Self.NodeID.String()}
+		}
+		d, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.crash)
+		byAddr[cfg.Self.NodeID.String()] = d
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func epochNodes(d *Driver) (uint32, int) {
+	var e uint32
+	var n int
+	d.View(func(s *cluster.State) { e, n = s.Epoch(), len(s.Nodes()) })
+	return e, n
+}
+
+// Three drivers in one process: two crash 0.3 s apart; the survivor has no
+// quorum until ForceRecover, which re-forms the cluster around it and
+// commits one epoch per failure, the first marked forced.
+func TestDriverMinorityForceRecover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	ds := startDrivers(t, 3)
+	waitFor(t, "three members", func() bool { return len(ds[0].Members()) == 3 })
+	ctx := context.Background()
+	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 3, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
+	if err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+	for _, d := range ds {
+		if err := d.WaitEpoch(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "three voters", func() bool {
+		cf := ds[0].r().GetConfiguration()
+		return cf.Error() == nil && len(cf.Configuration().Servers) == 3 && ds[0].Identity().ClusterID != ""
+	})
+	ds[0].crash()
+	time.Sleep(300 * time.Millisecond)
+	ds[1].crash()
+	s := ds[2]
+	waitFor(t, "no quorum", func() bool { return !s.Quorum() })
+	if err := s.Sync(ctx); err != nil {
+		t.Fatalf("Sync without a leader: %v", err)
+	}
+	waitFor(t, "failure detection", func() bool { return len(s.Members()) == 1 })
+	last, err := s.ForceRecover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(last) != 3 {
+		t.Fatalf("ForceRecover returned a last epoch of %d nodes", len(last))
+	}
+	waitFor(t, "an epoch per failure", func() bool { e, n := epochNodes(s); return e == 3 && n == 1 })
+	var recs []cluster.EpochRecord
+	s.View(func(st *cluster.State) { recs = append(recs, st.Epochs...) })
+	if !recs[1].Forced || recs[2].Forced || len(recs[1].Nodes) != 2 {
+		t.Fatalf("epochs %+v", recs)
+	}
+	if !s.Quorum() || s.Identity().Generation != 1 {
+		t.Fatalf("after force: quorum %v, identity %+v", s.Quorum(), s.Identity())
+	}
+	if res, err := s.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecovery, DisableRecovery: true}); err != nil || res != proto.ResSuccess {
+		t.Fatalf("propose after force: %v %v", res, err)
+	}
+}

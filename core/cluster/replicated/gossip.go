@@ -1,0 +1,228 @@
+package replicated
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+const identityFile = "identity.json"
+
+func loadIdentity(dir string) Identity {
+	var id Identity
+	if b, err := os.ReadFile(filepath.Join(dir, identityFile)); err == nil {
+		json.Unmarshal(b, &id)
+	}
+	return id
+}
+
+// syncIdentity takes the identity from the state once it has one (an
+// empty state, before replay or after a rejoin, keeps the last known),
+// persists it and re-gossips it when it changed.
+func (d *Driver) syncIdentity() {
+	var id Identity
+	d.View(func(s *cluster.State) {
+		id = Identity{ClusterID: s.ClusterID, Ctime: s.Ctime, Generation: s.Generation}
+	})
+	if id.ClusterID == "" && id.Ctime == 0 {
+		return
+	}
+	if cur := d.ident.Load(); cur != nil && *cur == id {
+		return
+	}
+	d.ident.Store(&id)
+	if b, err := json.Marshal(id); err == nil {
+		if err := cluster.WriteFileSync(filepath.Join(d.raftDir(), identityFile), b); err != nil {
+			d.cfg.Log.Warn("record the cluster identity", "err", err)
+		}
+	}
+	if d.ml != nil {
+		go d.ml.UpdateNode(time.Second)
+	}
+}
+
+// Identity is the cluster identity this node gossips.
+func (d *Driver) Identity() Identity { return *d.ident.Load() }
+
+func (d *Driver) startGossip() error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = d.cfg.Self.NodeID.String()
+	mc.BindAddr = d.cfg.BindAddr
+	mc.BindPort = int(d.cfg.Self.Port) + GossipOffset
+	mc.AdvertiseAddr = d.cfg.Self.IP().String()
+	mc.AdvertisePort = mc.BindPort
+	mc.ProbeInterval = d.cfg.ProbeInterval
+	mc.ProbeTimeout = d.cfg.ProbeTimeout
+	mc.SuspicionMult = d.cfg.SuspicionMult
+	mc.GossipInterval = d.cfg.GossipInterval
+	mc.PushPullInterval = d.cfg.PushPullInterval
+	mc.LogOutput = nil
+	mc.Logger = log.New(d.mlLog, "", 0)
+	del := delegate{d}
+	mc.Delegate, mc.Events, mc.Alive = del, del, del
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("gossip on port %d: %w", mc.BindPort, err)
+	}
+	d.ml = ml
+	return nil
+}
+
+type delegate struct{ d *Driver }
+
+func (g delegate) NodeMeta(limit int) []byte {
+	return meta{Node: g.d.cfg.Self, RaftPort: g.d.cfg.Self.Port + RaftOffset, Identity: g.d.Identity()}.encode()
+}
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// The event hooks run under memberlist's lock of its node table: only
+// there may a node's Meta be read (memberlist rewrites it in place), so
+// they keep the decoded copy Members uses.
+
+func (g delegate) NotifyJoin(n *memberlist.Node) {
+	g.d.setMember(n)
+	g.d.notice(n.Name)
+	g.d.cfg.Log.Info("gossip: node joined", "node", n.Name)
+	g.d.poke()
+}
+
+func (g delegate) NotifyLeave(n *memberlist.Node) {
+	g.d.noticeMu.Lock()
+	delete(g.d.members, n.Name)
+	g.d.noticeMu.Unlock()
+	g.d.notice(n.Name)
+	g.d.cfg.Log.Info("gossip: node left", "node", n.Name)
+	g.d.poke()
+}
+
+func (g delegate) NotifyUpdate(n *memberlist.Node) {
+	g.d.setMember(n)
+	g.d.poke()
+}
+
+func (d *Driver) setMember(n *memberlist.Node) {
+	if n.Name == d.cfg.Self.NodeID.String() {
+		return // this node's meta is ours to make (liveMetas)
+	}
+	m, err := decodeMeta(n.Meta)
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	if err != nil {
+		delete(d.members, n.Name)
+		return
+	}
+	d.members[n.Name] = m
+}
+
+// NotifyAlive refuses peers of another cluster (Identity.Conflicts), and
+// says so in the log, at most every 10 s per peer. The peer refuses this
+// node the same way, and logs it on its side.
+func (g delegate) NotifyAlive(peer *memberlist.Node) error {
+	if peer.Name == g.d.cfg.Self.NodeID.String() {
+		return nil
+	}
+	m, err := decodeMeta(peer.Meta)
+	if err != nil {
+		return err
+	}
+	if why := g.d.Identity().Conflicts(m.Identity); why != "" {
+		g.d.noticeMu.Lock()
+		last := g.d.refused[peer.Name]
+		logIt := time.Since(last) > 10*time.Second
+		if logIt {
+			g.d.refused[peer.Name] = time.Now()
+		}
+		g.d.noticeMu.Unlock()
+		if logIt {
+			g.d.cfg.Log.Warn("refusing gossip peer: it belongs to another cluster", "peer", peer.Name, "why", why)
+		}
+		return fmt.Errorf("node %s belongs to another cluster (%s)", peer.Name, why)
+	}
+	return nil
+}
+
+func (d *Driver) poke() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notice records that gossip reported a change of node name now.
+func (d *Driver) notice(name string) {
+	d.noticeMu.Lock()
+	d.seq++
+	d.noticed[name] = d.seq
+	d.noticeMu.Unlock()
+}
+
+func (d *Driver) noticedSeq(id proto.NodeID) int64 {
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	return d.noticed[id.String()]
+}
+
+// liveMetas returns the metadata of the live members gossip accepted,
+// this node first.
+func (d *Driver) liveMetas() []meta {
+	out := []meta{{Node: d.cfg.Self, RaftPort: d.cfg.Self.Port + RaftOffset, Identity: d.Identity()}}
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	for _, m := range d.members {
+		out = append(out, m)
+	}
+	return out
+}
+
+// Members implements cluster.Membership: the live members as gossip sees
+// them now, in node order. This is not the membership the cluster decided
+// (the current epoch's node list), which follows it one change at a time.
+func (d *Driver) Members() []proto.Node {
+	var out []proto.Node
+	for _, m := range d.liveMetas() {
+		out = append(out, m.Node)
+	}
+	slices.SortFunc(out, func(a, b proto.Node) int { return a.NodeID.Compare(b.NodeID) })
+	return out
+}
+
+// liveServers maps the live members to their raft addresses.
+func (d *Driver) liveServers() map[raft.ServerID]raft.ServerAddress {
+	live := map[raft.ServerID]raft.ServerAddress{}
+	for _, m := range d.liveMetas() {
+		live[raft.ServerID(m.Node.NodeID.String())] = raft.ServerAddress(net.JoinHostPort(m.Node.IP().String(), strconv.Itoa(int(m.RaftPort))))
+	}
+	return live
+}
+
+// newerGeneration returns the highest generation among live peers of this
+// cluster when it is newer than this node's, and one such peer.
+func (d *Driver) newerGeneration() (uint32, string) {
+	mine := d.Identity()
+	var gen uint32
+	var peer string
+	for _, m := range d.liveMetas() {
+		if m.Node.NodeID == d.cfg.Self.NodeID || mine.Conflicts(m.Identity) != "" {
+			continue
+		}
+		if m.Generation > mine.Generation && m.Generation > gen {
+			gen, peer = m.Generation, m.Node.NodeID.String()
+		}
+	}
+	return gen, peer
+}

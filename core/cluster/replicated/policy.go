@@ -1,0 +1,89 @@
+package replicated
+
+import (
+	"slices"
+
+	"github.com/hashicorp/raft"
+)
+
+// VoterCount is how many of n live nodes vote: an odd number (an even one
+// tolerates no more failures than the odd one below it, and makes a split
+// down the middle leaderless), at most max.
+func VoterCount(n, max int) int {
+	v := min(n, max)
+	if v > 0 && v%2 == 0 {
+		v--
+	}
+	return v
+}
+
+// ConfigAction is one change of raft's configuration.
+type ConfigAction struct {
+	Op   ConfigOp
+	ID   raft.ServerID
+	Addr raft.ServerAddress
+}
+
+// ConfigOp says what a ConfigAction does.
+type ConfigOp uint8
+
+// Configuration changes, applied in the order Voters returns them.
+const (
+	OpRemove      ConfigOp = iota + 1 // a server not alive any more
+	OpAddVoter                        // add, or promote a non-voter
+	OpAddNonvoter                     // add a live node that will not vote
+	OpDemote                          // a voter beyond VoterCount
+)
+
+// Voters is the voter policy, a pure function of the current
+// configuration and the live members (id → raft address): the dead leave
+// the configuration, every live node is in it, and VoterCount(live) of
+// them vote. Voters that are alive keep their vote (no churn), self (the
+// leader applying the plan) always votes, and the others are chosen in id
+// order.
+func Voters(current []raft.Server, live map[raft.ServerID]raft.ServerAddress, self raft.ServerID, maxVoters int) []ConfigAction {
+	var out []ConfigAction
+	suffrage := map[raft.ServerID]raft.ServerSuffrage{}
+	voters := 0
+	for _, s := range current {
+		if _, ok := live[s.ID]; !ok && s.ID != self {
+			out = append(out, ConfigAction{Op: OpRemove, ID: s.ID})
+			continue
+		}
+		suffrage[s.ID] = s.Suffrage
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	n := len(live)
+	if _, ok := live[self]; !ok {
+		n++
+	}
+	want := VoterCount(n, maxVoters)
+	ids := make([]raft.ServerID, 0, len(live))
+	for id := range live {
+		if id != self {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		suf, in := suffrage[id]
+		if in && suf == raft.Voter {
+			continue
+		}
+		if voters < want {
+			out = append(out, ConfigAction{Op: OpAddVoter, ID: id, Addr: live[id]})
+			voters++
+		} else if !in {
+			out = append(out, ConfigAction{Op: OpAddNonvoter, ID: id, Addr: live[id]})
+		}
+	}
+	for i := len(ids) - 1; i >= 0 && voters > want; i-- {
+		if suf, in := suffrage[ids[i]]; in && suf == raft.Voter {
+			out = append(out, ConfigAction{Op: OpDemote, ID: ids[i]})
+			voters--
+		}
+	}
+	return out
+}

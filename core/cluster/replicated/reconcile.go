@@ -1,0 +1,254 @@
+package replicated
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+)
+
+func (d *Driver) reconcileLoop() {
+	defer d.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+		case <-t.C:
+		}
+		if d.r().State() == raft.Leader {
+			if err := d.reconcile(); err != nil {
+				d.cfg.Log.Warn("membership reconcile", "err", err)
+			}
+			continue
+		}
+		d.rejoinIfLeftBehind()
+	}
+}
+
+// reconcile runs on the leader: it names a cluster that has no identity
+// yet, makes raft's configuration follow the live members (Voters), and
+// commits every membership change gossip reported as its own epoch, in
+// the order they were noticed.
+func (d *Driver) reconcile() error {
+	if d.stopping.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var named bool
+	d.View(func(s *cluster.State) { named = s.ClusterID != "" })
+	if !named {
+		id := make([]byte, 16)
+		rand.Read(id)
+		if _, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindIdentity, ClusterID: hex.EncodeToString(id), Time: cluster.UnixNano(time.Now())}); err != nil {
+			return fmt.Errorf("name the cluster: %w", err)
+		}
+	}
+	if err := d.reconfigure(); err != nil {
+		return err
+	}
+	if d.WaitingForJoin() {
+		return nil // no epoch change until the last epoch's nodes are back (or force)
+	}
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
+	for {
+		e, change, ok := d.nextEpoch(false)
+		if !ok {
+			return nil
+		}
+		res, err := d.Propose(ctx, e)
+		if err != nil {
+			return err
+		}
+		switch res {
+		case proto.ResSuccess:
+			d.logEpoch(change, false)
+		case proto.ResOldNodeVer: // another epoch came first: look again
+		default:
+			return fmt.Errorf("epoch entry: %w", res)
+		}
+	}
+}
+
+// reconfigure applies the voter policy to raft's configuration.
+func (d *Driver) reconfigure() error {
+	r := d.r()
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	for _, a := range Voters(cf.Configuration().Servers, d.liveServers(), raft.ServerID(d.cfg.Self.NodeID.String()), d.cfg.MaxVoters) {
+		var f raft.IndexFuture
+		switch a.Op {
+		case OpRemove:
+			f = r.RemoveServer(a.ID, 0, 5*time.Second)
+		case OpAddVoter:
+			f = r.AddVoter(a.ID, a.Addr, 0, 5*time.Second)
+		case OpAddNonvoter:
+			f = r.AddNonvoter(a.ID, a.Addr, 0, 5*time.Second)
+		case OpDemote:
+			f = r.DemoteVoter(a.ID, 0, 5*time.Second)
+		}
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("raft configuration (op %d on %s): %w", a.Op, a.ID, err)
+		}
+	}
+	return nil
+}
+
+// nextEpoch builds the entry of the next membership change, if any: one
+// change only (cluster.PendingChanges), so that changes noticed together
+// still get an epoch each. With forced and no change, the entry repeats
+// the current node list (the epoch then only records the re-forming).
+func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
+	var formatted, auto bool
+	var cur []proto.Node
+	var base uint32
+	d.View(func(s *cluster.State) {
+		formatted, cur, auto, base = s.Formatted(), s.Nodes(), s.Flags&proto.ClusterFlagAutoVnodes != 0, s.Epoch()
+	})
+	if !formatted {
+		return nil, "", false
+	}
+	changes := cluster.PendingChanges(cur, d.Members(), d.noticedSeq)
+	if len(changes) == 0 {
+		if !forced {
+			return nil, "", false
+		}
+		return cluster.NewEpoch(base, cur, auto, true, time.Now()), "none", true
+	}
+	c := changes[0]
+	what := "left " + c.Node.NodeID.String()
+	if c.Join {
+		what = "joined " + c.Node.NodeID.String()
+	}
+	return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), what, true
+}
+
+func (d *Driver) logEpoch(change string, forced bool) {
+	var epoch uint32
+	var n int
+	d.View(func(s *cluster.State) { epoch, n = s.Epoch(), len(s.Nodes()) })
+	if forced {
+		d.cfg.Log.Warn("new epoch, forced by cluster recover force", "epoch", epoch, "change", change, "nodes", n)
+		return
+	}
+	d.cfg.Log.Info("new epoch", "epoch", epoch, "change", change, "nodes", n)
+}
+
+// rejoinIfLeftBehind runs on a node without a leader: when live peers of
+// its cluster are of a newer generation (they re-formed the cluster with
+// recover force while this node could not reach a majority), its log is of
+// the old cluster and can never be committed to again: it drops the log
+// and rejoins as a fresh member. A node with a leader is a member of the
+// cluster that leader leads, however late its state, and stays.
+func (d *Driver) rejoinIfLeftBehind() {
+	if d.leaderlessFor() < d.cfg.NoLeaderWait || d.r().LastIndex() == 0 {
+		return
+	}
+	gen, peer := d.newerGeneration()
+	if peer == "" {
+		return
+	}
+	d.cfg.Log.Warn("the cluster was re-formed without this node (recover force): dropping its raft log to rejoin",
+		"our_generation", d.Identity().Generation, "their_generation", gen, "peer", peer)
+	d.raftMu.Lock()
+	defer d.raftMu.Unlock()
+	if err := d.r().Shutdown().Error(); err != nil {
+		d.cfg.Log.Error("stop raft to rejoin", "err", err)
+	}
+	if err := d.dropLog(); err != nil {
+		d.cfg.Log.Error("rejoin: drop the raft log", "err", err)
+		return
+	}
+	if err := d.startRaft(false); err != nil {
+		d.cfg.Log.Error("rejoin: restart raft", "err", err)
+	}
+}
+
+// ForceRecover implements cluster.Membership (`cluster recover force`):
+// it commits an epoch marked forced with the next membership change. With
+// a leader this only ends the wait for the last epoch's nodes after a
+// whole-cluster restart. Without one (no majority of voters alive) it
+// first re-forms raft with this node as the only voter (raft's
+// RecoverCluster); the other survivors see the new generation and rejoin
+// (rejoinIfLeftBehind), and the leader adds them back as usual. It
+// returns the node list of the epoch before.
+func (d *Driver) ForceRecover(ctx context.Context) ([]proto.Node, error) {
+	var last []proto.Node
+	var formatted bool
+	d.View(func(s *cluster.State) { last, formatted = s.Nodes(), s.Formatted() })
+	if !formatted {
+		return nil, proto.ResWaitForFormat
+	}
+	// Held until the forced epoch is in: the new leader's reconcile must
+	// not commit the pending changes before it.
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
+	for d.leaderlessFor() > 0 && d.leaderlessFor() < d.cfg.NoLeaderWait {
+		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	if !d.Quorum() {
+		if err := d.recoverAlone(); err != nil {
+			return nil, fmt.Errorf("re-form the cluster: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := d.WaitQuorum(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("no leader after re-forming the cluster: %w", proto.ResClusterError)
+		}
+	}
+	d.endJoinWait()
+	for {
+		e, change, _ := d.nextEpoch(true)
+		res, err := d.Propose(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		if res == proto.ResOldNodeVer {
+			continue // an epoch committed meanwhile: force on top of it
+		}
+		if res != proto.ResSuccess {
+			return nil, res
+		}
+		d.logEpoch(change, true)
+		break
+	}
+	d.poke() // the remaining changes, one epoch each
+	return last, nil
+}
+
+// recoverAlone stops raft and restarts it as the only voter of its
+// cluster, over the log it holds (raft.RecoverCluster).
+func (d *Driver) recoverAlone() error {
+	d.raftMu.Lock()
+	defer d.raftMu.Unlock()
+	if err := d.r().Shutdown().Error(); err != nil {
+		return err
+	}
+	trans, err := d.newTransport()
+	if err != nil {
+		return err
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(d.cfg.Self.NodeID.String()), Address: trans.LocalAddr()}}}
+	err = raft.RecoverCluster(d.raftConfig(), newFSM(), d.wal, d.wal, d.snaps, trans, conf)
+	trans.Close()
+	if err != nil {
+		return err
+	}
+	d.cfg.Log.Warn("raft re-formed with this node as its only voter (cluster recover force)")
+	return d.startRaft(false)
+}

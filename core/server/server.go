@@ -35,6 +35,13 @@ type Server struct {
 	h   *Handler
 	log *slog.Logger
 
+	// base is the parent of every request's context; Close cancels it.
+	base   context.Context
+	cancel context.CancelFunc
+	// draining: Shutdown has begun; a connection lets its requests in
+	// flight finish and answer before it closes.
+	draining atomic.Bool
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]struct{}
@@ -44,7 +51,9 @@ type Server struct {
 
 // New returns a server dispatching to h.
 func New(h *Handler, log *slog.Logger) *Server {
-	return &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
+	s := &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	return s
 }
 
 // Serve accepts connections on l until Close. It returns nil after Close.
@@ -89,9 +98,47 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Close stops the listeners and closes every connection.
+// Close stops the listeners, cancels the requests in flight and closes
+// every connection.
 func (s *Server) Close() {
 	s.mu.Lock()
+	s.closeListenersLocked()
+	s.cancel()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, reads no
+// further request, lets the requests already read finish and their
+// replies go out, then closes the connections. If ctx ends first, it
+// closes everything at once (Close) and returns ctx's error. Serve
+// returns nil either way.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	s.closeListenersLocked()
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // wakes the reader; requests go on
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// closeListenersLocked marks the server closed and closes its listeners
+// (removing a UNIX socket's file). s.mu must be held.
+func (s *Server) closeListenersLocked() {
 	s.closed = true
 	for _, l := range s.listeners {
 		l.Close()
@@ -99,11 +146,7 @@ func (s *Server) Close() {
 			os.Remove(ul.Addr().String())
 		}
 	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.listeners = nil
 }
 
 // conn is one client connection. Replies are written whole under wmu so
@@ -120,9 +163,12 @@ type conn struct {
 func (s *Server) serveConn(c net.Conn) {
 	defer s.wg.Done()
 	cn := &conn{c: c, inflt: make(chan struct{}, maxInFlight), peer: c.RemoteAddr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(s.base)
 	var reqs sync.WaitGroup
 	defer func() {
+		if s.draining.Load() {
+			reqs.Wait() // Shutdown: the requests read are answered first
+		}
 		cancel()
 		c.Close()
 		reqs.Wait()

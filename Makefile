@@ -36,22 +36,24 @@ prereqs:
 unit:
 	@scripts/gotest.sh $(LOGS)-unit.log $(GO) test -v -race -count=1 $$($(GO) list ./... | grep -v /tests)
 
-# A target that fails without writing a crasher to testdata/fuzz (the
-# fuzzing engine itself gave up) is run once more; a real finding fails at
-# once, with its output.
-FUZZPKGS ?= core/proto core/cluster/replicated
+# Packages with fuzz targets of decoders of untrusted bytes: every
+# func FuzzX in their _test.go files runs for FUZZTIME. A target that
+# fails without writing a crasher to testdata/fuzz (the fuzzing engine
+# itself gave up) is run once more; a real finding fails at once, with
+# its output.
+FUZZ_PKGS ?= core/proto core/cluster/replicated nbd store
 
 fuzz:
-	@for p in $(FUZZPKGS); do \
-	for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | cut -d' ' -f2); do \
-		echo "fuzz $$p $$f ($(FUZZTIME))"; \
-		for try in 1 2; do \
-			if $(GO) test ./$$p -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -parallel=1 >/tmp/fuzz-$$f.log 2>&1; then break; fi; \
-			tail -20 /tmp/fuzz-$$f.log; \
-			if [ $$try = 2 ] || ls $$p/testdata/fuzz/$$f/* >/dev/null 2>&1; then exit 1; fi; \
-			echo "retrying $$f"; \
+	@for p in $(FUZZ_PKGS); do \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | cut -d' ' -f2); do \
+			echo "fuzz $$p $$f ($(FUZZTIME))"; \
+			for try in 1 2; do \
+				if $(GO) test ./$$p -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -parallel=1 >/tmp/fuzz-$$f.log 2>&1; then break; fi; \
+				tail -20 /tmp/fuzz-$$f.log; \
+				if [ $$try = 2 ] || ls $$p/testdata/fuzz/$$f/* >/dev/null 2>&1; then exit 1; fi; \
+				echo "retrying $$f"; \
+			done; \
 		done; \
-	done; \
 	done
 
 e2e:

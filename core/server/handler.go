@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
-	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
@@ -24,15 +21,15 @@ import (
 // Config wires a Handler to the rest of the sheep.
 type Config struct {
 	Self    proto.Node
-	Store   *store.Store
+	Store   LocalStore
 	Cluster cluster.Driver
-	Gateway *gateway.Gateway
-	Vdi     *vdi.Service
+	Gateway Objects
+	Vdi     VDIs
 	Log     *slog.Logger
 	Members func() []proto.Node // the nodes currently in the cluster
-	// Recovery reports recovery progress; Locks serialise peer writes with
-	// the recovery of the same object.
-	Recovery *recovery.Recovery
+	// Recovery reports recovery progress (nil: none, as in a test);
+	// Locks serialise peer writes with the recovery of the same object.
+	Recovery Recovery
 	Locks    *store.Locks
 	// FixedVnodes is set when the sheep was started with -V: before
 	// format, CLUSTER_INFO then does not advertise auto vnodes (dog's
@@ -357,85 +354,13 @@ func (h *Handler) blockShift(oid uint64) uint8 {
 
 func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
-	lo, hi, ok := tableRange(o.Oid, int64(o.Offset), len(c.data))
-	if !ok {
-		return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
+	if _, _, ok := vdi.TableRange(o.Oid, int64(o.Offset), len(c.data)); ok {
+		// A write into an inode's data_vdi_id drops the references it
+		// overwrites; core/vdi writes it and reclaims what nobody
+		// references any more.
+		return h.cfg.Vdi.WriteTable(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
 	}
-	// A write into an inode's data_vdi_id drops the references it
-	// overwrites (a discard writes 0, dog zeroes the table before
-	// DEL_VDI): note the old owners, write, then reclaim what nobody
-	// references any more (docs/protocol.md §4.7).
-	vid := proto.OidToVid(o.Oid)
-	before := make([]byte, 4*(hi-lo))
-	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), before); err != nil {
-		return err
-	}
-	if h.addsSnapshotRefs(vid, lo, before, int64(o.Offset), c.data) {
-		// A snapshot's table never gains references. This is QEMU's index
-		// update racing a `dog vdi snapshot`: READONLY makes it reload the
-		// inode and resend the update to the new working VDI (docs/qemu-client.md
-		// §9), instead of the entry landing in the snapshot and missing
-		// from the working VDI. Zeroing stays allowed (dog's delete).
-		return fmt.Errorf("inode %x is a snapshot's: %w", vid, proto.ResReadonly)
-	}
-	if err := h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c)); err != nil {
-		return err
-	}
-	after := make([]byte, len(before))
-	if err := h.cfg.Gateway.ReadObject(ctx, o.Oid, int64(proto.DataVdiIDOff(lo)), after); err != nil {
-		return nil // the write is done; reclamation waits for the next chance
-	}
-	var dropped []vdi.Ref
-	for i := uint32(0); i < hi-lo; i++ {
-		old, cur := le.Uint32(before[4*i:]), le.Uint32(after[4*i:])
-		if old != 0 && old != cur {
-			dropped = append(dropped, vdi.Ref{Vid: old, Index: lo + i})
-		}
-	}
-	if len(dropped) > 0 {
-		if err := h.cfg.Vdi.Reclaim(ctx, dropped); err != nil {
-			h.cfg.Log.Warn("reclaim dropped references", "vid", fmt.Sprintf("%x", vid), "err", err)
-		}
-	}
-	return nil
-}
-
-// addsSnapshotRefs reports whether writing data at off into the inode of
-// vid, a snapshot, would set a data_vdi_id entry of [lo, lo+len(before)/4)
-// to a new nonzero owner. before holds the current entries.
-func (h *Handler) addsSnapshotRefs(vid, lo uint32, before []byte, off int64, data []byte) bool {
-	snapshot := false
-	h.cfg.Cluster.View(func(s *cluster.State) {
-		v := s.VdiState(vid)
-		snapshot = v != nil && v.Snapshot && !v.Deleted
-	})
-	if !snapshot {
-		return false
-	}
-	start := int64(proto.DataVdiIDOff(lo))
-	after := slices.Clone(before)
-	from, to := max(off, start), min(off+int64(len(data)), start+int64(len(after)))
-	copy(after[from-start:to-start], data[from-off:to-off])
-	for i := 0; i < len(after); i += 4 {
-		if cur := le.Uint32(after[i:]); cur != 0 && cur != le.Uint32(before[i:]) {
-			return true
-		}
-	}
-	return false
-}
-
-// tableRange returns the data_vdi_id indexes [lo, hi) a write of n bytes at
-// off into oid touches, if oid is an inode and the write reaches its table.
-func tableRange(oid uint64, off int64, n int) (lo, hi uint32, ok bool) {
-	end := off + int64(n)
-	if !proto.IsVdiObj(oid) || end <= proto.DataVdiIDOffset || off >= proto.GrefOffset {
-		return 0, 0, false
-	}
-	first := max(off, proto.DataVdiIDOffset)
-	last := min(end, proto.GrefOffset)
-	lo = uint32((first - proto.DataVdiIDOffset) / 4)
-	hi = uint32((last - proto.DataVdiIDOffset + 3) / 4)
-	return lo, hi, true
+	return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
 }
 
 func (h *Handler) removeObj(ctx context.Context, c *call) error {

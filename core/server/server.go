@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
@@ -41,8 +42,13 @@ type Server struct {
 	// ops: no cycle).
 	limits     netlimit.Config
 	peerBudget *netlimit.Budget
-	ctx        context.Context // cancelled by Close: wakes readers waiting for budget
-	cancel     context.CancelFunc
+
+	// base is the parent of every request's context; Close cancels it.
+	base   context.Context
+	cancel context.CancelFunc
+	// draining: Shutdown has begun; a connection lets its requests in
+	// flight finish and answer before it closes.
+	draining atomic.Bool
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -54,7 +60,7 @@ type Server struct {
 // New returns a server dispatching to h, with no limits.
 func New(h *Handler, log *slog.Logger) *Server {
 	s := &Server{h: h, log: log, conns: map[net.Conn]struct{}{}}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.base, s.cancel = context.WithCancel(context.Background())
 	return s
 }
 
@@ -109,22 +115,55 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Close stops the listeners and closes every connection.
+// Close stops the listeners, cancels the requests in flight and closes
+// every connection.
 func (s *Server) Close() {
 	s.mu.Lock()
-	s.closed = true
+	s.closeListenersLocked()
 	s.cancel()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, reads no
+// further request, lets the requests already read finish and their
+// replies go out, then closes the connections. If ctx ends first, it
+// closes everything at once (Close) and returns ctx's error. Serve
+// returns nil either way.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	s.closeListenersLocked()
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // wakes the reader; requests go on
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// closeListenersLocked marks the server closed and closes its listeners
+// (removing a UNIX socket's file). s.mu must be held.
+func (s *Server) closeListenersLocked() {
+	s.closed = true
 	for _, l := range s.listeners {
 		l.Close()
 		if ul, ok := l.(*net.UnixListener); ok {
 			os.Remove(ul.Addr().String())
 		}
 	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.listeners = nil
 }
 
 // conn is one client connection. Replies are written whole under wmu so
@@ -143,9 +182,12 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 	defer s.wg.Done()
 	defer g.Done()
 	cn := &conn{c: c, gate: g, inflt: make(chan struct{}, maxInFlight), peer: c.RemoteAddr().String()}
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(s.base)
 	var reqs sync.WaitGroup
 	defer func() {
+		if s.draining.Load() {
+			reqs.Wait() // Shutdown: the requests read are answered first
+		}
 		cancel()
 		c.Close()
 		reqs.Wait()
@@ -183,7 +225,7 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			return
 		}
 		shared := lim.Budget
-		if isPeerOp(req.Opcode) || req.Opcode == OpClusterPropose {
+		if isPeerOp(req.Opcode) || req.Opcode == proto.OpClusterPropose {
 			shared = s.peerBudget
 		}
 		charge := int64(min(req.DataLength, maxPayload))

@@ -26,6 +26,7 @@ import (
 // sheep is one single-node sheep wired as cmd/sheep wires it, with the
 // Local cluster driver, serving on a loopback port.
 type sheep struct {
+	srv  *server.Server
 	addr string
 	self proto.Node
 	st   *store.Store
@@ -80,7 +81,7 @@ func startSheep(t *testing.T) *sheep {
 		peers.Close()
 		st.Close()
 	})
-	return &sheep{addr: l.Addr().String(), self: self, st: st, cl: cl}
+	return &sheep{srv: srv, addr: l.Addr().String(), self: self, st: st, cl: cl}
 }
 
 func (s *sheep) dial(t *testing.T) *client.Client {

@@ -27,6 +27,9 @@ type Service struct {
 	// are caught by the state machine (KindAddVdi answers VDI_EXIST for a
 	// taken vid) and retried.
 	mu sync.Mutex
+	// tables serialise, per inode (striped by vid), the read-write-read
+	// of a write into its data_vdi_id table (WriteTable).
+	tables [tableLocks]sync.Mutex
 }
 
 // New returns a VDI service.

@@ -76,7 +76,8 @@ func parseRefs(text string) []ref {
 	for _, m := range mdRefRE.FindAllStringSubmatch(text, -1) {
 		r := ref{file: m[1]}
 		for _, s := range sectionRE.FindAllStringSubmatch(m[2], -1) {
-			r.sections = append(r.sections, section{s[1], s[2]})
+			// A title may wrap across comment lines.
+			r.sections = append(r.sections, section{s[1], strings.Join(strings.Fields(s[2]), " ")})
 		}
 		out = append(out, r)
 	}

@@ -37,8 +37,8 @@ type Caller interface {
 
 // Recovery runs recovery for one node.
 //
-// Its state is grouped by what each mutex protects; no method holds two of
-// them at once.
+// Its state is grouped by what each mutex protects. Lock order: runs
+// before settle (Start); no other two are ever held together.
 type Recovery struct {
 	self    proto.NodeID
 	store   *store.Store

@@ -13,7 +13,8 @@ import (
 // Writes into an inode's data_vdi_id table drop the references they
 // overwrite: QEMU's discard writes 0, dog zeroes a table before DEL_VDI,
 // an index update replaces a parent's vid with the VDI's own after a
-// copy-on-write (docs/protocol.md §4.7). WriteTable makes such a write
+// copy-on-write (docs/protocol.md §4.7, docs/design.md §13 "Space
+// reclamation"). WriteTable makes such a write
 // and the reclaim of what it dropped one sequence: read the entries the
 // write covers, write, read them again, and reclaim every entry that
 // named a VDI before and names another (or none) after.

@@ -463,13 +463,16 @@ func serve(cfg Config) error {
 	daemon.Ready()
 	<-ctx.Done()
 	log.Info("sheep stopping")
+	// Answer what clients (NBD and native) already sent before the store
+	// closes; both front-ends drain in parallel, 10 s at most.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	drained := make(chan struct{})
+	go func() { srv.Shutdown(sctx); close(drained) }()
 	if nbdSrv != nil {
-		// Answer what NBD clients already sent before the store closes.
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		nbdSrv.Shutdown(sctx)
-		cancel()
 	}
-	srv.Close()
+	<-drained
+	cancel()
 	// Write-back writes not flushed by their client yet: a clean stop
 	// leaves nothing for the kernel to write back later.
 	if err := st.Flush(context.Background()); err != nil {

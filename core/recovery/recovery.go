@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -272,6 +273,7 @@ func (r *Recovery) run(ctx context.Context) {
 	var cur []proto.Node
 	var history [][]proto.Node // epochs before the current one, newest first
 	copies := map[uint32]int{}
+	policies := map[uint32]erasure.Policy{} // erasure-coded VDIs (ec.go)
 	var def int
 	disabled := false
 	var ctime uint64
@@ -285,6 +287,9 @@ func (r *Recovery) run(ctx context.Context) {
 		def = int(s.NrCopies)
 		for _, v := range s.SortedVids() {
 			copies[v] = int(s.Copies(v))
+			if st := s.VdiState(v); st != nil && st.CopyPolicy != 0 {
+				policies[v] = erasure.Policy(st.CopyPolicy)
+			}
 		}
 	})
 	if epoch == 0 || !r.has(cur) {
@@ -341,14 +346,14 @@ func (r *Recovery) run(ctx context.Context) {
 		}
 		current := func(oid uint64, c int) bool {
 			for i := 0; i < span; i++ {
-				if !past[i].Holds(oid, c, r.self) {
+				if !holdsKey(past[i], oid, c, r.self) {
 					return false
 				}
 			}
 			return true
 		}
 		for _, oid := range local {
-			if c := copiesOf(oid); absent || ring.Holds(oid, c, r.self) && !current(oid, c) {
+			if c := copiesOf(oid); absent || holdsKey(ring, oid, c, r.self) && !current(oid, c) {
 				r.stale(oid, epoch)
 			}
 		}
@@ -388,19 +393,27 @@ func (r *Recovery) run(ctx context.Context) {
 			newest[so.Oid] = max(newest[so.Oid], so.Epoch)
 		}
 		for oid, se := range newest {
-			if ring.Holds(oid, copiesOf(oid), r.self) && len(where[oid]) == 0 && !r.store.Exists(oid) {
+			plain, _, _ := proto.SplitKey(oid)
+			if holdsKey(ring, oid, copiesOf(oid), r.self) && len(where[plain]) == 0 && !r.store.Exists(oid) {
 				r.unstale(ctx, oid, se)
 			}
 		}
 	}
 	var todo []uint64
+	ecTodo := map[uint64]int{} // erasure-coded objects: the strip this node lacks
 	for oid := range where {
+		if pol := policies[proto.OidToVid(oid)]; pol.Erasure() && proto.IsErasureOid(oid) {
+			if i := stripIndex(ring, oid, copiesOf(oid), r.self); i >= 0 && !r.store.Exists(proto.StripKey(oid, i)) {
+				ecTodo[oid] = i
+			}
+			continue
+		}
 		if ring.Holds(oid, copiesOf(oid), r.self) && !r.store.Exists(oid) {
 			todo = append(todo, oid)
 		}
 	}
 	r.mu.Lock()
-	r.total = uint64(len(todo))
+	r.total = uint64(len(todo) + len(ecTodo))
 	r.mu.Unlock()
 	failed := 0
 	for i, oid := range todo {
@@ -415,6 +428,19 @@ func (r *Recovery) run(ctx context.Context) {
 		holders := placement.Rank(past, oid, copiesOf(oid), where[oid])
 		if err := r.recoverOne(ctx, oid, holders, epoch); err != nil {
 			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", oid), "err", err)
+			failed++
+		}
+		r.mu.Lock()
+		r.finished++
+		r.mu.Unlock()
+	}
+	for oid, i := range ecTodo {
+		if ctx.Err() != nil {
+			return
+		}
+		size, _ := r.size(ctx, proto.Node{}, oid)
+		if err := r.recoverStrip(ctx, ring, past, policies[proto.OidToVid(oid)], oid, i, size, epoch); err != nil {
+			r.log.Warn("recovery: strip", "oid", fmt.Sprintf("%016x", oid), "strip", i, "err", err)
 			failed++
 		}
 		r.mu.Lock()
@@ -529,7 +555,7 @@ func (r *Recovery) cleanup(ctx context.Context, epoch uint32, cur []proto.Node, 
 		if ctx.Err() != nil {
 			return
 		}
-		if !ring.Holds(oid, copiesOf(oid), r.self) {
+		if !holdsKey(ring, oid, copiesOf(oid), r.self) && !unplaced(ring, oid, copiesOf(oid)) {
 			r.stale(oid, epoch)
 			dropped++
 		}

@@ -216,6 +216,24 @@ func TestErasureCoding(t *testing.T) {
 		t.Fatalf("the flipped strip byte was not repaired")
 	}
 
+	// vdi check finds a damaged parity strip and rebuilds it; cluster
+	// check covers the VDI too.
+	oid = fmt.Sprintf("%s%08x", prefix, 2)
+	path = filepath.Join(sheeps[strips[oid][4][0]].Dir, "obj", oid+"_4")
+	before = fileByte(t, path, 4096)
+	flip(t, path, 4096)
+	out := sheeps[3].must(t, nil, "vdi", "check", "Alice")
+	if want := fmt.Sprintf("fixed missing %s, copy index 4\nfinish check&repair Alice\n", oid); out != want {
+		t.Fatalf("vdi check: %q, want %q", out, want)
+	}
+	if fileByte(t, path, 4096) != before {
+		t.Fatalf("vdi check did not repair the parity strip")
+	}
+	if out := sheeps[2].must(t, nil, "cluster", "check"); out != "fix vdi Alice\nfinish check&repair Alice\n" {
+		t.Fatalf("cluster check: %q", out)
+	}
+	check("after vdi check", sheeps[0])
+
 	sheeps[0].must(t, nil, "vdi", "delete", "Alice")
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -229,6 +229,9 @@ func TestErasureCoding(t *testing.T) {
 	if fileByte(t, path, 4096) != before {
 		t.Fatalf("vdi check did not repair the parity strip")
 	}
+	if out := sheeps[1].must(t, nil, "vdi", "check", "-e", "Alice"); out != "Alice is fine, no object is missing.\n" {
+		t.Fatalf("vdi check -e: %q", out)
+	}
 	if out := sheeps[2].must(t, nil, "cluster", "check"); out != "fix vdi Alice\nfinish check&repair Alice\n" {
 		t.Fatalf("cluster check: %q", out)
 	}

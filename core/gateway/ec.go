@@ -9,8 +9,9 @@ package gateway
 //   - A read fetches the d data strips of the stripes it touches in
 //     parallel and interleaves them. When some are missing, unreadable or
 //     fail their checksums it fetches parity strips and rebuilds the data
-//     from any d (a degraded read, logged and counted); a strip that failed
-//     its checksums is then rewritten from the rebuilt bytes.
+//     from any d (a degraded read, logged); a strip that failed
+//     its checksums is then rewritten from the rebuilt bytes. (Counted in
+//     the log only: node stat's reply is Sheepdog's fixed structure.)
 //   - A write encodes the stripes it touches and writes every strip's
 //     range on its node in parallel; a write that does not cover whole
 //     stripes first reads the stripes' other bytes (read-modify-write).
@@ -36,15 +37,6 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
 )
-
-// degradedReads counts reads of erasure-coded objects that had to rebuild
-// data from parity, process-wide (every gateway of a test process shares
-// it; a sheep has one).
-var degradedReads atomic.Uint64
-
-// DegradedReads is the number of erasure-coded reads so far that rebuilt
-// data strips from parity strips.
-func DegradedReads() uint64 { return degradedReads.Load() }
 
 // ecPolicy is the erasure code oid is stored under, 0 for replicas.
 func (g *Gateway) ecPolicy(ctx context.Context, oid uint64) erasure.Policy {
@@ -180,7 +172,6 @@ func (g *Gateway) ecReadSpan(ctx context.Context, p plan, oid uint64, span erasu
 	if err := c.Reconstruct(set.shards, true); err != nil {
 		return nil, fmt.Errorf("rebuild %016x: %w: %w", oid, proto.ResEIO, err)
 	}
-	degradedReads.Add(1)
 	g.log.Warn("degraded read of erasure-coded object", "oid", fmt.Sprintf("%016x", oid), "missing_data_strips", missing, "bad", set.bad)
 	return set, nil
 }

@@ -412,7 +412,7 @@ func (h *Handler) getHash(_ context.Context, c *call) error {
 }
 
 func (h *Handler) exist(_ context.Context, c *call) error {
-	if !h.cfg.Store.Exists(c.req.Obj().Oid) {
+	if !h.hasObject(c.req.Obj().Oid) {
 		return proto.ResNoObj
 	}
 	return nil
@@ -423,7 +423,7 @@ func (h *Handler) oidsExist(_ context.Context, c *call) error {
 	var missing []byte
 	for i := 0; i+8 <= len(c.data); i += 8 {
 		oid := binary.LittleEndian.Uint64(c.data[i:])
-		if !h.cfg.Store.Exists(oid) {
+		if !h.hasObject(oid) {
 			missing = binary.LittleEndian.AppendUint64(missing, oid)
 		}
 	}

@@ -30,3 +30,27 @@ func (h *Handler) peerKey(o proto.ObjArgs) (key uint64, size int64) {
 	}
 	return proto.StripKey(o.Oid, int(o.ECIndex)), pol.StoredSize(size)
 }
+
+// hasObject reports whether this node stores oid: the object, or for an
+// erasure-coded one, any of its strips (sheep answers for the strip it
+// holds, whichever index).
+func (h *Handler) hasObject(oid uint64) bool {
+	if h.cfg.Store.Exists(oid) {
+		return true
+	}
+	if !proto.IsErasureOid(oid) {
+		return false
+	}
+	var pol erasure.Policy
+	h.cfg.Cluster.View(func(s *cluster.State) {
+		if v := s.VdiState(proto.OidToVid(oid)); v != nil {
+			pol = erasure.Policy(v.CopyPolicy)
+		}
+	})
+	for i := range pol.Total() {
+		if h.cfg.Store.Exists(proto.StripKey(oid, i)) {
+			return true
+		}
+	}
+	return false
+}

@@ -27,16 +27,17 @@ unit:
 # A target that fails without writing a crasher to testdata/fuzz (the
 # fuzzing engine itself gave up) is run once more; a real finding fails at
 # once, with its output.
+FUZZ_PKGS := core/proto core/erasure
 fuzz:
-	@for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' core/proto/*_test.go | cut -d' ' -f2); do \
-		echo "fuzz $$f ($(FUZZTIME))"; \
+	@for p in $(FUZZ_PKGS); do for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | cut -d' ' -f2); do \
+		echo "fuzz $$p $$f ($(FUZZTIME))"; \
 		for try in 1 2; do \
-			if $(GO) test ./core/proto -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -parallel=1 >/tmp/fuzz-$$f.log 2>&1; then break; fi; \
+			if $(GO) test ./$$p -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -parallel=1 >/tmp/fuzz-$$f.log 2>&1; then break; fi; \
 			tail -20 /tmp/fuzz-$$f.log; \
-			if [ $$try = 2 ] || ls core/proto/testdata/fuzz/$$f/* >/dev/null 2>&1; then exit 1; fi; \
+			if [ $$try = 2 ] || ls $$p/testdata/fuzz/$$f/* >/dev/null 2>&1; then exit 1; fi; \
 			echo "retrying $$f"; \
 		done; \
-	done
+	done; done
 
 e2e:
 	$(GO) test -count=1 -timeout 14m ./tests/

@@ -47,9 +47,9 @@ func ObjectName(key uint64) string {
 	return fmt.Sprintf("%016x", key)
 }
 
-// ParseObjectName is the inverse of ObjectName: exactly 16 hex digits,
-// optionally followed by "_" and a strip index below MaxStrips, spelled
-// without leading zeros.
+// ParseObjectName is the inverse of ObjectName: exactly 16 hex digits (an
+// id without bit 58), optionally followed by "_" and a strip index below
+// MaxStrips, spelled without leading zeros.
 func ParseObjectName(name string) (uint64, bool) {
 	hex, idx, strip := strings.Cut(name, "_")
 	if len(hex) != 16 {
@@ -60,7 +60,9 @@ func ParseObjectName(name string) (uint64, bool) {
 		return 0, false
 	}
 	if !strip {
-		return oid, true
+		// A plain name with bit 58 set would read as a strip key: no
+		// object id sets it.
+		return oid, oid&stripMark == 0
 	}
 	i, err := strconv.Atoi(idx)
 	if err != nil || i < 0 || i >= MaxStrips || strconv.Itoa(i) != idx || !IsErasureOid(oid) {

@@ -279,6 +279,30 @@ func TestErasureCodingPolicies(t *testing.T) {
 	if len(strips) != 4 || plain != 0 {
 		t.Fatalf("2:1 VDI: %d objects with strips, %d plain: %v", len(strips), plain, strips)
 	}
+	// sheepfs reads and writes the 2:1 VDI like any other.
+	if _, err := os.Stat("/dev/fuse"); err == nil {
+		m := mountSheepfs(t, sheeps[2])
+		if r := shell(t, m.Dir, "echo Bob > vdi/mount"); r.Code != 0 {
+			t.Fatalf("echo Bob > vdi/mount: %s", r.Stderr)
+		}
+		vol := m.path("volume", "Bob")
+		if got := readRange(t, vol, 0, len(data)); !bytes.Equal(got, data) {
+			t.Fatal("sheepfs reads other bytes of the 2:1 VDI")
+		}
+		b := make([]byte, 3<<20)
+		rand.Read(b)
+		copy(data[5<<20+4096:], b)
+		src := filepath.Join(t.TempDir(), "b")
+		if err := os.WriteFile(src, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tool(t, "dd", "if="+src, "of="+vol, "bs=4096", "seek="+strconv.Itoa((5<<20+4096)/4096), "conv=notrunc,fsync", "status=none")
+		mustRead(t, sheeps[0], "Bob", data, "after a write through sheepfs")
+	} else if os.Getenv("SHEEPDOG_REQUIRE_ALL") == "1" {
+		t.Fatal("no /dev/fuse: sheepfs cannot be checked on a 2:1 VDI")
+	} else {
+		t.Log("no /dev/fuse: sheepfs not checked on a 2:1 VDI")
+	}
 	sheeps[0].must(t, nil, "vdi", "snapshot", "-s", "snap", "Bob")
 	sheeps[0].must(t, nil, "vdi", "clone", "-s", "snap", "Bob", "Carol")
 	list := sheeps[1].must(t, nil, "vdi", "list", "-r")

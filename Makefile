@@ -41,7 +41,7 @@ unit:
 # fails without writing a crasher to testdata/fuzz (the fuzzing engine
 # itself gave up) is run once more; a real finding fails at once, with
 # its output.
-FUZZ_PKGS ?= core/proto core/cluster/replicated nbd store
+FUZZ_PKGS ?= core/proto core/cluster/replicated core/erasure nbd store
 
 fuzz:
 	@for p in $(FUZZ_PKGS); do \

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -33,7 +32,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	if size < 0 || !inRange(off, int64(len(data)), size) {
 		return rangeError("create", oid, off, int64(len(data)), size)
 	}
-	tmp := filepath.Join(s.objDir, fmt.Sprintf("%016x.%d%s", oid, s.tmpSeq.Add(1), tmpSuffix))
+	tmp := filepath.Join(s.objDir, fmt.Sprintf("%s.%d%s", proto.ObjectName(oid), s.tmpSeq.Add(1), tmpSuffix))
 	var m *sums
 	if !s.noSums {
 		m = sumsFor(size, off, data)
@@ -387,14 +386,9 @@ func (s *Store) List() ([]uint64, error) {
 	return oids, nil
 }
 
-// parseOid parses an object file name: exactly 16 hex digits.
-func parseOid(name string) (uint64, bool) {
-	if len(name) != 16 {
-		return 0, false
-	}
-	oid, err := strconv.ParseUint(name, 16, 64)
-	return oid, err == nil
-}
+// parseOid parses an object file name: exactly 16 hex digits, or a strip
+// of one, "_<ec_index>" appended (proto.ParseObjectName).
+func parseOid(name string) (uint64, bool) { return proto.ParseObjectName(name) }
 
 // Sync puts everything written to object oid so far on stable storage
 // (fdatasync, shared with concurrent synced writes). A missing object is

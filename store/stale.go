@@ -21,9 +21,9 @@ type StaleObject struct {
 }
 
 // stalePath is the file of the stale copy of oid from epoch, as sheep names
-// it: "%016x.%d".
+// it: "%016x.%d" ("%016x_%d.%d" for a strip).
 func (s *Store) stalePath(oid uint64, epoch uint32) string {
-	return filepath.Join(s.staleDir, fmt.Sprintf("%016x.%d", oid, epoch))
+	return filepath.Join(s.staleDir, fmt.Sprintf("%s.%d", proto.ObjectName(oid), epoch))
 }
 
 // MoveToStale moves object oid out of the store into obj/.stale as the copy

@@ -262,9 +262,10 @@ func (s *Store) Used() (uint64, error) {
 	return total, nil
 }
 
-// objPath is the file of object oid.
+// objPath is the file of object oid, or of a strip when oid is a
+// proto.StripKey ("%016x_%d").
 func (s *Store) objPath(oid uint64) string {
-	return filepath.Join(s.objDir, fmt.Sprintf("%016x", oid))
+	return filepath.Join(s.objDir, proto.ObjectName(oid))
 }
 
 // pathLock is the lock serialising path changes of oid. The multiplier

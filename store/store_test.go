@@ -245,7 +245,7 @@ func TestRemove(t *testing.T) {
 
 func TestListSortedSkipsTmpAndStale(t *testing.T) {
 	s := openStore(t, Config{NoSync: true})
-	oids := []uint64{0x8000000100000000, 3, 0x00ab00cd00000001, 1, 0xffffffffffffffff, 0x4000000200000000}
+	oids := []uint64{0x8000000100000000, 3, 0x00ab00cd00000001, 1, 0x80ffffff00000000, 0x4000000200000000}
 	for _, oid := range oids {
 		mustCreate(t, s, oid, 512, 0, nil)
 	}
@@ -253,16 +253,20 @@ func TestListSortedSkipsTmpAndStale(t *testing.T) {
 	if err := s.MoveToStale(77, 3); err != nil {
 		t.Fatal(err)
 	}
-	for _, junk := range []string{"0000000000000009.1.tmp", "0000000000000009.tmp", "0000000000000009_2", "zzzzzzzzzzzzzzzz", "sheep.log"} {
+	for _, junk := range []string{"0000000000000009.1.tmp", "0000000000000009.tmp", "0000000000000009_x", "8000000000000009_2", "zzzzzzzzzzzzzzzz", "sheep.log"} {
 		if err := os.WriteFile(filepath.Join(s.objDir, junk), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// An erasure-coded strip is listed by its key (proto.StripKey).
+	if err := os.WriteFile(filepath.Join(s.objDir, "0000000000000009_2"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	got, err := s.List()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := slices.Sorted(slices.Values(oids))
+	want := slices.Sorted(slices.Values(append(oids, proto.StripKey(9, 2))))
 	if !slices.Equal(got, want) {
 		t.Fatalf("List = %x, want %x", got, want)
 	}

@@ -114,6 +114,13 @@ func startNbdkit(b testing.TB, dir string) string {
 // with copies and creates the VDI "bench".
 func startNBDCluster(b testing.TB, n, copies int, nbdAddr string, extra ...string) []*Sheep {
 	b.Helper()
+	return startNBDClusterCopies(b, n, strconv.Itoa(copies), nbdAddr, extra...)
+}
+
+// startNBDClusterCopies is startNBDCluster with copies as collie's -c
+// takes it: "3", or "4:2" for erasure coding.
+func startNBDClusterCopies(b testing.TB, n int, copies string, nbdAddr string, extra ...string) []*Sheep {
+	b.Helper()
 	var sheeps []*Sheep
 	for i := 0; i < n; i++ {
 		nbd := "none"
@@ -129,7 +136,7 @@ func startNBDCluster(b testing.TB, n, copies int, nbdAddr string, extra ...strin
 	for _, s := range sheeps {
 		waitNodesTB(b, s, n)
 	}
-	sheeps[0].must(b, nil, "cluster", "format", "--copies="+strconv.Itoa(copies))
+	sheeps[0].must(b, nil, "cluster", "format", "--copies="+copies)
 	// Right after a format a create may be answered "waiting for format"
 	// although it went through (seen while the raft driver is young):
 	// retry, and take "exists" on a retry as done.
@@ -157,7 +164,8 @@ var nbdBench struct {
 // against nbdkit serving a plain file on the same disk, in the same run:
 // sequential 1 MiB write/read at queue depth 8 and random 4 KiB write/read
 // at depth 32. Targets: one node copies=1 (fsync on every write, as
-// shipped, and with -n for the cost of sync), three nodes copies=3. It
+// shipped, and with -n for the cost of sync), three nodes copies=3, six
+// nodes erasure-coded 4:2. It
 // prints a table with MiB/s, IOPS and the ratio to nbdkit.
 //
 // All targets run side by side and every job is run against each in turn,
@@ -204,6 +212,11 @@ func runNBDBench(b *testing.B) {
 		{"1 node copies=1", sheepTarget(1, 1)},
 		{"1 node copies=1 -n", sheepTarget(1, 1, "-n")},
 		{"3 nodes copies=3", sheepTarget(3, 3)},
+		{"6 nodes 4:2", func() string {
+			addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(b))
+			startNBDClusterCopies(b, 6, "4:2", addr)
+			return nbdURI(addr, "bench")
+		}()},
 	}
 	// Fill every device once so that reads read data, not holes.
 	for _, t := range targets {

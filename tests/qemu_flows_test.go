@@ -15,8 +15,7 @@ package tests
 // other way round (qemu_frontends_test.go).
 //
 // Not covered, and why: a real QEMU binary (Debian's QEMU has no sheepdog
-// driver, so the flows are replayed); redundancy=D:P (erasure coding is
-// not implemented: the sheep refuses it with INVALID_PARMS); NEW_VDI
+// driver, so the flows are replayed); NEW_VDI
 // "rebase" (snapid 1 with a base that is not the working VDI, sent only
 // after a failed DEL_VDI, which our sheep does not fail); a successful
 // FLUSH_VDI (needs the object cache); shared locks (tgt, not QEMU).
@@ -371,10 +370,10 @@ func TestQemuFlush(t *testing.T) {
 }
 
 // TestQemuRedundancy: redundancy=3 is copies 3, policy 0, and every object
-// has three copies; redundancy=4:2 (copies 6, policy 0x22) and 2:1 are
-// erasure coding, which this sheep does not implement: NEW_VDI is refused
-// with INVALID_PARMS (QEMU prints "Invalid parameters", nothing is created)
-// rather than stored under a policy whose layout it cannot honour.
+// has three copies; redundancy=2:1 (copies 3, policy 0x11) is erasure
+// coding: every object is three strip files, and collie reads what QEMU
+// wrote; 4:2 (copies 6, policy 0x22) is created, and its writes fail with
+// three zones (fewer than four data strips).
 func TestQemuRedundancy(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "-c", "2")
@@ -416,17 +415,35 @@ func TestQemuRedundancy(t *testing.T) {
 		img.mustClose()
 	}
 
-	for _, ec := range []struct {
-		name           string
-		copies, policy uint8
-	}{{"ec42", 6, 0x22}, {"ec21", 3, 0x11}} {
-		if _, res := d.create(ec.name, qemuCreateOpts{size: 64 << 20, copies: ec.copies, policy: ec.policy}); res != sdResInvalidParms {
-			t.Errorf("redundancy %s (copies %d policy %#x): result %#x, want INVALID_PARMS", ec.name, ec.copies, ec.policy, res)
-		}
-		if _, res := d.findVdi(sdOpGetVdiInfo, ec.name, "", 0); res != sdResNoVdi {
-			t.Errorf("refused %s exists (result %#x)", ec.name, res)
+	// Erasure coding: 2:1 fits three zones; its objects are strips.
+	// 4:2 is created (copies 6) but a write needs four zones.
+	ecVid := d.mustCreate("ec21", qemuCreateOpts{size: 16 << 20, copies: 3, policy: 0x11})
+	ec := d.mustOpen("ec21")
+	if h := ec.view(); h.nrCopies() != 3 || h.copyPolicy() != 0x11 {
+		t.Fatalf("redundancy=2:1 inode: copies %d policy %#x", h.nrCopies(), h.copyPolicy())
+	}
+	ecData := randomBytes(5 << 20)
+	ec.mustWrite(1<<20+512, ecData)
+	ec.mustClose()
+	ecPrefix := sdOidHex(sdDataOid(ecVid, 0))[:8]
+	strips := objectCopies(t, sheeps, ecPrefix)
+	if len(strips) != 2*3 {
+		t.Fatalf("strips of ec21: %v", strips)
+	}
+	for name, n := range strips {
+		if n != 1 || !strings.Contains(name, "_") {
+			t.Errorf("%s: %d files, want one strip file", name, n)
 		}
 	}
+	if got := collieReadAt(t, sheeps[0], "ec21", 1<<20+512, len(ecData)); !bytes.Equal(got, ecData) {
+		t.Fatal("collie reads other bytes of the 2:1 VDI")
+	}
+	d.mustCreate("ec42", qemuCreateOpts{size: 16 << 20, copies: 6, policy: 0x22})
+	ec42 := d.mustOpen("ec42")
+	if err := ec42.writeAt(0, randomBytes(4096)); err == nil {
+		t.Fatal("a 4:2 write with three zones succeeded")
+	}
+	ec42.mustClose()
 }
 
 // TestQemuBlockSizeShift: object_size=1M sends NEW_VDI with shift 20 and

@@ -29,6 +29,7 @@ func TestCollieDependencies(t *testing.T) {
 		"core/placement":  true, // pure: oid + node list → nodes
 		"core/volume":     true, // pure over an object interface
 		"internal/fanout": true,
+		"core/erasure":    true, // pure: parity for vdi check
 	}
 	forbidden := []string{
 		"github.com/hashicorp/raft",

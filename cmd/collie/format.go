@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -58,10 +59,7 @@ func padLeft(s string, w int) string {
 
 // redundancy is "n" for n copies or "d:p" for erasure coding.
 func redundancy(copies, policy uint8) string {
-	if policy == 0 {
-		return strconv.Itoa(int(copies))
-	}
-	return fmt.Sprintf("%d:%d", int(policy>>4)*2, policy&0x0f)
+	return erasure.Redundancy(copies, erasure.Policy(policy))
 }
 
 const vdiListHeader = "  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n"

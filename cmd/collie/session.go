@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -116,8 +117,7 @@ func newSession(c *cli.Context, stdin io.Reader, out *bufio.Writer, stderr io.Wr
 	if c.IsSet("copies") {
 		n, policy, ok := parseCopies(c.String("copies"))
 		if !ok {
-			return nil, failf(exitFailure, "Invalid parameter %s: use -c x for x (1 to %d) replicated copies, "+
-				"or -c x:y for x (2, 4, 8 or 16) data strips and y (1 to 15) parity strips", c.String("copies"), proto.MaxCopies)
+			return nil, failf(exitFailure, "%s", erasure.InvalidCopies(c.String("copies")))
 		}
 		o.copies, o.copyPolicy, o.copiesSet = n, policy, true
 	}
@@ -186,29 +186,12 @@ func resolveHost(h string) (string, error) {
 	return addrs[0], nil
 }
 
-// parseCopies is dog's parse_copy: "n" replicated copies (n <= 31) or "d:p"
-// erasure coding with d in {2,4,8,16} and p in 1..15. It returns the number
-// of copies (d+p for EC) and the copy policy.
+// parseCopies is dog's parse_copy (erasure.ParseCopies): "n" replicated
+// copies (n <= 31) or "d:p" erasure coding with d in {2,4,8,16} and p in
+// 1..15. It returns the number of copies (d+p for EC) and the copy policy.
 func parseCopies(v string) (copies, policy uint8, ok bool) {
-	ds, ps, ec := strings.Cut(v, ":")
-	if strings.Contains(ps, ":") {
-		ps, _, _ = strings.Cut(ps, ":") // strtok ignores the rest
-	}
-	if !isNumeric(ds) || (ps != "" && !isNumeric(ps)) {
-		return 0, 0, false
-	}
-	d, err := strconv.Atoi(ds)
-	if err != nil || d > proto.MaxCopies {
-		return 0, 0, false
-	}
-	if !ec || ps == "" {
-		return uint8(d), 0, d != 0
-	}
-	p, err := strconv.Atoi(ps)
-	if err != nil || (d != 2 && d != 4 && d != 8 && d != 16) || p <= 0 || p >= 16 {
-		return 0, 0, false
-	}
-	return uint8(d + p), uint8(d/2)<<4 | uint8(p), true
+	c, p, ok := erasure.ParseCopies(v)
+	return c, uint8(p), ok
 }
 
 // isNumeric reports whether v is a non-empty string of decimal digits.

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -159,17 +160,22 @@ func clusterCheck(s *session, _ []string) error {
 
 // checkVdi is dog's do_vdi_check for a replicated VDI.
 func (s *session) checkVdi(ino *proto.Inode) error {
-	if ino.CopyPolicy != 0 {
-		return failf(exitFailure, "%s is erasure coded: checking erasure coded VDIs is not supported", ino.Name)
-	}
 	ring := placement.New(s.nodes)
+	pol := erasure.Policy(ino.CopyPolicy)
+	if pol.Erasure() && ring.Zones() < int(ino.NrCopies) {
+		return failf(exitFailure, "ABORT: Not enough active zones for consistency-checking erasure coded VDI")
+	}
 	copies := ring.Copies(int(ino.NrCopies))
 	oids := vdiObjects(ino)
 	conns := &nodeConns{s: s, m: map[string]*client.Client{}}
 	defer conns.close()
 	reports := make([]objectCheck, len(oids))
 	err := parallel(uint64(len(oids)), 16, func(i uint64) error {
-		return conns.check(&reports[i], oids[i], proto.ObjectSize(oids[i], ino.BlockSizeShift), ring.Locate(oids[i], copies))
+		size := proto.ObjectSize(oids[i], ino.BlockSizeShift)
+		if pol.Erasure() && proto.IsErasureOid(oids[i]) {
+			return conns.checkErasure(&reports[i], oids[i], pol, size, ring.Locate(oids[i], copies))
+		}
+		return conns.check(&reports[i], oids[i], size, ring.Locate(oids[i], copies))
 	})
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -105,7 +106,8 @@ type plan struct {
 	copies   int // wanted, as the VDI says
 	size     int64
 	readonly bool
-	strict   bool // fewer zones than copies and the cluster is strict
+	strict   bool           // fewer zones than copies and the cluster is strict
+	policy   erasure.Policy // nonzero: oid is stored as strips (ec.go)
 }
 
 func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
@@ -134,6 +136,9 @@ func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 			// objects read-only; its inode stays writable (dog writes the
 			// tag after the snapshot exists).
 			p.readonly = v.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
+			if proto.IsErasureOid(oid) {
+				p.policy = erasure.Policy(v.CopyPolicy)
+			}
 		}
 		epoch = s.Epoch()
 		nodes = s.Nodes()
@@ -202,6 +207,9 @@ func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []b
 		p := g.plan(ctx, oid)
 		if err := checkRange(oid, p.size, off, len(buf)); err != nil {
 			return err
+		}
+		if p.policy.Erasure() {
+			return g.ecRead(ctx, p, oid, off, buf)
 		}
 		return g.read(ctx, p, oid, off, buf)
 	})
@@ -349,6 +357,9 @@ func writeBack(flags uint16) bool { return flags&proto.FlagCmdCache != 0 }
 // copy; it is on stable storage on all of them when it returns, or, with
 // proto.FlagCmdCache in flags, after the next Flush.
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
+	if g.ecPolicy(ctx, oid).Erasure() {
+		return g.ecWrite(ctx, oid, 0, off, data, flags, false)
+	}
 	return g.changeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, n proto.Node, synced bool) error {
 		if g.isSelf(n) {
 			return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
@@ -445,6 +456,9 @@ func (g *Gateway) fill(ctx context.Context, p plan, oid uint64, n proto.Node, ch
 // (store.CreateOrWrite), unless data is the whole object. With cowFrom != 0 the object starts as a
 // copy of cowFrom instead of zeros. Durability is as for WriteObject.
 func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
+	if g.ecPolicy(ctx, oid).Erasure() {
+		return g.ecWrite(ctx, oid, cowFrom, off, data, flags, true)
+	}
 	synced := !writeBack(flags)
 	if !synced {
 		defer g.cached.Add(1)
@@ -476,6 +490,9 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 
 // RemoveObject removes oid from every copy. A copy already gone is fine.
 func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
+	if g.ecPolicy(ctx, oid).Erasure() {
+		return g.ecRemove(ctx, oid)
+	}
 	return withRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		found := false

@@ -21,6 +21,9 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 	if n < 0 {
 		return fmt.Errorf("punch %016x: negative length %d: %w", oid, n, proto.ResInvalidParms)
 	}
+	if g.ecPolicy(ctx, oid).Erasure() {
+		return g.ecPunch(ctx, oid, off, n, flags)
+	}
 	return g.changeRange(ctx, oid, off, n, flags, func(p plan, t proto.Node, synced bool) error {
 		if g.isSelf(t) {
 			return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })

@@ -3,6 +3,7 @@ package recovery
 import (
 	"slices"
 
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -25,6 +26,9 @@ type View struct {
 	// Copies is each vid's copy count; DefaultCopies applies to the rest.
 	Copies        map[uint32]int
 	DefaultCopies int
+	// Policies holds the copy policy of each erasure-coded vid; their
+	// data objects are kept as strips, one per placed node (ec.go).
+	Policies map[uint32]erasure.Policy
 	// Disabled: recovery is switched off. Copies that cannot be current
 	// are still set aside; nothing is fetched, restored or dropped.
 	Disabled bool
@@ -46,7 +50,7 @@ func (v *View) copies(oid uint64) int {
 
 // Local is this node's store as the run finds it.
 type Local struct {
-	Objects []uint64          // live copies (obj/)
+	Objects []uint64          // live copies (obj/): objects and strip keys
 	Stale   map[uint64]uint32 // per oid, the newest epoch a copy was set aside in
 }
 
@@ -69,6 +73,9 @@ type Plan struct {
 	// Fetch: objects this node should hold and lacks, each with its
 	// sources ranked newest first (placement.Rank).
 	Fetch []Fetch
+	// FetchStrips: strips of erasure-coded objects this node should hold
+	// and lacks (copied from a past holder or rebuilt, ec.go).
+	FetchStrips []StripFetch
 	// Drop: copies no longer placed here, set aside once every member has
 	// finished recovering the epoch (cleanup).
 	Drop []uint64
@@ -78,6 +85,12 @@ type Plan struct {
 type StaleCopy struct {
 	Oid   uint64
 	Epoch uint32
+}
+
+// StripFetch is strip Index of object Oid.
+type StripFetch struct {
+	Oid   uint64
+	Index int
 }
 
 // Fetch is one object to copy in and where from.
@@ -116,6 +129,10 @@ func settledSpan(settled, epoch uint32) int {
 //     when every member answered: one that did not may have a newer copy.
 //   - Fetch: every object placed here that a member lists and no live copy
 //     here holds, from the members that list it, newest target first.
+//   - Strips: the keys of an erasure-coded object's strips are judged
+//     like copies, each by the node placed at its index (holdsKey); a
+//     strip whose index no node holds (fewer zones than strips) is never
+//     dropped (unplaced).
 //   - Drop: every live copy not placed here. The executor carries it out
 //     only once every member has recovered the epoch, so no copy is
 //     dropped before every node that should hold the object could copy
@@ -150,14 +167,14 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 		}
 		current := func(oid uint64, c int) bool {
 			for i := 0; i < span; i++ {
-				if !past[i].Holds(oid, c, v.Self) {
+				if !holdsKey(past[i], oid, c, v.Self) {
 					return false
 				}
 			}
 			return true
 		}
 		for _, oid := range sorted(local.Objects) {
-			if c := v.copies(oid); absent || ring.Holds(oid, c, v.Self) && !current(oid, c) {
+			if c := v.copies(oid); absent || holdsKey(ring, oid, c, v.Self) && !current(oid, c) {
 				p.Stale = append(p.Stale, oid)
 				delete(live, oid)
 				stale[oid] = max(stale[oid], v.Epoch)
@@ -170,20 +187,28 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 	if remote != nil {
 		if remote.Complete {
 			for _, oid := range sortedKeys(stale) {
-				if ring.Holds(oid, v.copies(oid), v.Self) && len(remote.Where[oid]) == 0 && !live[oid] {
+				plain, _, _ := proto.SplitKey(oid)
+				if holdsKey(ring, oid, v.copies(oid), v.Self) && len(remote.Where[plain]) == 0 && !live[oid] {
 					p.Unstale = append(p.Unstale, StaleCopy{Oid: oid, Epoch: stale[oid]})
 					live[oid] = true
 				}
 			}
 		}
 		for _, oid := range sortedKeys(remote.Where) {
-			if c := v.copies(oid); ring.Holds(oid, c, v.Self) && !live[oid] {
+			c := v.copies(oid)
+			if v.Policies[proto.OidToVid(oid)].Erasure() && proto.IsErasureOid(oid) {
+				if i := stripIndex(ring, oid, c, v.Self); i >= 0 && !live[proto.StripKey(oid, i)] {
+					p.FetchStrips = append(p.FetchStrips, StripFetch{Oid: oid, Index: i})
+				}
+				continue
+			}
+			if ring.Holds(oid, c, v.Self) && !live[oid] {
 				p.Fetch = append(p.Fetch, Fetch{Oid: oid, Sources: placement.Rank(past, oid, c, remote.Where[oid])})
 			}
 		}
 	}
 	for _, oid := range sortedKeys(live) {
-		if !ring.Holds(oid, v.copies(oid), v.Self) {
+		if c := v.copies(oid); !holdsKey(ring, oid, c, v.Self) && !unplaced(ring, oid, c) {
 			p.Drop = append(p.Drop, oid)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -316,7 +317,7 @@ func (r *Recovery) Stop() {
 
 // view reads what a run needs of the cluster state.
 func (r *Recovery) view() View {
-	v := View{Self: r.self, Copies: map[uint32]int{}}
+	v := View{Self: r.self, Copies: map[uint32]int{}, Policies: map[uint32]erasure.Policy{}}
 	r.cluster.View(func(s *cluster.State) {
 		v.Disabled = s.DisableRecovery
 		v.Epoch, v.Ctime = s.Epoch(), s.Ctime
@@ -327,6 +328,9 @@ func (r *Recovery) view() View {
 		v.DefaultCopies = int(s.NrCopies)
 		for _, vid := range s.SortedVids() {
 			v.Copies[vid] = int(s.Copies(vid))
+			if st := s.VdiState(vid); st != nil && st.CopyPolicy != 0 {
+				v.Policies[vid] = erasure.Policy(st.CopyPolicy)
+			}
 		}
 	})
 	return v
@@ -424,7 +428,7 @@ func (r *Recovery) run(ctx context.Context) {
 		r.unstale(ctx, sc)
 	}
 	r.progress.Lock()
-	r.progress.total = uint64(len(p.Fetch))
+	r.progress.total = uint64(len(p.Fetch) + len(p.FetchStrips))
 	r.progress.Unlock()
 	failed := 0
 	for i, f := range p.Fetch {
@@ -441,6 +445,26 @@ func (r *Recovery) run(ctx context.Context) {
 		r.progress.Lock()
 		r.progress.finished++
 		r.progress.Unlock()
+	}
+	if len(p.FetchStrips) > 0 {
+		ring := placement.New(v.Nodes)
+		past := make([]*placement.Ring, len(v.History))
+		for i, nodes := range v.History {
+			past[i] = placement.New(nodes)
+		}
+		for _, f := range p.FetchStrips {
+			if ctx.Err() != nil {
+				return
+			}
+			pol := v.Policies[proto.OidToVid(f.Oid)]
+			if err := r.recoverStrip(ctx, ring, past, pol, f.Oid, f.Index, r.size(f.Oid), v.Epoch); err != nil {
+				r.log.Warn("recovery: strip", "oid", fmt.Sprintf("%016x", f.Oid), "strip", f.Index, "err", err)
+				failed++
+			}
+			r.progress.Lock()
+			r.progress.finished++
+			r.progress.Unlock()
+		}
 	}
 	if failed > 0 || !remote.Complete {
 		// Not complete: peers must not drop copies this node may still

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
@@ -164,9 +165,11 @@ func (h *Handler) makeFS(ctx context.Context, c *call) error {
 	if copies > proto.MaxCopies {
 		return fmt.Errorf("copies %d: %w", copies, proto.ResInvalidParms)
 	}
-	if a.CopyPolicy != 0 {
-		// Erasure coding is not implemented (core/vdi refuses EC VDIs too).
-		return fmt.Errorf("copy policy %#x: erasure coding is not supported: %w", a.CopyPolicy, proto.ResInvalidParms)
+	if pol := erasure.Policy(a.CopyPolicy); pol.Erasure() {
+		if !pol.Valid() {
+			return fmt.Errorf("copy policy %#x: %w", a.CopyPolicy, proto.ResInvalidParms)
+		}
+		copies = uint8(pol.Total()) // nr_copies of an erasure code is d+p
 	}
 	shift := a.BlockSizeShift
 	if shift == 0 {
@@ -400,9 +403,21 @@ func (h *Handler) getObjList(_ context.Context, c *call) error {
 	if err := c.needOut(8 * len(oids)); err != nil {
 		return err
 	}
-	out := make([]byte, 8*len(oids))
-	for i, o := range oids {
-		binary.LittleEndian.PutUint64(out[8*i:], o)
+	// Strips are listed by their object's id, once, as sheep lists them.
+	out := make([]byte, 0, 8*len(oids))
+	var strips map[uint64]bool
+	for _, key := range oids {
+		o, _, strip := proto.SplitKey(key)
+		if strip {
+			if strips[o] {
+				continue
+			}
+			if strips == nil {
+				strips = map[uint64]bool{}
+			}
+			strips[o] = true
+		}
+		out = binary.LittleEndian.AppendUint64(out, o)
 	}
 	c.out = out
 	return nil
@@ -468,7 +483,7 @@ func (h *Handler) getHash(_ context.Context, c *call) error {
 }
 
 func (h *Handler) exist(_ context.Context, c *call) error {
-	if !h.cfg.Store.Exists(c.req.Obj().Oid) {
+	if !h.hasObject(c.req.Obj().Oid) {
 		return proto.ResNoObj
 	}
 	return nil
@@ -479,7 +494,7 @@ func (h *Handler) oidsExist(_ context.Context, c *call) error {
 	var missing []byte
 	for i := 0; i+8 <= len(c.data); i += 8 {
 		oid := binary.LittleEndian.Uint64(c.data[i:])
-		if !h.cfg.Store.Exists(oid) {
+		if !h.hasObject(oid) {
 			missing = binary.LittleEndian.AppendUint64(missing, oid)
 		}
 	}

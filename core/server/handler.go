@@ -406,16 +406,16 @@ func (h *Handler) objectSize(oid uint64) int64 { return proto.ObjectSize(oid, h.
 
 func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
-	size := h.objectSize(o.Oid)
+	key, size := h.peerKey(o)
 	if int64(o.Offset)+int64(len(c.data)) > size {
-		return fmt.Errorf("create %016x: [%d,+%d) outside %d: %w", o.Oid, o.Offset, len(c.data), size, proto.ResInvalidParms)
+		return fmt.Errorf("create %s: [%d,+%d) outside %d: %w", proto.ObjectName(key), o.Offset, len(c.data), size, proto.ResInvalidParms)
 	}
-	h.cfg.Locks.Lock(o.Oid)
-	defer h.cfg.Locks.Unlock(o.Oid)
-	if c.req.Flags&proto.FlagCmdExcl != 0 && h.cfg.Store.Exists(o.Oid) {
+	h.cfg.Locks.Lock(key)
+	defer h.cfg.Locks.Unlock(key)
+	if c.req.Flags&proto.FlagCmdExcl != 0 && h.cfg.Store.Exists(key) {
 		return nil // a gateway's fill: a copy made meanwhile stays (gateway.fill)
 	}
-	return h.cfg.Store.CreateOrWrite(ctx, o.Oid, size, int64(o.Offset), c.data, peerSync(c))
+	return h.cfg.Store.CreateOrWrite(ctx, key, size, int64(o.Offset), c.data, peerSync(c))
 }
 
 func (h *Handler) readPeer(ctx context.Context, c *call) error {
@@ -423,14 +423,14 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 	if h.cfg.Recovery != nil && !h.cfg.Recovery.Trusted() {
 		return fmt.Errorf("read %016x: copies here are not trusted yet: %w", o.Oid, proto.ResNoObj)
 	}
-	size := h.objectSize(o.Oid)
+	key, size := h.peerKey(o)
 	if int64(o.Offset) > size {
-		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
+		return fmt.Errorf("read %s at %d: %w", proto.ObjectName(key), o.Offset, proto.ResInvalidParms)
 	}
 	n := min(int64(c.req.DataLength), size-int64(o.Offset))
 	bp := bufpool.Get(int(n))
 	buf := *bp
-	if err := h.cfg.Store.ReadAt(ctx, o.Oid, buf, int64(o.Offset)); err != nil {
+	if err := h.cfg.Store.ReadAt(ctx, key, buf, int64(o.Offset)); err != nil {
 		bufpool.Put(bp)
 		return err
 	}
@@ -440,10 +440,10 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 }
 
 func (h *Handler) writePeer(ctx context.Context, c *call) error {
-	o := c.req.Obj()
-	h.cfg.Locks.Lock(o.Oid)
-	defer h.cfg.Locks.Unlock(o.Oid)
-	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), peerSync(c))
+	key, _ := h.peerKey(c.req.Obj())
+	h.cfg.Locks.Lock(key)
+	defer h.cfg.Locks.Unlock(key)
+	return h.cfg.Store.WriteAt(ctx, key, c.data, int64(c.req.Obj().Offset), peerSync(c))
 }
 
 // flushPeer syncs every object this node changed without sync before the
@@ -453,10 +453,10 @@ func (h *Handler) flushPeer(ctx context.Context, _ *call) error {
 }
 
 func (h *Handler) removePeer(ctx context.Context, c *call) error {
-	oid := c.req.Obj().Oid
-	h.cfg.Locks.Lock(oid)
-	defer h.cfg.Locks.Unlock(oid)
-	return h.cfg.Store.Remove(ctx, oid)
+	key, _ := h.peerKey(c.req.Obj())
+	h.cfg.Locks.Lock(key)
+	defer h.cfg.Locks.Unlock(key)
+	return h.cfg.Store.Remove(ctx, key)
 }
 
 // reportsStatus lists the ops that answer from the cluster state directly:

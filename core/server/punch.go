@@ -17,10 +17,11 @@ func (h *Handler) punchPeer(ctx context.Context, c *call) error {
 		return fmt.Errorf("punch %016x: payload of %d bytes, want 8: %w", o.Oid, len(c.data), proto.ResInvalidParms)
 	}
 	off, n := int64(o.Offset), int64(le.Uint64(c.data))
-	if size := h.objectSize(o.Oid); n < 0 || off+n > size {
-		return fmt.Errorf("punch %016x: [%d,+%d) outside %d: %w", o.Oid, off, n, size, proto.ResInvalidParms)
+	key, size := h.peerKey(o)
+	if n < 0 || off+n > size {
+		return fmt.Errorf("punch %s: [%d,+%d) outside %d: %w", proto.ObjectName(key), off, n, size, proto.ResInvalidParms)
 	}
-	h.cfg.Locks.Lock(o.Oid)
-	defer h.cfg.Locks.Unlock(o.Oid)
-	return h.cfg.Store.Punch(ctx, o.Oid, off, n, peerSync(c))
+	h.cfg.Locks.Lock(key)
+	defer h.cfg.Locks.Unlock(key)
+	return h.cfg.Store.Punch(ctx, key, off, n, peerSync(c))
 }

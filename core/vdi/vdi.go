@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -129,12 +130,13 @@ func (s *Service) defaults(p *NewParams) {
 
 func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	s.defaults(&p)
-	// Erasure coding (copy_policy != 0, QEMU's redundancy=D:P) is not
-	// implemented: refuse it rather than store objects under a policy
-	// whose strip layout we would not honour.
-	if p.CopyPolicy != 0 {
-		return Info{}, fmt.Errorf("copy policy %#x (erasure coding %d:%d) is not supported: %w",
-			p.CopyPolicy, int(p.CopyPolicy>>4)*2, p.CopyPolicy&0x0f, proto.ResInvalidParms)
+	// Erasure coding (copy_policy != 0, QEMU's redundancy=D:P): the
+	// inode's nr_copies is d+p.
+	if pol := erasure.Policy(p.CopyPolicy); pol.Erasure() {
+		if !pol.Valid() {
+			return Info{}, fmt.Errorf("copy policy %#x is no erasure code: %w", p.CopyPolicy, proto.ResInvalidParms)
+		}
+		p.Copies = uint8(pol.Total())
 	}
 	if p.Copies > proto.MaxCopies {
 		return Info{}, fmt.Errorf("%d copies over %d: %w", p.Copies, proto.MaxCopies, proto.ResInvalidParms)

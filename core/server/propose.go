@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -93,7 +94,7 @@ func validEntry(e *cluster.Entry) error {
 		if e.Ctime == 0 {
 			return fmt.Errorf("format without a ctime")
 		}
-		if e.Copies == 0 || e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {
+		if e.Copies == 0 || e.Copies > proto.MaxCopies || !validPolicy(e.Copies, e.CopyPolicy) {
 			return fmt.Errorf("format with %d copies, policy %#x", e.Copies, e.CopyPolicy)
 		}
 		if e.BlockSizeShift == 0 {
@@ -111,7 +112,7 @@ func validEntry(e *cluster.Entry) error {
 	case cluster.KindShutdown, cluster.KindRecovery:
 		return nil
 	case cluster.KindAddVdi:
-		if e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {
+		if e.Copies > proto.MaxCopies || e.CopyPolicy != 0 && !validPolicy(e.Copies, e.CopyPolicy) {
 			return fmt.Errorf("vdi with %d copies, policy %#x", e.Copies, e.CopyPolicy)
 		}
 		if err := shift(e.BlockSizeShift); err != nil {
@@ -130,8 +131,32 @@ func validEntry(e *cluster.Entry) error {
 			return fmt.Errorf("lock without a token")
 		}
 		return vid(e.Vid, false)
+	case cluster.KindIdentity:
+		if e.ClusterID == "" || len(e.ClusterID) > maxIdentity {
+			return fmt.Errorf("cluster identity of %d bytes", len(e.ClusterID))
+		}
+		return nil
+	case cluster.KindAttrClaim:
+		if !proto.IsAttrObj(e.Oid) || e.AttrID == "" || len(e.AttrID) > maxIdentity {
+			return fmt.Errorf("attribute claim of %#x by %d bytes", e.Oid, len(e.AttrID))
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown entry kind %d", e.Kind)
+}
+
+// maxIdentity bounds the identity strings an entry carries (a cluster id,
+// an attribute record's name, tag, snapshot and key: about 1 KiB at most).
+const maxIdentity = 4096
+
+// validPolicy reports whether copies and policy describe replication
+// (policy 0) or a valid erasure code with copies = d+p.
+func validPolicy(copies, policy uint8) bool {
+	if policy == 0 {
+		return true
+	}
+	p := erasure.Policy(policy)
+	return p.Valid() && p.Total() == int(copies)
 }
 
 // validNodes checks the node list of a format or an epoch: at least one

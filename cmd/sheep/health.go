@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +28,9 @@ func checkStore(dir string) error {
 	p := filepath.Join(obj, storeProbe)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
+		if full(err) {
+			return nil
+		}
 		return err
 	}
 	_, werr := f.Write([]byte{1})
@@ -33,11 +38,19 @@ func checkStore(dir string) error {
 	cerr := f.Close()
 	rerr := os.Remove(p)
 	for _, e := range []error{werr, serr, cerr, rerr} {
-		if e != nil {
+		if e != nil && !full(e) {
 			return e
 		}
 	}
 	return nil
+}
+
+// full reports a filesystem out of space or quota: the store is full, not
+// failed. It keeps serving reads and answers writes NO_SPACE, as
+// Sheepdog's does; leaving the cluster would move its objects onto the
+// others, which may be as full.
+func full(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // watchStore checks the store every interval; after failures checks in a

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -240,15 +241,35 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func serve(cfg Config) error {
+func serve(cfg Config) (err error) {
+	undo := newStartUndo(cfg.Dir)
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("create store dir: %w", err)
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
+		if undo.madeDir {
+			os.Remove(cfg.Dir)
+		}
 		return err
 	}
 	defer lock.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Until the sheep serves, a failure (or SIGTERM) takes back what this
+	// start created in the store dir; from then on the dir is the store's.
+	serving := false
+	defer func() {
+		if serving {
+			return
+		}
+		undo.undo()
+		if errors.Is(err, errStopped) {
+			err = nil
+		} else if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("no space left in %s: %w", cfg.Dir, err)
+		}
+	}()
 	var logw io.Writer = os.Stdout
 	if cfg.Log.dst != "stdout" {
 		logDir := cmp.Or(cfg.Log.dir, cfg.Dir)
@@ -319,8 +340,6 @@ func serve(cfg Config) error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
 		return err
 	}
@@ -332,34 +351,36 @@ func serve(cfg Config) error {
 	defer peers.Close()
 	locks := &store.Locks{}
 	var recov atomic.Pointer[recovery.Recovery]
-	cl, err := cluster.OpenRaft(cluster.RaftConfig{
-		Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
-		Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
-			req := proto.NewRequest(server.OpClusterPropose)
-			rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
-			if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
-				return 0, 0, err // not ordered: the caller retries
-			}
-			return rsp.Result, binary.LittleEndian.Uint64(rsp.Arg[4:]), nil
-		},
-		OnApply: func(e *cluster.Entry, res proto.Result) {
-			switch {
-			case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
-				if rec := recov.Load(); rec != nil {
-					rec.Start()
+	cl, err := interruptible(ctx, func() (*cluster.Raft, error) {
+		return cluster.OpenRaft(cluster.RaftConfig{
+			Dir: cfg.Dir, Self: self, BindAddr: cfg.BindAddr, Join: cfg.Join, Log: log,
+			Forward: func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
+				req := proto.NewRequest(server.OpClusterPropose)
+				rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
+				if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
+					return 0, 0, err // not ordered: the caller retries
 				}
-			case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
-				if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
-					log.Error("wipe store for format", "err", err)
+				return rsp.Result, binary.LittleEndian.Uint64(rsp.Arg[4:]), nil
+			},
+			OnApply: func(e *cluster.Entry, res proto.Result) {
+				switch {
+				case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
+					if rec := recov.Load(); rec != nil {
+						rec.Start()
+					}
+				case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
+					if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
+						log.Error("wipe store for format", "err", err)
+					}
+				case e.Kind == cluster.KindShutdown && e.Time > started.UnixNano():
+					log.Info("cluster shutdown")
+					if h := handler.Load(); h != nil {
+						h.Stopping()
+					}
+					go func() { time.Sleep(200 * time.Millisecond); stop() }()
 				}
-			case e.Kind == cluster.KindShutdown && e.Time > started.UnixNano():
-				log.Info("cluster shutdown")
-				if h := handler.Load(); h != nil {
-					h.Stopping()
-				}
-				go func() { time.Sleep(200 * time.Millisecond); stop() }()
-			}
-		},
+			},
+		})
 	})
 	if err != nil {
 		return err
@@ -415,6 +436,7 @@ func serve(cfg Config) error {
 		log.Info("nbd serving", "addr", nbdL.Addr().String())
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
+	serving = true
 	daemon.Ready()
 	<-ctx.Done()
 	log.Info("sheep stopping")
@@ -534,4 +556,64 @@ func parseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", v)
 	}
 	return n * mult, nil
+}
+
+// errStopped ends a start interrupted by SIGTERM or SIGINT.
+var errStopped = errors.New("stopped before serving")
+
+// interruptible runs open (joining a cluster, which retries unreachable
+// nodes for a while) but returns errStopped as soon as ctx ends, so that a
+// signal stops a sheep in every phase of its start.
+func interruptible[T any](ctx context.Context, open func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := open()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, errStopped
+	}
+}
+
+// startUndo remembers what a store dir held before a start, to remove
+// what the start added if it fails: the lock, the socket, raft/ and obj/
+// of a fresh dir, never what was there before. sheep.log stays (it says
+// why), unless the dir itself was new.
+type startUndo struct {
+	dir     string
+	madeDir bool
+	before  map[string]bool
+}
+
+func newStartUndo(dir string) *startUndo {
+	u := &startUndo{dir: dir, before: map[string]bool{}}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		u.madeDir = true
+	}
+	for _, e := range ents {
+		u.before[e.Name()] = true
+	}
+	return u
+}
+
+func (u *startUndo) undo() {
+	if u.madeDir {
+		os.RemoveAll(u.dir)
+		return
+	}
+	ents, _ := os.ReadDir(u.dir)
+	for _, e := range ents {
+		if !u.before[e.Name()] && e.Name() != "sheep.log" {
+			os.RemoveAll(filepath.Join(u.dir, e.Name()))
+		}
+	}
 }

@@ -17,6 +17,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -50,6 +51,11 @@ type Config struct {
 	// front-ends; Limits.PerConn, at most 256 MiB). The zero value only
 	// keeps the per-connection 256 MiB.
 	Limits netlimit.Config
+	// TLS, if set, lets clients switch to TLS with NBD_OPT_STARTTLS
+	// (qemu's tls-creds, nbd URIs nbds://); TLSRequired refuses every
+	// option but STARTTLS and ABORT before it (and needs TLS).
+	TLS         *tls.Config
+	TLSRequired bool
 }
 
 // defaultMaxInFlight is the per-connection bound when Config leaves it 0.
@@ -193,7 +199,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.mu.Lock()
 	for c := range s.mu.conns {
-		c.nc.Close()
+		c.raw.Close()
 	}
 	s.mu.Unlock()
 	s.conns.Wait()

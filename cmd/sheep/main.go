@@ -10,6 +10,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -62,9 +63,12 @@ type Config struct {
 	Log        logOptions
 	// Limits bound every front-end's connections and buffers (flags
 	// --max-conns, --idle-timeout, --mem-budget).
-	MaxConns    int
-	IdleTimeout time.Duration
-	MemBudget   int64
+	// NBD over TLS (STARTTLS): certificate and key files; TLS required.
+	NBDTLSCert, NBDTLSKey string
+	NBDTLSRequire         bool
+	MaxConns              int
+	IdleTimeout           time.Duration
+	MemBudget             int64
 }
 
 // defaultMemBudget is --mem-budget's default: the request and reply
@@ -91,6 +95,9 @@ func main() {
 			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
+			&cli.StringFlag{Name: "nbd-tls-cert", Usage: "PEM certificate (chain) for NBD over TLS (NBD_OPT_STARTTLS)"},
+			&cli.StringFlag{Name: "nbd-tls-key", Usage: "PEM private key of --nbd-tls-cert"},
+			&cli.BoolFlag{Name: "nbd-tls-require", Usage: "refuse NBD clients that do not switch to TLS"},
 			&cli.IntFlag{Name: "max-conns", Usage: "connections per listener (native TCP, native UNIX socket, NBD); more are closed at once (default: a quarter of the open-file limit)"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close a new connection that sends no request (NBD: does not finish negotiating) within this time (0: never)"},
 			&cli.StringFlag{Name: "mem-budget", Value: "512M", Usage: "request and reply payloads held for clients, all connections of all front-ends together (3/4 for clients, 1/4 for peer sheeps); a connection that does not read its replies stops being read from"},
@@ -173,6 +180,10 @@ func run(c *cli.Context) error {
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts,
+	}
+	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
+	if (cfg.NBDTLSCert == "") != (cfg.NBDTLSKey == "") || cfg.NBDTLSRequire && cfg.NBDTLSCert == "" {
+		return fmt.Errorf("--nbd-tls-cert and --nbd-tls-key go together, and --nbd-tls-require needs them")
 	}
 	cfg.MaxConns, cfg.IdleTimeout = c.Int("max-conns"), c.Duration("idle-timeout")
 	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
@@ -333,6 +344,16 @@ func serve(cfg Config) (err error) {
 		tcp.Close()
 		return fmt.Errorf("listen on %s: %w", sockPath, err)
 	}
+	var nbdTLS *tls.Config
+	if cfg.NBDTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.NBDTLSCert, cfg.NBDTLSKey)
+		if err != nil {
+			tcp.Close()
+			unixL.Close()
+			return fmt.Errorf("NBD TLS certificate: %w", err)
+		}
+		nbdTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	nbdL, err := listenNBD(cfg, log)
 	if err != nil {
 		tcp.Close()
@@ -424,16 +445,18 @@ func serve(cfg Config) (err error) {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err
 			},
-			Vids:   func() []uint32 { return liveVids(cl) },
-			Log:    log,
-			Limits: limits,
+			Vids:        func() []uint32 { return liveVids(cl) },
+			Log:         log,
+			Limits:      limits,
+			TLS:         nbdTLS,
+			TLSRequired: cfg.NBDTLSRequire,
 		})
 		go func() {
 			if err := nbdSrv.Serve(nbdL); !errors.Is(err, nbd.ErrServerClosed) {
 				log.Error("nbd server stopped", "err", err)
 			}
 		}()
-		log.Info("nbd serving", "addr", nbdL.Addr().String())
+		log.Info("nbd serving", "addr", nbdL.Addr().String(), "tls", nbdTLS != nil, "tls_required", cfg.NBDTLSRequire)
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
 	serving = true

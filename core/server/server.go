@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
@@ -198,7 +199,16 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 		var data []byte
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > 0 {
 			data = getBuf(int(req.DataLength))
-			if _, err := io.ReadFull(c, data); err != nil {
+			// The payload holds budget while it trickles in: it must
+			// arrive within the stall timeout.
+			if lim.StallTimeout > 0 {
+				c.SetReadDeadline(time.Now().Add(lim.StallTimeout))
+			}
+			_, err := io.ReadFull(c, data)
+			if lim.StallTimeout > 0 {
+				c.SetReadDeadline(time.Time{})
+			}
+			if err != nil {
 				putBuf(data)
 				own.Release(ownTaken)
 				shared.Release(sharedTaken)

@@ -88,7 +88,7 @@ func main() {
 			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7000, Usage: "protocol port"},
 			&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "0.0.0.0", Usage: "address to listen on"},
 			&cli.StringFlag{Name: "myaddr", Aliases: []string{"y"}, Usage: "address other nodes and clients reach this node at (default: the bind address, or the first non-loopback address)"},
-			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none"},
+			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none (default: port 10809 on the -b address)"},
 			&cli.Int64Flag{Name: "zone", Aliases: []string{"z"}, Value: -1, Usage: "zone id (default: from the address)"},
 			&cli.IntFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
@@ -191,6 +191,10 @@ func run(c *cli.Context) error {
 	}
 	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 128<<20 {
 		return fmt.Errorf("bad --mem-budget %q: a size of at least 128M (like 512M or 2G) expected", c.String("mem-budget"))
+	}
+	if cfg.NBDDefault && cfg.BindAddr != "" && cfg.BindAddr != "0.0.0.0" && cfg.BindAddr != "::" {
+		// Bound to one address with -b: NBD too, unless asked elsewhere.
+		cfg.NBDAddr = net.JoinHostPort(cfg.BindAddr, "10809")
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")

@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -91,6 +93,18 @@ func (c *conn) handshake() (*export, error) {
 // enters the transmission phase.
 func (c *conn) option(opt uint32, data []byte) (*export, error) {
 	ctx := c.srv.ctx
+	if opt == optStartTLS {
+		return nil, c.startTLS(data)
+	}
+	if c.srv.cfg.TLSRequired && !c.tls && opt != optAbort {
+		// proto.md "TLS support": NBD_OPT_EXPORT_NAME cannot be refused,
+		// so the session ends; every other option is answered TLS_REQD.
+		if opt == optExportName {
+			return nil, fmt.Errorf("NBD_OPT_EXPORT_NAME without TLS, which this server requires")
+		}
+		c.gate.Log().Info("nbd client without TLS refused", "peer", c.peer, "option", opt)
+		return nil, c.optionError(opt, repErrTLSReqd, "this server requires TLS: use NBD_OPT_STARTTLS")
+	}
 	switch opt {
 	case optExportName:
 		name := string(data)
@@ -176,6 +190,33 @@ func (c *conn) option(opt uint32, data []byte) (*export, error) {
 		return nil, c.metaContext(opt, data)
 	}
 	return nil, c.optionError(opt, repErrUnsup, "option %d is not supported", opt)
+}
+
+// startTLS answers NBD_OPT_STARTTLS: ACK, then a TLS handshake on the
+// socket, after which the negotiation goes on inside TLS.
+func (c *conn) startTLS(data []byte) error {
+	switch {
+	case len(data) != 0:
+		return c.optionError(optStartTLS, repErrInvalid, "NBD_OPT_STARTTLS takes no data")
+	case c.srv.cfg.TLS == nil:
+		return c.optionError(optStartTLS, repErrUnsup, "TLS is not configured on this server")
+	case c.tls:
+		return c.optionError(optStartTLS, repErrInvalid, "TLS is already on")
+	}
+	if err := c.optionReply(optStartTLS, repAck, nil); err != nil {
+		return err
+	}
+	if c.br.Buffered() > 0 {
+		// The client must wait for the ACK: bytes already read were sent
+		// in clear and cannot be part of the TLS stream.
+		return fmt.Errorf("data sent after NBD_OPT_STARTTLS before its reply")
+	}
+	tc := tls.Server(c.nc, c.srv.cfg.TLS)
+	if err := tc.HandshakeContext(c.srv.ctx); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.nc, c.br, c.tls = tc, bufio.NewReaderSize(tc, 64<<10), true
+	return nil
 }
 
 // exportChosen applies the meta context selection to the export entering

@@ -17,6 +17,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -54,6 +55,11 @@ type Config struct {
 	Limits netlimit.Config
 	// Metrics records every request (nil: none).
 	Metrics *metrics.Frontend
+	// TLS, if set, lets clients switch to TLS with NBD_OPT_STARTTLS
+	// (qemu's tls-creds, nbd URIs nbds://); TLSRequired refuses every
+	// option but STARTTLS and ABORT before it (and needs TLS).
+	TLS         *tls.Config
+	TLSRequired bool
 }
 
 // MetricsOps names the NBD commands for metrics.Registry.Frontend.
@@ -219,7 +225,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.mu.Lock()
 	for c := range s.mu.conns {
-		c.nc.Close()
+		c.raw.Close()
 	}
 	s.mu.Unlock()
 	s.conns.Wait()

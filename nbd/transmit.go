@@ -21,7 +21,9 @@ import (
 type conn struct {
 	srv  *Server
 	gate *netlimit.Gate
-	nc   net.Conn
+	raw  net.Conn // the accepted socket: closed and given deadlines from other goroutines
+	nc   net.Conn // raw, or TLS over it after NBD_OPT_STARTTLS (the connection's goroutines only)
+	tls  bool     // nc is TLS
 	br   *bufio.Reader
 	peer string
 
@@ -85,7 +87,7 @@ func (b *budget) give(n int64) {
 
 func newConn(s *Server, g *netlimit.Gate, nc net.Conn) *conn {
 	c := &conn{
-		srv: s, gate: g, nc: nc, peer: nc.RemoteAddr().String(), shared: s.cfg.Limits.Budget,
+		srv: s, gate: g, raw: nc, nc: nc, peer: nc.RemoteAddr().String(), shared: s.cfg.Limits.Budget,
 		br:       bufio.NewReaderSize(nc, 64<<10),
 		inflight: make(chan struct{}, s.cfg.MaxInFlight),
 		work:     make(chan *request),
@@ -100,13 +102,13 @@ func newConn(s *Server, g *netlimit.Gate, nc net.Conn) *conn {
 
 // stopReading makes the reader give up (Shutdown): a read deadline in the
 // past fails the pending and every later read, while replies still go out.
-func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+func (c *conn) stopReading() { c.raw.SetReadDeadline(time.Unix(1, 0)) }
 
 // serve runs the connection: handshake, then transmission until the client
 // disconnects or the server stops. It returns after every request it read
 // has been answered.
 func (c *conn) serve() {
-	defer c.nc.Close()
+	defer c.raw.Close()
 	e, err := c.handshake()
 	if err != nil {
 		if !errors.Is(err, errAbort) && !errors.Is(err, io.EOF) && !c.srv.closed() {
@@ -116,7 +118,7 @@ func (c *conn) serve() {
 	}
 	// Negotiated: lift the deadline Accept set, unless Shutdown has set
 	// its own meanwhile.
-	c.gate.Spoke(c.nc)
+	c.gate.Spoke(c.raw)
 	if c.srv.closed() {
 		c.stopReading()
 	}
@@ -489,7 +491,7 @@ func (c *conn) writeBatch(batch []*request) {
 		c.gate.Stalled(c.nc)
 		if _, err := nb.WriteTo(c.nc); err != nil {
 			c.dead.Store(true)
-			c.nc.Close()
+			c.raw.Close()
 		}
 		clear(c.iovs)
 	}

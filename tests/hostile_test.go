@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -545,5 +546,87 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 		if rsp := call(t, c, req, []byte("x")); rsp.Result != tc.want {
 			t.Errorf("CREATE_AND_WRITE %016x: %v, want %v", tc.oid, rsp.Result, tc.want)
 		}
+	}
+}
+
+// TestHostileStart (issue 13, problem 6): a start that fails leaves the
+// store dir as it found it; SIGTERM stops a sheep that is still trying to
+// join an unreachable node; a full store says so.
+func TestHostileStart(t *testing.T) {
+	// The port is taken: the start fails, and a dir it made is gone.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	r := run(t, nil, bin("sheep"), "-f", "-b", "127.0.0.1", "-p", port, "--nbd", "none", fresh)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "listen on port") {
+		t.Fatalf("start on a taken port: exit %d %s", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		ents, _ := os.ReadDir(fresh)
+		t.Fatalf("a failed start left its new store dir behind: %v %v", err, ents)
+	}
+	// In a dir that existed, only what the start added goes.
+	old := t.TempDir()
+	os.WriteFile(filepath.Join(old, "mine"), []byte("x"), 0o644)
+	r = run(t, nil, bin("sheep"), "-f", "-b", "127.0.0.1", "-p", port, "--nbd", "none", old)
+	if r.Code == 0 {
+		t.Fatal("start on a taken port succeeded")
+	}
+	var names []string
+	ents, _ := os.ReadDir(old)
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "mine" && got != "mine sheep.log" {
+		t.Fatalf("after a failed start the dir holds %q, want mine (and sheep.log)", got)
+	}
+
+	// SIGTERM while joining a node nobody answers at.
+	dead := freePort(t)
+	dir := filepath.Join(t.TempDir(), "joiner")
+	cmd := exec.Command(bin("sheep"), "-f", "-b", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--nbd", "none",
+		"--join", "127.0.0.1:"+strconv.Itoa(dead), dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	time.Sleep(2 * time.Second)
+	select {
+	case err := <-exited:
+		t.Fatalf("the joiner exited by itself: %v\n%s", err, out.String())
+	default:
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("SIGTERM while joining: %v\n%s", err, out.String())
+		}
+		t.Logf("stopped %v after SIGTERM while joining", time.Since(start).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("SIGTERM while joining an unreachable node was ignored\n%s", out.String())
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the stopped start left its store dir behind")
+	}
+
+	// A store too small: the error names the cause.
+	mnt := smallStore(t, 48<<20)
+	r = run(t, nil, bin("sheep"), "-f", "-b", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--nbd", "none", filepath.Join(mnt, "s"))
+	if r.Code == 0 || !strings.Contains(r.Stderr, "no space left") {
+		t.Fatalf("start on a 48 MiB store: exit %d %s", r.Code, r.Stderr)
+	}
+	t.Logf("start on a 48 MiB store: %s", strings.TrimSpace(r.Stderr))
+	if _, err := os.Stat(filepath.Join(mnt, "s")); !os.IsNotExist(err) {
+		t.Fatalf("the failed start left its store dir on the small store")
 	}
 }

@@ -10,9 +10,11 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -63,9 +65,12 @@ type Config struct {
 	Metrics    string // address of the Prometheus endpoint; "" for none
 	// Limits bound every front-end's connections and buffers (flags
 	// --max-conns, --idle-timeout, --mem-budget).
-	MaxConns    int
-	IdleTimeout time.Duration
-	MemBudget   int64
+	// NBD over TLS (STARTTLS): certificate and key files; TLS required.
+	NBDTLSCert, NBDTLSKey string
+	NBDTLSRequire         bool
+	MaxConns              int
+	IdleTimeout           time.Duration
+	MemBudget             int64
 }
 
 // defaultMemBudget is --mem-budget's default: the request and reply
@@ -85,7 +90,7 @@ func main() {
 			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7000, Usage: "protocol port"},
 			&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "0.0.0.0", Usage: "address to listen on"},
 			&cli.StringFlag{Name: "myaddr", Aliases: []string{"y"}, Usage: "address other nodes and clients reach this node at (default: the bind address, or the first non-loopback address)"},
-			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none"},
+			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none (default: port 10809 on the -b address)"},
 			&cli.Int64Flag{Name: "zone", Aliases: []string{"z"}, Value: -1, Usage: "zone id (default: from the address)"},
 			&cli.IntFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
@@ -93,6 +98,9 @@ func main() {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
+			&cli.StringFlag{Name: "nbd-tls-cert", Usage: "PEM certificate (chain) for NBD over TLS (NBD_OPT_STARTTLS)"},
+			&cli.StringFlag{Name: "nbd-tls-key", Usage: "PEM private key of --nbd-tls-cert"},
+			&cli.BoolFlag{Name: "nbd-tls-require", Usage: "refuse NBD clients that do not switch to TLS"},
 			&cli.IntFlag{Name: "max-conns", Usage: "connections per listener (native TCP, native UNIX socket, NBD); more are closed at once (default: a quarter of the open-file limit)"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close a new connection that sends no request (NBD: does not finish negotiating) within this time (0: never)"},
 			&cli.StringFlag{Name: "mem-budget", Value: "512M", Usage: "request and reply payloads held for clients, all connections of all front-ends together (3/4 for clients, 1/4 for peer sheeps); a connection that does not read its replies stops being read from"},
@@ -176,12 +184,20 @@ func run(c *cli.Context) error {
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
 	}
+	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
+	if (cfg.NBDTLSCert == "") != (cfg.NBDTLSKey == "") || cfg.NBDTLSRequire && cfg.NBDTLSCert == "" {
+		return fmt.Errorf("--nbd-tls-cert and --nbd-tls-key go together, and --nbd-tls-require needs them")
+	}
 	cfg.MaxConns, cfg.IdleTimeout = c.Int("max-conns"), c.Duration("idle-timeout")
 	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
 		return fmt.Errorf("--max-conns and --idle-timeout must not be negative")
 	}
 	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 128<<20 {
 		return fmt.Errorf("bad --mem-budget %q: a size of at least 128M (like 512M or 2G) expected", c.String("mem-budget"))
+	}
+	if cfg.NBDDefault && cfg.BindAddr != "" && cfg.BindAddr != "0.0.0.0" && cfg.BindAddr != "::" {
+		// Bound to one address with -b: NBD too, unless asked elsewhere.
+		cfg.NBDAddr = net.JoinHostPort(cfg.BindAddr, "10809")
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -243,15 +259,35 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func serve(cfg Config) error {
+func serve(cfg Config) (err error) {
+	undo := newStartUndo(cfg.Dir)
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("create store dir: %w", err)
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
+		if undo.madeDir {
+			os.Remove(cfg.Dir)
+		}
 		return err
 	}
 	defer lock.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Until the sheep serves, a failure (or SIGTERM) takes back what this
+	// start created in the store dir; from then on the dir is the store's.
+	serving := false
+	defer func() {
+		if serving {
+			return
+		}
+		undo.undo()
+		if errors.Is(err, errStopped) {
+			err = nil
+		} else if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("no space left in %s: %w", cfg.Dir, err)
+		}
+	}()
 	var logw io.Writer = os.Stdout
 	if cfg.Log.dst != "stdout" {
 		logDir := cmp.Or(cfg.Log.dir, cfg.Dir)
@@ -315,6 +351,16 @@ func serve(cfg Config) error {
 		tcp.Close()
 		return fmt.Errorf("listen on %s: %w", sockPath, err)
 	}
+	var nbdTLS *tls.Config
+	if cfg.NBDTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.NBDTLSCert, cfg.NBDTLSKey)
+		if err != nil {
+			tcp.Close()
+			unixL.Close()
+			return fmt.Errorf("NBD TLS certificate: %w", err)
+		}
+		nbdTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	nbdL, err := listenNBD(cfg, log)
 	if err != nil {
 		tcp.Close()
@@ -334,8 +380,6 @@ func serve(cfg Config) error {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
 		return err
 	}
@@ -384,7 +428,7 @@ func serve(cfg Config) error {
 			rec.Start()
 		}
 	}
-	cl, err := replicated.Open(ccfg)
+	cl, err := interruptible(ctx, func() (*replicated.Driver, error) { return replicated.Open(ccfg) })
 	if err != nil {
 		return err
 	}
@@ -434,17 +478,19 @@ func serve(cfg Config) error {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err
 			},
-			Vids:    func() []uint32 { return liveVids(cl) },
-			Log:     log,
-			Limits:  limits,
-			Metrics: nbdMetrics,
+			Vids:        func() []uint32 { return liveVids(cl) },
+			Log:         log,
+			Limits:      limits,
+			TLS:         nbdTLS,
+			TLSRequired: cfg.NBDTLSRequire,
+			Metrics:     nbdMetrics,
 		})
 		go func() {
 			if err := nbdSrv.Serve(nbdL); !errors.Is(err, nbd.ErrServerClosed) {
 				log.Error("nbd server stopped", "err", err)
 			}
 		}()
-		log.Info("nbd serving", "addr", nbdL.Addr().String())
+		log.Info("nbd serving", "addr", nbdL.Addr().String(), "tls", nbdTLS != nil, "tls_required", cfg.NBDTLSRequire)
 	}
 	if reg != nil {
 		registerState(reg, cl, st, rec)
@@ -460,6 +506,7 @@ func serve(cfg Config) error {
 		})
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
+	serving = true
 	daemon.Ready()
 	<-ctx.Done()
 	log.Info("sheep stopping")
@@ -582,4 +629,64 @@ func parseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", v)
 	}
 	return n * mult, nil
+}
+
+// errStopped ends a start interrupted by SIGTERM or SIGINT.
+var errStopped = errors.New("stopped before serving")
+
+// interruptible runs open (joining a cluster, which retries unreachable
+// nodes for a while) but returns errStopped as soon as ctx ends, so that a
+// signal stops a sheep in every phase of its start.
+func interruptible[T any](ctx context.Context, open func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := open()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, errStopped
+	}
+}
+
+// startUndo remembers what a store dir held before a start, to remove
+// what the start added if it fails: the lock, the socket, raft/ and obj/
+// of a fresh dir, never what was there before. sheep.log stays (it says
+// why), unless the dir itself was new.
+type startUndo struct {
+	dir     string
+	madeDir bool
+	before  map[string]bool
+}
+
+func newStartUndo(dir string) *startUndo {
+	u := &startUndo{dir: dir, before: map[string]bool{}}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		u.madeDir = true
+	}
+	for _, e := range ents {
+		u.before[e.Name()] = true
+	}
+	return u
+}
+
+func (u *startUndo) undo() {
+	if u.madeDir {
+		os.RemoveAll(u.dir)
+		return
+	}
+	ents, _ := os.ReadDir(u.dir)
+	for _, e := range ents {
+		if !u.before[e.Name()] && e.Name() != "sheep.log" {
+			os.RemoveAll(filepath.Join(u.dir, e.Name()))
+		}
+	}
 }

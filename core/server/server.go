@@ -245,7 +245,16 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			// does not allocate per request.
 			dp = bufpool.Get(int(req.DataLength))
 			data = *dp
-			if _, err := io.ReadFull(c, data); err != nil {
+			// The payload holds budget while it trickles in: it must
+			// arrive within the stall timeout.
+			if lim.StallTimeout > 0 {
+				c.SetReadDeadline(time.Now().Add(lim.StallTimeout))
+			}
+			_, err := io.ReadFull(c, data)
+			if lim.StallTimeout > 0 {
+				c.SetReadDeadline(time.Time{})
+			}
+			if err != nil {
 				bufpool.Put(dp)
 				own.Release(ownTaken)
 				shared.Release(sharedTaken)

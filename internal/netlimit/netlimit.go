@@ -31,9 +31,10 @@ type Config struct {
 	// limit: QEMU keeps one open, silent, for as long as a VM runs; dead
 	// peers are found by TCP keepalive.
 	IdleTimeout time.Duration
-	// StallTimeout is how long a reply may wait for the client to read it
-	// before the connection is given up (0: no limit). A client that stops
-	// reading holds budget until then.
+	// StallTimeout is how long a reply may wait for the client to read it,
+	// or (native protocol) a request's payload may take to arrive, before
+	// the connection is given up (0: no limit). A client that stops
+	// reading, or trickles a payload, holds budget until then.
 	StallTimeout time.Duration
 	// Budget bounds the request and reply payloads held for clients; nil
 	// is no bound. Share one among all front-ends.

@@ -97,7 +97,7 @@ func (c *conn) option(opt uint32, data []byte) (*export, error) {
 		return nil, c.startTLS(data)
 	}
 	if c.srv.cfg.TLSRequired && !c.tls && opt != optAbort {
-		// proto.md "TLS support": NBD_OPT_EXPORT_NAME cannot be refused,
+		// The NBD protocol, "TLS support": NBD_OPT_EXPORT_NAME cannot be refused,
 		// so the session ends; every other option is answered TLS_REQD.
 		if opt == optExportName {
 			return nil, fmt.Errorf("NBD_OPT_EXPORT_NAME without TLS, which this server requires")

@@ -374,7 +374,7 @@ func serve(cfg Config) error {
 	var nbdSrv *nbd.Server
 	if nbdL != nil {
 		nbdSrv = nbd.New(nbd.Config{
-			Objects: gw,
+			Objects: quorumObjects{gw, cl},
 			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -605,5 +604,3 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 		d.cfg.OnApply(e, res)
 	}
 }
-
-var _ io.Writer = (*libLog)(nil)

@@ -338,7 +338,7 @@ func serve(cfg Config) error {
 			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
 				log.Error("wipe store for format", "err", err)
 			}
-		case e.Kind == cluster.KindShutdown && e.Time > cluster.UnixNano(started):
+		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
 			stopSheep()
 		}

@@ -503,3 +503,42 @@ func TestMinorityNBDWrites(t *testing.T) {
 	copy(data[4096:], patch)
 	mustRead(t, s, "Alice", data, "after recover force (the refused write changed nothing)")
 }
+
+// TestShutdownStates: `cluster shutdown` stops every sheep of a cluster
+// that is not formatted yet, and of one waiting for a missing node after a
+// whole-cluster restart.
+func TestShutdownStates(t *testing.T) {
+	waitExit := func(t *testing.T, sheeps []*Sheep) {
+		t.Helper()
+		for _, s := range sheeps {
+			select {
+			case <-s.exited:
+			case <-time.After(15 * time.Second):
+				t.Fatalf("sheep %s still running after cluster shutdown", s.Addr())
+			}
+		}
+	}
+	t.Run("unformatted", func(t *testing.T) {
+		sheeps := startCluster(t, 2)
+		sheeps[1].must(t, nil, "cluster", "shutdown")
+		waitExit(t, sheeps)
+	})
+	t.Run("waiting for join", func(t *testing.T) {
+		sheeps := startCluster(t, 3)
+		sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+		for _, s := range sheeps {
+			s.Kill()
+		}
+		sheeps[0].start("-z", "0")
+		sheeps[1].start("-z", "1")
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.HasPrefix(sheeps[1].collie(t, nil, "cluster", "info").Stdout, "Cluster status: Waiting for other nodes to join cluster") {
+			if time.Now().After(deadline) {
+				t.Fatal("not waiting for the missing node")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		sheeps[1].must(t, nil, "cluster", "shutdown")
+		waitExit(t, sheeps[:2])
+	})
+}

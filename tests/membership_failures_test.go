@@ -468,3 +468,72 @@ func TestElectionLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestMinorityNBDWrites: NBD writes through a minority wait for a quorum
+// and fail when none comes, like the native protocol's; reads are served;
+// after `cluster recover force` writes go through.
+func TestMinorityNBDWrites(t *testing.T) {
+	nbdAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
+	voter := startSheep(t, "-z", "0")
+	s := startSheep(t, "-z", "1", "--join", voter.Addr(), "--nbd", nbdAddr)
+	waitNodes(t, voter, 2)
+	voter.must(t, nil, "cluster", "format", "--copies=2")
+	data := seedVdi(t, s, "Alice", 8<<20)
+	voter.Kill() // s does not vote: no quorum left
+	n := dialNBD(t, nbdAddr, "Alice")
+	got, errno := n.read(0, 1<<20)
+	if errno != 0 || !bytes.Equal(got, data[:1<<20]) {
+		t.Fatalf("NBD read through the minority: errno %d, same data %v", errno, bytes.Equal(got, data[:1<<20]))
+	}
+	start := time.Now()
+	if errno := n.write(0, bytes.Repeat([]byte{1}, 4096)); errno == 0 {
+		t.Fatal("an NBD write was acknowledged by a minority")
+	}
+	t.Logf("NBD write without quorum failed after %v", time.Since(start).Round(time.Millisecond))
+	s.must(t, nil, "cluster", "recover", "force", "-f")
+	patch := bytes.Repeat([]byte{2}, 4096)
+	if errno := n.write(4096, patch); errno != 0 {
+		t.Fatalf("NBD write after recover force: errno %d", errno)
+	}
+	copy(data[4096:], patch)
+	mustRead(t, s, "Alice", data, "after recover force (the refused write changed nothing)")
+}
+
+// TestShutdownStates: `cluster shutdown` stops every sheep of a cluster
+// that is not formatted yet, and of one waiting for a missing node after a
+// whole-cluster restart.
+func TestShutdownStates(t *testing.T) {
+	waitExit := func(t *testing.T, sheeps []*Sheep) {
+		t.Helper()
+		for _, s := range sheeps {
+			select {
+			case <-s.exited:
+			case <-time.After(15 * time.Second):
+				t.Fatalf("sheep %s still running after cluster shutdown", s.Addr())
+			}
+		}
+	}
+	t.Run("unformatted", func(t *testing.T) {
+		sheeps := startCluster(t, 2)
+		sheeps[1].must(t, nil, "cluster", "shutdown")
+		waitExit(t, sheeps)
+	})
+	t.Run("waiting for join", func(t *testing.T) {
+		sheeps := startCluster(t, 3)
+		sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+		for _, s := range sheeps {
+			s.Kill()
+		}
+		sheeps[0].start("-z", "0")
+		sheeps[1].start("-z", "1")
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.HasPrefix(sheeps[1].collie(t, nil, "cluster", "info").Stdout, "Cluster status: Waiting for other nodes to join cluster") {
+			if time.Now().After(deadline) {
+				t.Fatal("not waiting for the missing node")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		sheeps[1].must(t, nil, "cluster", "shutdown")
+		waitExit(t, sheeps[:2])
+	})
+}

@@ -418,7 +418,7 @@ func serve(cfg Config) (err error) {
 			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
 				log.Error("wipe store for format", "err", err)
 			}
-		case e.Kind == cluster.KindShutdown && e.Time > cluster.UnixNano(started):
+		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
 			stopSheep()
 		}
@@ -473,7 +473,7 @@ func serve(cfg Config) (err error) {
 	var nbdSrv *nbd.Server
 	if nbdL != nil {
 		nbdSrv = nbd.New(nbd.Config{
-			Objects: gw,
+			Objects: quorumObjects{gw, cl},
 			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err

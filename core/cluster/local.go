@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -177,4 +178,27 @@ func WriteFileSync(path string, b []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// QuorumWait bounds how long a write waits for its cluster to have a
+// quorum before it is refused (AwaitQuorum).
+const QuorumWait = 10 * time.Second
+
+// AwaitQuorum returns at once when d can order entries (it has no
+// Membership, or a quorum). Otherwise this node is in a minority: a write
+// acknowledged here could be lost to an epoch the majority commits
+// meanwhile, so the write waits up to QuorumWait for a quorum to come back
+// (a recovered majority, or `cluster recover force`), and is refused with
+// HALT if none does. Reads need no quorum: the copies here are served.
+func AwaitQuorum(ctx context.Context, d Driver) error {
+	m, ok := d.(Membership)
+	if !ok || m.Quorum() {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, QuorumWait)
+	defer cancel()
+	if m.WaitQuorum(wctx) != nil {
+		return fmt.Errorf("no quorum to order writes: %w", proto.ResHalt)
+	}
+	return nil
 }

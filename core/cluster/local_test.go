@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -158,5 +159,55 @@ func TestLocalPersistFailure(t *testing.T) {
 	}
 	if _, err := l.Propose(context.Background(), formatEntry()); err == nil {
 		t.Fatal("Propose succeeded although the state could not be persisted")
+	}
+}
+
+// noQuorum is a driver in a minority: its quorum comes back when told.
+type noQuorum struct {
+	*Local
+	back chan struct{}
+}
+
+func (n noQuorum) Members() []proto.Node { return nil }
+func (n noQuorum) Quorum() bool {
+	select {
+	case <-n.back:
+		return true
+	default:
+		return false
+	}
+}
+func (n noQuorum) WaitQuorum(ctx context.Context) error {
+	select {
+	case <-n.back:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+func (noQuorum) Rejoining() bool      { return false }
+func (noQuorum) WaitingForJoin() bool { return false }
+func (noQuorum) ForceRecover(context.Context) ([]proto.Node, error) {
+	return nil, nil
+}
+func (noQuorum) Leave() {}
+
+func TestAwaitQuorum(t *testing.T) {
+	l, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AwaitQuorum(context.Background(), l); err != nil {
+		t.Fatalf("a local driver always has quorum: %v", err)
+	}
+	d := noQuorum{l, make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := AwaitQuorum(ctx, d); proto.ResultOf(err) != proto.ResHalt {
+		t.Fatalf("without quorum: %v, want HALT", err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); close(d.back) }()
+	if err := AwaitQuorum(context.Background(), d); err != nil {
+		t.Fatalf("quorum back while waiting: %v", err)
 	}
 }

@@ -128,8 +128,10 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
-	if status == proto.StatusOK && writesObjects(op) && !h.quorum(ctx) {
-		return proto.ResHalt
+	if status == proto.StatusOK && writesObjects(op) {
+		if err := cluster.AwaitQuorum(ctx, h.cfg.Cluster); err != nil {
+			return proto.ResultOf(err)
+		}
 	}
 	if (status == proto.StatusWait && !o.force || reportsStatus(op)) && !isPeerOp(op) {
 		// The format may have been committed through another node and not
@@ -483,25 +485,6 @@ func isPeerOp(op proto.Opcode) bool {
 func (h *Handler) waitingForJoin() bool {
 	m, ok := h.cfg.Cluster.(cluster.Membership)
 	return ok && m.WaitingForJoin()
-}
-
-// quorumWait bounds how long a client's write waits for the cluster to
-// have a leader before it is answered HALT.
-const quorumWait = 10 * time.Second
-
-// quorum waits for the cluster to be able to order changes (a raft
-// leader). Without one this node is in a minority: a write acknowledged
-// here could be lost to an epoch the majority commits meanwhile, so it
-// waits, and is refused (HALT) if none comes back in quorumWait. Reads
-// are not gated: the copies here are served.
-func (h *Handler) quorum(ctx context.Context) bool {
-	m, ok := h.cfg.Cluster.(cluster.Membership)
-	if !ok || m.Quorum() {
-		return true
-	}
-	wctx, cancel := context.WithTimeout(ctx, quorumWait)
-	defer cancel()
-	return m.WaitQuorum(wctx) == nil
 }
 
 // writesObjects lists the client ops that change objects.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -36,11 +36,12 @@ type Driver struct {
 	// raftMu serialises replacing the raft instance (ForceRecover,
 	// rejoin); raft is read without it and may be one that was just shut
 	// down, whose calls fail with raft.ErrRaftShutdown (retried).
-	raftMu sync.Mutex
-	raft   atomic.Pointer[raft.Raft]
-	wal    *wal.WAL
-	snaps  *raft.FileSnapshotStore
-	obs    chan raft.Observation
+	raftMu  sync.Mutex
+	raft    atomic.Pointer[raft.Raft]
+	wal     *wal.WAL
+	walMeta *metadb.BoltMetaDB
+	snaps   *raft.FileSnapshotStore
+	obs     chan raft.Observation
 
 	hasState bool // raft had a log when this sheep started
 	started  time.Time
@@ -119,14 +120,14 @@ func Open(cfg Config) (*Driver, error) {
 	}
 	hasState, err := raft.HasExistingState(d.wal, d.wal, d.snaps)
 	if err != nil {
-		d.wal.Close()
+		d.closeLog()
 		return nil, err
 	}
 	d.hasState = hasState
 	d.joinWait = hasState
 
 	if err := d.startGossip(); err != nil {
-		d.wal.Close()
+		d.closeLog()
 		return nil, err
 	}
 	peers := gossipAddrs(cfg.Join)
@@ -145,7 +146,7 @@ func Open(cfg Config) (*Driver, error) {
 		}
 		if err != nil && len(cfg.Join) > 0 {
 			d.ml.Shutdown()
-			d.wal.Close()
+			d.closeLog()
 			return nil, fmt.Errorf("join %v: %w", cfg.Join, err)
 		}
 	}
@@ -162,7 +163,7 @@ func Open(cfg Config) (*Driver, error) {
 	bootstrap := !hasState && len(cfg.Join) == 0
 	if err := d.startRaft(bootstrap); err != nil {
 		d.ml.Shutdown()
-		d.wal.Close()
+		d.closeLog()
 		return nil, err
 	}
 	d.wg.Add(2)
@@ -176,23 +177,35 @@ func (d *Driver) openLog() error {
 	if err := os.MkdirAll(filepath.Join(d.raftDir(), "wal"), 0o755); err != nil {
 		return err
 	}
-	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"))
+	// WAL.Close leaves its meta store (a locked bolt file) open: the
+	// driver keeps it to close it, or reopening the log in this process
+	// (dropLog, a test) would wait on the lock for ever.
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"), wal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStore(d.raftDir(), 2, d.raftLog)
 	if err != nil {
 		w.Close()
+		meta.Close()
 		return err
 	}
-	d.wal, d.snaps = w, snaps
+	d.wal, d.walMeta, d.snaps = w, meta, snaps
 	return nil
+}
+
+// closeLog closes raft's log (after raft stopped using it).
+func (d *Driver) closeLog() {
+	d.wal.Close()
+	d.walMeta.Close()
 }
 
 // dropLog deletes raft's log and snapshots and empties the state: this
 // node rejoins its cluster as a new member and gets both from the leader.
 func (d *Driver) dropLog() error {
-	d.wal.Close()
+	d.closeLog()
 	for _, p := range []string{"wal", "snapshots"} {
 		if err := os.RemoveAll(filepath.Join(d.raftDir(), p)); err != nil {
 			return fmt.Errorf("drop raft log: %w", err)
@@ -303,7 +316,7 @@ func (d *Driver) Close() {
 		d.ml.Shutdown()
 		d.raftMu.Lock()
 		d.r().Shutdown().Error()
-		d.wal.Close()
+		d.closeLog()
 		d.raftMu.Unlock()
 	})
 }
@@ -605,5 +618,3 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 		d.cfg.OnApply(e, res)
 	}
 }
-
-var _ io.Writer = (*libLog)(nil)

@@ -54,7 +54,7 @@ func (d *Driver) crash() {
 		d.ml.Shutdown()
 		d.raftMu.Lock()
 		d.r().Shutdown().Error()
-		d.wal.Close()
+		d.closeLog()
 		d.raftMu.Unlock()
 	})
 }
@@ -156,5 +156,54 @@ func TestDriverMinorityForceRecover(t *testing.T) {
 	}
 	if res, err := s.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecovery, DisableRecovery: true}); err != nil || res != proto.ResSuccess {
 		t.Fatalf("propose after force: %v %v", res, err)
+	}
+}
+
+// A node told to join never bootstraps a cluster of its own: when its
+// peers cannot be reached it fails to start, with no raft state left.
+func TestJoinNeverBootstraps(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.BindAddr = "127.0.0.1"
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128}
+	cfg.Join = []string{"127.0.0.1:" + strconv.Itoa(int(freeBase(t)))} // nobody there
+	cfg.JoinRetry = 500 * time.Millisecond
+	if d, err := Open(cfg); err == nil {
+		d.crash()
+		t.Fatal("a node whose --join peers are unreachable started")
+	}
+	cfg.Join = nil
+	cfg.JoinRetry = DefaultConfig().JoinRetry
+	d, err := Open(cfg) // the same dir, without --join: nothing was bootstrapped before
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.crash()
+	if d.hasState {
+		t.Fatal("the failed join left raft state behind")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.Dir, good.Log = "x", slog.Default()
+	good.Self.Port = 7000
+	if err := good.Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for name, mod := range map[string]func(c *Config){
+		"no dir":             func(c *Config) { c.Dir = "" },
+		"port too high":      func(c *Config) { c.Self.Port = 50000 },
+		"lease over beat":    func(c *Config) { c.LeaderLeaseTimeout = time.Second },
+		"probe timeout":      func(c *Config) { c.ProbeTimeout = c.ProbeInterval },
+		"zero voters":        func(c *Config) { c.MaxVoters = 0 },
+		"negative heartbeat": func(c *Config) { c.HeartbeatTimeout = -1 },
+	} {
+		c := good
+		mod(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: validated", name)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package replicated
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +24,8 @@ type libLog struct {
 	n       int
 	dropped int
 }
+
+var _ io.Writer = (*libLog)(nil)
 
 func newLibLog(log *slog.Logger, name string, rate int) *libLog {
 	return &libLog{log: log, name: name, rate: rate}

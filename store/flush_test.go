@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -420,5 +421,74 @@ func TestFailedMarkIsRetried(t *testing.T) {
 	}
 	if got := mustRead(t, s, 1, 0, 1); got[0] != 'y' {
 		t.Fatalf("read %q", got)
+	}
+}
+
+// Write-back writes to an object already flagged unflushed keep their
+// checksums in memory: the xattr is not rewritten per write. A flush, the
+// eviction of the handle, or Close stores them, so that a reopened handle
+// verifies what was written; a crash (the process dies with them in
+// memory) leaves the flag, and the reopened object reads as found.
+func TestWriteBackChecksumsInMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, MaxOpenFiles: 1})
+	mustCreate(t, s, 1, 4*ck, 0, nil)
+	mustCreate(t, s, 2, 4*ck, 0, nil)
+	onDisk := func(oid uint64) []byte {
+		t.Helper()
+		v, err := xattr.Get(s.objPath(oid), sumAttr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// The first write marks the object; the second changes only memory.
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{1}, ck), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	marked := onDisk(1)
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{2}, ck), ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(onDisk(1), marked) {
+		t.Fatal("a write-back write to a flagged object rewrote the xattr")
+	}
+	// Evicting the handle (MaxOpenFiles 1) stores them: the reopened
+	// object verifies.
+	mustRead(t, s, 2, 0, ck)
+	mustRead(t, s, 2, 0, ck) // a second insertion evicts once stored
+	if bytes.Equal(onDisk(1), marked) {
+		t.Fatal("checksums kept in memory were not stored when the handle left the cache")
+	}
+	if got := mustRead(t, s, 1, ck, ck); !bytes.Equal(got, bytes.Repeat([]byte{2}, ck)) {
+		t.Fatal("reopened object reads wrong")
+	}
+	// Flush stores them too, and clears the flag.
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{3}, ck), 2*ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{4}, ck), 3*ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if unflushedOnDisk(t, s, 1) {
+		t.Fatal("flag left set by Flush")
+	}
+	// The crash: write-back writes after the mark, then the process dies
+	// without storing their checksums (a second Store on the same dir
+	// stands for the restarted process).
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{5}, ck), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{6}, ck), ck, false); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, Config{Dir: dir})
+	want := slices.Concat(bytes.Repeat([]byte{5}, ck), bytes.Repeat([]byte{6}, ck),
+		bytes.Repeat([]byte{3}, ck), bytes.Repeat([]byte{4}, ck))
+	if got := mustRead(t, s2, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("after the crash the object does not read as written")
 	}
 }

@@ -228,6 +228,9 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 // synced write or a flush never leaves an object whose data survives a
 // power cut but whose name does not.
 func (s *Store) syncHandle(h *handle) error {
+	if err := s.persistSums(h); err != nil {
+		return err
+	}
 	if s.noSync {
 		return nil
 	}

@@ -155,6 +155,13 @@ func Open(cfg Config) (*Store, error) {
 	s.files = newFDCache(max, func(oid uint64) (*os.File, error) {
 		return os.OpenFile(s.objPath(oid), os.O_RDWR, 0)
 	}, s.loadSums, s.pathLock)
+	s.files.persist = func(h *handle) {
+		if err := s.persistSums(h); err != nil {
+			// The unflushed flag stays on disk: the next open
+			// of the object settles its chunks (checksum.go).
+			s.log.Warn("cannot store checksums kept in memory", "oid", fmt.Sprintf("%016x", h.oid), "err", err)
+		}
+	}
 	return s, nil
 }
 

@@ -56,6 +56,7 @@ type Config struct {
 	Foreground bool
 	NoSync     bool
 	Log        logOptions
+	Pprof      string // loopback address for /debug/pprof, "" for none
 }
 
 // defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
@@ -78,6 +79,7 @@ func main() {
 			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (CPU, trace, block, mutex) on this loopback HOST:PORT; off by default"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
 		Action: run,
@@ -157,6 +159,7 @@ func run(c *cli.Context) error {
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts,
+		Pprof: c.String("pprof"),
 	}
 	if j := c.String("join"); j != "" {
 		cfg.Join = strings.Split(j, ",")
@@ -254,6 +257,13 @@ func serve(cfg Config) error {
 	}
 	log := slog.New(logHandler)
 
+	if cfg.Pprof != "" {
+		l, err := servePprof(cfg.Pprof, log)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+	}
 	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return err

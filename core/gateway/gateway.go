@@ -95,6 +95,17 @@ func (g *Gateway) localWrite(ctx context.Context, oid uint64, f func() error) er
 	return f()
 }
 
+// localChange is localWrite for a write or punch of part of oid, which
+// runs alongside others of the same object (store.Locks.RLock).
+func (g *Gateway) localChange(ctx context.Context, oid uint64, f func() error) error {
+	if !g.settled(ctx) {
+		return fmt.Errorf("%016x: local copies not settled for the epoch yet: %w", oid, proto.ResNewNodeVer)
+	}
+	g.locks.RLock(oid)
+	defer g.locks.RUnlock(oid)
+	return f()
+}
+
 // Close drops the peer connections.
 func (g *Gateway) Close() { g.peers.Close() }
 
@@ -355,7 +366,7 @@ func writeBack(flags uint16) bool { return flags&proto.FlagCmdCache != 0 }
 func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
 	return g.changeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, n proto.Node, synced bool) error {
 		if g.isSelf(n) {
-			return g.localWrite(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
+			return g.localChange(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
 		}
 		return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 	})

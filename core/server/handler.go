@@ -463,8 +463,8 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 
 func (h *Handler) writePeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
-	h.cfg.Locks.Lock(o.Oid)
-	defer h.cfg.Locks.Unlock(o.Oid)
+	h.cfg.Locks.RLock(o.Oid)
+	defer h.cfg.Locks.RUnlock(o.Oid)
 	return h.cfg.Store.WriteAt(ctx, o.Oid, c.data, int64(o.Offset), peerSync(c))
 }
 

@@ -20,7 +20,7 @@ func (h *Handler) punchPeer(ctx context.Context, c *call) error {
 	if size := h.objectSize(o.Oid); n < 0 || off+n > size {
 		return fmt.Errorf("punch %016x: [%d,+%d) outside %d: %w", o.Oid, off, n, size, proto.ResInvalidParms)
 	}
-	h.cfg.Locks.Lock(o.Oid)
-	defer h.cfg.Locks.Unlock(o.Oid)
+	h.cfg.Locks.RLock(o.Oid)
+	defer h.cfg.Locks.RUnlock(o.Oid)
 	return h.cfg.Store.Punch(ctx, o.Oid, off, n, peerSync(c))
 }

@@ -492,3 +492,48 @@ func TestWriteBackChecksumsInMemory(t *testing.T) {
 		t.Fatal("after the crash the object does not read as written")
 	}
 }
+
+// CreateOrWrite of part of a missing object without sync links a fully
+// written unnamed file into place, with its checksums in memory only: a
+// flush stores them (and clears the flag); a crash before that leaves an
+// object without checksums, taken as found when reopened. A second
+// CreateOrWrite of the same object writes only its range.
+func TestCreateOrWriteNewObject(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	one := bytes.Repeat([]byte{1}, 100)
+	if err := s.CreateOrWrite(ctx, 1, 4*ck, ck+10, one, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xattr.Get(s.objPath(1), sumAttr); err == nil {
+		t.Error("a write-back create stored its checksums before a flush")
+	}
+	if err := s.CreateOrWrite(ctx, 1, 4*ck, 0, []byte{2}, false); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 4*ck)
+	want[0] = 2
+	copy(want[ck+10:], one)
+	if got := mustRead(t, s, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("object reads wrong")
+	}
+	// The crash, before any flush: a second store stands for the
+	// restarted process.
+	s2 := openStore(t, Config{Dir: dir})
+	if got := mustRead(t, s2, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("after the crash the object reads wrong")
+	}
+	// A flush stores the checksums, unflagged.
+	if err := s.CreateOrWrite(ctx, 2, 4*ck, 3, one, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if unflushedOnDisk(t, s, 2) {
+		t.Error("flag left set by the flush")
+	}
+	if names, _ := readDirNames(s.objDir); len(names) != 3 { // two objects and .stale
+		t.Errorf("obj/ holds %v", names)
+	}
+}

@@ -97,6 +97,7 @@ type Store struct {
 
 	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
 	noPunchHole atomic.Bool   // fallocate(PUNCH_HOLE) is unsupported here
+	noTmpfile   atomic.Bool   // open(O_TMPFILE) is unsupported here
 	closed      atomic.Bool
 }
 

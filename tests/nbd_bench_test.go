@@ -17,20 +17,28 @@ import (
 )
 
 // fioJob is one measured fio workload. fresh jobs write a device never
-// written before (a VDI just created, a file just truncated), for at most
-// the runtime; the others run for the runtime over a device filled once.
+// written before (a VDI just created, a file just truncated) of
+// freshSize bytes, for at most the runtime; the others run for the
+// runtime over a device of nbdBenchSize bytes filled once.
 type fioJob struct {
-	name  string
-	rw    string
-	bs    string
-	depth int
-	fresh bool
+	name      string
+	rw        string
+	bs        string
+	depth     int
+	fresh     bool
+	freshSize int
 }
 
 var nbdBenchJobs = []fioJob{
-	{name: "first seq write 1M qd8", rw: "write", bs: "1M", depth: 8, fresh: true},
+	// Sequential first writes get a device large enough that no target
+	// reaches its end within the runtime on a fast machine (one that did
+	// would stop there, having written only fresh blocks anyway).
+	{name: "first seq write 1M qd8", rw: "write", bs: "1M", depth: 8, fresh: true, freshSize: 8 << 30},
 	{name: "seq overwrite 1M qd8", rw: "write", bs: "1M", depth: 8},
-	{name: "first rand write 4K qd32", rw: "randwrite", bs: "4k", depth: 32, fresh: true},
+	// Random first writes go to a VDI of the filled device's size (a
+	// fresh disk image): every object is allocated in the first moments,
+	// and the rest of the run writes blocks never written in them.
+	{name: "first rand write 4K qd32", rw: "randwrite", bs: "4k", depth: 32, fresh: true, freshSize: nbdBenchSize},
 	{name: "rand overwrite 4K qd32", rw: "randwrite", bs: "4k", depth: 32},
 	{name: "seq read 1M qd8", rw: "read", bs: "1M", depth: 8},
 	{name: "rand read 4K qd32", rw: "randread", bs: "4k", depth: 32},
@@ -40,11 +48,8 @@ var nbdBenchJobs = []fioJob{
 // reads (and fio's range there).
 const nbdBenchSize = 1 << 30
 
-// nbdFreshSize is the size of a fresh device: large enough that no
-// first-write job reaches its end within the runtime on a fast machine
-// (a job that did would stop there, still having written only fresh
-// blocks).
-const nbdFreshSize = 8 << 30
+// nbdFreshMax is the size of the largest fresh device a job uses.
+const nbdFreshMax = 8 << 30
 
 // fioResult is what one fio run measured: bandwidth, IOPS, and the
 // median and 99th percentile of completion latency.
@@ -57,7 +62,7 @@ func runFio(b testing.TB, uri string, j fioJob, runtime time.Duration) fioResult
 	b.Helper()
 	size := nbdBenchSize
 	if j.fresh {
-		size = nbdFreshSize
+		size = j.freshSize
 	}
 	args := []string{"--name=" + j.rw, "--ioengine=nbd", "--uri=" + uri, "--rw=" + j.rw, "--bs=" + j.bs,
 		"--iodepth=" + strconv.Itoa(j.depth), "--size=" + strconv.Itoa(size), "--output-format=json"}
@@ -131,18 +136,18 @@ func hostLimit(b testing.TB, dir string, n int, runtime time.Duration) (fresh, o
 		}
 		return parseFio(b, out, "write").mibs
 	}
-	fresh = run("--size=" + strconv.Itoa(nbdFreshSize/n))
+	fresh = run("--size=" + strconv.Itoa(nbdFreshMax/n))
 	over = run("--size="+strconv.Itoa(nbdBenchSize), "--time_based")
 	return fresh, over
 }
 
 // benchTarget is an NBD server under measurement. fresh returns the URI
-// of a device never written, for a first-write job.
+// of a device of size bytes never written, for a first-write job.
 type benchTarget struct {
 	name   string
 	copies int // 0: not a sheep
 	uri    string
-	fresh  func() string
+	fresh  func(size int) string
 }
 
 // startNbdkit serves a fresh file of size bytes in dir (the disk the
@@ -292,7 +297,7 @@ func runNBDBench(b *testing.B) {
 		addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(b))
 		sheeps := startNBDCluster(b, n, copies, addr)
 		seq, last := 0, ""
-		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), fresh: func() string {
+		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), fresh: func(size int) string {
 			// The previous fresh VDI is deleted, so that the sheeps'
 			// disk and page cache do not fill up over the rounds.
 			if last != "" {
@@ -300,21 +305,26 @@ func runNBDBench(b *testing.B) {
 			}
 			seq++
 			last = "fresh" + strconv.Itoa(seq)
-			createVdi(b, sheeps[0], last, nbdFreshSize)
+			createVdi(b, sheeps[0], last, size)
 			return nbdURI(addr, last)
 		}}
 	}
-	kitURI, kitFile := startNbdkit(b, dir, nbdFreshSize)
+	kitURI, _ := startNbdkit(b, dir, nbdBenchSize)
+	// Fresh devices of nbdkit are a second instance on a file truncated
+	// anew (to 0, dropping every block, then to the size) for each job.
+	var kitFreshURI, kitFresh string
 	targets := []benchTarget{
-		{name: "nbdkit file", uri: kitURI, fresh: func() string {
-			// Truncating to 0 drops every block: the file is as new.
-			if err := os.Truncate(kitFile, 0); err != nil {
+		{name: "nbdkit file", uri: kitURI, fresh: func(size int) string {
+			if kitFresh == "" {
+				kitFreshURI, kitFresh = startNbdkit(b, b.TempDir(), int64(size))
+			}
+			if err := os.Truncate(kitFresh, 0); err != nil {
 				b.Fatal(err)
 			}
-			if err := os.Truncate(kitFile, nbdFreshSize); err != nil {
+			if err := os.Truncate(kitFresh, int64(size)); err != nil {
 				b.Fatal(err)
 			}
-			return kitURI
+			return kitFreshURI
 		}},
 		sheepTarget("1 node copies=1", 1, 1),
 		sheepTarget("3 nodes copies=3", 3, 3),
@@ -340,7 +350,7 @@ func runNBDBench(b *testing.B) {
 				}
 				uri := t.uri
 				if j.fresh {
-					uri = t.fresh()
+					uri = t.fresh(j.freshSize)
 				}
 				runs[t.name][i] = append(runs[t.name][i], runFio(b, uri, j, runtime))
 			}
@@ -358,8 +368,8 @@ func runNBDBench(b *testing.B) {
 	ref := results["nbdkit file"]
 	fmt.Printf("\nNBD: fio nbd engine, median of %d rounds of %s per job and target (%s in all), nbdkit file on the same disk.\n",
 		rounds, runtime, time.Since(t0).Round(time.Second))
-	fmt.Printf("First writes go to a device never written (%d GiB VDI just created, file just truncated); the others to a %d MiB device filled once.\n",
-		nbdFreshSize>>30, nbdBenchSize>>20)
+	fmt.Printf("First writes go to a device never written (a VDI just created, a file just truncated: %d GiB sequential, %d MiB random); the others to a %d MiB device filled once.\n",
+		nbdFreshMax>>30, nbdBenchSize>>20, nbdBenchSize>>20)
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("Load average at the end: %s", la)
 	}

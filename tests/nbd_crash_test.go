@@ -91,7 +91,6 @@ func dialNBDConn(t testing.TB, addr, export string) *nbdConn {
 	return n
 }
 
-
 func (n *nbdConn) readLoop() {
 	be := binary.BigEndian
 	h := make([]byte, 16)

@@ -329,16 +329,18 @@ func (g *Gateway) liveNodes() []proto.Node {
 }
 
 // forEach runs f for every target in parallel and returns the first error.
+// The first target runs on the calling goroutine, which would otherwise
+// only wait: one goroutine and one wake-up less per copy written.
 func forEach(targets []proto.Node, f func(n proto.Node) error) error {
 	if len(targets) == 1 {
 		return f(targets[0])
 	}
-	errs := make(chan error, len(targets))
-	for _, n := range targets {
+	errs := make(chan error, len(targets)-1)
+	for _, n := range targets[1:] {
 		go func() { errs <- f(n) }()
 	}
-	var first error
-	for range targets {
+	first := f(targets[0])
+	for range targets[1:] {
 		if err := <-errs; err != nil && (first == nil || retryable(err)) {
 			first = err
 		}

@@ -71,7 +71,8 @@ type Volume struct {
 	// object hold RLock on its stripe; allocation (create/COW + table
 	// update) and discard hold Lock. Invariant: ino.DataVdiID[i] only
 	// changes under Lock of stripe i%stripes, after the object it names
-	// was created (durably, unless allocated write-back).
+	// was created durably, or, allocated write-back, together with its
+	// creation ("Lazy allocation").
 	locks [stripes]sync.RWMutex
 }
 
@@ -278,22 +279,28 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	l := &v.locks[c.idx%stripes]
 	oid := proto.VidToDataOid(v.vid, c.idx)
 	l.RLock()
+	missing := false
 	if v.ino.DataVdiID[c.idx] == v.vid {
-		err := v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
-		if err == nil && !writeBack(flags) && v.isUnstable(c.idx) {
-			err = v.stabilise(ctx, c.idx)
-		}
+		err := v.writeOwn(ctx, c, flags)
 		l.RUnlock()
 		if !errors.Is(err, proto.ResNoObj) {
 			return err
 		}
 		// Removed from under the entry (a discard by another writer):
 		// allocate it again, below.
+		missing = true
 	} else {
 		l.RUnlock()
 	}
 	l.Lock()
 	defer l.Unlock()
+	if !missing && v.ino.DataVdiID[c.idx] == v.vid {
+		// This volume allocated the object while we waited for the
+		// lock: the table names its own object, trusted as above.
+		if err := v.writeOwn(ctx, c, flags); !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
 	// Another writer may have allocated the object (or this volume, while
 	// we waited): the inode decides, not the cached entry.
 	owner, err := v.refreshLocked(ctx, c.idx)
@@ -301,10 +308,7 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 		return err
 	}
 	if owner == v.vid {
-		err := v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
-		if err == nil && !writeBack(flags) && v.isUnstable(c.idx) {
-			err = v.stabilise(ctx, c.idx)
-		}
+		err := v.writeOwn(ctx, c, flags)
 		if !errors.Is(err, proto.ResNoObj) {
 			return err
 		}
@@ -313,37 +317,58 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 		// again; the entry stays.
 		return v.io.CreateAndWrite(ctx, oid, 0, c.off, c.buf, flags)
 	}
-	var cow uint64
-	createFlags := flags
-	if owner != 0 {
-		// A copy is stable before its entry names it: lost, the
-		// entry would read as a hole instead of the shared data.
-		cow = proto.VidToDataOid(owner, c.idx)
-		createFlags &^= proto.FlagCmdCache
-	}
-	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, createFlags); err != nil {
-		return err
-	}
-	if writeBack(flags) {
-		v.unstableMu.Lock()
-		if v.unstable == nil {
-			v.unstable = map[uint32]uint64{}
+	if owner != 0 || !writeBack(flags) {
+		// A copy is stable before its entry names it: lost, the entry
+		// would read as a hole instead of the shared data. So is an
+		// object allocated by a write that is stable when it returns.
+		var cow uint64
+		if owner != 0 {
+			cow = proto.VidToDataOid(owner, c.idx)
 		}
-		v.unstableSeq++
-		v.unstable[c.idx] = v.unstableSeq
-		v.unstableMu.Unlock()
+		if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags&^proto.FlagCmdCache); err != nil {
+			return err
+		}
+		return v.setOwner(ctx, c.idx, v.vid, flags)
 	}
-	return v.setOwner(ctx, c.idx, v.vid, flags)
+	// A write-back allocation: the object and the entry are written
+	// together, neither stable before the next Flush.
+	v.unstableMu.Lock()
+	if v.unstable == nil {
+		v.unstable = map[uint32]uint64{}
+	}
+	v.unstableSeq++
+	v.unstable[c.idx] = v.unstableSeq
+	v.unstableMu.Unlock()
+	created := make(chan error, 1)
+	go func() { created <- v.io.CreateAndWrite(ctx, oid, 0, c.off, c.buf, flags) }()
+	err = v.setOwner(ctx, c.idx, v.vid, flags)
+	if cerr := <-created; cerr != nil {
+		// The entry may name a missing object now: it reads as a
+		// hole, and the next write there creates the object.
+		return cerr
+	}
+	return err
+}
+
+// writeOwn writes c into the VDI's own object, which the table names; a
+// stable write to an object allocated write-back and not flushed since
+// makes its entry stable too. The caller holds the stripe's lock.
+func (v *Volume) writeOwn(ctx context.Context, c chunk, flags uint16) error {
+	err := v.io.WriteObject(ctx, proto.VidToDataOid(v.vid, c.idx), c.off, c.buf, flags)
+	if err == nil && !writeBack(flags) && v.isUnstable(c.idx) {
+		err = v.stabilise(ctx, c.idx)
+	}
+	return err
 }
 
 // Lazy allocation. A write-back write to a hole creates the object and
-// writes its table entry without sync (the object first), like the data
+// writes its table entry without sync, at the same time, like the data
 // itself: the next Flush makes both stable, at the cost of the syncs it
-// makes anyway, instead of two synced writes on every copy per allocated
-// object. A crash (a power cut) before that flush may keep the entry and
-// lose the object: such an entry of this VDI's own reads as a hole, the
-// data the unflushed write replaced, and a write there creates the object
-// again. A copy on write stays synced: its entry must never read as a
+// makes anyway, instead of two synced writes in a row on every copy per
+// allocated object. A crash (a power cut) before that flush, or a
+// creation that failed, may leave the entry without the object: such an
+// entry of this VDI's own reads as a hole, the data the unflushed write
+// replaced, and a write there creates the object again. A copy on write stays synced: its entry must never read as a
 // hole, the snapshot's data being the old contents. A FUA write to an
 // object allocated write-back and not yet flushed makes the entry stable
 // too (stabilise), so that what FUA wrote cannot read as a hole.

@@ -337,12 +337,12 @@ func (c *fdCache) insertLocked(h *handle) (victims, dirty [maxVictims]*handle) {
 	h.cached = true
 	c.pushFrontLocked(h)
 	n, d := 0, 0
-	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims; {
+	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims && d < maxVictims; {
 		prev := v.prev
 		switch {
 		case v.refs != 0 || v.f == nil:
 		case v.sumsDirty.Load():
-			if d < maxVictims && c.persist != nil {
+			if c.persist != nil {
 				v.refs++
 				dirty[d] = v
 				d++

@@ -54,7 +54,7 @@ type Volume struct {
 	//
 	// Write-back covers the allocation of fresh objects too (see
 	// "Lazy allocation"): the object and its table entry are written
-	// without sync, in that order, and become stable at the next Flush.
+	// without sync, at once, and become stable at the next Flush.
 	// A copy on write is created stable before its entry names it, and
 	// an entry is cleared stable before its object is removed.
 	Flags uint16

@@ -326,16 +326,22 @@ func (c *fdCache) dropLocked(h *handle) *handle {
 const maxVictims = 4
 
 // insertLocked adds h as most recently used and evicts idle handles from
-// the cold end while the cache is over max. It returns the evicted
-// handles for the caller to close after unlocking. An idle handle whose
-// checksums are in memory only stays cached (a new handle on its inode
-// would read the stored, older ones): it is returned in dirty with a
-// reference taken, for the caller to store them (persistAll); a later
-// insertion evicts it.
+// the cold end while the cache is over max (evictLocked), returning them
+// for the caller to close after unlocking, and those to store first.
 func (c *fdCache) insertLocked(h *handle) (victims, dirty [maxVictims]*handle) {
 	c.mu.m[h.oid] = h
 	h.cached = true
 	c.pushFrontLocked(h)
+	return c.evictLocked()
+}
+
+// evictLocked evicts idle handles from the cold end while the cache is
+// over max, and returns them for the caller to close after unlocking.
+// An idle handle whose checksums are in memory only stays cached (a new
+// handle on its inode would read the stored, older ones): it is returned
+// in dirty with a reference taken, for the caller to store them
+// (persistAll), which then evicts it.
+func (c *fdCache) evictLocked() (victims, dirty [maxVictims]*handle) {
 	n, d := 0, 0
 	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims && d < maxVictims; {
 		prev := v.prev
@@ -357,14 +363,30 @@ func (c *fdCache) insertLocked(h *handle) (victims, dirty [maxVictims]*handle) {
 	return victims, dirty
 }
 
-// persistAll stores the in-memory checksums of the handles insertLocked
-// returned in dirty, and gives back their references.
+// persistAll stores the in-memory checksums of the handles evictLocked
+// returned in dirty, gives back their references, and evicts again, so
+// that an idle cache ends up within max.
+// A few rounds at most: writes may make handles dirty again meanwhile.
 func (c *fdCache) persistAll(dirty [maxVictims]*handle) {
-	for _, h := range dirty {
-		if h != nil {
-			c.persist(h)
-			c.release(h)
+	for round := 0; ; round++ {
+		for _, h := range dirty {
+			if h != nil {
+				c.persist(h)
+				c.release(h)
+			}
 		}
+		if dirty[0] == nil || round == 2 {
+			return
+		}
+		var victims [maxVictims]*handle
+		c.mu.Lock()
+		if c.mu.closed {
+			c.mu.Unlock()
+			return
+		}
+		victims, dirty = c.evictLocked()
+		c.mu.Unlock()
+		c.closeAll(victims)
 	}
 }
 

@@ -154,7 +154,6 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 		m = sumsFor(size, off, data)
 		if !sync {
 			m.b[sumFlags] |= sumUnflushed
-			s.unflushed.add(oid)
 		}
 	}
 	stored := m
@@ -174,6 +173,11 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	mu.Lock()
 	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, s.objPath(oid), unix.AT_SYMLINK_FOLLOW)
 	if err == nil {
+		if m != nil && !sync {
+			// Only now: an object already there under the name
+			// (EEXIST) may carry the flag of a crash, to settle.
+			s.unflushed.add(oid)
+		}
 		s.files.install(h)
 	}
 	mu.Unlock()

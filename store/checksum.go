@@ -579,6 +579,14 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 		b[sumFlags] |= sumUnflushed
 		h.unflushedGen++
 	}
+	if !sync && !mark {
+		// The flag is durable already: the checksums stay in memory
+		// until the next sync of the object or the close of its
+		// handle (persistSums). A crash before then is settled.
+		m.commit()
+		h.sumsDirty.Store(true)
+		return nil
+	}
 	if mark {
 		s.unflushed.add(h.oid)
 	}
@@ -586,6 +594,7 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 		return ioError(op, h.oid, err)
 	}
 	m.commit()
+	h.sumsDirty.Store(false)
 	h.metaDirty.Store(true)
 	if mark && !s.noSync {
 		// The object was clean: nothing but this xattr to sync.
@@ -596,6 +605,30 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 			return ioError(op, h.oid, &os.PathError{Op: "fsync", Path: h.f.Name(), Err: err})
 		}
 	}
+	return nil
+}
+
+// persistSums stores the checksums h keeps in memory only (those of
+// write-back writes made while the object was flagged unflushed), before
+// a sync of h or the close of its handle. Until they are stored, the
+// durable unflushed flag covers the chunks they describe: a crash makes
+// the next open accept those chunks as found (settleUnflushed). Stored,
+// they make the next sync an fsync, which puts them on disk with the
+// data. The caller holds a reference on h, not h.mu.
+func (s *Store) persistSums(h *handle) error {
+	if !h.sumsDirty.Load() {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.sumsDirty.Load() || h.sums == nil {
+		return nil
+	}
+	if err := fsetxattr(h.fd, h.sums.b); err != nil {
+		return &os.PathError{Op: "fsetxattr", Path: h.f.Name(), Err: err}
+	}
+	h.sumsDirty.Store(false)
+	h.metaDirty.Store(true)
 	return nil
 }
 
@@ -615,6 +648,7 @@ func (s *Store) clearUnflushed(h *handle, gen uint64) {
 	b[sumFlags] &^= sumUnflushed
 	if fsetxattr(h.fd, b) == nil {
 		m.commit()
+		h.sumsDirty.Store(false)
 		h.metaDirty.Store(true)
 		s.unflushed.remove(h.oid)
 	}
@@ -648,6 +682,7 @@ func (s *Store) resum(h *handle, off, n int64) {
 	}
 	if fsetxattr(h.fd, b) == nil {
 		m.commit()
+		h.sumsDirty.Store(false)
 		h.metaDirty.Store(true)
 	}
 }

@@ -42,6 +42,11 @@ type handle struct {
 	// metaDirty is set when the xattr changed since the last sync, so the
 	// next sync must be an fsync (fdatasync may skip the xattr).
 	metaDirty atomic.Bool
+	// sumsDirty is set when sums hold checksums not yet stored in the
+	// xattr (write-back writes to a flagged object, checksum.go); set
+	// and cleared under mu. A handle with it set is stored before it is
+	// synced or closed, and is not evicted until it is clear.
+	sumsDirty atomic.Bool
 	// unflushedGen counts the changes made without sync (under mu), so
 	// that a flush clears the unflushed flag only if none came after
 	// its sync began (checksum.go).
@@ -99,7 +104,10 @@ type fdCache struct {
 	load func(oid uint64, f *os.File, size int64) (*sums, error)
 	// pathLock is the oid's path lock (see the type comment).
 	pathLock func(oid uint64) *sync.Mutex
-	max      int
+	// persist stores the checksums a handle keeps in memory only
+	// (handle.sumsDirty) before its file is closed; nil for none.
+	persist func(h *handle)
+	max     int
 
 	mu struct {
 		sync.Mutex
@@ -150,13 +158,14 @@ func (c *fdCache) acquire(oid uint64) (*handle, error) {
 	}
 	h := &handle{oid: oid, ready: make(chan struct{}), refs: 1}
 	h.sync.init()
-	victims := c.insertLocked(h)
+	victims, dirty := c.insertLocked(h)
 	c.mu.Unlock()
 	f, err := c.open(oid)
 	// The descriptor pins the inode: a path change from here on drops h
 	// and leaves it on the old inode.
 	pl.Unlock()
-	closeAll(victims)
+	c.closeAll(victims)
+	c.persistAll(dirty)
 
 	var st unix.Stat_t
 	if err == nil {
@@ -217,8 +226,19 @@ func (c *fdCache) release(h *handle) {
 	last := h.refs == 0 && !h.cached && h.f != nil
 	c.mu.Unlock()
 	if last {
-		h.f.Close()
+		c.closeHandle(h)
 	}
+}
+
+// closeHandle closes the file of h, which has left the cache and has no
+// users, after storing the checksums it kept in memory: the next handle
+// on the inode (a reopen of an evicted object, or ReadStale of one moved
+// to .stale) reads them from the xattr.
+func (c *fdCache) closeHandle(h *handle) {
+	if c.persist != nil && h.sumsDirty.Load() {
+		c.persist(h)
+	}
+	h.f.Close()
 }
 
 // install puts h, a file just renamed into place as oid, in the cache in
@@ -227,32 +247,33 @@ func (c *fdCache) install(h *handle) {
 	c.mu.Lock()
 	if c.mu.closed {
 		c.mu.Unlock()
-		h.f.Close()
+		c.closeHandle(h)
 		return
 	}
-	var old *os.File
+	var old *handle
 	if prev := c.mu.m[h.oid]; prev != nil {
 		old = c.dropLocked(prev)
 	}
-	victims := c.insertLocked(h)
+	victims, dirty := c.insertLocked(h)
 	c.mu.Unlock()
 	if old != nil {
-		old.Close()
+		c.closeHandle(old)
 	}
-	closeAll(victims)
+	c.closeAll(victims)
+	c.persistAll(dirty)
 }
 
 // invalidate forgets oid's handle after its path changed (removed, or
 // moved to .stale). The caller holds the oid's path lock.
 func (c *fdCache) invalidate(oid uint64) {
 	c.mu.Lock()
-	var old *os.File
+	var old *handle
 	if h := c.mu.m[oid]; h != nil {
 		old = c.dropLocked(h)
 	}
 	c.mu.Unlock()
 	if old != nil {
-		old.Close()
+		c.closeHandle(old)
 	}
 }
 
@@ -278,24 +299,24 @@ func (c *fdCache) len() int {
 func (c *fdCache) close() {
 	c.mu.Lock()
 	c.mu.closed = true
-	var idle []*os.File
+	var idle []*handle
 	for _, h := range c.mu.m {
-		if f := c.dropLocked(h); f != nil {
-			idle = append(idle, f)
+		if d := c.dropLocked(h); d != nil {
+			idle = append(idle, d)
 		}
 	}
 	c.mu.Unlock()
-	for _, f := range idle {
-		f.Close()
+	for _, h := range idle {
+		c.closeHandle(h)
 	}
 }
 
-// dropLocked takes h out of the map and returns its file if nobody uses it
-// any more, for the caller to close after unlocking.
-func (c *fdCache) dropLocked(h *handle) *os.File {
+// dropLocked takes h out of the map and returns it if nobody uses it any
+// more and its file is open, for the caller to close after unlocking.
+func (c *fdCache) dropLocked(h *handle) *handle {
 	c.removeLocked(h)
-	if h.refs == 0 {
-		return h.f
+	if h.refs == 0 && h.f != nil {
+		return h
 	}
 	return nil
 }
@@ -305,23 +326,68 @@ func (c *fdCache) dropLocked(h *handle) *os.File {
 const maxVictims = 4
 
 // insertLocked adds h as most recently used and evicts idle handles from
-// the cold end while the cache is over max. It returns the evicted files
-// for the caller to close after unlocking.
-func (c *fdCache) insertLocked(h *handle) (victims [maxVictims]*os.File) {
+// the cold end while the cache is over max (evictLocked), returning them
+// for the caller to close after unlocking, and those to store first.
+func (c *fdCache) insertLocked(h *handle) (victims, dirty [maxVictims]*handle) {
 	c.mu.m[h.oid] = h
 	h.cached = true
 	c.pushFrontLocked(h)
-	n := 0
-	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims; {
+	return c.evictLocked()
+}
+
+// evictLocked evicts idle handles from the cold end while the cache is
+// over max, and returns them for the caller to close after unlocking.
+// An idle handle whose checksums are in memory only stays cached (a new
+// handle on its inode would read the stored, older ones): it is returned
+// in dirty with a reference taken, for the caller to store them
+// (persistAll), which then evicts it.
+func (c *fdCache) evictLocked() (victims, dirty [maxVictims]*handle) {
+	n, d := 0, 0
+	for v := c.mu.lru.prev; v != &c.mu.lru && len(c.mu.m) > c.max && n < maxVictims && d < maxVictims; {
 		prev := v.prev
-		if v.refs == 0 {
+		switch {
+		case v.refs != 0 || v.f == nil:
+		case v.sumsDirty.Load():
+			if c.persist != nil {
+				v.refs++
+				dirty[d] = v
+				d++
+			}
+		default:
 			c.removeLocked(v)
-			victims[n] = v.f
+			victims[n] = v
 			n++
 		}
 		v = prev
 	}
-	return victims
+	return victims, dirty
+}
+
+// persistAll stores the in-memory checksums of the handles evictLocked
+// returned in dirty, gives back their references, and evicts again, so
+// that an idle cache ends up within max.
+// A few rounds at most: writes may make handles dirty again meanwhile.
+func (c *fdCache) persistAll(dirty [maxVictims]*handle) {
+	for round := 0; ; round++ {
+		for _, h := range dirty {
+			if h != nil {
+				c.persist(h)
+				c.release(h)
+			}
+		}
+		if dirty[0] == nil || round == 2 {
+			return
+		}
+		var victims [maxVictims]*handle
+		c.mu.Lock()
+		if c.mu.closed {
+			c.mu.Unlock()
+			return
+		}
+		victims, dirty = c.evictLocked()
+		c.mu.Unlock()
+		c.closeAll(victims)
+	}
 }
 
 func (c *fdCache) removeLocked(h *handle) {
@@ -340,10 +406,10 @@ func (c *fdCache) unlinkLocked(h *handle) {
 	h.prev, h.next = nil, nil
 }
 
-func closeAll(files [maxVictims]*os.File) {
-	for _, f := range files {
-		if f != nil {
-			f.Close()
+func (c *fdCache) closeAll(victims [maxVictims]*handle) {
+	for _, h := range victims {
+		if h != nil {
+			c.closeHandle(h)
 		}
 	}
 }

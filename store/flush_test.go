@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -420,5 +421,151 @@ func TestFailedMarkIsRetried(t *testing.T) {
 	}
 	if got := mustRead(t, s, 1, 0, 1); got[0] != 'y' {
 		t.Fatalf("read %q", got)
+	}
+}
+
+// Write-back writes to an object already flagged unflushed keep their
+// checksums in memory: the xattr is not rewritten per write. A flush, the
+// eviction of the handle, or Close stores them, so that a reopened handle
+// verifies what was written; a crash (the process dies with them in
+// memory) leaves the flag, and the reopened object reads as found.
+func TestWriteBackChecksumsInMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, MaxOpenFiles: 1})
+	mustCreate(t, s, 1, 4*ck, 0, nil)
+	mustCreate(t, s, 2, 4*ck, 0, nil)
+	onDisk := func(oid uint64) []byte {
+		t.Helper()
+		v, err := xattr.Get(s.objPath(oid), sumAttr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// The first write marks the object; the second changes only memory.
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{1}, ck), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	marked := onDisk(1)
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{2}, ck), ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(onDisk(1), marked) {
+		t.Fatal("a write-back write to a flagged object rewrote the xattr")
+	}
+	// Evicting the handle (MaxOpenFiles 1) stores them: the reopened
+	// object verifies.
+	mustRead(t, s, 2, 0, ck)
+	mustRead(t, s, 2, 0, ck) // a second insertion evicts once stored
+	if bytes.Equal(onDisk(1), marked) {
+		t.Fatal("checksums kept in memory were not stored when the handle left the cache")
+	}
+	if got := mustRead(t, s, 1, ck, ck); !bytes.Equal(got, bytes.Repeat([]byte{2}, ck)) {
+		t.Fatal("reopened object reads wrong")
+	}
+	// Flush stores them too, and clears the flag.
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{3}, ck), 2*ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{4}, ck), 3*ck, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if unflushedOnDisk(t, s, 1) {
+		t.Fatal("flag left set by Flush")
+	}
+	// The crash: write-back writes after the mark, then the process dies
+	// without storing their checksums (a second Store on the same dir
+	// stands for the restarted process).
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{5}, ck), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{6}, ck), ck, false); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, Config{Dir: dir})
+	want := slices.Concat(bytes.Repeat([]byte{5}, ck), bytes.Repeat([]byte{6}, ck),
+		bytes.Repeat([]byte{3}, ck), bytes.Repeat([]byte{4}, ck))
+	if got := mustRead(t, s2, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("after the crash the object does not read as written")
+	}
+}
+
+// CreateOrWrite of part of a missing object without sync links a fully
+// written unnamed file into place, with its checksums in memory only: a
+// flush stores them (and clears the flag); a crash before that leaves an
+// object without checksums, taken as found when reopened. A second
+// CreateOrWrite of the same object writes only its range.
+func TestCreateOrWriteNewObject(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	one := bytes.Repeat([]byte{1}, 100)
+	if err := s.CreateOrWrite(ctx, 1, 4*ck, ck+10, one, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xattr.Get(s.objPath(1), sumAttr); err == nil {
+		t.Error("a write-back create stored its checksums before a flush")
+	}
+	if err := s.CreateOrWrite(ctx, 1, 4*ck, 0, []byte{2}, false); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 4*ck)
+	want[0] = 2
+	copy(want[ck+10:], one)
+	if got := mustRead(t, s, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("object reads wrong")
+	}
+	// The crash, before any flush: a second store stands for the
+	// restarted process.
+	s2 := openStore(t, Config{Dir: dir})
+	if got := mustRead(t, s2, 1, 0, 4*ck); !bytes.Equal(got, want) {
+		t.Fatal("after the crash the object reads wrong")
+	}
+	// A flush stores the checksums, unflagged.
+	if err := s.CreateOrWrite(ctx, 2, 4*ck, 3, one, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if unflushedOnDisk(t, s, 2) {
+		t.Error("flag left set by the flush")
+	}
+	if names, _ := readDirNames(s.objDir); len(names) != 3 { // two objects and .stale
+		t.Errorf("obj/ holds %v", names)
+	}
+}
+
+// A CreateOrWrite that finds the object already there (written and
+// flagged unflushed before a crash, not opened since) settles it as any
+// open after a crash does: the write lands, and nothing reads as a
+// checksum error.
+func TestCreateOrWriteOverObjectFlaggedByACrash(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	old := bytes.Repeat([]byte{0x11}, ck)
+	mustCreate(t, s, 1, 4*ck, 0, old)
+	if err := s.WriteAt(ctx, 1, bytes.Repeat([]byte{0x22}, ck), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: chunk 0 is a mix of both writes on disk.
+	f, err := os.OpenFile(s.objPath(1), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(old[:ck/2], 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s2 := openStore(t, Config{Dir: dir})
+	if err := s2.CreateOrWrite(ctx, 1, 4*ck, 10, []byte{0x33}, false); err != nil {
+		t.Fatalf("write over the flagged object: %v", err)
+	}
+	got := mustRead(t, s2, 1, 0, ck)
+	if got[0] != 0x11 || got[10] != 0x33 || got[ck/2] != 0x22 {
+		t.Fatal("the object does not read as found plus the write")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -89,11 +90,113 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 // into zeros. A payload covering the whole object replaces it, as Create
 // does (a copy-on-write carries the whole object). The caller serialises
 // the creations and writes of oid (Locks).
+//
+// A partial payload for an object that does not exist yet (the first
+// write to a block of a VDI) is written into an unnamed file (O_TMPFILE)
+// that is linked into place only if the name is still free: one
+// directory change and no lookup before it, where Create costs a
+// lookup, a create and a rename in obj/, which every allocation in the
+// store contends for. Without sync, its checksums stay in memory until
+// the next sync or close (persistSums): a crash before then leaves an
+// object without checksums, whose bytes are then taken as found
+// (adoptSums), as those of an object flagged unflushed would be.
 func (s *Store) CreateOrWrite(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error {
-	if (off != 0 || int64(len(data)) != size) && s.Exists(oid) {
+	if off == 0 && int64(len(data)) == size {
+		return s.Create(ctx, oid, size, off, data, sync)
+	}
+	if _, ok := s.files.peek(oid); ok {
 		return s.WriteAt(ctx, oid, data, off, sync)
 	}
-	return s.Create(ctx, oid, size, off, data, sync)
+	err := s.createNew(ctx, oid, size, off, data, sync)
+	switch {
+	case err == errExists:
+		return s.WriteAt(ctx, oid, data, off, sync)
+	case err == errNoTmpfile:
+		if s.Exists(oid) {
+			return s.WriteAt(ctx, oid, data, off, sync)
+		}
+		return s.Create(ctx, oid, size, off, data, sync)
+	}
+	return err
+}
+
+var (
+	errExists    = errors.New("object exists")
+	errNoTmpfile = errors.New("O_TMPFILE not supported")
+)
+
+// createNew is Create for an object that must not exist yet: errExists
+// if it does, errNoTmpfile where the filesystem has no O_TMPFILE.
+func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	if size < 0 || !inRange(off, int64(len(data)), size) {
+		return rangeError("create", oid, off, int64(len(data)), size)
+	}
+	if s.noTmpfile.Load() {
+		return errNoTmpfile
+	}
+	fd, err := unix.Open(s.objDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
+		s.noTmpfile.Store(true)
+		return errNoTmpfile
+	}
+	if err != nil {
+		return ioError("create", oid, &os.PathError{Op: "open O_TMPFILE", Path: s.objDir, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), s.objPath(oid))
+	var m *sums
+	if !s.noSums {
+		m = sumsFor(size, off, data)
+		if !sync {
+			m.b[sumFlags] |= sumUnflushed
+		}
+	}
+	stored := m
+	if !sync {
+		stored = nil // kept in memory (see above)
+	}
+	if err := s.fillTmp(f, size, off, data, stored, sync); err != nil {
+		f.Close()
+		return ioError("create", oid, err)
+	}
+	h := &handle{oid: oid, f: f, fd: fd, size: size, ready: closedReady, sums: m}
+	h.sync.init()
+	h.metaDirty.Store(!sync)
+	h.sumsDirty.Store(m != nil && stored == nil)
+
+	mu := s.pathLock(oid)
+	mu.Lock()
+	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, s.objPath(oid), unix.AT_SYMLINK_FOLLOW)
+	if err == nil {
+		if m != nil && !sync {
+			// Only now: an object already there under the name
+			// (EEXIST) may carry the flag of a crash, to settle.
+			s.unflushed.add(oid)
+		}
+		s.files.install(h)
+	}
+	mu.Unlock()
+	if err != nil {
+		f.Close()
+		if err == unix.EEXIST {
+			return errExists
+		}
+		return ioError("create", oid, &os.PathError{Op: "link", Path: s.objPath(oid), Err: err})
+	}
+	if !sync {
+		s.dirDirty.Store(true)
+		s.dirty.add(oid)
+		return nil
+	}
+	if err := s.syncDir(); err != nil {
+		return ioError("create", oid, err)
+	}
+	return nil
 }
 
 // fillTmp sizes the fresh tmp file f, writes data at off, stores the
@@ -233,6 +336,9 @@ func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64,
 // synced write or a flush never leaves an object whose data survives a
 // power cut but whose name does not.
 func (s *Store) syncHandle(h *handle) error {
+	if err := s.persistSums(h); err != nil {
+		return err
+	}
 	if s.noSync {
 		return nil
 	}

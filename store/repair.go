@@ -128,6 +128,7 @@ func (s *Store) repairChunks(h *handle, good []byte) ([]int, error) {
 		return nil, ioError("repair", h.oid, err)
 	}
 	m.commit()
+	h.sumsDirty.Store(false)
 	h.metaDirty.Store(true)
 	for _, i := range bad {
 		cs, cl := m.chunk(i)

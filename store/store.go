@@ -97,6 +97,7 @@ type Store struct {
 
 	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
 	noPunchHole atomic.Bool   // fallocate(PUNCH_HOLE) is unsupported here
+	noTmpfile   atomic.Bool   // open(O_TMPFILE) is unsupported here
 	closed      atomic.Bool
 }
 
@@ -155,6 +156,13 @@ func Open(cfg Config) (*Store, error) {
 	s.files = newFDCache(max, func(oid uint64) (*os.File, error) {
 		return os.OpenFile(s.objPath(oid), os.O_RDWR, 0)
 	}, s.loadSums, s.pathLock)
+	s.files.persist = func(h *handle) {
+		if err := s.persistSums(h); err != nil {
+			// The unflushed flag stays on disk: the next open
+			// of the object settles its chunks (checksum.go).
+			s.log.Warn("cannot store checksums kept in memory", "oid", fmt.Sprintf("%016x", h.oid), "err", err)
+		}
+	}
 	return s, nil
 }
 

@@ -71,6 +71,7 @@ type Config struct {
 	MaxConns              int
 	IdleTimeout           time.Duration
 	MemBudget             int64
+	Pprof                 string // loopback address for /debug/pprof, "" for none
 }
 
 // defaultMemBudget is --mem-budget's default: the request and reply
@@ -104,6 +105,7 @@ func main() {
 			&cli.IntFlag{Name: "max-conns", Usage: "connections per listener (native TCP, native UNIX socket, NBD); more are closed at once (default: a quarter of the open-file limit)"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close a new connection that sends no request (NBD: does not finish negotiating) within this time (0: never)"},
 			&cli.StringFlag{Name: "mem-budget", Value: "512M", Usage: "request and reply payloads held for clients, all connections of all front-ends together (3/4 for clients, 1/4 for peer sheeps); a connection that does not read its replies stops being read from"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (CPU, trace, block, mutex) on this loopback HOST:PORT; off by default"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
 		Action: run,
@@ -183,6 +185,7 @@ func run(c *cli.Context) error {
 		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
 		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
+		Pprof: c.String("pprof"),
 	}
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
 	if (cfg.NBDTLSCert == "") != (cfg.NBDTLSKey == "") || cfg.NBDTLSRequire && cfg.NBDTLSCert == "" {
@@ -315,6 +318,13 @@ func serve(cfg Config) (err error) {
 	}
 	log := slog.New(logHandler)
 
+	if cfg.Pprof != "" {
+		l, err := servePprof(cfg.Pprof, log)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+	}
 	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return err

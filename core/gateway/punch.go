@@ -26,7 +26,7 @@ func (g *Gateway) PunchObject(ctx context.Context, oid uint64, off, n int64, fla
 	}
 	return g.changeRange(ctx, oid, off, n, flags, func(p plan, t proto.Node, synced bool) error {
 		if g.isSelf(t) {
-			return g.localWrite(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
+			return g.localChange(ctx, oid, func() error { return g.store.Punch(ctx, oid, off, n, synced) })
 		}
 		return g.peerPunch(ctx, t, p.epoch, oid, off, n, synced)
 	})

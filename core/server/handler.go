@@ -443,8 +443,8 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 
 func (h *Handler) writePeer(ctx context.Context, c *call) error {
 	key, _ := h.peerKey(c.req.Obj())
-	h.cfg.Locks.Lock(key)
-	defer h.cfg.Locks.Unlock(key)
+	h.cfg.Locks.RLock(key)
+	defer h.cfg.Locks.RUnlock(key)
 	return h.cfg.Store.WriteAt(ctx, key, c.data, int64(c.req.Obj().Offset), peerSync(c))
 }
 

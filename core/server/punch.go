@@ -21,7 +21,7 @@ func (h *Handler) punchPeer(ctx context.Context, c *call) error {
 	if n < 0 || off+n > size {
 		return fmt.Errorf("punch %s: [%d,+%d) outside %d: %w", proto.ObjectName(key), off, n, size, proto.ResInvalidParms)
 	}
-	h.cfg.Locks.Lock(key)
-	defer h.cfg.Locks.Unlock(key)
+	h.cfg.Locks.RLock(key)
+	defer h.cfg.Locks.RUnlock(key)
 	return h.cfg.Store.Punch(ctx, key, off, n, peerSync(c))
 }

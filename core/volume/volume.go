@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -52,18 +53,27 @@ type Volume struct {
 	// write is then stable only after the next Flush, as on a disk with
 	// a write cache (the NBD front-end). Set it before sharing the volume.
 	//
-	// Write-back covers the data, not the existence of objects: an object
-	// is created stable before a table entry names it, and an entry is
-	// cleared stable before its object is removed. A crash then loses
-	// unflushed data or leaves an unreferenced object, but never leaves
-	// an entry naming an object that is not there.
+	// Write-back covers the allocation of fresh objects too (see
+	// "Lazy allocation"): the object and its table entry are written
+	// without sync, at once, and become stable at the next Flush.
+	// A copy on write is created stable before its entry names it, and
+	// an entry is cleared stable before its object is removed.
 	Flags uint16
+
+	// unstable holds the data indexes allocated write-back and not yet
+	// flushed: a FUA write to one also makes its table entry stable.
+	// The value is the allocation's number (unstableSeq), so that a
+	// Flush forgets only the allocations it covered.
+	unstableMu  sync.Mutex
+	unstable    map[uint32]uint64
+	unstableSeq uint64
 
 	// locks guard table entries: readers and writers of an allocated
 	// object hold RLock on its stripe; allocation (create/COW + table
 	// update) and discard hold Lock. Invariant: ino.DataVdiID[i] only
 	// changes under Lock of stripe i%stripes, after the object it names
-	// exists.
+	// was created durably, or, allocated write-back, together with its
+	// creation ("Lazy allocation").
 	locks [stripes]sync.RWMutex
 }
 
@@ -203,7 +213,14 @@ func (v *Volume) readChunk(ctx context.Context, c chunk) error {
 		clear(c.buf)
 		return nil
 	}
-	return v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
+	err = v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
+	if owner == v.vid && errors.Is(err, proto.ResNoObj) {
+		// An entry that survived a crash whose object did not (see
+		// "Lazy allocation"): never flushed, it reads as a hole.
+		clear(c.buf)
+		return nil
+	}
+	return err
 }
 
 // ReadAt implements io.ReaderAt.
@@ -250,19 +267,28 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	l := &v.locks[c.idx%stripes]
 	oid := proto.VidToDataOid(v.vid, c.idx)
 	l.RLock()
+	missing := false
 	if v.ino.DataVdiID[c.idx] == v.vid {
-		err := v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
+		err := v.writeOwn(ctx, c, flags)
 		l.RUnlock()
 		if !errors.Is(err, proto.ResNoObj) {
 			return err
 		}
 		// Removed from under the entry (a discard by another writer):
 		// allocate it again, below.
+		missing = true
 	} else {
 		l.RUnlock()
 	}
 	l.Lock()
 	defer l.Unlock()
+	if !missing && v.ino.DataVdiID[c.idx] == v.vid {
+		// This volume allocated the object while we waited for the
+		// lock: the table names its own object, trusted as above.
+		if err := v.writeOwn(ctx, c, flags); !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
 	// Another writer may have allocated the object (or this volume, while
 	// we waited): the inode decides, not the cached entry.
 	owner, err := v.refreshLocked(ctx, c.idx)
@@ -270,16 +296,92 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 		return err
 	}
 	if owner == v.vid {
-		return v.io.WriteObject(ctx, oid, c.off, c.buf, flags)
+		err := v.writeOwn(ctx, c, flags)
+		if !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+		// The entry names this VDI's object but it is gone: allocated
+		// write-back and lost in a crash before a flush. Create it
+		// again; the entry stays.
+		return v.io.CreateAndWrite(ctx, oid, 0, c.off, c.buf, flags)
 	}
-	var cow uint64
-	if owner != 0 {
-		cow = proto.VidToDataOid(owner, c.idx)
+	if owner != 0 || !writeBack(flags) {
+		// A copy is stable before its entry names it: lost, the entry
+		// would read as a hole instead of the shared data. So is an
+		// object allocated by a write that is stable when it returns.
+		var cow uint64
+		if owner != 0 {
+			cow = proto.VidToDataOid(owner, c.idx)
+		}
+		if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags&^proto.FlagCmdCache); err != nil {
+			return err
+		}
+		return v.setOwner(ctx, c.idx, v.vid, flags)
 	}
-	if err := v.io.CreateAndWrite(ctx, oid, cow, c.off, c.buf, flags&^proto.FlagCmdCache); err != nil {
-		return err
+	// A write-back allocation: the object and the entry are written
+	// together, neither stable before the next Flush.
+	v.unstableMu.Lock()
+	if v.unstable == nil {
+		v.unstable = map[uint32]uint64{}
 	}
-	return v.setOwner(ctx, c.idx, v.vid, flags)
+	v.unstableSeq++
+	v.unstable[c.idx] = v.unstableSeq
+	v.unstableMu.Unlock()
+	created := make(chan error, 1)
+	go func() { created <- v.io.CreateAndWrite(ctx, oid, 0, c.off, c.buf, flags) }()
+	err = v.setOwner(ctx, c.idx, v.vid, flags)
+	if cerr := <-created; cerr != nil {
+		// The entry may name a missing object now: it reads as a
+		// hole, and the next write there creates the object.
+		return cerr
+	}
+	return err
+}
+
+// writeOwn writes c into the VDI's own object, which the table names; a
+// stable write to an object allocated write-back and not flushed since
+// makes its entry stable too. The caller holds the stripe's lock.
+func (v *Volume) writeOwn(ctx context.Context, c chunk, flags uint16) error {
+	err := v.io.WriteObject(ctx, proto.VidToDataOid(v.vid, c.idx), c.off, c.buf, flags)
+	if err == nil && !writeBack(flags) && v.isUnstable(c.idx) {
+		err = v.stabilise(ctx, c.idx)
+	}
+	return err
+}
+
+// Lazy allocation. A write-back write to a hole creates the object and
+// writes its table entry without sync, at the same time, like the data
+// itself: the next Flush makes both stable, at the cost of the syncs it
+// makes anyway, instead of two synced writes in a row on every copy per
+// allocated object. A crash (a power cut) before that flush, or a
+// creation that failed, may leave the entry without the object: such an
+// entry of this VDI's own reads as a hole, the data the unflushed write
+// replaced, and a write there creates the object again. A copy on write stays synced: its entry must never read as a
+// hole, the snapshot's data being the old contents. A FUA write to an
+// object allocated write-back and not yet flushed makes the entry stable
+// too (stabilise), so that what FUA wrote cannot read as a hole.
+
+// writeBack reports whether flags ask for a write stable at the next
+// Flush.
+func writeBack(flags uint16) bool { return flags&proto.FlagCmdCache != 0 }
+
+// isUnstable reports whether data index idx was allocated write-back and
+// not flushed since.
+func (v *Volume) isUnstable(idx uint32) bool {
+	v.unstableMu.Lock()
+	defer v.unstableMu.Unlock()
+	_, ok := v.unstable[idx]
+	return ok
+}
+
+// stabilise writes the table entry of idx, this VDI's own object, again
+// with sync. The caller holds the stripe's lock (either way).
+func (v *Volume) stabilise(ctx context.Context, idx uint32) error {
+	b := binary.LittleEndian.AppendUint32(nil, v.vid)
+	if err := v.io.WriteObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(idx)), b, v.Flags&^proto.FlagCmdCache); err != nil {
+		return fmt.Errorf("update inode %x index %d: %w", v.vid, idx, err)
+	}
+	return nil
 }
 
 // Other writers. The table is a cache of the inode's data_vdi_id, and one
@@ -469,8 +571,28 @@ func (v *Volume) dropObject(ctx context.Context, idx uint32) error {
 }
 
 // Flush makes every write acknowledged so far stable (write-back writes
-// included).
-func (v *Volume) Flush(ctx context.Context) error { return v.io.Flush(ctx) }
+// and allocations included).
+//
+// An allocation is forgotten as unstable only once a flush that began
+// after it returned: until then a FUA write to it still stabilises it.
+func (v *Volume) Flush(ctx context.Context) error {
+	v.unstableMu.Lock()
+	covered := maps.Clone(v.unstable)
+	v.unstableMu.Unlock()
+	if err := v.io.Flush(ctx); err != nil {
+		return err
+	}
+	if len(covered) > 0 {
+		v.unstableMu.Lock()
+		for idx, seq := range covered {
+			if v.unstable[idx] == seq {
+				delete(v.unstable, idx)
+			}
+		}
+		v.unstableMu.Unlock()
+	}
+	return nil
+}
 
 // Allocated reports whether data index idx has an object (own or shared).
 func (v *Volume) Allocated(idx uint32) bool { return v.Owner(idx) != 0 }

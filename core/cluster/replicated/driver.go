@@ -220,7 +220,7 @@ func (d *Driver) raftConfig() *raft.Config {
 }
 
 func (d *Driver) raftAddr() string {
-	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(int(d.cfg.Self.Port)+RaftOffset))
+	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(d.cfg.raftPort()))
 }
 
 func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
@@ -228,7 +228,7 @@ func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	port := int(d.cfg.Self.Port) + RaftOffset
+	port := d.cfg.raftPort()
 	trans, err := raft.NewTCPTransport(net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(port)), advertise, 4, 10*time.Second, d.raftLog)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on port %d: %w", port, err)
@@ -289,7 +289,7 @@ func gossipAddrs(addrs []string) []string {
 			continue
 		}
 		port, _ := strconv.Atoi(p)
-		out = append(out, net.JoinHostPort(h, strconv.Itoa(port+GossipOffset)))
+		out = append(out, net.JoinHostPort(h, strconv.Itoa(DefaultGossipPort(port))))
 	}
 	return out
 }

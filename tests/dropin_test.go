@@ -255,3 +255,82 @@ func pidRuns(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
+
+// clusterEpochs returns `cluster info -v`'s epoch lines.
+func clusterEpochs(t *testing.T, s *Sheep) []string {
+	t.Helper()
+	out := s.must(t, nil, "cluster", "info", "-v")
+	_, epochs, _ := strings.Cut(out, "Epoch Time")
+	lines := strings.Split(strings.TrimSpace(epochs), "\n")
+	return lines[1:]
+}
+
+// `node vnodes set N` (SET_VNODES) in a cluster with fixed vnodes makes a
+// new epoch with the node's new count, and objects move by it; bad counts,
+// automatic vnodes and a gateway are refused with dog's messages and exit
+// codes.
+func TestNodeVnodesSet(t *testing.T) {
+	a := startSheep(t, "-n", "-z", "1", "-V", "100")
+	b := startSheep(t, "-n", "-z", "2", "-V", "100", "--join", a.Addr())
+	waitNodes(t, a, 2)
+	a.must(t, nil, "cluster", "format", "-V", "-c", "1")
+	data := seedVdi(t, a, "moving", 32<<20) // 8 data objects, spread over a and b
+	before := len(clusterEpochs(t, a))
+
+	for _, bad := range []string{"0", "65536", "4294967297", "-1", "a", "42a", "+", "-"} {
+		r := b.collie(t, nil, "node", "vnodes", "set", "--", bad)
+		want := "Invalid number of vnodes '" + bad + "': must be an integer between 1 and 65535\n"
+		if r.Code != 64 || r.Stderr != want {
+			t.Errorf("vnodes set %s: exit %d, stderr %q; want 64, %q", bad, r.Code, r.Stderr, want)
+		}
+	}
+
+	b.must(t, nil, "node", "vnodes", "set", "1")
+	a.must(t, nil, "node", "vnodes", "set", "65535")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		e := clusterEpochs(t, b)
+		if len(e) == before+2 && strings.Contains(e[0], ":65535") && strings.Contains(e[0], ":1]") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no epochs with the new vnode counts (had %d): %q", before, e)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	list := a.must(t, nil, "node", "list")
+	if !strings.Contains(list, "65535") || !strings.Contains(list, "\t 1 ") && !strings.Contains(list, " 1 ") {
+		t.Errorf("node list does not show the new counts:\n%s", list)
+	}
+	// With 65535 vnodes against 1, a's share of the ring is all but
+	// everything: recovery brings every data object to a.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		n := 0
+		for _, c := range objectCopies(t, []*Sheep{a}, "00") {
+			n += c
+		}
+		if n == 8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a holds %d of 8 data objects after its vnodes grew", n)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	mustRead(t, b, "moving", data, "after vnodes set")
+
+	// A gateway has no vnodes to set.
+	g := startSheep(t, "-n", "-z", "3", "-g", "--join", a.Addr())
+	waitNodes(t, a, 3)
+	if r := g.collie(t, nil, "node", "vnodes", "set", "42"); r.Code != 255 || r.Stderr != "Failed to execute request\n" {
+		t.Errorf("vnodes set on a gateway: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+
+	// A cluster with automatic vnodes refuses it.
+	auto := startSheep(t, "-n")
+	auto.must(t, nil, "cluster", "format", "-c", "1")
+	if r := auto.collie(t, nil, "node", "vnodes", "set", "42"); r.Code != 255 || r.Stderr != "Failed to execute request\n" {
+		t.Errorf("vnodes set with auto vnodes: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+}

@@ -50,6 +50,8 @@ type Driver struct {
 	// Dir/raft/identity.json so a restarted node carries it before its
 	// log is replayed.
 	ident atomic.Pointer[Identity]
+	// vnodes is SetVnodes' count + 1 (0: cfg.Self's own).
+	vnodes atomic.Uint32
 
 	// waitMu guards joinWait: set at start-up of a node that belongs to a
 	// cluster, cleared for good once every node of the last epoch is back

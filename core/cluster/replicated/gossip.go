@@ -83,7 +83,7 @@ func (d *Driver) startGossip() error {
 type delegate struct{ d *Driver }
 
 func (g delegate) NodeMeta(limit int) []byte {
-	return meta{Node: g.d.cfg.Self, RaftPort: uint16(g.d.cfg.raftPort()), Identity: g.d.Identity()}.encode()
+	return meta{Node: g.d.self(), RaftPort: uint16(g.d.cfg.raftPort()), Identity: g.d.Identity()}.encode()
 }
 func (delegate) NotifyMsg([]byte)                           {}
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
@@ -180,7 +180,7 @@ func (d *Driver) noticedSeq(id proto.NodeID) int64 {
 // liveMetas returns the metadata of the live members gossip accepted,
 // this node first.
 func (d *Driver) liveMetas() []meta {
-	out := []meta{{Node: d.cfg.Self, RaftPort: uint16(d.cfg.raftPort()), Identity: d.Identity()}}
+	out := []meta{{Node: d.self(), RaftPort: uint16(d.cfg.raftPort()), Identity: d.Identity()}}
 	d.noticeMu.Lock()
 	defer d.noticeMu.Unlock()
 	for _, m := range d.members {

@@ -157,6 +157,8 @@ func TestSheepdogOptionErrors(t *testing.T) {
 		{[]string{"-V", "a"}, "Invalid number of vnodes 'a': must be an integer between 1 and 65535"},
 		{[]string{"-g", "-V", "42"}, "Options '-g' and '-V' can not be both specified"},
 		{[]string{"-V", "42", "-g"}, "Options '-g' and '-V' can not be both specified"},
+		{[]string{"-y", "host.example"}, "Invalid address: 'host.example'"},
+		{[]string{"-R", "max=fast"}, "Invalid recovery option 'max=fast'"},
 		{[]string{"-c", "corosync"}, "Invalid cluster driver 'corosync'"},
 		{[]string{"-c", "zookeeper:127.0.0.1:2181"}, "Invalid cluster driver 'zookeeper:127.0.0.1:2181'"},
 	} {
@@ -332,5 +334,18 @@ func TestNodeVnodesSet(t *testing.T) {
 	auto.must(t, nil, "cluster", "format", "-c", "1")
 	if r := auto.collie(t, nil, "node", "vnodes", "set", "42"); r.Code != 255 || r.Stderr != "Failed to execute request\n" {
 		t.Errorf("vnodes set with auto vnodes: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+}
+
+// -R max=N,interval=MS sets the recovery throttle, as `node recovery
+// set-throttle` does.
+func TestSheepRecoveryThrottleOption(t *testing.T) {
+	s := startSheep(t, "-n", "-R", "max=50,interval=1000")
+	if got := s.must(t, nil, "node", "recovery", "get-throttle"); got != "max: 50\ninterval: 1000\n" {
+		t.Errorf("get-throttle after -R max=50,interval=1000: %q", got)
+	}
+	u := startSheep(t, "-n")
+	if got := u.must(t, nil, "node", "recovery", "get-throttle"); got != "Recovery throttling is disabled\n" {
+		t.Errorf("get-throttle without -R: %q", got)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,11 @@ func sheepdogOptions(c *cli.Context, cfg *Config) error {
 			return usagef("Invalid number of vnodes '%s': must be an integer between 1 and 65535", v)
 		}
 		cfg.Vnodes = int(n)
+	}
+	if y := c.String("myaddr"); y != "" {
+		if _, err := netip.ParseAddr(y); err != nil {
+			return usagef("Invalid address: '%s'", y)
+		}
 	}
 	for _, name := range []string{"gossip-port", "raft-port"} {
 		if v := c.Int(name); c.IsSet(name) && (v < 1 || v > 65535) {

@@ -168,6 +168,9 @@ func TestSheepdogOptionErrors(t *testing.T) {
 			t.Errorf("sheep DIR %s: exit %d, stderr %q; want exit 1 and %q", strings.Join(tc.args, " "), r.Code, r.Stderr, tc.want)
 		}
 	}
+	if r := run(t, nil, bin("sheep"), dir, "-v"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "Sheepdog daemon version ") {
+		t.Errorf("sheep -v: exit %d, %q", r.Code, r.Stdout)
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("refused starts left files in the store dir: %v", ents)
 	}

@@ -13,6 +13,9 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 )
 
+// version is the Sheepdog version this sheep speaks for (as collie's).
+const version = "1.0.1-go"
+
 // usageError is a bad command line. main prints it as it is, with no
 // "sheep:" prefix, as Sheepdog's sheep prints its option errors (its
 // functional tests compare these lines).
@@ -27,6 +30,7 @@ func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(forma
 // parsed and named in a warning at start (ignoredOptions).
 var sheepdogFlags = []cli.Flag{
 	&cli.StringFlag{Name: "cluster", Aliases: []string{"c"}, Usage: "cluster driver: local[:DIR] (sheeps on this host find each other through DIR, default " + defaultLocalDir + "); without -c, peers are given with --join"},
+	&cli.BoolFlag{Name: "version", Aliases: []string{"v"}, Usage: "show the version"},
 	&cli.StringFlag{Name: "pidfile", Aliases: []string{"P"}, Usage: "write the daemon's pid to FILE (removed at exit)"},
 	&cli.StringFlag{Name: "recovery", Aliases: []string{"R"}, Usage: "recovery throttle: max=N,interval=MS (at most N objects per interval)"},
 	&cli.IntFlag{Name: "gossip-port", Usage: "gossip port, TCP and UDP (default: port+10000, or port-10000 above 55535)"},

@@ -97,7 +97,7 @@ func main() {
 			&cli.StringFlag{Name: "zone", Aliases: []string{"z"}, Usage: "zone id (default: from the address)"},
 			&cli.StringFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
-			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
+			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join (-j dir=,size=,skip: Sheepdog's journal options, accepted with no meaning here)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
@@ -177,6 +177,10 @@ func parseLog(s string) (logOptions, error) {
 }
 
 func run(c *cli.Context) error {
+	if c.Bool("version") {
+		fmt.Printf("Sheepdog daemon version %s\n", version)
+		return nil
+	}
 	if c.NArg() != 1 {
 		return fmt.Errorf("exactly one store directory expected (sheep [options] DIR)")
 	}
@@ -495,7 +499,7 @@ func serve(cfg Config) error {
 		defer os.Remove(cfg.PidFile)
 	}
 	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
-	log.Info("sheepdog daemon started", "pid", os.Getpid())
+	log.Info("sheepdog daemon (version "+version+") started", "pid", os.Getpid())
 	daemon.Ready()
 	<-ctx.Done()
 	log.Info("sheep stopping")

@@ -18,6 +18,15 @@ import (
 // kills it at cleanup.
 func startSheepArgv(t *testing.T, port int, dir string, argv ...string) *Sheep {
 	t.Helper()
+	s := launchSheepArgv(t, port, dir, argv...)
+	waitServing(t, s.Addr(), s.isDead, s.out)
+	return s
+}
+
+// launchSheepArgv starts a foreground sheep with exactly argv and kills it
+// at cleanup, without waiting for it to serve.
+func launchSheepArgv(t *testing.T, port int, dir string, argv ...string) *Sheep {
+	t.Helper()
 	s := &Sheep{t: t, Dir: dir, Port: port, out: &bytes.Buffer{}}
 	s.cmd = exec.Command(bin("sheep"), argv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
@@ -28,7 +37,6 @@ func startSheepArgv(t *testing.T, port int, dir string, argv ...string) *Sheep {
 	s.exited = exited
 	go func(c *exec.Cmd) { c.Wait(); close(exited) }(s.cmd)
 	t.Cleanup(s.Kill)
-	waitServing(t, s.Addr(), s.isDead, s.out)
 	return s
 }
 
@@ -350,5 +358,33 @@ func TestSheepRecoveryThrottleOption(t *testing.T) {
 	u := startSheep(t, "-n")
 	if got := u.must(t, nil, "node", "recovery", "get-throttle"); got != "Recovery throttling is disabled\n" {
 		t.Errorf("get-throttle without -R: %q", got)
+	}
+}
+
+// Sheeps started with -c local at the same moment form one cluster: the
+// registry is read and written under a lock, so exactly one of them finds
+// nobody and bootstraps.
+func TestLocalDriverConcurrentStart(t *testing.T) {
+	reg, tmp := t.TempDir(), t.TempDir()
+	var sheeps []*Sheep
+	for i := 0; i < 3; i++ {
+		port := freePort(t)
+		dir := filepath.Join(tmp, strconv.Itoa(i))
+		sheeps = append(sheeps, launchSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1",
+			"--nbd", "none", "-p", strconv.Itoa(port), "-z", strconv.Itoa(i)))
+	}
+	for _, s := range sheeps {
+		waitServing(t, s.Addr(), s.isDead, s.out)
+	}
+	for _, s := range sheeps {
+		waitNodes(t, s, 3)
+	}
+	boots := 0
+	for _, s := range sheeps {
+		log, _ := os.ReadFile(filepath.Join(s.Dir, "sheep.log"))
+		boots += strings.Count(string(log), "bootstrapped a new cluster")
+	}
+	if boots != 1 {
+		t.Errorf("%d sheeps bootstrapped a cluster, want 1", boots)
 	}
 }

@@ -388,3 +388,16 @@ func TestLocalDriverConcurrentStart(t *testing.T) {
 		t.Errorf("%d sheeps bootstrapped a cluster, want 1", boots)
 	}
 }
+
+// A -c local sheep with its own --gossip-port is found through the
+// registry, which records its gossip address: the next sheep joins it.
+func TestLocalDriverOwnGossipPort(t *testing.T) {
+	reg, tmp := t.TempDir(), t.TempDir()
+	pa, pb, gp := freePort(t), freePort(t), freePort(t)
+	da, db := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
+	a := startSheepArgv(t, pa, da, da, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none", "-p", strconv.Itoa(pa),
+		"-z", "1", "--gossip-port", strconv.Itoa(gp))
+	b := startSheepArgv(t, pb, db, db, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none", "-p", strconv.Itoa(pb), "-z", "2")
+	waitNodes(t, a, 2)
+	waitNodes(t, b, 2)
+}

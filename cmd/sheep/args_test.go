@@ -87,21 +87,21 @@ func TestClusterDriver(t *testing.T) {
 
 func TestLocalRegistry(t *testing.T) {
 	dir := t.TempDir()
-	a, peers, err := registerLocal(dir, "127.0.0.1:7000")
+	a, peers, _, err := registerLocal(dir, "127.0.0.1:7000", "127.0.0.1:17000")
 	if err != nil || len(peers) != 0 {
 		t.Fatalf("first: %v %v", peers, err)
 	}
 	// A sheep that died without cleaning up: its pid is gone.
-	if err := writeFile(dir+"/sheep-127.0.0.1:7005", "2147483646 127.0.0.1:7005\n"); err != nil {
+	if err := writeFile(dir+"/sheep-127.0.0.1:7005", "2147483646 127.0.0.1:7005 127.0.0.1:17005\n"); err != nil {
 		t.Fatal(err)
 	}
-	b, peers, err := registerLocal(dir, "127.0.0.1:7001")
-	if err != nil || !slices.Equal(peers, []string{"127.0.0.1:7000"}) {
-		t.Fatalf("second: %v %v", peers, err)
+	b, peers, seeds, err := registerLocal(dir, "127.0.0.1:7001", "127.0.0.1:5001")
+	if err != nil || !slices.Equal(peers, []string{"127.0.0.1:7000"}) || !slices.Equal(seeds, []string{"127.0.0.1:17000"}) {
+		t.Fatalf("second: %v %v %v", peers, seeds, err)
 	}
 	a.Remove()
 	b.Remove()
-	_, peers, _ = registerLocal(dir, "127.0.0.1:7002")
+	_, peers, _, _ = registerLocal(dir, "127.0.0.1:7002", "127.0.0.1:17002")
 	if len(peers) != 0 {
 		t.Fatalf("after both left: %v", peers)
 	}

@@ -34,7 +34,7 @@ func clusterDriver(v string) (string, error) {
 
 // localRegistry is -c local's host-local registry: a directory with one
 // file per running sheep, named by its protocol address and holding
-// "PID ADDR". A sheep registers itself before it starts its cluster
+// "PID ADDR GOSSIPADDR". A sheep registers itself before it starts its cluster
 // driver and takes the live entries it finds as its join seeds; its file
 // is removed when it stops, and a file whose pid is gone is removed by the
 // next sheep that reads the registry.
@@ -46,26 +46,27 @@ type localRegistry struct {
 	path string // this sheep's file
 }
 
-// registerLocal registers the sheep at addr (its protocol address) in dir
-// and returns the protocol addresses of the other live sheeps there.
-func registerLocal(dir, addr string) (*localRegistry, []string, error) {
+// registerLocal registers the sheep at addr (its protocol address) with
+// its gossip address in dir, and returns the protocol and the gossip
+// addresses of the other live sheeps there.
+func registerLocal(dir, addr, gossip string) (*localRegistry, []string, []string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("local cluster registry: %w", err)
+		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, nil, fmt.Errorf("local cluster registry: %w", err)
+		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
 	defer lock.Close() // closing releases the flock
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return nil, nil, fmt.Errorf("lock local cluster registry: %w", err)
+		return nil, nil, nil, fmt.Errorf("lock local cluster registry: %w", err)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("local cluster registry: %w", err)
+		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
 	self := "sheep-" + addr
-	var peers []string
+	var peers, seeds []string
 	for _, e := range ents {
 		name := e.Name()
 		if !strings.HasPrefix(name, "sheep-") || name == self {
@@ -76,19 +77,23 @@ func registerLocal(dir, addr string) (*localRegistry, []string, error) {
 		if err != nil {
 			continue
 		}
-		pidStr, peer, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || !alive(pid) {
+		f := strings.Fields(string(b))
+		if len(f) != 3 {
+			os.Remove(p) // not ours to read
+			continue
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || !alive(pid) {
 			os.Remove(p) // its sheep is gone
 			continue
 		}
-		peers = append(peers, peer)
+		peers, seeds = append(peers, f[1]), append(seeds, f[2])
 	}
 	r := &localRegistry{path: filepath.Join(dir, self)}
-	if err := os.WriteFile(r.path, []byte(strconv.Itoa(os.Getpid())+" "+addr+"\n"), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("local cluster registry: %w", err)
+	if err := os.WriteFile(r.path, []byte(strconv.Itoa(os.Getpid())+" "+addr+" "+gossip+"\n"), 0o644); err != nil {
+		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
-	return r, peers, nil
+	return r, peers, seeds, nil
 }
 
 // alive reports whether process pid exists.

@@ -355,13 +355,15 @@ func serve(cfg Config) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	var gossipSeeds []string // -c local's, with their gossip ports
 	if cfg.LocalDir != "" {
-		reg, peers, err := registerLocal(cfg.LocalDir, self.NodeID.String())
+		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
+		reg, peers, seeds, err := registerLocal(cfg.LocalDir, self.NodeID.String(), gossip)
 		if err != nil {
 			return err
 		}
 		defer reg.Remove()
-		cfg.Join = peers
+		cfg.Join, gossipSeeds = peers, seeds
 		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
 	}
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
@@ -384,7 +386,7 @@ func serve(cfg Config) error {
 	}
 	ccfg := replicated.DefaultConfig()
 	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, self, cfg.BindAddr, cfg.Join, log
-	ccfg.GossipPort, ccfg.RaftPort = cfg.GossipPort, cfg.RaftPort
+	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
 	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
 		req := proto.NewRequest(proto.OpClusterPropose)
 		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)

@@ -72,14 +72,19 @@ type Config struct {
 	// GossipPort and RaftPort are where gossip (TCP and UDP) and raft
 	// listen; 0 means DefaultGossipPort / DefaultRaftPort of Self.Port.
 	// Other nodes join this one through its gossip port as
-	// DefaultGossipPort derives it, so a node with another gossip port is
-	// reached through a seed on the default one.
+	// DefaultGossipPort derives it (or through GossipSeeds), so with --join
+	// a node with another gossip port is reached through a seed on the
+	// default one.
 	GossipPort int
 	RaftPort   int
 	// Join lists protocol addresses of running sheeps. A node given Join
 	// never bootstraps a cluster of its own.
-	Join    []string
-	Forward ForwardFunc
+	Join []string
+	// GossipSeeds, when set, are the gossip addresses (HOST:PORT) to join
+	// through instead of those DefaultGossipPort derives from Join: for
+	// seeds whose gossip port is known (-c local's registry records it).
+	GossipSeeds []string
+	Forward     ForwardFunc
 	// OnApply runs after every applied entry, outside the state lock, for
 	// side effects local to this node (wiping the store on format).
 	OnApply func(e *cluster.Entry, res proto.Result)

@@ -132,6 +132,9 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	peers := gossipAddrs(cfg.Join)
+	if len(cfg.GossipSeeds) > 0 {
+		peers = cfg.GossipSeeds
+	}
 	if len(peers) == 0 && hasState {
 		// A restarted node finds its cluster through the raft
 		// configuration it stored.

@@ -35,7 +35,7 @@ func TestClusterShutdownStopsAll(t *testing.T) {
 	mustRead(t, sheeps[1], "Alice", data, "after cluster shutdown and restart")
 }
 
-// TestNodeKill: `node kill ID` stops that node serving; the others carry on.
+// TestNodeKill: `node kill ID` ends that node's process; the others carry on.
 func TestNodeKill(t *testing.T) {
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
@@ -51,9 +51,16 @@ func TestNodeKill(t *testing.T) {
 	if victim == nil {
 		t.Fatalf("%s not in node list %q", sheeps[2].Addr(), raw)
 	}
-	if r := victim.collie(t, nil, "vdi", "list"); r.Code == 0 || !strings.Contains(r.Stderr, "killed") {
-		t.Fatalf("killed node still serves: %+v", r)
+	// As Sheepdog's: the killed node's process ends.
+	select {
+	case <-victim.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("killed node's process still runs; it answers %+v", victim.collie(t, nil, "vdi", "list"))
 	}
+	if code := victim.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("killed node exited %d, want 0", code)
+	}
+	waitNodes(t, sheeps[0], 2)
 	sheeps[0].must(t, nil, "vdi", "create", "Alive", "8M")
 }
 

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Crash tests of the NBD write-back path (DESIGN.md "Durability"): a
+// Crash tests of the NBD write-back path (docs/design.md §7 "Durability"): a
 // write without FUA is stable after the next FLUSH, and whatever a crash
 // does to writes not flushed yet, no range ever reads as an error. A
 // sheep killed with SIGKILL loses what it kept in memory only (the

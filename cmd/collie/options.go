@@ -117,6 +117,7 @@ var commands = []*command{
 		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},
 		{"stat", "", "aprwhT", "show stat information about the node", false, false, nodeStat},
 		{"log", "level {set <log level>|get|list}", "aphT", "show or set log level of the node", true, false, nodeLog},
+		{"vnodes", "set <num of vnodes>", "aph", "set new vnodes", true, false, nodeVnodes},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},

@@ -1,7 +1,9 @@
 // Sheep is the daemon of a sheepdog-go cluster: it stores objects in DIR,
 // serves the native Sheepdog protocol on -p (default 7000) and on DIR/sock.
 //
-//	sheep [options] DIR
+//	sheep [options] DIR [options]
+//
+// It takes Sheepdog 1.0's options too, in any order (args.go).
 //
 // Like Sheepdog's sheep it detaches into the background unless -f is given;
 // the parent returns once the daemon is serving, or prints why it failed.
@@ -72,6 +74,12 @@ type Config struct {
 	IdleTimeout           time.Duration
 	MemBudget             int64
 	Pprof                 string // loopback address for /debug/pprof, "" for none
+	// Sheepdog's options (args.go, local.go).
+	GossipPort, RaftPort int                // 0: derived from Port
+	Throttle             *recovery.Throttle // -R; nil: the default
+	PidFile              string             // -P
+	LocalDir             string             // -c local: the registry; "" without -c local
+	Ignored              []string           // options accepted with no meaning here
 }
 
 // defaultMemBudget is --mem-budget's default: the request and reply
@@ -88,14 +96,14 @@ func main() {
 		Usage:     "a sheepdog-go storage node",
 		ArgsUsage: "DIR",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7000, Usage: "protocol port"},
+			&cli.StringFlag{Name: "port", Aliases: []string{"p"}, Value: "7000", Usage: "protocol port"},
 			&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "0.0.0.0", Usage: "address to listen on"},
 			&cli.StringFlag{Name: "myaddr", Aliases: []string{"y"}, Usage: "address other nodes and clients reach this node at (default: the bind address, or the first non-loopback address)"},
 			&cli.StringFlag{Name: "nbd", Value: defaultNBDAddr, Usage: "NBD listen address (host:port), or none (default: port 10809 on the -b address)"},
-			&cli.Int64Flag{Name: "zone", Aliases: []string{"z"}, Value: -1, Usage: "zone id (default: from the address)"},
-			&cli.IntFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
+			&cli.StringFlag{Name: "zone", Aliases: []string{"z"}, Usage: "zone id (default: from the address)"},
+			&cli.StringFlag{Name: "vnodes", Aliases: []string{"V"}, Usage: "fixed number of virtual nodes"},
 			&cli.BoolFlag{Name: "gateway", Aliases: []string{"g"}, Usage: "gateway only: store no data"},
-			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join"},
+			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join (-j dir=,size=,skip: Sheepdog's journal options, accepted with no meaning here)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
@@ -110,7 +118,12 @@ func main() {
 		},
 		Action: run,
 	}
-	if err := app.Run(os.Args); err != nil {
+	app.Flags = append(app.Flags, sheepdogFlags...)
+	if err := app.Run(reorderArgs(os.Args, flagArity(app.Flags))); err != nil {
+		if errors.As(err, new(usageError)) {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		fmt.Fprintf(os.Stderr, "sheep: %v\n", err)
 		os.Exit(1)
 	}
@@ -174,6 +187,10 @@ func parseLog(s string) (logOptions, error) {
 }
 
 func run(c *cli.Context) error {
+	if c.Bool("version") {
+		fmt.Printf("Sheepdog daemon version %s\n", version)
+		return nil
+	}
 	if c.NArg() != 1 {
 		return fmt.Errorf("exactly one store directory expected (sheep [options] DIR)")
 	}
@@ -182,14 +199,20 @@ func run(c *cli.Context) error {
 		return err
 	}
 	cfg := Config{
-		Dir: c.Args().First(), Port: c.Int("port"), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
-		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Zone: c.Int64("zone"), Vnodes: c.Int("vnodes"), Gateway: c.Bool("gateway"),
+		Dir: c.Args().First(), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
+		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Gateway: c.Bool("gateway"),
 		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
-		Pprof: c.String("pprof"),
+		Pprof: c.String("pprof"), PidFile: c.String("pidfile"), Ignored: ignoredOptions(c),
 	}
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
 	if (cfg.NBDTLSCert == "") != (cfg.NBDTLSKey == "") || cfg.NBDTLSRequire && cfg.NBDTLSCert == "" {
 		return fmt.Errorf("--nbd-tls-cert and --nbd-tls-key go together, and --nbd-tls-require needs them")
+	}
+	if err := sheepdogOptions(c, &cfg); err != nil {
+		return err
+	}
+	if cfg.LocalDir, err = clusterDriver(c.String("cluster")); err != nil {
+		return err
 	}
 	cfg.MaxConns, cfg.IdleTimeout = c.Int("max-conns"), c.Duration("idle-timeout")
 	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
@@ -202,17 +225,11 @@ func run(c *cli.Context) error {
 		// Bound to one address with -b: NBD too, unless asked elsewhere.
 		cfg.NBDAddr = net.JoinHostPort(cfg.BindAddr, "10809")
 	}
-	if j := c.String("join"); j != "" {
+	if j := c.String("join"); j != "" && !isJournalOptions(j) {
 		cfg.Join = strings.Split(j, ",")
 	}
-	if cfg.Port+replicated.RaftOffset > 65535 {
-		return fmt.Errorf("port %d too high: gossip and raft use port+%d and port+%d", cfg.Port, replicated.GossipOffset, replicated.RaftOffset)
-	}
-	if cfg.Port <= 0 || cfg.Port > 65535 {
-		return fmt.Errorf("bad port %d", cfg.Port)
-	}
-	if cfg.Vnodes < 0 || cfg.Vnodes > 65535 {
-		return fmt.Errorf("bad vnodes %d", cfg.Vnodes)
+	if cfg.LocalDir != "" && len(cfg.Join) > 0 {
+		return usagef("-c local finds its peers itself: --join is not taken with it")
 	}
 	if !cfg.Foreground && !daemon.IsChild() {
 		return daemon.Detach("serving")
@@ -317,6 +334,7 @@ func serve(cfg Config) (err error) {
 		logHandler = slog.NewJSONHandler(logw, hopts)
 	}
 	log := slog.New(logHandler)
+	warnIgnored(log, cfg.Ignored)
 
 	if cfg.Pprof != "" {
 		l, err := servePprof(cfg.Pprof, log)
@@ -390,6 +408,17 @@ func serve(cfg Config) (err error) {
 		}
 	}
 
+	var gossipSeeds []string // -c local's, with their gossip ports
+	if cfg.LocalDir != "" {
+		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
+		reg, peers, seeds, err := registerLocal(cfg.LocalDir, self.NodeID.String(), gossip)
+		if err != nil {
+			return err
+		}
+		defer reg.Remove()
+		cfg.Join, gossipSeeds = peers, seeds
+		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
+	}
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
 		return err
 	}
@@ -410,6 +439,7 @@ func serve(cfg Config) (err error) {
 	}
 	ccfg := replicated.DefaultConfig()
 	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, self, cfg.BindAddr, cfg.Join, log
+	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
 	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
 		req := proto.NewRequest(proto.OpClusterPropose)
 		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
@@ -453,6 +483,9 @@ func serve(cfg Config) (err error) {
 	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
 	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
 	recov.Store(rec)
+	if cfg.Throttle != nil {
+		rec.SetThrottle(*cfg.Throttle)
+	}
 	gw.SetTrust(rec.Trusted)
 	gw.SetSettle(rec.Settle)
 	defer rec.Stop()
@@ -516,6 +549,14 @@ func serve(cfg Config) (err error) {
 		})
 	}
 	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
+	if cfg.PidFile != "" {
+		if err := writePidFile(cfg.PidFile); err != nil {
+			return err
+		}
+		defer os.Remove(cfg.PidFile)
+	}
+	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
+	log.Info("sheepdog daemon (version "+version+") started", "pid", os.Getpid())
 	serving = true
 	daemon.Ready()
 	<-ctx.Done()

@@ -381,13 +381,18 @@ func (h *Handler) stopNode(_ context.Context, c *call) error {
 	return nil
 }
 
-// killNode stops this node serving and takes it out of the cluster (the
-// others commit an epoch without it); the process stays until stopped.
+// killNode stops this node serving, takes it out of the cluster (the
+// others commit an epoch without it) and ends the process (Config.Stop).
 func (h *Handler) killNode(context.Context, *call) error {
 	h.killed.Store(true)
-	h.cfg.Log.Warn("node killed by request; it no longer serves")
+	h.cfg.Log.Warn("node killed by request; it leaves the cluster and stops")
 	if m, ok := h.cfg.Cluster.(cluster.Membership); ok {
 		go m.Leave()
+	}
+	// As Sheepdog's KILL_NODE, the process ends (Stop lets this reply go
+	// out first); without Stop it only stops serving.
+	if h.cfg.Stop != nil {
+		h.cfg.Stop()
 	}
 	return nil
 }

@@ -203,6 +203,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpFlushDelCache:  {fn: noop},
 		proto.OpDeleteCache:    {fn: noop},
 		proto.OpKillNode:       {force: true, fn: h.killNode},
+		proto.OpSetVnodes:      {force: true, fn: h.setVnodes},
 		proto.OpGetObjList:     {fn: h.getObjList},
 		proto.OpGetEpoch:       {fn: h.getEpoch},
 		proto.OpEnableRecover:  {fn: h.setRecovery(false)},

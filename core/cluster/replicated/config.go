@@ -29,13 +29,35 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Port offsets: a sheep on protocol port P gossips on P+GossipOffset (TCP
-// and UDP) and runs raft on P+RaftOffset, so several sheeps share a host
-// with only -p and the dir changed.
+// Port offsets: by default a sheep on protocol port P gossips on
+// P+GossipOffset (TCP and UDP) and runs raft on P+RaftOffset, so several
+// sheeps share a host with only -p and the dir changed. Where that passes
+// 65535 the offset is subtracted instead (DefaultGossipPort,
+// DefaultRaftPort), so that every valid protocol port has defaults.
 const (
 	GossipOffset = 10000
 	RaftOffset   = 20000
 )
+
+// DefaultGossipPort is the gossip port of a sheep on protocol port p that
+// was given none: p+GossipOffset, or p-GossipOffset when that would pass
+// 65535. Joining nodes derive a seed's gossip port with it.
+func DefaultGossipPort(p int) int {
+	if p+GossipOffset > 65535 {
+		return p - GossipOffset
+	}
+	return p + GossipOffset
+}
+
+// DefaultRaftPort is the raft port of a sheep on protocol port p that was
+// given none: p+RaftOffset, or p-RaftOffset when that would pass 65535.
+// (Peers learn a node's raft port from its gossip, never derive it.)
+func DefaultRaftPort(p int) int {
+	if p+RaftOffset > 65535 {
+		return p - RaftOffset
+	}
+	return p + RaftOffset
+}
 
 // ForwardFunc sends an encoded entry to the leader (known by its protocol
 // address) and returns the result and the log index it was applied at.
@@ -47,10 +69,22 @@ type Config struct {
 	Dir      string     // the store dir: raft's state goes to Dir/raft
 	Self     proto.Node // this node as it is gossiped
 	BindAddr string     // interface to bind gossip and raft to
+	// GossipPort and RaftPort are where gossip (TCP and UDP) and raft
+	// listen; 0 means DefaultGossipPort / DefaultRaftPort of Self.Port.
+	// Other nodes join this one through its gossip port as
+	// DefaultGossipPort derives it (or through GossipSeeds), so with --join
+	// a node with another gossip port is reached through a seed on the
+	// default one.
+	GossipPort int
+	RaftPort   int
 	// Join lists protocol addresses of running sheeps. A node given Join
 	// never bootstraps a cluster of its own.
-	Join    []string
-	Forward ForwardFunc
+	Join []string
+	// GossipSeeds, when set, are the gossip addresses (HOST:PORT) to join
+	// through instead of those DefaultGossipPort derives from Join: for
+	// seeds whose gossip port is known (-c local's registry records it).
+	GossipSeeds []string
+	Forward     ForwardFunc
 	// OnApply runs after every applied entry, outside the state lock, for
 	// side effects local to this node (wiping the store on format).
 	OnApply func(e *cluster.Entry, res proto.Result)
@@ -119,8 +153,20 @@ func (c *Config) Validate() error {
 	if c.Log == nil {
 		errs = append(errs, errors.New("no logger"))
 	}
-	if c.Self.Port == 0 || int(c.Self.Port)+RaftOffset > 65535 {
-		errs = append(errs, fmt.Errorf("port %d: gossip and raft use port+%d and port+%d, below 65536", c.Self.Port, GossipOffset, RaftOffset))
+	if c.Self.Port == 0 {
+		errs = append(errs, errors.New("no protocol port"))
+	}
+	g, r := c.gossipPort(), c.raftPort()
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"gossip", g}, {"raft", r}} {
+		if p.v < 1 || p.v > 65535 {
+			errs = append(errs, fmt.Errorf("%s port %d: must be between 1 and 65535", p.name, p.v))
+		}
+	}
+	if g == r || g == int(c.Self.Port) || r == int(c.Self.Port) {
+		errs = append(errs, fmt.Errorf("ports %d (protocol), %d (gossip) and %d (raft) must differ", c.Self.Port, g, r))
 	}
 	for _, d := range []struct {
 		name string
@@ -152,4 +198,20 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log rate %d: must be at least 1", c.LogRate))
 	}
 	return errors.Join(errs...)
+}
+
+// gossipPort is the port gossip listens on (GossipPort or its default).
+func (c *Config) gossipPort() int {
+	if c.GossipPort != 0 {
+		return c.GossipPort
+	}
+	return DefaultGossipPort(int(c.Self.Port))
+}
+
+// raftPort is the port raft listens on (RaftPort or its default).
+func (c *Config) raftPort() int {
+	if c.RaftPort != 0 {
+		return c.RaftPort
+	}
+	return DefaultRaftPort(int(c.Self.Port))
 }

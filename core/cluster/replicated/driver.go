@@ -55,6 +55,8 @@ type Driver struct {
 	// Dir/raft/identity.json so a restarted node carries it before its
 	// log is replayed.
 	ident atomic.Pointer[Identity]
+	// vnodes is SetVnodes' count + 1 (0: cfg.Self's own).
+	vnodes atomic.Uint32
 
 	// waitMu guards joinWait: set at start-up of a node that belongs to a
 	// cluster, cleared for good once every node of the last epoch is back
@@ -140,6 +142,9 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	peers := gossipAddrs(cfg.Join)
+	if len(cfg.GossipSeeds) > 0 {
+		peers = cfg.GossipSeeds
+	}
 	if len(peers) == 0 && hasState {
 		// A restarted node finds its cluster through the raft
 		// configuration it stored.
@@ -243,7 +248,7 @@ func (d *Driver) raftConfig() *raft.Config {
 }
 
 func (d *Driver) raftAddr() string {
-	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(int(d.cfg.Self.Port)+RaftOffset))
+	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(d.cfg.raftPort()))
 }
 
 func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
@@ -251,7 +256,7 @@ func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	port := int(d.cfg.Self.Port) + RaftOffset
+	port := d.cfg.raftPort()
 	trans, err := raft.NewTCPTransport(net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(port)), advertise, 4, 10*time.Second, d.raftLog)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on port %d: %w", port, err)
@@ -312,7 +317,7 @@ func gossipAddrs(addrs []string) []string {
 			continue
 		}
 		port, _ := strconv.Atoi(p)
-		out = append(out, net.JoinHostPort(h, strconv.Itoa(port+GossipOffset)))
+		out = append(out, net.JoinHostPort(h, strconv.Itoa(DefaultGossipPort(port))))
 	}
 	return out
 }

@@ -194,7 +194,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for name, mod := range map[string]func(c *Config){
 		"no dir":             func(c *Config) { c.Dir = "" },
-		"port too high":      func(c *Config) { c.Self.Port = 50000 },
+		"gossip port = raft": func(c *Config) { c.GossipPort, c.RaftPort = 30000, 30000 },
+		"gossip port 70000":  func(c *Config) { c.GossipPort = 70000 },
 		"lease over beat":    func(c *Config) { c.LeaderLeaseTimeout = time.Second },
 		"probe timeout":      func(c *Config) { c.ProbeTimeout = c.ProbeInterval },
 		"zero voters":        func(c *Config) { c.MaxVoters = 0 },

@@ -60,7 +60,7 @@ func (d *Driver) startGossip() error {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = d.cfg.Self.NodeID.String()
 	mc.BindAddr = d.cfg.BindAddr
-	mc.BindPort = int(d.cfg.Self.Port) + GossipOffset
+	mc.BindPort = d.cfg.gossipPort()
 	mc.AdvertiseAddr = d.cfg.Self.IP().String()
 	mc.AdvertisePort = mc.BindPort
 	mc.ProbeInterval = d.cfg.ProbeInterval
@@ -83,7 +83,7 @@ func (d *Driver) startGossip() error {
 type delegate struct{ d *Driver }
 
 func (g delegate) NodeMeta(limit int) []byte {
-	return meta{Node: g.d.cfg.Self, RaftPort: g.d.cfg.Self.Port + RaftOffset, Identity: g.d.Identity()}.encode()
+	return meta{Node: g.d.self(), RaftPort: uint16(g.d.cfg.raftPort()), Identity: g.d.Identity()}.encode()
 }
 func (delegate) NotifyMsg([]byte)                           {}
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
@@ -180,7 +180,7 @@ func (d *Driver) noticedSeq(id proto.NodeID) int64 {
 // liveMetas returns the metadata of the live members gossip accepted,
 // this node first.
 func (d *Driver) liveMetas() []meta {
-	out := []meta{{Node: d.cfg.Self, RaftPort: d.cfg.Self.Port + RaftOffset, Identity: d.Identity()}}
+	out := []meta{{Node: d.self(), RaftPort: uint16(d.cfg.raftPort()), Identity: d.Identity()}}
 	d.noticeMu.Lock()
 	defer d.noticeMu.Unlock()
 	for _, m := range d.members {

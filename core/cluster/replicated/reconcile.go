@@ -120,7 +120,12 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	if !formatted {
 		return nil, "", false
 	}
-	changes := cluster.PendingChanges(cur, d.Members(), d.noticedSeq)
+	live := d.Members()
+	changes := cluster.PendingChanges(cur, live, d.noticedSeq)
+	if n, ok := vnodeChange(cur, live); ok && len(changes) == 0 && !auto {
+		c := cluster.Change{Node: n, Join: true} // Apply replaces the node
+		return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), "vnodes of " + n.NodeID.String() + " set", true
+	}
 	if len(changes) == 0 {
 		if !forced {
 			return nil, "", false

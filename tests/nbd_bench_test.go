@@ -186,6 +186,13 @@ func startNbdkit(b testing.TB, dir string, size int64) (string, string) {
 // with copies and creates the VDI "bench".
 func startNBDCluster(b testing.TB, n, copies int, nbdAddr string, extra ...string) []*Sheep {
 	b.Helper()
+	return startNBDClusterFormat(b, n, "--copies="+strconv.Itoa(copies), nbdAddr, extra...)
+}
+
+// startNBDClusterFormat is startNBDCluster with the redundancy as format's
+// option ("--copies=3", "-c 4:2" as "--copies=4:2").
+func startNBDClusterFormat(b testing.TB, n int, redundancy, nbdAddr string, extra ...string) []*Sheep {
+	b.Helper()
 	var sheeps []*Sheep
 	for i := 0; i < n; i++ {
 		nbd := "none"
@@ -201,7 +208,7 @@ func startNBDCluster(b testing.TB, n, copies int, nbdAddr string, extra ...strin
 	for _, s := range sheeps {
 		waitNodesTB(b, s, n)
 	}
-	sheeps[0].must(b, nil, "cluster", "format", "--copies="+strconv.Itoa(copies))
+	sheeps[0].must(b, nil, "cluster", "format", redundancy)
 	createVdi(b, sheeps[0], "bench", nbdBenchSize)
 	return sheeps
 }
@@ -293,9 +300,10 @@ func runNBDBench(b *testing.B) {
 	runtime := time.Duration(envInt(b, "NBD_BENCH_RUNTIME", 3)) * time.Second
 	rounds := envInt(b, "NBD_BENCH_ROUNDS", 3)
 	dir := b.TempDir()
-	sheepTarget := func(name string, n, copies int) benchTarget {
+	// copies is what the limit rows divide by (1 or 3; others have none).
+	sheepTarget := func(name string, n, copies int, redundancy string) benchTarget {
 		addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(b))
-		sheeps := startNBDCluster(b, n, copies, addr)
+		sheeps := startNBDClusterFormat(b, n, redundancy, addr)
 		seq, last := 0, ""
 		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), fresh: func(size int) string {
 			// The previous fresh VDI is deleted, so that the sheeps'
@@ -326,8 +334,11 @@ func runNBDBench(b *testing.B) {
 			}
 			return kitFreshURI
 		}},
-		sheepTarget("1 node copies=1", 1, 1),
-		sheepTarget("3 nodes copies=3", 3, 3),
+		sheepTarget("1 node copies=1", 1, 1, "--copies=1"),
+		sheepTarget("3 nodes copies=3", 3, 3, "--copies=3"),
+		// Erasure coding next to three copies: 4 data + 2 parity strips
+		// on 6 nodes, 1.5x the space instead of 3x.
+		sheepTarget("6 nodes 4:2", 6, 6, "--copies=4:2"),
 	}
 	t0 := time.Now()
 	// Fill every device once so that overwrites overwrite and reads read

@@ -57,7 +57,7 @@ fuzz:
 	done
 
 e2e:
-	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -timeout 14m ./tests/
+	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -timeout 30m ./tests/
 
 # A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
 run: build

@@ -3,11 +3,19 @@
 # verbose go test logs say was skipped, with the reason it gave, so an
 # "ok" never hides tests that did not run.
 set -uo pipefail
-# A skip looks like:
+# go test -v streams a test's log as it runs, so a skip's reason comes
+# just before its result line (after it in older Go releases):
+#     skipper_test.go:123: reason
 #     --- SKIP: TestName (0.00s)
-#         file_test.go:123: reason
 out=$(awk '
-	/^[[:space:]]*--- SKIP: / { name = $3; getline r; sub(/^[[:space:]]*[^:]*:[0-9]+: /, "", r); print name " (" r ")"; n++ }
+	function reason(l) { sub(/^[[:space:]]*[^:[:space:]]+:[0-9]+: /, "", l); return l }
+	/^[[:space:]]+[^:[:space:]]+_test\.go:[0-9]+: / { last = $0; next }
+	/^[[:space:]]*--- SKIP: / {
+		name = $3; r = last
+		if (r == "" && (getline nxt) > 0 && nxt ~ /^[[:space:]]+[^:[:space:]]+_test\.go:[0-9]+: /) r = nxt
+		print name " (" reason(r) ")"; last = ""; next
+	}
+	/^(=== RUN|--- )/ { last = "" }
 ' "$@" 2>/dev/null)
 n=$(printf '%s' "$out" | grep -c . || true)
 if [ "$n" = 0 ]; then

@@ -44,10 +44,6 @@ type Driver struct {
 	obs     chan raft.Observation
 
 	hasState bool // raft had a log when this sheep started
-	// replayTo is the last index of the log this sheep started with (0:
-	// none); replayed is set once the state holds it (caughtUp).
-	replayTo uint64
-	replayed atomic.Bool
 	started  time.Time
 	rejoined atomic.Bool // the raft log was dropped to rejoin a re-formed cluster
 
@@ -131,11 +127,6 @@ func Open(cfg Config) (*Driver, error) {
 	}
 	d.hasState = hasState
 	d.joinWait = hasState
-	if hasState {
-		if li, err := d.wal.LastIndex(); err == nil {
-			d.replayTo = li
-		}
-	}
 
 	if err := d.startGossip(); err != nil {
 		d.closeLog()
@@ -172,7 +163,6 @@ func Open(cfg Config) (*Driver, error) {
 				d.ml.Shutdown()
 				return nil, err
 			}
-			d.replayTo = 0
 		}
 	}
 	bootstrap := !hasState && len(cfg.Join) == 0
@@ -602,51 +592,8 @@ func (d *Driver) WaitingForJoin() bool {
 			return true
 		}
 	}
-	if !d.caughtUp() {
-		return true
-	}
 	d.endJoinWait()
 	return false
-}
-
-// caughtUp reports whether the state holds this node's own log as it was
-// at start. A restarted node's state is its last raft snapshot at first:
-// raft applies the entries after it only once it learns they are
-// committed, from a leader or by leading. Serving before that would
-// answer NO_VDI for a VDI created after the snapshot. The last entries of
-// the log may never commit (a new leader truncates what it did not
-// have), so a read barrier through a known leader also settles it.
-func (d *Driver) caughtUp() bool {
-	if d.replayTo == 0 || d.replayed.Load() {
-		return true
-	}
-	r := d.r()
-	if r == nil {
-		return false
-	}
-	if r.AppliedIndex() >= d.replayTo {
-		d.replayed.Store(true)
-		return true
-	}
-	if _, id := r.LeaderWithID(); id == "" {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	var err error
-	if r.State() == raft.Leader {
-		err = d.leaderCaughtUp(r)
-	} else {
-		_, idx, perr := d.ProposeEncoded(ctx, nil)
-		if err = perr; err == nil {
-			err = d.WaitApplied(ctx, idx)
-		}
-	}
-	if err != nil {
-		return false
-	}
-	d.replayed.Store(true)
-	return true
 }
 
 // applied is the FSM's hook: the driver's own side effects, then the

@@ -12,6 +12,9 @@ PORT    ?= 7000
 # deadline against busy workers and fails with "context deadline exceeded"
 # and no finding (golang/go#75804, unfixed in Go 1.26).
 FUZZTIME ?= 50000x
+# End-to-end tests marked parallel(t) that run at once: they wait mostly
+# on timers, so 4 overlap well on 2 cores.
+E2E_PARALLEL ?= 4
 
 .PHONY: build test prereqs unit e2e fuzz run bench vet clean install
 
@@ -57,7 +60,7 @@ fuzz:
 	done
 
 e2e:
-	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -timeout 30m ./tests/
+	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -parallel $(E2E_PARALLEL) -timeout 30m ./tests/
 
 # A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
 run: build

@@ -11,6 +11,7 @@ import (
 // every sheep of the cluster, commits no epoch on the way down, and the
 // restarted cluster serves the same data.
 func TestClusterShutdownStopsAll(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	data := seedVdi(t, sheeps[0], "Alice", 32<<20)
@@ -67,6 +68,7 @@ func TestNodeKill(t *testing.T) {
 // TestStrictMode: a cluster formatted with -t refuses writes (HALT) when it
 // has fewer zones than copies.
 func TestStrictMode(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3", "-t")
 	sheeps[0].must(t, nil, "vdi", "create", "Alice", "8M")
@@ -85,6 +87,7 @@ func TestStrictMode(t *testing.T) {
 // TestRecoveryControls: recovery can be disabled (no copies move after a
 // failure), re-enabled (they do), and throttled.
 func TestRecoveryControls(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "4", "100")
@@ -119,6 +122,7 @@ func TestRecoveryControls(t *testing.T) {
 // TestForceRecover: after a whole-cluster restart with one node missing,
 // the others wait (WAIT_FOR_JOIN) until `cluster recover force`.
 func TestForceRecover(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	data := seedVdi(t, sheeps[0], "Alice", 16<<20)

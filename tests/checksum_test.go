@@ -57,6 +57,7 @@ func flip(t *testing.T, path string, off int64) {
 }
 
 func TestChecksumRepair(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
 	sheeps[0].must(t, nil, "vdi", "create", "Alice", "16M")
@@ -172,6 +173,7 @@ func TestChecksumSingleCopy(t *testing.T) {
 // Recovery skips a holder whose copy fails its checksums, pulls the object
 // from a good one, and has the bad one repaired.
 func TestChecksumRepairDuringRecovery(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
 	sheeps[0].must(t, nil, "vdi", "create", "Alice", "4M")

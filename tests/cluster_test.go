@@ -54,6 +54,7 @@ func objectCopies(t *testing.T, sheeps []*Sheep, prefix string) map[string]int {
 }
 
 func TestClusterReplication(t *testing.T) {
+	parallel(t)
 	for _, n := range []int{3, 5} {
 		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
 			sheeps := startCluster(t, n)
@@ -86,6 +87,7 @@ func TestClusterReplication(t *testing.T) {
 }
 
 func TestClusterNodeFailure(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
 	data := seedVdi(t, sheeps[0], "Alice", 16<<20)
@@ -125,6 +127,7 @@ func TestClusterNodeFailure(t *testing.T) {
 // VDI reads back what its creator wrote. The names are deleted between
 // rounds, so later rounds probe past deleted slots too.
 func TestClusterVidRace(t *testing.T) {
+	parallel(t)
 	a, b := collidingNames(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
@@ -205,6 +208,7 @@ func TestClusterVidRace(t *testing.T) {
 // TestClusterZones: with two nodes sharing a zone, no object has two copies
 // in that zone.
 func TestClusterZones(t *testing.T) {
+	parallel(t)
 	zones := []string{"1", "1", "2", "3"}
 	var sheeps []*Sheep
 	for i, z := range zones {

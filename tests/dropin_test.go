@@ -75,6 +75,7 @@ func readPid(t *testing.T, path string) int {
 // accepted with a warning; sheep.log has the "daemon" line Sheepdog's
 // functional suite waits for.
 func TestSheepdogCommandLineLocalCluster(t *testing.T) {
+	parallel(t)
 	reg := t.TempDir()
 	tmp := t.TempDir()
 	ports := []int{freePort(t), freePort(t), freePort(t)}
@@ -283,6 +284,7 @@ func clusterEpochs(t *testing.T, s *Sheep) []string {
 // automatic vnodes and a gateway are refused with dog's messages and exit
 // codes.
 func TestNodeVnodesSet(t *testing.T) {
+	parallel(t)
 	a := startSheep(t, "-n", "-z", "1", "-V", "100")
 	b := startSheep(t, "-n", "-z", "2", "-V", "100", "--join", a.Addr())
 	waitNodes(t, a, 2)

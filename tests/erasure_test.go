@@ -102,6 +102,7 @@ func waitStrips(t *testing.T, sheeps []*Sheep, live []int, prefix string, nobj, 
 // flipped byte in a strip is detected, read around and repaired; deleting
 // the VDI frees every strip.
 func TestErasureCoding(t *testing.T) {
+	parallel(t)
 	needTools(t, "nbdcopy")
 	nbdAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	var sheeps []*Sheep
@@ -256,6 +257,7 @@ func TestErasureCoding(t *testing.T) {
 // with dog's message, and a 4:2 VDI cannot be written with fewer than four
 // zones (SYSTEM_ERROR, as Sheepdog).
 func TestErasureCodingPolicies(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "-c", "3")
 	for _, bad := range []string{"16:16", "3:1", "4:0", "32"} {

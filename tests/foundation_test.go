@@ -21,6 +21,7 @@ import (
 // of random data at 4 MiB, read it back, holes read as zeros, list in dog's
 // format, node list shows the node.
 func TestSingleNodeFlow(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	if out := s.must(t, nil, "cluster", "format", "-c", "1"); out != "using backend plain store\n" {
 		t.Fatalf("format printed %q", out)
@@ -239,6 +240,7 @@ func TestHostileClients(t *testing.T) {
 // few seconds, releases its dir, and its store serves the same data after
 // a restart.
 func TestSheepSigterm(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	data := seedVdi(t, s, "Alice", 16<<20)

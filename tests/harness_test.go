@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -50,15 +51,26 @@ func bin(name string) string { return filepath.Join(binDir, name) }
 // itself and hold the port when the sheep restarts.
 func freePort(t testing.TB) int {
 	t.Helper()
+	portMu.Lock()
+	defer portMu.Unlock()
 	for i := 0; i < 1000; i++ {
 		p := 11000 + portRand.Intn(32768-20000-11000)
-		if portsFree(p) {
+		if !portTaken[p] && portsFree(p) {
+			portTaken[p] = true
 			return p
 		}
 	}
 	t.Fatal("no free port triple found")
 	return 0
 }
+
+// Tests run in parallel (see parallel): a port handed out once is never
+// handed out again in this process, since its sheep may not have bound
+// it yet, or may be down for a restart on the same port.
+var (
+	portMu    sync.Mutex
+	portTaken = map[int]bool{}
+)
 
 var portRand = mrand.New(mrand.NewSource(time.Now().UnixNano() + int64(os.Getpid())))
 
@@ -284,4 +296,15 @@ func skipUnlessRequired(t testing.TB, format string, args ...any) {
 		t.Fatalf("required by SHEEPDOG_REQUIRE_ALL=1: "+format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// parallel marks a test that starts its own sheeps and waits mostly on
+// their timers (failure detection, elections, recovery runs) as one
+// that may run beside others: `go test -parallel N` then overlaps those
+// waits. SHEEPDOG_SERIAL=1 runs everything one test at a time, for a
+// timing under a quiet machine or when chasing a flaky test.
+func parallel(t *testing.T) {
+	if os.Getenv("SHEEPDOG_SERIAL") == "" {
+		t.Parallel()
+	}
 }

@@ -204,6 +204,7 @@ func rssBytes(t testing.TB, pid int) int64 {
 // 6 GiB of replies asked for) do not grow the sheep past its
 // --mem-budget; once they are gone the sheep serves as before.
 func TestHostileUnreadReplies(t *testing.T) {
+	parallel(t)
 	const budget = 128 << 20
 	s, nbdAddr := nbdSheep(t, "--mem-budget", "128M")
 	s.must(t, nil, "vdi", "create", "big", "256M")
@@ -486,6 +487,7 @@ func fill(t *testing.T, dir string) string {
 // it) is cleaned by a retry of the create; objects are created only for
 // VDIs that exist, inside their size.
 func TestHostileCreateOnFullStore(t *testing.T) {
+	parallel(t)
 	mnt := smallStore(t, 160<<20)
 	s := &Sheep{t: t, Dir: filepath.Join(mnt, "sheep"), Port: freePort(t)}
 	s.start()

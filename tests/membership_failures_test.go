@@ -125,6 +125,7 @@ func patchVdi(t *testing.T, s *Sheep, name string, data []byte, off int, fill by
 // and vdi create work, a new node joins and gets copies, and the two old
 // nodes, restarted, rejoin without serving what they missed.
 func TestMinorityForceRecover(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	s0 := sheeps[0]
 	s0.must(t, nil, "cluster", "format", "--copies=3")
@@ -192,6 +193,7 @@ func TestMinorityForceRecover(t *testing.T) {
 // left are a majority: writes go on with no command typed, and each
 // failure is an epoch of its own.
 func TestMajoritySurvives(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 5)
 	s0 := sheeps[0]
 	s0.must(t, nil, "cluster", "format", "--copies=3")
@@ -223,6 +225,7 @@ func TestMajoritySurvives(t *testing.T) {
 // and, after `cluster recover force`, writes. `cluster shutdown` stops the
 // survivor in either state, with or without a leader.
 func TestTwoNodes(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		name     string
 		victim   int // sheeps[0] bootstrapped the cluster: the voter
@@ -270,6 +273,7 @@ func TestTwoNodes(t *testing.T) {
 // while a majority of voters lives, and by `cluster recover force` (the
 // first) and the re-formed cluster (the rest) once none does.
 func TestFourOfSixEpochs(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 6)
 	s0 := sheeps[0]
 	s0.must(t, nil, "cluster", "format", "--copies=6")
@@ -312,6 +316,7 @@ func TestFourOfSixEpochs(t *testing.T) {
 // a node of the first is restarted pointed at both. They refuse each other
 // and say so on both sides; no node list mixes them.
 func TestOneClusterPerGossipPool(t *testing.T) {
+	parallel(t)
 	xs := startCluster(t, 3)
 	xs[0].must(t, nil, "cluster", "format", "--copies=3")
 	data := seedVdi(t, xs[0], "Alice", 8<<20)
@@ -385,6 +390,7 @@ func TestExclusiveSetattr(t *testing.T) {
 // the cluster (an epoch without it, logged), and its objects are back to
 // full redundancy on the others.
 func TestStoreFailureLeaves(t *testing.T) {
+	parallel(t)
 	for _, tc := range []struct {
 		name       string
 		breakStore func(t *testing.T, obj string)
@@ -473,6 +479,7 @@ func TestElectionLogged(t *testing.T) {
 // and fail when none comes, like the native protocol's; reads are served;
 // after `cluster recover force` writes go through.
 func TestMinorityNBDWrites(t *testing.T) {
+	parallel(t)
 	nbdAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	voter := startSheep(t, "-z", "0")
 	s := startSheep(t, "-z", "1", "--join", voter.Addr(), "--nbd", nbdAddr)
@@ -503,6 +510,7 @@ func TestMinorityNBDWrites(t *testing.T) {
 // that is not formatted yet, and of one waiting for a missing node after a
 // whole-cluster restart.
 func TestShutdownStates(t *testing.T) {
+	parallel(t)
 	waitExit := func(t *testing.T, sheeps []*Sheep) {
 		t.Helper()
 		for _, s := range sheeps {

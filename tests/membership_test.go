@@ -10,6 +10,7 @@ import (
 // TestJoinRebalance: a node joining a running cluster receives its share of
 // the objects and serves them.
 func TestJoinRebalance(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	data := seedVdi(t, sheeps[0], "Alice", 128<<20)

@@ -60,6 +60,7 @@ func within(t *testing.T, what string, before, after map[string]float64, key str
 // what was moved, the peer's counters by the copy it received, and the
 // exposition passes the client library's linter.
 func TestMetrics(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io", "dd")
 	m0, m1 := "127.0.0.1:"+strconv.Itoa(freeTCPPort(t)), "127.0.0.1:"+strconv.Itoa(freeTCPPort(t))
 	nbdAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))

@@ -294,6 +294,7 @@ func readBlocks(t *testing.T, addrs []string, count int, check func(node, k int,
 // FLUSH must have stored the objects, the inode's entries and the
 // checksums write-back writes kept in memory.
 func TestNBDKillAfterFlush(t *testing.T) {
+	parallel(t)
 	sheeps, addrs := crashCluster(t)
 	const blocks = 6 << 20 / crashBlock // 24 MiB: six objects
 	n := dialNBDConn(t, addrs[0], "bench")
@@ -341,6 +342,7 @@ func TestNBDKillAfterFlush(t *testing.T) {
 // the FLUSH or as one of the writes made since, never as an error or a
 // mix. The writes overwrite flushed objects and allocate new ones.
 func TestNBDKillDuringWriteBack(t *testing.T) {
+	parallel(t)
 	sheeps, addrs := crashCluster(t)
 	const flushed = 4 << 20 / crashBlock * 4 // 16 MiB flushed before
 	const blocks = flushed + 4<<20/crashBlock*3

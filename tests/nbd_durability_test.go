@@ -41,6 +41,7 @@ var flushedLine = regexp.MustCompile(`msg=flushed objects=(\d+)`)
 // syncing comes from the store's flush log (the objects each pass
 // synced, which are exactly the objects written unsynced before it).
 func TestNBDWriteBack(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io", "nbdcopy")
 	addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	sheeps := startNBDCluster(t, 3, 3, addr, "-l", "level=debug")

@@ -30,12 +30,26 @@ func needTools(t testing.TB, names ...string) {
 // freeTCPPort returns a loopback TCP port nobody listens on right now.
 func freeTCPPort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the sheeps' triples (11000 and up) and below the kernel's
+	// ephemeral range, so no client connection of a test running beside
+	// this one takes the port between this check and the server's bind.
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 1000; i++ {
+		p := 5000 + portRand.Intn(11000-5000)
+		if portTaken[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portTaken[p] = true
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port found")
+	return 0
 }
 
 // nbdSheep starts a formatted one-node copies=1 sheep that serves NBD on a
@@ -151,6 +165,7 @@ func TestNBDList(t *testing.T) {
 // qemu-img converts a sparse image into an export; the export compares
 // equal, collie reads the same bytes, and qemu-img map sees the holes.
 func TestNBDQemuImg(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-img")
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "img", "64M")
@@ -234,6 +249,7 @@ func TestNBDQemuIO(t *testing.T) {
 // nbdcopy (four connections, many requests in flight each) copies an
 // image into an export and back out unchanged.
 func TestNBDCopy(t *testing.T) {
+	parallel(t)
 	needTools(t, "nbdcopy")
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "copy", "64M")
@@ -451,6 +467,7 @@ func (n *rawNBD) disc() {
 // export (3 nodes, copies=3) does not fail the copy, and the export then
 // holds exactly the source.
 func TestNBDNodeFailureDuringCopy(t *testing.T) {
+	parallel(t)
 	needTools(t, "nbdcopy")
 	addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	sheeps := startNBDCluster(t, 3, 3, addr)

@@ -60,6 +60,7 @@ func needPunch(t *testing.T, dir string) {
 // snapshot shares the object, the same discard copies it on write
 // instead: the snapshot keeps its data and its copies their space.
 func TestNBDDiscardPunches(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io", "nbdcopy")
 	addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	sheeps := startNBDCluster(t, 3, 3, addr)

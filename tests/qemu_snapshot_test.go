@@ -524,6 +524,7 @@ func TestQemuVMState(t *testing.T) {
 // SUCCESS (not INVALID_PARMS, which would turn discard off) and reclaims
 // an object nobody references; one a snapshot still uses stays.
 func TestQemuDiscard(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")

@@ -16,6 +16,7 @@ import (
 // TestReclaimSnapshotThenVdi: 64 MiB written, snapshotted, overwritten;
 // deleting the snapshot and then the VDI leaves no data object of either.
 func TestReclaimSnapshotThenVdi(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	const size = 64 << 20
@@ -86,6 +87,7 @@ func TestReclaimCloneFamily(t *testing.T) {
 // TestReclaimReplicas: with 3 nodes and 2 copies, deleting a snapshot and
 // its VDI removes the data objects from every replica.
 func TestReclaimReplicas(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	s := sheeps[0]
 	s.must(t, nil, "cluster", "format", "-c", "2")
@@ -150,6 +152,7 @@ func anotherTopName(t *testing.T) string {
 // takes the next free vid), and a name hashing to 0xffffff when that vid is
 // taken wraps around to the bottom of the vid space.
 func TestProbeCollisions(t *testing.T) {
+	parallel(t)
 	a, b := collidingNames(t)
 	top1, top2 := "05421217", anotherTopName(t)
 	for _, n := range []string{top1, top2} {
@@ -207,6 +210,7 @@ func TestProbeCollisions(t *testing.T) {
 // TestBackupRestore: the diff between snapshots 1 and 2 of a VDI, restored
 // onto a copy of snapshot 1 of another VDI, gives snapshot 2's bytes.
 func TestBackupRestore(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	const size = 16 << 20

@@ -41,6 +41,7 @@ const aliceObjects = "0015d167"
 // object brings it from the node that held it, then writes: the client
 // never sees NO_OBJ for an object that exists.
 func TestWriteBeforeRecoveryMovedObject(t *testing.T) {
+	parallel(t)
 	all, data := joinedWhileDisabled(t, 64<<20, 0xa7)
 	for i, s := range all {
 		mustRead(t, s, "Alice", data, "through node "+strconv.Itoa(i))
@@ -56,6 +57,7 @@ func TestWriteBeforeRecoveryMovedObject(t *testing.T) {
 // aside as if the node had just rejoined (the settled epoch is kept on
 // disk).
 func TestRestartKeepsCopiesOfTheEpoch(t *testing.T) {
+	parallel(t)
 	all, data := joinedWhileDisabled(t, 32<<20, 0x3c)
 	for _, s := range all {
 		s.Kill()

@@ -55,6 +55,7 @@ func waitRecovered(t *testing.T, live []*Sheep, prefix string, want int) {
 // killed, recovery restores two copies, a second node is killed, and every
 // byte still reads back.
 func TestRecoveryTwoFailures(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	data := seedVdi(t, sheeps[0], "Alice", 64<<20)
@@ -83,6 +84,7 @@ func TestRecoveryTwoFailures(t *testing.T) {
 // request that meets a dead peer or an epoch change until the new epoch
 // (withRetry, 30 s), so none may fail.
 func TestRecoveryWriterDuringFailure(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	const prefix, size, half = "0015d167", 64 << 20, 32 << 20
@@ -183,6 +185,7 @@ func TestRecoveryWriterDuringFailure(t *testing.T) {
 // TestRecoveryWholeClusterRestart: every node killed and restarted; the
 // cluster comes back with the same VDIs and data.
 func TestRecoveryWholeClusterRestart(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	data := seedVdi(t, sheeps[0], "Alice", 32<<20)
@@ -206,6 +209,7 @@ func TestRecoveryWholeClusterRestart(t *testing.T) {
 // again it must recover the object, not serve its old copy. Recovery is
 // disabled while the leftovers form, so cleanup cannot drop them first.
 func TestRecoveryLeftoverNotServed(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	const prefix = "0015d167"
@@ -254,6 +258,7 @@ func TestRecoveryLeftoverNotServed(t *testing.T) {
 // as soon as the node answers, small ones first so that several land in
 // that window.
 func TestRecoveryReturningNodeServesNewData(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
 	const prefix, size, objSize = "0015d167", 32 << 20, 4 << 20

@@ -235,6 +235,7 @@ func TestSheepfsReports(t *testing.T) {
 }
 
 func TestSheepfsVolume(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	s := sheepfsCluster(t, nil, "Alice", "64M")
 	m := mountSheepfs(t, s)

@@ -85,6 +85,7 @@ func dial(t *testing.T, s *Sheep) *client.Client {
 // clone Charlie from Alice:1, then check the rows, the data of every
 // member after writes, read-only snapshots, rollback, tree and delete.
 func TestSnapshotSeedFlow(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	s.must(t, nil, "vdi", "create", "Alice", "64M")
@@ -218,6 +219,7 @@ func TestSnapshotSeedFlow(t *testing.T) {
 // TestSnapshotDeleteSnapshot: deleting a snapshot by id removes its row and
 // leaves the working VDI's data intact; snapshots are found by tag and id.
 func TestSnapshotDeleteSnapshot(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	s.must(t, nil, "vdi", "create", "disk", "16M")

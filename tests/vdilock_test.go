@@ -45,6 +45,7 @@ func vidOf(t *testing.T, d *qemuDriver, name string) uint32 {
 // and "vdi lock unlock" breaks the stale lock so that another QEMU can
 // open the image.
 func TestVdiLockListUnlock(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 2)
 	s0, s1 := sheeps[0], sheeps[1]
 	s0.must(t, nil, "cluster", "format", "-c", "2", "-l")

@@ -10,12 +10,9 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -26,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -36,59 +32,10 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
-	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
-	"github.com/sheepdog-go/sheepdog/core/gateway"
-	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
-	"github.com/sheepdog-go/sheepdog/core/recovery"
-	"github.com/sheepdog-go/sheepdog/core/server"
-	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
-	"github.com/sheepdog-go/sheepdog/internal/netlimit"
-	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
 )
-
-// Config is everything a sheep is started with; the flags fill it.
-type Config struct {
-	Dir        string
-	Port       int
-	BindAddr   string
-	MyAddr     string
-	NBDAddr    string
-	NBDDefault bool  // NBDAddr is the default, not asked for
-	Zone       int64 // -1: derived from the address
-	Vnodes     int   // 0: default
-	Gateway    bool
-	Join       []string // protocol addresses of running sheeps
-	Foreground bool
-	NoSync     bool
-	Log        logOptions
-	Metrics    string // address of the Prometheus endpoint; "" for none
-	// Limits bound every front-end's connections and buffers (flags
-	// --max-conns, --idle-timeout, --mem-budget).
-	// NBD over TLS (STARTTLS): certificate and key files; TLS required.
-	NBDTLSCert, NBDTLSKey string
-	NBDTLSRequire         bool
-	MaxConns              int
-	IdleTimeout           time.Duration
-	MemBudget             int64
-	Pprof                 string // loopback address for /debug/pprof, "" for none
-	// Sheepdog's options (args.go, local.go).
-	GossipPort, RaftPort int                // 0: derived from Port
-	Throttle             *recovery.Throttle // -R; nil: the default
-	PidFile              string             // -P
-	LocalDir             string             // -c local: the registry; "" without -c local
-	Ignored              []string           // options accepted with no meaning here
-}
-
-// defaultMemBudget is --mem-budget's default: the request and reply
-// payloads a sheep holds for all its clients at once.
-const defaultMemBudget = 512 << 20
-
-// defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
-// IANA port of NBD).
-const defaultNBDAddr = ":10809"
 
 func main() {
 	app := &cli.App{
@@ -198,16 +145,12 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg := Config{
-		Dir: c.Args().First(), BindAddr: c.String("bind"), MyAddr: c.String("myaddr"),
-		NBDAddr: c.String("nbd"), NBDDefault: !c.IsSet("nbd"), Gateway: c.Bool("gateway"),
-		Foreground: c.Bool("foreground"), NoSync: c.Bool("nosync"), Log: logOpts, Metrics: c.String("metrics"),
-		Pprof: c.String("pprof"), PidFile: c.String("pidfile"), Ignored: ignoredOptions(c),
-	}
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.BindAddr, cfg.MyAddr = c.Args().First(), c.String("bind"), c.String("myaddr")
+	cfg.NBDAddr, cfg.NBDDefault, cfg.Gateway = c.String("nbd"), !c.IsSet("nbd"), c.Bool("gateway")
+	cfg.Foreground, cfg.NoSync, cfg.Log, cfg.Metrics = c.Bool("foreground"), c.Bool("nosync"), logOpts, c.String("metrics")
+	cfg.Pprof, cfg.PidFile, cfg.Ignored = c.String("pprof"), c.String("pidfile"), ignoredOptions(c)
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
-	if (cfg.NBDTLSCert == "") != (cfg.NBDTLSKey == "") || cfg.NBDTLSRequire && cfg.NBDTLSCert == "" {
-		return fmt.Errorf("--nbd-tls-cert and --nbd-tls-key go together, and --nbd-tls-require needs them")
-	}
 	if err := sheepdogOptions(c, &cfg); err != nil {
 		return err
 	}
@@ -215,9 +158,6 @@ func run(c *cli.Context) error {
 		return err
 	}
 	cfg.MaxConns, cfg.IdleTimeout = c.Int("max-conns"), c.Duration("idle-timeout")
-	if cfg.MaxConns < 0 || cfg.IdleTimeout < 0 {
-		return fmt.Errorf("--max-conns and --idle-timeout must not be negative")
-	}
 	if cfg.MemBudget, err = parseBytes(c.String("mem-budget")); err != nil || cfg.MemBudget < 128<<20 {
 		return fmt.Errorf("bad --mem-budget %q: a size of at least 128M (like 512M or 2G) expected", c.String("mem-budget"))
 	}
@@ -228,13 +168,23 @@ func run(c *cli.Context) error {
 	if j := c.String("join"); j != "" && !isJournalOptions(j) {
 		cfg.Join = strings.Split(j, ",")
 	}
-	if cfg.LocalDir != "" && len(cfg.Join) > 0 {
-		return usagef("-c local finds its peers itself: --join is not taken with it")
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if !cfg.Foreground && !daemon.IsChild() {
 		return daemon.Detach("serving")
 	}
-	return serve(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	n, err := New(ctx, cfg)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	return n.Run(ctx)
 }
 
 // advertised picks the address this node is known by.
@@ -277,306 +227,6 @@ func lockDir(dir string) (*os.File, error) {
 	f.Truncate(0)
 	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	return f, nil
-}
-
-func serve(cfg Config) (err error) {
-	undo := newStartUndo(cfg.Dir)
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return fmt.Errorf("create store dir: %w", err)
-	}
-	lock, err := lockDir(cfg.Dir)
-	if err != nil {
-		if undo.madeDir {
-			os.Remove(cfg.Dir)
-		}
-		return err
-	}
-	defer lock.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	// Until the sheep serves, a failure (or SIGTERM) takes back what this
-	// start created in the store dir; from then on the dir is the store's.
-	serving := false
-	defer func() {
-		if serving {
-			return
-		}
-		undo.undo()
-		if errors.Is(err, errStopped) {
-			err = nil
-		} else if errors.Is(err, syscall.ENOSPC) {
-			err = fmt.Errorf("no space left in %s: %w", cfg.Dir, err)
-		}
-	}()
-	var logw io.Writer = os.Stdout
-	if cfg.Log.dst != "stdout" {
-		logDir := cmp.Or(cfg.Log.dir, cfg.Dir)
-		if err := os.MkdirAll(logDir, 0o755); err != nil {
-			return fmt.Errorf("create log dir: %w", err)
-		}
-		logf, err := os.OpenFile(filepath.Join(logDir, "sheep.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("open log: %w", err)
-		}
-		defer logf.Close()
-		logw = logf
-		if cfg.Foreground && !daemon.IsChild() {
-			logw = io.MultiWriter(logf, os.Stderr)
-		}
-	}
-	// The level is a LevelVar so that SET_LOGLEVEL (dog node log level
-	// set) changes it while the sheep runs.
-	level := new(slog.LevelVar)
-	level.Set(cfg.Log.level)
-	hopts := &slog.HandlerOptions{Level: level}
-	var logHandler slog.Handler = slog.NewTextHandler(logw, hopts)
-	if cfg.Log.json {
-		logHandler = slog.NewJSONHandler(logw, hopts)
-	}
-	log := slog.New(logHandler)
-	warnIgnored(log, cfg.Ignored)
-
-	if cfg.Pprof != "" {
-		l, err := servePprof(cfg.Pprof, log)
-		if err != nil {
-			return err
-		}
-		defer l.Close()
-	}
-	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	addr, err := advertised(cfg)
-	if err != nil {
-		return err
-	}
-	self := proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(addr, uint16(cfg.Port)))}
-	self.Zone = self.DefaultZone()
-	if cfg.Zone >= 0 {
-		self.Zone = uint32(cfg.Zone)
-	}
-	self.NrVnodes = proto.DefaultVnodes
-	if cfg.Vnodes > 0 {
-		self.NrVnodes = uint16(cfg.Vnodes)
-	}
-	if size, _, err := st.Capacity(); err == nil {
-		self.Space = size
-	}
-	if cfg.Gateway {
-		self.NrVnodes, self.Space = 0, 0
-	}
-
-	tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port)))
-	if err != nil {
-		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
-	}
-	sockPath := filepath.Join(cfg.Dir, "sock")
-	os.Remove(sockPath)
-	unixL, err := net.Listen("unix", sockPath)
-	if err != nil {
-		tcp.Close()
-		return fmt.Errorf("listen on %s: %w", sockPath, err)
-	}
-	var nbdTLS *tls.Config
-	if cfg.NBDTLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.NBDTLSCert, cfg.NBDTLSKey)
-		if err != nil {
-			tcp.Close()
-			unixL.Close()
-			return fmt.Errorf("NBD TLS certificate: %w", err)
-		}
-		nbdTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	nbdL, err := listenNBD(cfg, log)
-	if err != nil {
-		tcp.Close()
-		unixL.Close()
-		return err
-	}
-
-	var metricsL net.Listener
-	if cfg.Metrics != "" {
-		if metricsL, err = net.Listen("tcp", cfg.Metrics); err != nil {
-			tcp.Close()
-			unixL.Close()
-			if nbdL != nil {
-				nbdL.Close()
-			}
-			return fmt.Errorf("listen for metrics on %s: %w", cfg.Metrics, err)
-		}
-	}
-
-	var gossipSeeds []string // -c local's, with their gossip ports
-	if cfg.LocalDir != "" {
-		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
-		reg, peers, seeds, err := registerLocal(cfg.LocalDir, self.NodeID.String(), gossip)
-		if err != nil {
-			return err
-		}
-		defer reg.Remove()
-		cfg.Join, gossipSeeds = peers, seeds
-		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
-	}
-	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
-		return err
-	}
-	started := time.Now()
-	// The handler and recovery are built after raft, whose OnApply (run on
-	// raft's goroutine) needs them: hand them over atomically.
-	var handler atomic.Pointer[server.Handler]
-	peers := gateway.NewPeers()
-	defer peers.Close()
-	locks := &store.Locks{}
-	var recov atomic.Pointer[recovery.Recovery]
-	// stopSheep stops this sheep as a cluster shutdown does.
-	stopSheep := func() {
-		if h := handler.Load(); h != nil {
-			h.Stopping()
-		}
-		go func() { time.Sleep(200 * time.Millisecond); stop() }()
-	}
-	ccfg := replicated.DefaultConfig()
-	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, self, cfg.BindAddr, cfg.Join, log
-	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
-	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
-		req := proto.NewRequest(proto.OpClusterPropose)
-		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
-		if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
-			return 0, 0, err // not ordered: the caller retries
-		}
-		return rsp.Result, rsp.ProposeIndex(), nil
-	}
-	ccfg.OnApply = func(e *cluster.Entry, res proto.Result) {
-		switch {
-		case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
-			if rec := recov.Load(); rec != nil {
-				rec.Start()
-			}
-		case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
-			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
-				log.Error("wipe store for format", "err", err)
-			}
-		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
-			log.Info("cluster shutdown")
-			stopSheep()
-		}
-	}
-	ccfg.OnRestore = func() {
-		if rec := recov.Load(); rec != nil {
-			rec.Start()
-		}
-	}
-	cl, err := interruptible(ctx, func() (*replicated.Driver, error) { return replicated.Open(ccfg) })
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var reg *metrics.Registry
-	var native, peer, nbdMetrics *metrics.Frontend
-	if cfg.Metrics != "" {
-		reg = metrics.New()
-		native, peer = reg.Frontend("native", server.MetricsOps), reg.Frontend("peer", server.MetricsOps)
-		nbdMetrics = reg.Frontend("nbd", nbd.MetricsOps)
-	}
-	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
-	rec := recovery.New(self.NodeID, st, cl, peers, locks, log)
-	recov.Store(rec)
-	if cfg.Throttle != nil {
-		rec.SetThrottle(*cfg.Throttle)
-	}
-	gw.SetTrust(rec.Trusted)
-	gw.SetSettle(rec.Settle)
-	defer rec.Stop()
-	rec.Start() // a restarted node checks what it holds against the epoch
-	defer gw.Close()
-	vdis := vdi.New(gw, cl, log)
-	h := server.NewHandler(server.Config{
-		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
-		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
-		Propose: cl.ProposeEncoded, LogLevel: level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
-	})
-	handler.Store(h)
-	srv := server.New(h, log)
-	limits := netlimit.DefaultConfig()
-	limits.Log = log
-	if cfg.MaxConns > 0 {
-		limits.MaxConns = cfg.MaxConns
-	}
-	limits.IdleTimeout = cfg.IdleTimeout
-	limits.Budget = netlimit.NewBudget(cfg.MemBudget / 4 * 3)
-	// A connection's share holds at least one request of the largest
-	// payload (64 MiB), or that request would be charged less than it
-	// takes.
-	limits.PerConn = min(max(limits.Budget.Size()/4, 64<<20), limits.Budget.Size())
-	srv.SetLimits(limits, netlimit.NewBudget(cfg.MemBudget/4))
-	go srv.Serve(tcp)
-	go srv.Serve(unixL)
-	var nbdSrv *nbd.Server
-	if nbdL != nil {
-		nbdSrv = nbd.New(nbd.Config{
-			Objects: quorumObjects{gw, cl},
-			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
-				info, err := vdis.Lookup(ctx, name, tag, snapid)
-				return info.Vid, err
-			},
-			Vids:        func() []uint32 { return liveVids(cl) },
-			Log:         log,
-			Limits:      limits,
-			TLS:         nbdTLS,
-			TLSRequired: cfg.NBDTLSRequire,
-			Metrics:     nbdMetrics,
-		})
-		go func() {
-			if err := nbdSrv.Serve(nbdL); !errors.Is(err, nbd.ErrServerClosed) {
-				log.Error("nbd server stopped", "err", err)
-			}
-		}()
-		log.Info("nbd serving", "addr", nbdL.Addr().String(), "tls", nbdTLS != nil, "tls_required", cfg.NBDTLSRequire)
-	}
-	if reg != nil {
-		registerState(reg, cl, st, rec)
-		ms := reg.Serve(metricsL, log)
-		defer ms.Close()
-		log.Info("metrics serving", "addr", ms.Addr())
-	}
-	if !cfg.Gateway {
-		go watchStore(ctx, cfg.Dir, 500*time.Millisecond, 2, func(err error) {
-			log.Error("store failed: leaving the cluster so that its objects are recovered on the other nodes", "dir", cfg.Dir, "err", err)
-			h.Fail()
-			cl.Leave()
-		})
-	}
-	log.Info("sheep serving", "addr", self.NodeID.String(), "dir", cfg.Dir, "zone", self.Zone, "vnodes", self.NrVnodes)
-	if cfg.PidFile != "" {
-		if err := writePidFile(cfg.PidFile); err != nil {
-			return err
-		}
-		defer os.Remove(cfg.PidFile)
-	}
-	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
-	log.Info("sheepdog daemon (version "+version+") started", "pid", os.Getpid())
-	serving = true
-	daemon.Ready()
-	<-ctx.Done()
-	log.Info("sheep stopping")
-	// Answer what clients (NBD and native) already sent before the store
-	// closes; both front-ends drain in parallel, 10 s at most.
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	drained := make(chan struct{})
-	go func() { srv.Shutdown(sctx); close(drained) }()
-	if nbdSrv != nil {
-		nbdSrv.Shutdown(sctx)
-	}
-	<-drained
-	cancel()
-	// Write-back writes not flushed by their client yet: a clean stop
-	// leaves nothing for the kernel to write back later.
-	if err := st.Flush(context.Background()); err != nil {
-		log.Error("flush at stop", "err", err)
-	}
-	return nil
 }
 
 // listenNBD opens the NBD listener, or returns nil for --nbd none. The

@@ -133,6 +133,21 @@ func (s *State) Copies(vid uint32) uint8 {
 	return s.NrCopies
 }
 
+// BlockShift is the object size shift of vid's objects: the VDI's own,
+// else the cluster's.
+func (s *State) BlockShift(vid uint32) uint8 {
+	if v := s.Vdis[vid]; v != nil && v.BlockSizeShift != 0 {
+		return v.BlockSizeShift
+	}
+	return s.BlockSizeShift
+}
+
+// ObjectSize is the size of oid's object: an inode's fixed size, or the
+// block size of its VDI.
+func (s *State) ObjectSize(oid uint64) int64 {
+	return proto.ObjectSize(oid, s.BlockShift(proto.OidToVid(oid)))
+}
+
 // SortedVids returns every registered vid in ascending order.
 func (s *State) SortedVids() []uint32 {
 	vids := make([]uint32, 0, len(s.Vdis))

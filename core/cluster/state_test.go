@@ -456,3 +456,23 @@ func TestEpochBase(t *testing.T) {
 		t.Fatalf("an epoch without nodes: %v", res)
 	}
 }
+
+func TestObjectSize(t *testing.T) {
+	s := &State{BlockSizeShift: 22, Vdis: map[uint32]*proto.VdiState{
+		0xa: {Vid: 0xa, BlockSizeShift: 20},
+		0xb: {Vid: 0xb},
+	}}
+	for _, c := range []struct {
+		oid  uint64
+		want int64
+	}{
+		{proto.VidToDataOid(0xa, 3), 1 << 20},     // the VDI's own block size
+		{proto.VidToDataOid(0xb, 3), 4 << 20},     // none of its own: the cluster's
+		{proto.VidToDataOid(0xc, 0), 4 << 20},     // unknown vid: the cluster's
+		{proto.VidToVdiOid(0xa), proto.InodeSize}, // inodes are fixed
+	} {
+		if got := s.ObjectSize(c.oid); got != c.want {
+			t.Errorf("ObjectSize(%016x) = %d, want %d", c.oid, got, c.want)
+		}
+	}
+}

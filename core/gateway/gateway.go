@@ -137,12 +137,9 @@ func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	var epoch uint32
 	var strict bool
 	g.cluster.View(func(s *cluster.State) {
-		shift = s.BlockSizeShift
+		shift = s.BlockShift(vid)
 		copies = int(s.Copies(vid))
 		if v := s.VdiState(vid); v != nil {
-			if v.BlockSizeShift != 0 {
-				shift = v.BlockSizeShift
-			}
 			// vdi_state.snapshot makes a snapshot's data (and vmstate)
 			// objects read-only; its inode stays writable (dog writes the
 			// tag after the snapshot exists).

@@ -318,7 +318,7 @@ func (h *Handler) checkCreate(ctx context.Context, oid uint64) error {
 	if err := h.cfg.Gateway.ReadObject(ctx, proto.VidToVdiOid(vid), proto.InodeVdiSizeOffset, b[:]); err != nil {
 		return fmt.Errorf("create %016x: read the size of vdi %x: %w", oid, vid, err)
 	}
-	size, objSize := le.Uint64(b[:]), uint64(proto.ObjectSize(oid, h.blockShift(oid)))
+	size, objSize := le.Uint64(b[:]), uint64(h.objectSize(oid))
 	if idx := uint64(proto.DataIndex(oid)); idx >= (size+objSize-1)/objSize {
 		return fmt.Errorf("create %016x: index %d past the end of vdi %x (%d bytes): %w", oid, idx, vid, size, proto.ResInvalidParms)
 	}
@@ -328,7 +328,7 @@ func (h *Handler) checkCreate(ctx context.Context, oid uint64) error {
 func (h *Handler) readObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	n := int64(c.req.DataLength)
-	size := proto.ObjectSize(o.Oid, h.blockShift(o.Oid))
+	size := h.objectSize(o.Oid)
 	if int64(o.Offset) > size {
 		return fmt.Errorf("read %016x at %d: %w", o.Oid, o.Offset, proto.ResInvalidParms)
 	}
@@ -344,16 +344,6 @@ func (h *Handler) readObj(ctx context.Context, c *call) error {
 	return nil
 }
 
-func (h *Handler) blockShift(oid uint64) uint8 {
-	var shift uint8
-	h.cfg.Cluster.View(func(s *cluster.State) {
-		shift = s.BlockSizeShift
-		if v := s.VdiState(proto.OidToVid(oid)); v != nil && v.BlockSizeShift != 0 {
-			shift = v.BlockSizeShift
-		}
-	})
-	return shift
-}
 
 func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
@@ -405,7 +395,11 @@ var le = binary.LittleEndian
 // peerSync reports whether a peer write must be synced before the reply.
 func peerSync(c *call) bool { return c.req.Flags&proto.FlagCmdCache == 0 }
 
-func (h *Handler) objectSize(oid uint64) int64 { return proto.ObjectSize(oid, h.blockShift(oid)) }
+func (h *Handler) objectSize(oid uint64) int64 {
+	var size int64
+	h.cfg.Cluster.View(func(s *cluster.State) { size = s.ObjectSize(oid) })
+	return size
+}
 
 func (h *Handler) createPeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()

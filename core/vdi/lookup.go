@@ -163,7 +163,9 @@ var pendingWait = 5 * time.Second // a var for tests of the dead-creator case
 func (s *Service) lookupForCreate(ctx context.Context, name string) (lookupResult, error) {
 	deadline := time.Now().Add(pendingWait)
 	abandoned := false
-	for {
+	// The inode is written by another node, which tells nobody: retry
+	// with backoff, 10 ms doubling to 200 ms.
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
 		r, err := s.lookup(ctx, name, "", 0)
 		if r.pending == 0 || abandoned && time.Now().After(deadline) {
 			return r, err // (still pending: could not give it up; create past it)
@@ -182,7 +184,7 @@ func (s *Service) lookupForCreate(ctx context.Context, name string) (lookupResul
 		select {
 		case <-ctx.Done():
 			return r, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(delay):
 		}
 	}
 }

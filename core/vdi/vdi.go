@@ -49,10 +49,7 @@ func (s *Service) info(vid uint32) Info {
 	i := Info{Vid: vid}
 	s.cluster.View(func(st *cluster.State) {
 		i.Copies = st.Copies(vid)
-		i.BlockSizeShift = st.BlockSizeShift
-		if v := st.VdiState(vid); v != nil && v.BlockSizeShift != 0 {
-			i.BlockSizeShift = v.BlockSizeShift
-		}
+		i.BlockSizeShift = st.BlockShift(vid)
 	})
 	return i
 }

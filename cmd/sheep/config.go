@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/recovery"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
+)
+
+// Config is everything a sheep is started with; the flags fill it.
+type Config struct {
+	Dir        string
+	Port       int
+	BindAddr   string
+	MyAddr     string
+	NBDAddr    string
+	NBDDefault bool  // NBDAddr is the default, not asked for
+	Zone       int64 // -1: derived from the address
+	Vnodes     int   // 0: default
+	Gateway    bool
+	Join       []string // protocol addresses of running sheeps
+	Foreground bool
+	NoSync     bool
+	Log        logOptions
+	Metrics    string // address of the Prometheus endpoint; "" for none
+	// Limits bound every front-end's connections and buffers (flags
+	// --max-conns, --idle-timeout, --mem-budget).
+	// NBD over TLS (STARTTLS): certificate and key files; TLS required.
+	NBDTLSCert, NBDTLSKey string
+	NBDTLSRequire         bool
+	MaxConns              int
+	IdleTimeout           time.Duration
+	MemBudget             int64
+	Pprof                 string // loopback address for /debug/pprof, "" for none
+	// Sheepdog's options (args.go, local.go).
+	GossipPort, RaftPort int                // 0: derived from Port
+	Throttle             *recovery.Throttle // -R; nil: the default
+	PidFile              string             // -P
+	LocalDir             string             // -c local: the registry; "" without -c local
+	Ignored              []string           // options accepted with no meaning here
+}
+
+// defaultMemBudget is --mem-budget's default: the request and reply
+// payloads a sheep holds for all its clients at once.
+const defaultMemBudget = 512 << 20
+
+// defaultNBDAddr is where NBD is served unless --nbd says otherwise (the
+// IANA port of NBD).
+const defaultNBDAddr = ":10809"
+
+// DefaultConfig is a sheep's configuration before any flag: the store
+// dir and the peers to join are the caller's to fill.
+func DefaultConfig() Config {
+	return Config{
+		Port:        7000,
+		BindAddr:    "0.0.0.0",
+		NBDAddr:     defaultNBDAddr,
+		NBDDefault:  true,
+		Zone:        -1,
+		Log:         logOptions{level: slog.LevelInfo, dst: "default"},
+		IdleTimeout: time.Minute,
+		MemBudget:   defaultMemBudget,
+	}
+}
+
+// Validate reports the first setting a sheep cannot start with. The
+// flags' own syntax is checked where they are parsed (args.go, run).
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return fmt.Errorf("a store directory is required")
+	case c.Port < 1 || c.Port > 65535:
+		return fmt.Errorf("port %d out of range 1-65535", c.Port)
+	case c.GossipPort < 0 || c.GossipPort > 65535 || c.RaftPort < 0 || c.RaftPort > 65535:
+		return fmt.Errorf("gossip port %d or raft port %d out of range 1-65535", c.GossipPort, c.RaftPort)
+	case c.Vnodes < 0 || c.Vnodes > 65535:
+		return fmt.Errorf("vnodes %d out of range 1-65535", c.Vnodes)
+	case (c.NBDTLSCert == "") != (c.NBDTLSKey == "") || c.NBDTLSRequire && c.NBDTLSCert == "":
+		return fmt.Errorf("--nbd-tls-cert and --nbd-tls-key go together, and --nbd-tls-require needs them")
+	case c.MaxConns < 0 || c.IdleTimeout < 0:
+		return fmt.Errorf("--max-conns and --idle-timeout must not be negative")
+	case c.MemBudget < 128<<20:
+		return fmt.Errorf("--mem-budget %d is below 128M", c.MemBudget)
+	case c.LocalDir != "" && len(c.Join) > 0:
+		return usagef("-c local finds its peers itself: --join is not taken with it")
+	}
+	return nil
+}
+
+// limits are the front-ends' connection and memory bounds of c.
+func (c Config) limits(log *slog.Logger) (netlimit.Config, *netlimit.Budget) {
+	l := netlimit.DefaultConfig()
+	l.Log = log
+	if c.MaxConns > 0 {
+		l.MaxConns = c.MaxConns
+	}
+	l.IdleTimeout = c.IdleTimeout
+	l.Budget = netlimit.NewBudget(c.MemBudget / 4 * 3)
+	// A connection's share holds at least one request of the largest
+	// payload (64 MiB), or that request would be charged less than it
+	// takes.
+	l.PerConn = min(max(l.Budget.Size()/4, 64<<20), l.Budget.Size())
+	return l, netlimit.NewBudget(c.MemBudget / 4)
+}

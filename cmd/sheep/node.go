@@ -1,0 +1,410 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
+	"github.com/sheepdog-go/sheepdog/core/gateway"
+	"github.com/sheepdog-go/sheepdog/core/metrics"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/recovery"
+	"github.com/sheepdog-go/sheepdog/core/server"
+	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/daemon"
+	"github.com/sheepdog-go/sheepdog/nbd"
+	"github.com/sheepdog-go/sheepdog/store"
+)
+
+// Node is one sheep: its store, its cluster driver and the front-ends
+// serving them. New opens and wires everything, Run serves until its
+// context ends or the cluster shuts the node down, Close releases what
+// New opened. A sheep process is one Node; tests run Nodes in-process.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	level *slog.LevelVar // SET_LOGLEVEL changes it while the node runs
+	self  proto.Node
+
+	lock    *os.File // DIR/lock: released last, after undo
+	undo    *startUndo
+	closers []func() // run in reverse order by Close
+
+	st     *store.Store
+	cl     *replicated.Driver
+	h      *server.Handler
+	srv    *server.Server
+	nbdSrv *nbd.Server // nil without NBD
+	nbdL   net.Listener
+	tcp    net.Listener
+	unixL  net.Listener
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when the cluster shuts this node down
+}
+
+// New opens cfg.Dir's store, joins (or starts) the cluster and builds the
+// front-ends, listening but not serving yet. ctx bounds the start: when
+// it ends first (SIGTERM), New returns errStopped. On any failure New
+// takes back what it created in the store dir.
+func New(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, undo: newStartUndo(cfg.Dir), stopping: make(chan struct{})}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create store dir: %w", err)
+	}
+	if n.lock, err = lockDir(cfg.Dir); err != nil {
+		if n.undo.madeDir {
+			os.Remove(cfg.Dir)
+		}
+		return nil, err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Until the node serves, a failure (or SIGTERM) takes back what
+		// this start created in the store dir.
+		n.release()
+		n.undo.undo()
+		n.lock.Close()
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("no space left in %s: %w", cfg.Dir, err)
+		}
+	}()
+	if err := n.openLog(); err != nil {
+		return nil, err
+	}
+	warnIgnored(n.log, cfg.Ignored)
+	if err := n.open(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// openLog sets up sheep.log (or stdout) at the configured level.
+func (n *Node) openLog() error {
+	cfg := n.cfg
+	var logw io.Writer = os.Stdout
+	if cfg.Log.dst != "stdout" {
+		logDir := cmp.Or(cfg.Log.dir, cfg.Dir)
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			return fmt.Errorf("create log dir: %w", err)
+		}
+		logf, err := os.OpenFile(filepath.Join(logDir, "sheep.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("open log: %w", err)
+		}
+		n.onClose(func() { logf.Close() })
+		logw = logf
+		if cfg.Foreground && !daemon.IsChild() {
+			logw = io.MultiWriter(logf, os.Stderr)
+		}
+	}
+	n.level = new(slog.LevelVar)
+	n.level.Set(cfg.Log.level)
+	hopts := &slog.HandlerOptions{Level: n.level}
+	var h slog.Handler = slog.NewTextHandler(logw, hopts)
+	if cfg.Log.json {
+		h = slog.NewJSONHandler(logw, hopts)
+	}
+	n.log = slog.New(h)
+	return nil
+}
+
+// onClose registers f to run at Close, before everything registered
+// earlier.
+func (n *Node) onClose(f func()) { n.closers = append(n.closers, f) }
+
+// release runs the closers, newest first, once.
+func (n *Node) release() {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i]()
+	}
+	n.closers = nil
+}
+
+// open builds the node below the log: store, listeners, cluster driver,
+// gateway, recovery and front-ends.
+func (n *Node) open(ctx context.Context) error {
+	cfg, log := n.cfg, n.log
+	if cfg.Pprof != "" {
+		l, err := servePprof(cfg.Pprof, log)
+		if err != nil {
+			return err
+		}
+		n.onClose(func() { l.Close() })
+	}
+	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
+	if err != nil {
+		return err
+	}
+	n.st = st
+	n.onClose(func() { st.Close() })
+	addr, err := advertised(cfg)
+	if err != nil {
+		return err
+	}
+	n.self = selfNode(cfg, addr, st)
+
+	if err := n.listen(); err != nil {
+		return err
+	}
+	var nbdTLS *tls.Config
+	if cfg.NBDTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.NBDTLSCert, cfg.NBDTLSKey)
+		if err != nil {
+			return fmt.Errorf("NBD TLS certificate: %w", err)
+		}
+		nbdTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var metricsL net.Listener
+	if cfg.Metrics != "" {
+		if metricsL, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.Metrics, err)
+		}
+		n.onClose(func() { metricsL.Close() })
+	}
+
+	var gossipSeeds []string // -c local's, with their gossip ports
+	if cfg.LocalDir != "" {
+		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
+		reg, peers, seeds, err := registerLocal(cfg.LocalDir, n.self.NodeID.String(), gossip)
+		if err != nil {
+			return err
+		}
+		n.onClose(func() { reg.Remove() })
+		cfg.Join, gossipSeeds = peers, seeds
+		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
+	}
+	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
+		return err
+	}
+	// The handler and recovery are built after raft, whose OnApply (run
+	// on raft's goroutine) needs them: hand them over atomically.
+	var handler atomic.Pointer[server.Handler]
+	var recov atomic.Pointer[recovery.Recovery]
+	peers := gateway.NewPeers()
+	n.onClose(func() { peers.Close() })
+	locks := &store.Locks{}
+	// stopSheep stops this sheep as a cluster shutdown does.
+	stopSheep := func() {
+		if h := handler.Load(); h != nil {
+			h.Stopping()
+		}
+		go func() { time.Sleep(200 * time.Millisecond); n.stop() }()
+	}
+	started := time.Now()
+	ccfg := replicated.DefaultConfig()
+	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, n.self, cfg.BindAddr, cfg.Join, log
+	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
+	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
+		req := proto.NewRequest(proto.OpClusterPropose)
+		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
+		if err != nil && (rsp.Result == proto.ResSuccess || rsp.Result == proto.ResClusterError) {
+			return 0, 0, err // not ordered: the caller retries
+		}
+		return rsp.Result, rsp.ProposeIndex(), nil
+	}
+	ccfg.OnApply = func(e *cluster.Entry, res proto.Result) {
+		switch {
+		case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
+			if rec := recov.Load(); rec != nil {
+				rec.Start()
+			}
+		case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
+			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
+				log.Error("wipe store for format", "err", err)
+			}
+		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
+			log.Info("cluster shutdown")
+			stopSheep()
+		}
+	}
+	ccfg.OnRestore = func() {
+		if rec := recov.Load(); rec != nil {
+			rec.Start()
+		}
+	}
+	cl, err := interruptible(ctx, func() (*replicated.Driver, error) { return replicated.Open(ccfg) })
+	if err != nil {
+		return err
+	}
+	n.cl = cl
+	n.onClose(func() { cl.Close() })
+	var reg *metrics.Registry
+	var native, peer, nbdMetrics *metrics.Frontend
+	if cfg.Metrics != "" {
+		reg = metrics.New()
+		native, peer = reg.Frontend("native", server.MetricsOps), reg.Frontend("peer", server.MetricsOps)
+		nbdMetrics = reg.Frontend("nbd", nbd.MetricsOps)
+	}
+	gw := gateway.New(n.self.NodeID, st, cl, peers, locks, log)
+	rec := recovery.New(n.self.NodeID, st, cl, peers, locks, log)
+	recov.Store(rec)
+	if cfg.Throttle != nil {
+		rec.SetThrottle(*cfg.Throttle)
+	}
+	gw.SetTrust(rec.Trusted)
+	gw.SetSettle(rec.Settle)
+	n.onClose(rec.Stop)
+	rec.Start() // a restarted node checks what it holds against the epoch
+	n.onClose(gw.Close)
+	vdis := vdi.New(gw, cl, log)
+	n.h = server.NewHandler(server.Config{
+		Self: n.self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
+		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
+		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
+	})
+	handler.Store(n.h)
+	n.srv = server.New(n.h, log)
+	limits, peerBudget := cfg.limits(log)
+	n.srv.SetLimits(limits, peerBudget)
+	if n.nbdL != nil {
+		n.nbdSrv = nbd.New(nbd.Config{
+			Objects: quorumObjects{gw, cl},
+			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
+				info, err := vdis.Lookup(ctx, name, tag, snapid)
+				return info.Vid, err
+			},
+			Vids:        func() []uint32 { return liveVids(cl) },
+			Log:         log,
+			Limits:      limits,
+			TLS:         nbdTLS,
+			TLSRequired: cfg.NBDTLSRequire,
+			Metrics:     nbdMetrics,
+		})
+	}
+	if reg != nil {
+		registerState(reg, cl, st, rec)
+		ms := reg.Serve(metricsL, log)
+		n.onClose(func() { ms.Close() })
+		log.Info("metrics serving", "addr", ms.Addr())
+	}
+	if cfg.PidFile != "" {
+		if err := writePidFile(cfg.PidFile); err != nil {
+			return err
+		}
+		n.onClose(func() { os.Remove(cfg.PidFile) })
+	}
+	return nil
+}
+
+// selfNode is the node record this sheep announces.
+func selfNode(cfg Config, addr netip.Addr, st *store.Store) proto.Node {
+	self := proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(addr, uint16(cfg.Port)))}
+	self.Zone = self.DefaultZone()
+	if cfg.Zone >= 0 {
+		self.Zone = uint32(cfg.Zone)
+	}
+	self.NrVnodes = proto.DefaultVnodes
+	if cfg.Vnodes > 0 {
+		self.NrVnodes = uint16(cfg.Vnodes)
+	}
+	if size, _, err := st.Capacity(); err == nil {
+		self.Space = size
+	}
+	if cfg.Gateway {
+		self.NrVnodes, self.Space = 0, 0
+	}
+	return self
+}
+
+// listen opens the native TCP port, DIR/sock and the NBD port.
+func (n *Node) listen() (err error) {
+	cfg := n.cfg
+	if n.tcp, err = net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port))); err != nil {
+		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
+	}
+	n.onClose(func() { n.tcp.Close() })
+	sockPath := filepath.Join(cfg.Dir, "sock")
+	os.Remove(sockPath)
+	if n.unixL, err = net.Listen("unix", sockPath); err != nil {
+		return fmt.Errorf("listen on %s: %w", sockPath, err)
+	}
+	n.onClose(func() { n.unixL.Close() })
+	if n.nbdL, err = listenNBD(cfg, n.log); err != nil {
+		return err
+	}
+	if n.nbdL != nil {
+		n.onClose(func() { n.nbdL.Close() })
+	}
+	return nil
+}
+
+// stop ends Run as a cluster shutdown does.
+func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopping) }) }
+
+// Run serves clients until ctx ends or the cluster shuts the node down,
+// then answers what clients already sent (10 s at most) and flushes the
+// store. From Run on, the store dir is the store's: nothing is undone.
+func (n *Node) Run(ctx context.Context) error {
+	log := n.log
+	go n.srv.Serve(n.tcp)
+	go n.srv.Serve(n.unixL)
+	if n.nbdSrv != nil {
+		go func() {
+			if err := n.nbdSrv.Serve(n.nbdL); !errors.Is(err, nbd.ErrServerClosed) {
+				log.Error("nbd server stopped", "err", err)
+			}
+		}()
+		log.Info("nbd serving", "addr", n.nbdL.Addr().String(), "tls", n.cfg.NBDTLSCert != "", "tls_required", n.cfg.NBDTLSRequire)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !n.cfg.Gateway {
+		go watchStore(wctx, n.cfg.Dir, 500*time.Millisecond, 2, func(err error) {
+			log.Error("store failed: leaving the cluster so that its objects are recovered on the other nodes", "dir", n.cfg.Dir, "err", err)
+			n.h.Fail()
+			n.cl.Leave()
+		})
+	}
+	log.Info("sheep serving", "addr", n.self.NodeID.String(), "dir", n.cfg.Dir, "zone", n.self.Zone, "vnodes", n.self.NrVnodes)
+	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
+	log.Info("sheepdog daemon (version "+version+") started", "pid", os.Getpid())
+	daemon.Ready()
+	select {
+	case <-ctx.Done():
+	case <-n.stopping:
+	}
+	log.Info("sheep stopping")
+	// Answer what clients (NBD and native) already sent before the store
+	// closes; both front-ends drain in parallel, 10 s at most.
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	drained := make(chan struct{})
+	go func() { n.srv.Shutdown(sctx); close(drained) }()
+	if n.nbdSrv != nil {
+		n.nbdSrv.Shutdown(sctx)
+	}
+	<-drained
+	scancel()
+	// Write-back writes not flushed by their client yet: a clean stop
+	// leaves nothing for the kernel to write back later.
+	if err := n.st.Flush(context.Background()); err != nil {
+		log.Error("flush at stop", "err", err)
+	}
+	return nil
+}
+
+// Close releases everything New opened, the store dir's lock last.
+func (n *Node) Close() error {
+	n.release()
+	return n.lock.Close()
+}

@@ -344,7 +344,6 @@ func (h *Handler) readObj(ctx context.Context, c *call) error {
 	return nil
 }
 
-
 func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	if _, _, ok := vdi.TableRange(o.Oid, int64(o.Offset), len(c.data)); ok {

@@ -16,7 +16,7 @@ FUZZTIME ?= 50000x
 # on timers, so 4 overlap well on 2 cores.
 E2E_PARALLEL ?= 4
 
-.PHONY: build test prereqs unit e2e fuzz run bench vet clean install
+.PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench vet clean install
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -61,6 +61,19 @@ fuzz:
 
 e2e:
 	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -parallel $(E2E_PARALLEL) -timeout 30m ./tests/
+
+# The cluster, recovery and QEMU suites again, every sheep started with
+# one --cluster-key (not part of make test: it repeats those suites).
+e2e-key: build
+	@key=$$(mktemp); head -c 32 /dev/urandom > $$key; \
+		SHEEPDOG_CLUSTER_KEY=$$key $(GO) test -count=1 -parallel $(E2E_PARALLEL) -timeout 30m -run '^Test(Cluster|Recovery|Qemu)' ./tests/; \
+		rc=$$?; rm -f $$key; exit $$rc
+
+# fio with verification on a 3-node cluster while nodes are killed and
+# restarted and bad clients come and go (SOAK, default 10 minutes).
+SOAK ?= 10m
+soak: build
+	SHEEPDOG_SOAK=$(SOAK) $(GO) test -tags soak -count=1 -v -timeout 60m -run '^TestSoak$$' ./tests/
 
 # A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
 run: build

@@ -125,6 +125,9 @@ func (s *Sheep) start(extra ...string) {
 	if !slices.Contains(extra, "--nbd") {
 		args = append(args, "--nbd", "none") // tests that want NBD pass their own address
 	}
+	if key := os.Getenv("SHEEPDOG_CLUSTER_KEY"); key != "" && !slices.Contains(extra, "--cluster-key") {
+		args = append(args, "--cluster-key", key) // make e2e-key: the suites on keyed clusters
+	}
 	args = append(args, extra...)
 	args = append(args, s.Dir)
 	s.out = &bytes.Buffer{}

@@ -34,6 +34,10 @@ type Config struct {
 	IdleTimeout           time.Duration
 	MemBudget             int64
 	Pprof                 string // loopback address for /debug/pprof, "" for none
+	// ClusterKey is the file of the cluster's secret (--cluster-key): with
+	// it, gossip is encrypted and peer links and raft are mutual TLS
+	// (internal/clusterkey). "": no key, Sheepdog's open cluster.
+	ClusterKey string
 	// Sheepdog's options (args.go, local.go).
 	GossipPort, RaftPort int                // 0: derived from Port
 	Throttle             *recovery.Throttle // -R; nil: the default

@@ -60,6 +60,7 @@ func main() {
 			&cli.IntFlag{Name: "max-conns", Usage: "connections per listener (native TCP, native UNIX socket, NBD); more are closed at once (default: a quarter of the open-file limit)"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close a new connection that sends no request (NBD: does not finish negotiating) within this time (0: never)"},
 			&cli.StringFlag{Name: "mem-budget", Value: "512M", Usage: "request and reply payloads held for clients, all connections of all front-ends together (3/4 for clients, 1/4 for peer sheeps); a connection that does not read its replies stops being read from"},
+			&cli.StringFlag{Name: "cluster-key", Usage: "FILE holding the cluster's secret (at least 16 bytes; the same file on every node): gossip is encrypted, peer and raft links are mutual TLS, and peer-only ops are refused from anyone else"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (CPU, trace, block, mutex) on this loopback HOST:PORT; off by default"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "level=info", Usage: "log options: level=debug|info|warning|error, dir=DIR (for sheep.log; default: the store dir), format=default|json, dst=default|stdout"},
 		},
@@ -150,6 +151,7 @@ func run(c *cli.Context) error {
 	cfg.NBDAddr, cfg.NBDDefault, cfg.Gateway = c.String("nbd"), !c.IsSet("nbd"), c.Bool("gateway")
 	cfg.Foreground, cfg.NoSync, cfg.Log, cfg.Metrics = c.Bool("foreground"), c.Bool("nosync"), logOpts, c.String("metrics")
 	cfg.Pprof, cfg.PidFile, cfg.Ignored = c.String("pprof"), c.String("pidfile"), ignoredOptions(c)
+	cfg.ClusterKey = c.String("cluster-key")
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")
 	if err := sheepdogOptions(c, &cfg); err != nil {
 		return err

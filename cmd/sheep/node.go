@@ -26,6 +26,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/internal/clusterkey"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
 	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
@@ -183,6 +184,20 @@ func (n *Node) open(ctx context.Context) error {
 		n.onClose(func() { metricsL.Close() })
 	}
 
+	var peerTLS *clusterkey.TLS
+	var gossipKey []byte
+	if cfg.ClusterKey != "" {
+		key, err := clusterkey.Load(cfg.ClusterKey)
+		if err != nil {
+			return err
+		}
+		if peerTLS, err = key.TLS(); err != nil {
+			return err
+		}
+		gossipKey = key.GossipKey()
+		log.Info("cluster key: gossip encrypted, peer and raft links mutual TLS")
+	}
+
 	var gossipSeeds []string // -c local's, with their gossip ports
 	if cfg.LocalDir != "" {
 		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
@@ -203,6 +218,9 @@ func (n *Node) open(ctx context.Context) error {
 	var recov atomic.Pointer[recovery.Recovery]
 	peers := gateway.NewPeers()
 	n.onClose(func() { peers.Close() })
+	if peerTLS != nil {
+		peers.SetTLS(peerTLS.Client)
+	}
 	locks := &store.Locks{}
 	// stopSheep stops this sheep as a cluster shutdown does.
 	stopSheep := func() {
@@ -215,6 +233,9 @@ func (n *Node) open(ctx context.Context) error {
 	ccfg := replicated.DefaultConfig()
 	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, n.self, cfg.BindAddr, cfg.Join, log
 	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
+	if peerTLS != nil {
+		ccfg.GossipKey, ccfg.RaftServerTLS, ccfg.RaftClientTLS = gossipKey, peerTLS.Server, peerTLS.Client
+	}
 	ccfg.Forward = func(ctx context.Context, leader string, entry []byte) (proto.Result, uint64, error) {
 		req := proto.NewRequest(proto.OpClusterPropose)
 		rsp, _, err := peers.Call(ctx, leader, &req, entry, nil)
@@ -272,11 +293,15 @@ func (n *Node) open(ctx context.Context) error {
 		Self: n.self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
+		PeerAuth: peerTLS != nil,
 	})
 	handler.Store(n.h)
 	n.srv = server.New(n.h, log)
 	limits, peerBudget := cfg.limits(log)
 	n.srv.SetLimits(limits, peerBudget)
+	if peerTLS != nil {
+		n.srv.SetPeerTLS(peerTLS.Server)
+	}
 	if n.nbdL != nil {
 		n.nbdSrv = nbd.New(nbd.Config{
 			Objects: quorumObjects{gw, cl},

@@ -5,6 +5,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,9 +60,33 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	return newClient(addr, conn), nil
+}
+
+// DialTLS connects to a sheep's protocol port at addr over TLS with cfg:
+// how sheeps of a cluster with a cluster key reach each other (the port
+// tells TLS from the plain protocol by the first byte).
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Client, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	conn.(*net.TCPConn).SetNoDelay(true)
+	tc := tls.Client(conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+	}
+	return newClient(addr, tc), nil
+}
+
+func newClient(addr string, conn net.Conn) *Client {
 	c := &Client{addr: addr, conn: conn, pending: map[uint32]*pending{}, done: make(chan struct{})}
 	go c.readLoop()
-	return c, nil
+	return c
 }
 
 // Addr is the address the client dialled.

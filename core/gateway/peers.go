@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,12 @@ import (
 type Peers struct {
 	mu    sync.Mutex
 	conns map[string]*client.Client
+	tls   *tls.Config // nil: plain connections (no cluster key)
 }
+
+// SetTLS makes every connection from now on TLS with cfg (a cluster
+// key's client side). Call it before the first Get.
+func (p *Peers) SetTLS(cfg *tls.Config) { p.tls = cfg }
 
 // NewPeers returns an empty pool.
 func NewPeers() *Peers { return &Peers{conns: map[string]*client.Client{}} }
@@ -29,7 +35,12 @@ func (p *Peers) Get(ctx context.Context, addr string) (*client.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := client.Dial(ctx, addr)
+	var err error
+	if p.tls != nil {
+		c, err = client.DialTLS(ctx, addr, p.tls)
+	} else {
+		c, err = client.Dial(ctx, addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", proto.ResNetworkError, err)
 	}

@@ -49,6 +49,11 @@ type Config struct {
 	// Metrics records client requests (the native front-end) and
 	// PeerMetrics requests from other sheeps; nil records nothing.
 	Metrics, PeerMetrics *metrics.Frontend
+	// PeerAuth: the cluster has a key, and peer-only ops (peerOnly) are
+	// taken only from connections that authenticated as peers (TLS with
+	// a certificate of the cluster's CA). false: from anyone, as
+	// Sheepdog does.
+	PeerAuth bool
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -78,6 +83,9 @@ type call struct {
 	out     []byte
 	release func()
 	peer    string
+	// authPeer: the request came on a connection authenticated as a
+	// peer sheep of this cluster.
+	authPeer bool
 }
 
 // NewHandler returns a handler for cfg.
@@ -98,8 +106,9 @@ func (h *Handler) epoch() uint32 {
 
 // Handle runs req with its payload and returns the response, the reply
 // payload and a function to call once the payload was sent (or nil).
-func (h *Handler) Handle(ctx context.Context, req *proto.Request, data []byte, peer string) (proto.Response, []byte, func()) {
-	c := &call{req: *req, data: data, peer: peer}
+// authPeer says the connection authenticated as a peer of this cluster.
+func (h *Handler) Handle(ctx context.Context, req *proto.Request, data []byte, peer string, authPeer bool) (proto.Response, []byte, func()) {
+	c := &call{req: *req, data: data, peer: peer, authPeer: authPeer}
 	c.rsp.Result = h.run(ctx, c)
 	return c.rsp, c.out, c.release
 }
@@ -116,6 +125,10 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	o, ok := h.ops[op]
 	if !ok {
 		return proto.ResInvalidParms
+	}
+	if h.cfg.PeerAuth && !c.authPeer && peerOnly(op) {
+		h.badClients.Warn("peer-only op from a connection that is not an authenticated peer: refused", "op", fmt.Sprintf("%#x", uint8(op)), "peer", c.peer)
+		return proto.ResNoSupport
 	}
 	if h.killed.Load() {
 		return proto.ResKilled
@@ -467,6 +480,18 @@ func reportsStatus(op proto.Opcode) bool {
 		return true
 	}
 	return false
+}
+
+// peerOnly lists the ops only sheeps send each other: the peer object
+// ops, raft proposals, a leaderless shutdown's STOP_NODE, and the object
+// lists and repairs recovery asks for. With a cluster key, only
+// authenticated peers may send them.
+func peerOnly(op proto.Opcode) bool {
+	switch op {
+	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica:
+		return true
+	}
+	return isPeerOp(op)
 }
 
 func isPeerOp(op proto.Opcode) bool {

@@ -5,7 +5,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +44,10 @@ type Server struct {
 	// ops: no cycle).
 	limits     netlimit.Config
 	peerBudget *netlimit.Budget
+	// peerTLS: a connection whose first byte opens a TLS handshake is a
+	// peer sheep; it must present a certificate of the cluster's CA
+	// (clusterkey). nil: no cluster key, no TLS.
+	peerTLS *tls.Config
 
 	// base is the parent of every request's context; Close cancels it.
 	base   context.Context
@@ -73,6 +79,16 @@ func (s *Server) SetLimits(limits netlimit.Config, peer *netlimit.Budget) {
 	}
 	s.limits, s.peerBudget = limits, peer
 }
+
+// SetPeerTLS has connections that start with a TLS handshake (sheeps of
+// a cluster with a cluster key) authenticated with cfg; their requests
+// count as from an authenticated peer. Call it before Serve.
+func (s *Server) SetPeerTLS(cfg *tls.Config) { s.peerTLS = cfg }
+
+// tlsRecordHandshake is the first byte of a TLS connection (a handshake
+// record). The protocol's first byte is its version (0x01-0x02, or 0x0a
+// between sheeps), so the two never meet.
+const tlsRecordHandshake = 0x16
 
 // Serve accepts connections on l until Close. It returns nil after Close.
 func (s *Server) Serve(l net.Listener) error {
@@ -176,6 +192,36 @@ type conn struct {
 	dead  atomic.Bool
 	inflt chan struct{}
 	peer  string
+	// authPeer: the connection authenticated as a peer (peerTLS).
+	authPeer bool
+}
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// upgrade turns a connection that opened with a TLS handshake (its
+// first header's bytes in hb) into the TLS connection of an
+// authenticated peer, or fails.
+func (s *Server) upgrade(c net.Conn, hb []byte, timeout time.Duration) (net.Conn, error) {
+	tc := tls.Server(&prefixConn{Conn: c, pre: append([]byte(nil), hb...)}, s.peerTLS)
+	ctx, cancel := context.WithTimeout(s.base, timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
 }
 
 func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
@@ -213,6 +259,18 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 				s.log.Debug("connection read", "peer", cn.peer, "err", err)
 			}
 			return
+		}
+		if first && hb[0] == tlsRecordHandshake && s.peerTLS != nil && !cn.authPeer {
+			tc, err := s.upgrade(c, hb[:], cmp.Or(lim.IdleTimeout, 10*time.Second))
+			if err != nil {
+				g.Log().Warn("peer TLS refused: not a sheep of this cluster (another cluster key, or none)", "peer", cn.peer, "err", err)
+				return
+			}
+			c, cn.c, cn.authPeer = tc, tc, true
+			first = true
+			if _, err := io.ReadFull(c, hb[:]); err != nil {
+				return
+			}
 		}
 		if first {
 			g.Spoke(c)
@@ -267,7 +325,7 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 		go func() {
 			defer reqs.Done()
 			defer func() { <-cn.inflt }()
-			rsp, out, release := s.h.Handle(ctx, &req, data, cn.peer)
+			rsp, out, release := s.h.Handle(ctx, &req, data, cn.peer, cn.authPeer)
 			if dp != nil {
 				bufpool.Put(dp)
 			}

@@ -20,6 +20,7 @@ package replicated
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,6 +93,13 @@ type Config struct {
 	// leader, or at start): entries it holds never went through OnApply.
 	OnRestore func()
 	Log       *slog.Logger
+
+	// With a cluster key: GossipKey (32 bytes) encrypts and signs every
+	// gossip message, and raft's connections are mutual TLS with
+	// RaftServerTLS (accepting) and RaftClientTLS (dialling). Unset:
+	// plain gossip and raft, as without a key.
+	GossipKey                    []byte
+	RaftServerTLS, RaftClientTLS *tls.Config
 
 	// Raft timings (hashicorp/raft's Config fields of the same names).
 	HeartbeatTimeout   time.Duration

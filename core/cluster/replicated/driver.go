@@ -2,6 +2,7 @@ package replicated
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,7 +187,11 @@ func (d *Driver) openLog() error {
 	// driver keeps it to close it, or reopening the log in this process
 	// (dropLog, a test) would wait on the lock for ever.
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"), wal.WithMetaStore(meta))
+	// Segments are preallocated: raft-wal's default of 64 MiB is more
+	// than a small store spares for a log of small entries, kept short
+	// by snapshots. An entry larger than a segment still fits (the
+	// segment is sealed after it).
+	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"), wal.WithMetaStore(meta), wal.WithSegmentSize(walSegmentSize))
 	if err != nil {
 		meta.Close()
 		return fmt.Errorf("open raft log: %w", err)
@@ -237,6 +242,9 @@ func (d *Driver) raftConfig() *raft.Config {
 	return rc
 }
 
+// walSegmentSize is the size of a raft log segment file.
+const walSegmentSize = 8 << 20
+
 func (d *Driver) raftAddr() string {
 	return net.JoinHostPort(d.cfg.Self.IP().String(), strconv.Itoa(d.cfg.raftPort()))
 }
@@ -247,7 +255,16 @@ func (d *Driver) newTransport() (*raft.NetworkTransport, error) {
 		return nil, err
 	}
 	port := d.cfg.raftPort()
-	trans, err := raft.NewTCPTransport(net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(port)), advertise, 4, 10*time.Second, d.raftLog)
+	bind := net.JoinHostPort(d.cfg.BindAddr, strconv.Itoa(port))
+	if d.cfg.RaftServerTLS != nil {
+		l, err := net.Listen("tcp", bind)
+		if err != nil {
+			return nil, fmt.Errorf("raft listen on port %d: %w", port, err)
+		}
+		stream := &tlsStream{Listener: tls.NewListener(l, d.cfg.RaftServerTLS), advertise: advertise, client: d.cfg.RaftClientTLS}
+		return raft.NewNetworkTransport(stream, 4, 10*time.Second, d.raftLog), nil
+	}
+	trans, err := raft.NewTCPTransport(bind, advertise, 4, 10*time.Second, d.raftLog)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on port %d: %w", port, err)
 	}

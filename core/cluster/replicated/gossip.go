@@ -70,6 +70,12 @@ func (d *Driver) startGossip() error {
 	mc.PushPullInterval = d.cfg.PushPullInterval
 	mc.LogOutput = nil
 	mc.Logger = log.New(d.mlLog, "", 0)
+	if len(d.cfg.GossipKey) > 0 {
+		// Messages that do not decrypt with the key are dropped and
+		// logged by memberlist: a node without the key never joins.
+		mc.SecretKey = d.cfg.GossipKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	del := delegate{d}
 	mc.Delegate, mc.Events, mc.Alive = del, del, del
 	ml, err := memberlist.Create(mc)

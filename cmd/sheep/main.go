@@ -496,6 +496,7 @@ func serve(cfg Config) (err error) {
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
+		DegradedReads: gw.DegradedReads,
 	})
 	handler.Store(h)
 	srv := server.New(h, log)
@@ -537,6 +538,7 @@ func serve(cfg Config) (err error) {
 	}
 	if reg != nil {
 		registerState(reg, cl, st, rec)
+		registerGateway(reg, gw)
 		ms := reg.Serve(metricsL, log)
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ms.Addr())

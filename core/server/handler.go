@@ -49,6 +49,9 @@ type Config struct {
 	// Metrics records client requests (the native front-end) and
 	// PeerMetrics requests from other sheeps; nil records nothing.
 	Metrics, PeerMetrics *metrics.Frontend
+	// DegradedReads counts the gateway's degraded reads of
+	// erasure-coded objects, for STAT (nil: none).
+	DegradedReads func() uint64
 }
 
 // Handler runs one request. It is safe for concurrent use.

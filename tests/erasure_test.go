@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/erasure"
 )
 
 // ecStrips maps each object of prefix to the strip files found for it:
@@ -59,31 +63,39 @@ func listedVid(t *testing.T, s *Sheep, name string) uint32 {
 	return 0
 }
 
-// waitStrips waits until every one of nobj objects of prefix has strips
-// 0..want-1, each exactly once, on the live sheeps. Strips with no node in
-// the epoch (want < 6: fewer zones than strips) may stay where they were.
-func waitStrips(t *testing.T, sheeps []*Sheep, live []int, prefix string, nobj, want int) {
+// stripsInPlace reports whether every one of nobj objects of prefix has
+// strips 0..want-1, each exactly once, on the live sheeps (and, with
+// want 6, no other). Strips with no node in the epoch (want < 6: fewer
+// zones than strips) may stay where they were.
+func stripsInPlace(t *testing.T, sheeps []*Sheep, live []int, prefix string, nobj, want int) (bool, map[string]map[int][]int) {
 	t.Helper()
 	var alive []*Sheep
 	for _, i := range live {
 		alive = append(alive, sheeps[i])
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		strips, _, _ := ecStrips(t, alive, prefix)
-		ok := len(strips) == nobj
-		for _, s := range strips {
-			for i := range want {
-				if len(s[i]) != 1 {
-					ok = false
-				}
-			}
-			for i := range s {
-				if i >= want && want == 6 {
-					ok = false
-				}
+	strips, _, _ := ecStrips(t, alive, prefix)
+	ok := len(strips) == nobj
+	for _, s := range strips {
+		for i := range want {
+			if len(s[i]) != 1 {
+				ok = false
 			}
 		}
+		for i := range s {
+			if i >= want && want == 6 {
+				ok = false
+			}
+		}
+	}
+	return ok, strips
+}
+
+// waitStrips waits until stripsInPlace holds.
+func waitStrips(t *testing.T, sheeps []*Sheep, live []int, prefix string, nobj, want int) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ok, strips := stripsInPlace(t, sheeps, live, prefix, nobj, want)
 		if ok {
 			return
 		}
@@ -94,24 +106,112 @@ func waitStrips(t *testing.T, sheeps []*Sheep, live []int, prefix string, nobj, 
 	}
 }
 
-// TestErasureCoding: six nodes in six zones formatted -c 4:2. A VDI
-// written through NBD and collie (aligned and unaligned) is stored as six
-// strips of object_size/4 bytes per object, one per node; with two nodes
-// killed every byte reads back through collie and NBD, recovery moves the
-// four placeable strips, and with the nodes back it restores all six. A
-// flipped byte in a strip is detected, read around and repaired; deleting
-// the VDI frees every strip.
+// checkStripBytes compares every strip file of the 4:2 VDI's objects
+// (prefix, object size objSize) with the strips Sheepdog's layout and
+// code make of data: data strip i holds bytes [128i, 128i+128) of every
+// 512-byte stripe, strips 4 and 5 its parity.
+func checkStripBytes(t *testing.T, sheeps []*Sheep, prefix string, data []byte, objSize int) {
+	t.Helper()
+	pol, err := erasure.NewPolicy(4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := erasure.CodecFor(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strips, _, _ := ecStrips(t, sheeps, prefix)
+	want := make([][]byte, 6)
+	for i := range want {
+		want[i] = make([]byte, objSize/4)
+	}
+	for oid, s := range strips {
+		idx, err := strconv.ParseUint(oid[8:], 16, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := codec.EncodeStripes(data[int(idx)*objSize:(int(idx)+1)*objSize], want); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			if len(s[i]) != 1 {
+				t.Fatalf("%s strip %d on %v", oid, i, s[i])
+			}
+			got, err := os.ReadFile(filepath.Join(sheeps[s[i][0]].Dir, "obj", fmt.Sprintf("%s_%d", oid, i)))
+			if err != nil || !bytes.Equal(got, want[i]) {
+				t.Fatalf("strip %d of %s on node %d holds other bytes than the data's (%v)", i, oid, s[i][0], err)
+			}
+		}
+	}
+}
+
+// objDirBytes is what every file in the sheeps' obj/ dirs takes: the sum
+// of their sizes and of the blocks the filesystem allocated to them.
+func objDirBytes(t *testing.T, sheeps []*Sheep) (size, allocated int64) {
+	t.Helper()
+	for _, s := range sheeps {
+		err := filepath.WalkDir(filepath.Join(s.Dir, "obj"), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(path, &st); err != nil {
+				return err
+			}
+			size += st.Size
+			allocated += st.Blocks * 512
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return size, allocated
+}
+
+// degradedReads is the count of degraded reads node stat shows for s (0
+// when it shows no such row), checking the rest is dog's table.
+func degradedReads(t *testing.T, s *Sheep) int {
+	t.Helper()
+	out := s.must(t, nil, "node", "stat")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[1], "Client\t") || !strings.HasPrefix(lines[2], "Peer\t") {
+		t.Fatalf("node stat printed %q", out)
+	}
+	if len(lines) == 3 {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(lines[3], "Degraded reads\t"))
+	if len(lines) != 4 || err != nil || n <= 0 {
+		t.Fatalf("node stat printed %q", out)
+	}
+	return n
+}
+
+// TestErasureCoding: six nodes in six zones formatted -c 4:2. 256 MiB of
+// random data written through NBD and collie (aligned and unaligned) are
+// stored as six strips of object_size/4 bytes per object, one per node,
+// about 1.5x the data on disk. With two nodes killed every byte reads
+// back through collie and NBD while recovery runs (throttled, so that the
+// reads provably overlap it) and after it, which moves the four placeable
+// strips; the degraded reads show in node stat, the metrics and the log.
+// With the nodes back, reads again overlap recovery, which restores all
+// six strips of every object, byte for byte what the code makes of the
+// data. A flipped byte in a strip is detected, read around and repaired;
+// vdi check repairs a damaged parity strip; deleting the VDI frees every
+// strip.
 func TestErasureCoding(t *testing.T) {
 	parallel(t)
 	needTools(t, "nbdcopy")
 	nbdAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	var sheeps []*Sheep
 	for i := range 6 {
 		extra := []string{"-z", strconv.Itoa(i)}
 		if i > 0 {
 			extra = append(extra, "--join", sheeps[0].Addr())
 		} else {
-			extra = append(extra, "--nbd", nbdAddr)
+			extra = append(extra, "--nbd", nbdAddr, "--metrics", metricsAddr)
 		}
 		sheeps = append(sheeps, startSheep(t, extra...))
 	}
@@ -122,24 +222,31 @@ func TestErasureCoding(t *testing.T) {
 	if info := sheeps[2].must(t, nil, "cluster", "info", "-v"); !strings.Contains(info, "with 4:2 redundancy policy") {
 		t.Fatalf("cluster info -v: %q", info)
 	}
-	const size = 64 << 20
+	const size, objSize = 256 << 20, 4 << 20
+	const nobj = size / objSize
 	sheeps[0].must(t, nil, "vdi", "create", "Alice", strconv.Itoa(size))
-	if list := sheeps[3].must(t, nil, "vdi", "list", "-r"); !strings.HasPrefix(list, "= Alice 0 67108864 ") || !strings.Contains(list, " 4:2 ") {
+	if list := sheeps[3].must(t, nil, "vdi", "list", "-r"); !strings.HasPrefix(list, "= Alice 0 "+strconv.Itoa(size)+" ") || !strings.Contains(list, " 4:2 ") {
 		t.Fatalf("vdi list -r: %q", list)
 	}
 	if list := sheeps[3].must(t, nil, "vdi", "list"); !strings.Contains(list, "   4:2 ") {
 		t.Fatalf("vdi list: %q", list)
 	}
 
-	// Whole VDI through NBD, then aligned and unaligned writes through
-	// collie on other nodes.
+	// The whole VDI through NBD, its second half again through collie,
+	// then aligned and unaligned writes through collie on other nodes.
 	data := make([]byte, size)
 	rand.Read(data)
 	src := filepath.Join(t.TempDir(), "src.raw")
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t0 := time.Now()
 	tool(t, "nbdcopy", src, nbdURI(nbdAddr, "Alice"))
+	t.Logf("%d MiB written through NBD in %v", size>>20, time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	rand.Read(data[size/2:])
+	sheeps[4].must(t, data[size/2:], "vdi", "write", "Alice", strconv.Itoa(size/2), strconv.Itoa(size/2))
+	t.Logf("%d MiB written through collie in %v", size>>21, time.Since(t0).Round(time.Millisecond))
 	for _, w := range []struct{ off, n int }{{4 << 20, 3 << 20}, {1000, 5000}, {(8 << 20) - 7, 14}, {size - 513, 513}} {
 		b := make([]byte, w.n)
 		rand.Read(b)
@@ -148,6 +255,7 @@ func TestErasureCoding(t *testing.T) {
 	}
 	check := func(when string, through ...*Sheep) {
 		t.Helper()
+		t0 := time.Now()
 		for _, s := range through {
 			mustRead(t, s, "Alice", data, when)
 		}
@@ -156,12 +264,17 @@ func TestErasureCoding(t *testing.T) {
 		if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
 			t.Fatalf("NBD reads other bytes %s", when)
 		}
+		os.Remove(dst)
+		t.Logf("read back %s through NBD and %d collies in %v", when, len(through), time.Since(t0).Round(time.Millisecond))
 	}
 	check("after writing", sheeps[5])
+	if n := degradedReads(t, sheeps[5]); n != 0 {
+		t.Fatalf("%d degraded reads with every strip in place", n)
+	}
 
 	prefix := fmt.Sprintf("00%06x", listedVid(t, sheeps[0], "Alice")) // data objects: 00 + vid
-	strips, plain, onDisk := ecStrips(t, sheeps, prefix)
-	if len(strips) != size/(4<<20) || plain != 0 {
+	strips, plain, stripBytes := ecStrips(t, sheeps, prefix)
+	if len(strips) != nobj || plain != 0 {
 		t.Fatalf("%d objects with strips, %d plain files: %v", len(strips), plain, strips)
 	}
 	for oid, s := range strips {
@@ -172,37 +285,67 @@ func TestErasureCoding(t *testing.T) {
 			}
 			nodes[s[i][0]] = true
 			st, err := os.Stat(filepath.Join(sheeps[s[i][0]].Dir, "obj", fmt.Sprintf("%s_%d", oid, i)))
-			if err != nil || st.Size() != 1<<20 {
-				t.Fatalf("%s_%d: %v, size %d, want 1 MiB", oid, i, err, st.Size())
+			if err != nil || st.Size() != objSize/4 {
+				t.Fatalf("%s_%d: %v, size %d, want %d", oid, i, err, st.Size(), objSize/4)
 			}
 		}
 		if len(nodes) != 6 {
 			t.Fatalf("%s: strips on %d nodes, want 6", oid, len(nodes))
 		}
 	}
-	t.Logf("%d MiB of data take %d MiB in strip files (%.2fx)", size>>20, onDisk>>20, float64(onDisk)/size)
+	checkStripBytes(t, sheeps, prefix, data, objSize)
+	allSize, allocated := objDirBytes(t, sheeps)
+	t.Logf("%d MiB of data: strip files %d MiB (%.3fx); every file in obj/ (strips, and the inode's 6 copies, sparse): %d MiB allocated (%.3fx), %d MiB apparent",
+		size>>20, stripBytes>>20, float64(stripBytes)/size, allocated>>20, float64(allocated)/size, allSize>>20)
+	if r := float64(allocated) / size; r < 1.45 || r > 1.6 {
+		t.Fatalf("the objects take %.3fx the data on disk, want about 1.5x", r)
+	}
 
-	// Two nodes die: every byte still reads (degraded), during and after
-	// recovery, which can place strips 0-3 only (four zones).
+	// Two nodes die. Recovery, which can place strips 0-3 only (four
+	// zones), is throttled to one object a second, so that the reads run
+	// while it does; every byte reads (degraded) during and after it.
+	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "1", "1000")
 	sheeps[2].Kill()
 	sheeps[4].Kill()
 	live := []int{0, 1, 3, 5}
 	waitNodes(t, sheeps[0], 4)
-	check("with two nodes dead", sheeps[1], sheeps[3])
-	waitStrips(t, sheeps, live, prefix, size/(4<<20), 4)
+	check("with two nodes dead, during recovery", sheeps[1], sheeps[3])
+	if done, _ := stripsInPlace(t, sheeps, live, prefix, nobj, 4); done {
+		t.Fatal("recovery was over before the reads ended: they did not overlap it")
+	}
+	if n := degradedReads(t, sheeps[1]); n == 0 {
+		t.Fatal("node stat shows no degraded read after reads with two strips of every object gone")
+	}
+	if m, _ := scrape(t, metricsAddr); m["sheepdog_ec_degraded_reads_total"] == 0 {
+		t.Fatal("the NBD node's metrics show no degraded read")
+	}
+	if b, _ := os.ReadFile(filepath.Join(sheeps[1].Dir, "sheep.log")); !strings.Contains(string(b), "degraded read of erasure-coded object") {
+		t.Fatal("no degraded read in the log")
+	}
+	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "0", "0")
+	waitStrips(t, sheeps, live, prefix, nobj, 4)
 	check("after recovery with two nodes dead", sheeps[5])
 
-	// A write while degraded, then the nodes come back: all six strips
-	// of every object are restored, one per node.
+	// A write while degraded, then the nodes come back, recovery
+	// throttled again: reads overlap it, and it restores all six strips
+	// of every object, one per node, each holding the right bytes.
 	b := make([]byte, 1<<20)
 	rand.Read(b)
 	copy(data[20<<20:], b)
 	sheeps[3].must(t, b, "vdi", "write", "Alice", strconv.Itoa(20<<20), strconv.Itoa(len(b)))
-	sheeps[2].start("-z", "2", "--join", sheeps[0].Addr())
-	sheeps[4].start("-z", "4", "--join", sheeps[0].Addr())
+	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "1", "1000")
+	sheeps[2].start("-z", "2", "--join", sheeps[0].Addr(), "-R", "max=1,interval=1000")
+	sheeps[4].start("-z", "4", "--join", sheeps[0].Addr(), "-R", "max=1,interval=1000")
 	waitNodes(t, sheeps[0], 6)
-	waitStrips(t, sheeps, []int{0, 1, 2, 3, 4, 5}, prefix, size/(4<<20), 6)
-	check("after the nodes came back", sheeps[2], sheeps[4])
+	all := []int{0, 1, 2, 3, 4, 5}
+	check("with the nodes back, during recovery", sheeps[2], sheeps[4])
+	if done, _ := stripsInPlace(t, sheeps, all, prefix, nobj, 6); done {
+		t.Fatal("recovery was over before the reads ended: they did not overlap it")
+	}
+	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "0", "0")
+	waitStrips(t, sheeps, all, prefix, nobj, 6)
+	checkStripBytes(t, sheeps, prefix, data, objSize)
+	check("after the nodes came back", sheeps[1])
 
 	// A flipped byte in a data strip: the read goes around it and the
 	// strip is repaired.
@@ -212,7 +355,11 @@ func TestErasureCoding(t *testing.T) {
 	path := filepath.Join(holder.Dir, "obj", oid+"_0")
 	before := fileByte(t, path, 100)
 	flip(t, path, 100)
-	check("with a flipped byte in a strip", sheeps[1])
+	degraded := degradedReads(t, sheeps[1])
+	mustRead(t, sheeps[1], "Alice", data, "with a flipped byte in a strip")
+	if n := degradedReads(t, sheeps[1]); n <= degraded {
+		t.Fatalf("the read of the damaged strip was not degraded (%d degraded reads before, %d after)", degraded, n)
+	}
 	if fileByte(t, path, 100) != before {
 		t.Fatalf("the flipped strip byte was not repaired")
 	}
@@ -236,6 +383,7 @@ func TestErasureCoding(t *testing.T) {
 	if out := sheeps[2].must(t, nil, "cluster", "check"); out != "fix vdi Alice\nfinish check&repair Alice\n" {
 		t.Fatalf("cluster check: %q", out)
 	}
+	checkStripBytes(t, sheeps, prefix, data, objSize)
 	check("after vdi check", sheeps[0])
 
 	sheeps[0].must(t, nil, "vdi", "delete", "Alice")

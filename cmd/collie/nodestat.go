@@ -13,13 +13,18 @@ import (
 // prints the table with three more columns: bytes received and sent and
 // requests served since the previous sample (the first sample against
 // itself, so zeros).
+//
+// Beyond dog: when the sheep has served degraded reads of erasure-coded
+// objects (proto.StatExt), the plain table gets a third row with their
+// count; without any, the output is dog's.
 func nodeStat(s *session, _ []string) error {
-	st, err := fetchStat(s)
+	st, ext, err := fetchStatExt(s)
 	if err != nil {
 		return err
 	}
 	if !s.opts.watch {
 		s.out.WriteString(formatNodeStat(st, s.opts.raw))
+		s.out.WriteString(formatDegraded(ext, s.opts.raw))
 		return nil
 	}
 	last := st
@@ -41,20 +46,42 @@ func nodeStat(s *session, _ []string) error {
 }
 
 func fetchStat(s *session) (proto.Stat, error) {
-	var st proto.Stat
+	st, _, err := fetchStatExt(s)
+	return st, err
+}
+
+// fetchStatExt is STAT asking for sd_stat and our extension; ext is zero
+// from a sheep that sends sd_stat alone (Sheepdog's).
+func fetchStatExt(s *session) (st proto.Stat, ext proto.StatExt, err error) {
 	req := proto.NewRequest(proto.OpStat)
-	buf := make([]byte, proto.StatSize)
-	rsp, _, err := s.do(&req, nil, buf)
+	buf := make([]byte, proto.StatSize+proto.StatExtSize)
+	rsp, n, err := s.do(&req, nil, buf)
 	if err != nil {
-		return st, err
+		return st, ext, err
 	}
 	if rsp.Result != proto.ResSuccess {
-		return st, failf(exitFailure, "failed to get stat information: %s", rsp.Result)
+		return st, ext, failf(exitFailure, "failed to get stat information: %s", rsp.Result)
 	}
-	if err := st.Unmarshal(buf); err != nil {
-		return st, failf(exitFailure, "failed to get stat information: %v", err)
+	if err := st.Unmarshal(buf[:n]); err != nil {
+		return st, ext, failf(exitFailure, "failed to get stat information: %v", err)
 	}
-	return st, nil
+	if n >= proto.StatSize+proto.StatExtSize {
+		ext.Unmarshal(buf[proto.StatSize:n])
+	}
+	return st, ext, nil
+}
+
+// formatDegraded is the row node stat adds for degraded reads of
+// erasure-coded objects, when there were any: named, or with -r the
+// count alone.
+func formatDegraded(ext proto.StatExt, raw bool) string {
+	switch {
+	case ext.DegradedReads == 0:
+		return ""
+	case raw:
+		return fmt.Sprintf("%d\n", ext.DegradedReads)
+	}
+	return fmt.Sprintf("Degraded reads\t%d\n", ext.DegradedReads)
 }
 
 // formatNodeStatWatch is dog's node_stat -w table: unlike the plain table

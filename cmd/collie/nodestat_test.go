@@ -53,3 +53,17 @@ func TestFormatNodeStatWatch(t *testing.T) {
 		t.Errorf("raw: got\n%q\nwant\n%q", got, wantRaw)
 	}
 }
+
+// TestFormatDegraded: no row without degraded reads (dog's table as is),
+// a named row or, with -r, the count alone.
+func TestFormatDegraded(t *testing.T) {
+	if got := formatDegraded(proto.StatExt{}, false); got != "" {
+		t.Errorf("no degraded reads: %q", got)
+	}
+	if got := formatDegraded(proto.StatExt{DegradedReads: 12}, false); got != "Degraded reads\t12\n" {
+		t.Errorf("got %q", got)
+	}
+	if got := formatDegraded(proto.StatExt{DegradedReads: 12}, true); got != "12\n" {
+		t.Errorf("raw: got %q", got)
+	}
+}

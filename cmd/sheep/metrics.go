@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
@@ -78,6 +79,13 @@ func registerState(reg *metrics.Registry, cl cluster.Driver, st *store.Store, re
 			return 0
 		}
 		return float64(s.NrTotal - s.NrFinished)
+	})
+}
+
+// registerGateway registers the counters of the node's gateway.
+func registerGateway(reg *metrics.Registry, gw *gateway.Gateway) {
+	reg.Counter("ec_degraded_reads_total", "Reads of erasure-coded objects served by rebuilding data strips from parity.", func() float64 {
+		return float64(gw.DegradedReads())
 	})
 }
 

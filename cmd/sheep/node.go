@@ -293,7 +293,7 @@ func (n *Node) open(ctx context.Context) error {
 		Self: n.self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
-		PeerAuth: peerTLS != nil,
+		PeerAuth: peerTLS != nil, DegradedReads: gw.DegradedReads,
 	})
 	handler.Store(n.h)
 	n.srv = server.New(n.h, log)
@@ -319,6 +319,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	if reg != nil {
 		registerState(reg, cl, st, rec)
+		registerGateway(reg, gw)
 		ms := reg.Serve(metricsL, log)
 		n.onClose(func() { ms.Close() })
 		log.Info("metrics serving", "addr", ms.Addr())

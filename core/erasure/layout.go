@@ -6,6 +6,10 @@ package erasure
 // object_size/d bytes on the i-th node in placement order).
 const StripeSize = 512
 
+// MaxStrips is the most strips an object has: d+p of the widest policy
+// (16:15, SD_MAX_COPIES).
+const MaxStrips = maxCopies
+
 // StripSize is the bytes of one stripe that one strip holds.
 func (p Policy) StripSize() int { return StripeSize / p.Data() }
 
@@ -56,11 +60,18 @@ func (p Policy) Split(stripes []byte, shards [][]byte) {
 
 // Join is the inverse of Split: it interleaves the d data strips back into
 // stripes.
-func (p Policy) Join(shards [][]byte, stripes []byte) {
-	d, ss := p.Data(), p.StripSize()
-	for s, o := 0, 0; o < len(stripes); s, o = s+ss, o+StripeSize {
-		for j := range d {
-			copy(stripes[o+j*ss:o+(j+1)*ss], shards[j][s:s+ss])
-		}
+func (p Policy) Join(shards [][]byte, stripes []byte) { p.JoinAt(shards, 0, stripes) }
+
+// JoinAt fills out with bytes [off, off+len(out)) of the stripes the d data
+// strips shards hold (Join, without the bytes before off and after the
+// end of out): an unaligned read needs no buffer for the whole stripes.
+func (p Policy) JoinAt(shards [][]byte, off int, out []byte) {
+	ss := p.StripSize()
+	for n := 0; n < len(out); {
+		pos := off + n
+		stripe, in := pos/StripeSize, pos%StripeSize
+		j, k := in/ss, in%ss
+		at := stripe*ss + k
+		n += copy(out[n:], shards[j][at:at+ss-k])
 	}
 }

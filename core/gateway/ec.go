@@ -9,9 +9,9 @@ package gateway
 //   - A read fetches the d data strips of the stripes it touches in
 //     parallel and interleaves them. When some are missing, unreadable or
 //     fail their checksums it fetches parity strips and rebuilds the data
-//     from any d (a degraded read, logged); a strip that failed
-//     its checksums is then rewritten from the rebuilt bytes. (Counted in
-//     the log only: node stat's reply is Sheepdog's fixed structure.)
+//     from any d (a degraded read: counted, DegradedReads, and logged at
+//     most once per 10 s with the count of those not logged); a strip
+//     that failed its checksums is then rewritten from the rebuilt bytes.
 //   - A write encodes the stripes it touches and writes every strip's
 //     range on its node in parallel; a write that does not cover whole
 //     stripes first reads the stripes' other bytes (read-modify-write).
@@ -21,6 +21,8 @@ package gateway
 //   - With fewer zones than d a write fails with SYSTEM_ERROR, as
 //     Sheepdog's does; with d to d+p-1 zones it writes the strips that
 //     have a node.
+//   - The strips of a request live in one pooled buffer (stripSet), so a
+//     read or write allocates no buffer of its size.
 //   - A strip whose node lacks it (recovery has not rebuilt it yet) is
 //     looked for on the node that held strip i in past epochs; a write to
 //     a node without its strip rebuilds the whole strip there first.
@@ -35,6 +37,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -77,25 +80,32 @@ func (g *Gateway) readStrip(ctx context.Context, p plan, n proto.Node, oid uint6
 // it on, or, when that node lacks it, from the nodes that held strip i in
 // past epochs (newest first).
 func (g *Gateway) fetchStrip(ctx context.Context, p plan, oid uint64, i int, off int64, buf []byte) error {
-	err := fmt.Errorf("strip %d of %016x: no node for it: %w", i, oid, proto.ResNoObj)
-	tried := map[proto.NodeID]bool{}
-	if i < len(p.targets) {
-		n := p.targets[i]
-		tried[n.NodeID] = true
-		if err = g.readStrip(ctx, p, n, oid, i, off, buf); !errors.Is(err, proto.ResNoObj) {
-			return err
-		}
+	if i >= len(p.targets) {
+		return g.fetchPastStrip(ctx, p, oid, i, off, buf, proto.NodeID{}, fmt.Errorf("strip %d of %016x: no node for it: %w", i, oid, proto.ResNoObj))
 	}
+	n := p.targets[i]
+	err := g.readStrip(ctx, p, n, oid, i, off, buf)
+	if !errors.Is(err, proto.ResNoObj) {
+		return err
+	}
+	return g.fetchPastStrip(ctx, p, oid, i, off, buf, n.NodeID, err)
+}
+
+// fetchPastStrip is fetchStrip's search of the live nodes that held strip
+// i in past epochs, skipping tried (the current holder); err is the
+// answer when none has it.
+func (g *Gateway) fetchPastStrip(ctx context.Context, p plan, oid uint64, i int, off int64, buf []byte, tried proto.NodeID, err error) error {
+	seen := map[proto.NodeID]bool{tried: true}
 	live := map[proto.NodeID]bool{}
 	for _, n := range g.liveNodes() {
 		live[n.NodeID] = true
 	}
 	for _, r := range g.pastRings(p.epoch) {
 		t := r.Locate(oid, p.copies)
-		if i >= len(t) || tried[t[i].NodeID] || !live[t[i].NodeID] {
+		if i >= len(t) || seen[t[i].NodeID] || !live[t[i].NodeID] {
 			continue
 		}
-		tried[t[i].NodeID] = true
+		seen[t[i].NodeID] = true
 		if e := g.readStrip(ctx, p, t[i], oid, i, off, buf); e == nil || !errors.Is(e, proto.ResNoObj) {
 			return e
 		}
@@ -103,28 +113,75 @@ func (g *Gateway) fetchStrip(ctx context.Context, p plan, oid uint64, i int, off
 	return err
 }
 
-// stripSet is the strips of one range of an object, as fetched.
+// stripSet is the strips of one range of an object: shards[i] is strip
+// i's bytes, empty (with room for the strip, so that Reed-Solomon
+// rebuilds it in place) where not fetched or failed. Every strip lives in
+// one pooled buffer; release returns it and the set.
 type stripSet struct {
-	shards [][]byte // d+p; nil where not fetched or failed
-	errs   []error
-	bad    []int // strips that failed their checksums (EIO)
+	shards   [][]byte
+	errs     []error
+	bad      []int // strips that failed their checksums (EIO)
+	buf      *[]byte
+	stripLen int
+	shardArr [erasure.MaxStrips][]byte
+	errArr   [erasure.MaxStrips]error
+	badArr   [erasure.MaxStrips]int
 }
 
-// fetchStrips reads strips idx of span in parallel into set.
-func (g *Gateway) fetchStrips(ctx context.Context, p plan, oid uint64, span erasure.Span, idx []int, set *stripSet) {
+var stripSets = sync.Pool{New: func() any { return new(stripSet) }}
+
+// newStripSet returns an empty set of total strips of stripLen bytes.
+func newStripSet(total, stripLen int) *stripSet {
+	s := stripSets.Get().(*stripSet)
+	s.stripLen = stripLen
+	s.buf = bufpool.Get(total * stripLen)
+	s.shards, s.errs, s.bad = s.shardArr[:total], s.errArr[:total], s.badArr[:0]
+	for i := range s.shards {
+		s.shards[i] = s.slot(i)[:0]
+	}
+	return s
+}
+
+// slot is strip i's room in the buffer.
+func (s *stripSet) slot(i int) []byte {
+	return (*s.buf)[i*s.stripLen : (i+1)*s.stripLen : (i+1)*s.stripLen]
+}
+
+// has reports whether strip i is present.
+func (s *stripSet) has(i int) bool { return len(s.shards[i]) > 0 }
+
+// release returns the set and its buffer to their pools; no shard may be
+// used after it.
+func (s *stripSet) release() {
+	bufpool.Put(s.buf)
+	s.buf = nil
+	clear(s.shardArr[:])
+	clear(s.errArr[:])
+	stripSets.Put(s)
+}
+
+// fetchStrips reads strips [from, to) of span in parallel into set, the
+// first on the calling goroutine.
+func (g *Gateway) fetchStrips(ctx context.Context, p plan, oid uint64, span erasure.Span, from, to int, set *stripSet) {
+	fetch := func(i int) {
+		b := set.slot(i)
+		if err := g.fetchStrip(ctx, p, oid, i, span.StripOff, b); err != nil {
+			set.shards[i], set.errs[i] = b[:0], err
+			return
+		}
+		set.shards[i] = b
+	}
 	var wg sync.WaitGroup
-	for _, i := range idx {
-		set.shards[i] = make([]byte, span.StripLen)
+	for i := from + 1; i < to; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.fetchStrip(ctx, p, oid, i, span.StripOff, set.shards[i]); err != nil {
-				set.shards[i], set.errs[i] = nil, err
-			}
+			fetch(i)
 		}()
 	}
+	fetch(from)
 	wg.Wait()
-	for _, i := range idx {
+	for i := from; i < to; i++ {
 		if set.errs[i] != nil && (errors.Is(set.errs[i], store.ErrChecksum) || proto.ResultOf(set.errs[i]) == proto.ResEIO) {
 			set.bad = append(set.bad, i)
 		}
@@ -132,18 +189,14 @@ func (g *Gateway) fetchStrips(ctx context.Context, p plan, oid uint64, span eras
 }
 
 // ecReadSpan returns the data strips of span: shards[0:d] filled, from the
-// data strips or rebuilt from any d strips.
+// data strips or rebuilt from any d strips. The caller releases the set.
 func (g *Gateway) ecReadSpan(ctx context.Context, p plan, oid uint64, span erasure.Span) (*stripSet, error) {
 	d, total := p.policy.Data(), p.policy.Total()
-	set := &stripSet{shards: make([][]byte, total), errs: make([]error, total)}
-	idx := make([]int, d)
-	for i := range idx {
-		idx[i] = i
-	}
-	g.fetchStrips(ctx, p, oid, span, idx, set)
+	set := newStripSet(total, span.StripLen)
+	g.fetchStrips(ctx, p, oid, span, 0, d, set)
 	missing := 0
 	for i := range d {
-		if set.shards[i] == nil {
+		if !set.has(i) {
 			missing++
 		}
 	}
@@ -151,28 +204,28 @@ func (g *Gateway) ecReadSpan(ctx context.Context, p plan, oid uint64, span erasu
 		return set, nil
 	}
 	// Degraded: the parity strips stand in for the missing data strips.
-	var par []int
-	for i := d; i < total; i++ {
-		par = append(par, i)
-	}
-	g.fetchStrips(ctx, p, oid, span, par, set)
+	g.fetchStrips(ctx, p, oid, span, d, total, set)
 	have := 0
-	for _, s := range set.shards {
-		if s != nil {
+	for i := range total {
+		if set.has(i) {
 			have++
 		}
 	}
 	if have < d {
-		return nil, g.tooFew(oid, set, have, d)
-	}
-	c, err := erasure.CodecFor(p.policy)
-	if err != nil {
+		err := g.tooFew(oid, set, have, d)
+		set.release()
 		return nil, err
 	}
-	if err := c.Reconstruct(set.shards, true); err != nil {
+	c, err := erasure.CodecFor(p.policy)
+	if err == nil {
+		err = c.Reconstruct(set.shards, true)
+	}
+	if err != nil {
+		set.release()
 		return nil, fmt.Errorf("rebuild %016x: %w: %w", oid, proto.ResEIO, err)
 	}
-	g.log.Warn("degraded read of erasure-coded object", "oid", fmt.Sprintf("%016x", oid), "missing_data_strips", missing, "bad", set.bad)
+	g.degraded.Add(1)
+	g.sampled.Warn("degraded read of erasure-coded object", "oid", fmt.Sprintf("%016x", oid), "missing_data_strips", missing, "bad", set.bad)
 	return set, nil
 }
 
@@ -206,32 +259,33 @@ func (g *Gateway) ecRead(ctx context.Context, p plan, oid uint64, off int64, buf
 	if err != nil {
 		return err
 	}
+	defer set.release()
 	if len(set.bad) > 0 {
 		g.repairStrips(ctx, p, oid, set.bad)
 	}
-	if span.Off() == off && span.Bytes() == len(buf) {
-		p.policy.Join(set.shards[:p.policy.Data()], buf)
-		return nil
-	}
-	stripes := make([]byte, span.Bytes())
-	p.policy.Join(set.shards[:p.policy.Data()], stripes)
-	copy(buf, stripes[off-span.Off():])
+	p.policy.JoinAt(set.shards[:p.policy.Data()], int(off-span.Off()), buf)
 	return nil
 }
+
+// DegradedReads is the number of reads of erasure-coded objects this
+// gateway served by rebuilding data strips from parity (some data strip
+// missing or bad) since it started.
+func (g *Gateway) DegradedReads() uint64 { return g.degraded.Load() }
 
 // repairStrips rewrites the strips that failed their checksums, whole,
 // from the others.
 func (g *Gateway) repairStrips(ctx context.Context, p plan, oid uint64, bad []int) {
-	strips, err := g.rebuildAll(ctx, p, oid)
+	all, err := g.rebuildAll(ctx, p, oid)
 	if err != nil {
 		g.log.Warn("cannot rebuild bad strips", "oid", fmt.Sprintf("%016x", oid), "strips", bad, "err", err)
 		return
 	}
+	defer all.release()
 	for _, i := range bad {
 		if i >= len(p.targets) {
 			continue
 		}
-		if err := g.putStrip(ctx, p, p.targets[i], oid, i, strips[i], true); err != nil {
+		if err := g.putStrip(ctx, p, p.targets[i], oid, i, all.shards[i], true); err != nil {
 			g.log.Warn("cannot repair bad strip", "oid", fmt.Sprintf("%016x", oid), "strip", i, "err", err)
 			continue
 		}
@@ -239,8 +293,9 @@ func (g *Gateway) repairStrips(ctx context.Context, p plan, oid uint64, bad []in
 	}
 }
 
-// rebuildAll returns all d+p whole strips of oid, read or rebuilt.
-func (g *Gateway) rebuildAll(ctx context.Context, p plan, oid uint64) ([][]byte, error) {
+// rebuildAll returns all d+p whole strips of oid, read or rebuilt. The
+// caller releases the set.
+func (g *Gateway) rebuildAll(ctx context.Context, p plan, oid uint64) (*stripSet, error) {
 	span := p.policy.SpanOf(0, int(p.size))
 	set, err := g.ecReadSpan(ctx, p, oid, span)
 	if err != nil {
@@ -248,17 +303,17 @@ func (g *Gateway) rebuildAll(ctx context.Context, p plan, oid uint64) ([][]byte,
 	}
 	c, err := erasure.CodecFor(p.policy)
 	if err != nil {
+		set.release()
 		return nil, err
 	}
 	for i := p.policy.Data(); i < len(set.shards); i++ {
-		if set.shards[i] == nil {
-			set.shards[i] = make([]byte, span.StripLen)
-		}
+		set.shards[i] = set.slot(i)
 	}
 	if err := c.Encode(set.shards); err != nil {
+		set.release()
 		return nil, err
 	}
-	return set.shards, nil
+	return set, nil
 }
 
 // putStrip creates strip i of oid on n from data, the whole strip: with
@@ -287,25 +342,16 @@ func (g *Gateway) putStrip(ctx context.Context, p plan, n proto.Node, oid uint64
 // creating strips that do not exist (CREATE_AND_WRITE); cowFrom != 0
 // starts the object as a copy of cowFrom.
 func (g *Gateway) ecWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16, create bool) error {
-	synced := !writeBack(flags)
-	if !synced {
-		defer g.cached.Add(1)
-	}
-	return withRetry(ctx, func() error {
-		p := g.plan(ctx, oid)
-		if err := g.writable(oid, p); err != nil {
-			return err
-		}
-		if err := checkRange(oid, p.size, off, len(data)); err != nil {
-			return err
-		}
+	return g.writeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, synced bool) error {
 		d := p.policy.Data()
 		if len(p.targets) < d {
 			return fmt.Errorf("%016x: %d zones for %d data strips: %w", oid, len(p.targets), d, proto.ResSystemError)
 		}
 		off, data := off, data
 		if cowFrom != 0 {
-			full := make([]byte, p.size)
+			fb := bufpool.Get(int(p.size))
+			defer bufpool.Put(fb)
+			full := *fb
 			if err := g.ReadObject(ctx, cowFrom, 0, full); err != nil {
 				return fmt.Errorf("copy-on-write from %016x: %w", cowFrom, err)
 			}
@@ -315,7 +361,9 @@ func (g *Gateway) ecWrite(ctx context.Context, oid, cowFrom uint64, off int64, d
 		span := p.policy.SpanOf(off, len(data))
 		stripes := data
 		if !erasure.Aligned(off, len(data)) {
-			stripes = make([]byte, span.Bytes())
+			sb := bufpool.Get(span.Bytes())
+			defer bufpool.Put(sb)
+			stripes = *sb
 			if err := g.readEdges(ctx, p, oid, off, len(data), span, stripes); err != nil {
 				return err
 			}
@@ -325,55 +373,66 @@ func (g *Gateway) ecWrite(ctx context.Context, oid, cowFrom uint64, off int64, d
 		if err != nil {
 			return err
 		}
-		strips := make([][]byte, p.policy.Total())
+		set := newStripSet(p.policy.Total(), span.StripLen)
+		defer set.release()
+		strips := set.shards
 		for i := range strips {
-			strips[i] = make([]byte, span.StripLen)
+			strips[i] = set.slot(i)
 		}
 		if err := c.EncodeStripes(stripes, strips); err != nil {
 			return err
 		}
-		targets := p.targets[:min(len(p.targets), len(strips))]
-		var missing []int
-		var mu sync.Mutex
-		err = forEachIndex(len(targets), func(i int) error {
-			err := g.writeStrip(ctx, p, targets[i], oid, i, span.StripOff, strips[i], synced, create)
-			if !create && errors.Is(err, proto.ResNoObj) {
-				mu.Lock()
-				missing = append(missing, i)
-				mu.Unlock()
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if len(targets) < len(strips) {
-			// Strips that have no node now would be older than the rest
-			// after this write: none may be left anywhere.
-			if err := g.dropUnplaced(ctx, p, oid, len(targets)); err != nil {
-				return err
-			}
-		}
-		if len(missing) == 0 {
+		return g.putStrips(ctx, p, oid, span, strips, synced, create)
+	})
+}
+
+// putStrips writes strips (each strip's range of span) on the nodes of
+// p, in parallel. Strips p has no node for are dropped everywhere; a
+// node without its strip (not recovered yet, when !create) gets the
+// whole strip rebuilt first.
+func (g *Gateway) putStrips(ctx context.Context, p plan, oid uint64, span erasure.Span, strips [][]byte, synced, create bool) error {
+	targets := p.targets[:min(len(p.targets), len(strips))]
+	var missing []int
+	var mu sync.Mutex
+	err := forEachIndex(len(targets), func(i int) error {
+		err := g.writeStrip(ctx, p, targets[i], oid, i, span.StripOff, strips[i], synced, create)
+		if !create && errors.Is(err, proto.ResNoObj) {
+			mu.Lock()
+			missing = append(missing, i)
+			mu.Unlock()
 			return nil
 		}
-		// Nodes without their strip (not recovered yet): rebuild it there
-		// whole, then write this range over it.
-		all, err := g.rebuildAll(ctx, p, oid)
-		if err != nil {
-			return fmt.Errorf("rebuild missing strips of %016x: %w", oid, err)
-		}
-		for _, i := range missing {
-			if err := g.putStrip(ctx, p, targets[i], oid, i, all[i], false); err != nil {
-				return err
-			}
-			if err := g.writeStrip(ctx, p, targets[i], oid, i, span.StripOff, strips[i], synced, false); err != nil {
-				return err
-			}
-		}
-		return nil
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	if len(targets) < len(strips) {
+		// Strips that have no node now would be older than the rest
+		// after this write: none may be left anywhere.
+		if err := g.dropUnplaced(ctx, p, oid, len(targets)); err != nil {
+			return err
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	// Nodes without their strip (not recovered yet): rebuild it there
+	// whole, then write this range over it.
+	all, err := g.rebuildAll(ctx, p, oid)
+	if err != nil {
+		return fmt.Errorf("rebuild missing strips of %016x: %w", oid, err)
+	}
+	defer all.release()
+	for _, i := range missing {
+		if err := g.putStrip(ctx, p, targets[i], oid, i, all.shards[i], false); err != nil {
+			return err
+		}
+		if err := g.writeStrip(ctx, p, targets[i], oid, i, span.StripOff, strips[i], synced, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropUnplaced removes strips from..d+p-1 of oid, those no node holds in
@@ -400,13 +459,15 @@ func (g *Gateway) dropUnplaced(ctx context.Context, p plan, oid uint64, from int
 
 // readEdges fills the head and tail stripes of span that [off, off+n)
 // covers only partly with the object's current bytes (zeros where it has
-// none).
+// none). The rest of stripes is left as it was.
 func (g *Gateway) readEdges(ctx context.Context, p plan, oid uint64, off int64, n int, span erasure.Span, stripes []byte) error {
 	read := func(stripe int64) error {
 		at := (stripe - span.Start) * erasure.StripeSize
-		err := g.ecRead(ctx, p, oid, stripe*erasure.StripeSize, stripes[at:at+erasure.StripeSize])
+		b := stripes[at : at+erasure.StripeSize]
+		err := g.ecRead(ctx, p, oid, stripe*erasure.StripeSize, b)
 		if errors.Is(err, proto.ResNoObj) {
-			return nil // a new object: zeros
+			clear(b) // a new object: zeros
+			return nil
 		}
 		return err
 	}
@@ -427,12 +488,12 @@ func (g *Gateway) readEdges(ctx context.Context, p plan, oid uint64, off int64, 
 func (g *Gateway) writeStrip(ctx context.Context, p plan, n proto.Node, oid uint64, i int, off int64, data []byte, synced, create bool) error {
 	key := proto.StripKey(oid, i)
 	if g.isSelf(n) {
-		return g.localWrite(ctx, key, func() error {
-			if create {
+		if create {
+			return g.localWrite(ctx, key, func() error {
 				return g.store.CreateOrWrite(ctx, key, p.policy.StoredSize(p.size), off, data, synced)
-			}
-			return g.store.WriteAt(ctx, key, data, off, synced)
-		})
+			})
+		}
+		return g.localChange(ctx, key, func() error { return g.store.WriteAt(ctx, key, data, off, synced) })
 	}
 	op := proto.OpWritePeer
 	if create {
@@ -479,6 +540,10 @@ func (g *Gateway) ecRemove(ctx context.Context, oid uint64) error {
 	})
 }
 
+// zeroStripe is the zeros ecPunch writes into the edge stripes it covers
+// partly (less than a stripe each; ecWrite only reads them).
+var zeroStripe [erasure.StripeSize]byte
+
 // ecPunch makes [off, off+n) of oid read as zeros: whole stripes are
 // punched in every strip (zeros code to zero parity), the partly covered
 // edge stripes are written with zeros.
@@ -486,29 +551,18 @@ func (g *Gateway) ecPunch(ctx context.Context, oid uint64, off, n int64, flags u
 	head := min((off+erasure.StripeSize-1)/erasure.StripeSize*erasure.StripeSize, off+n)
 	tail := max((off+n)/erasure.StripeSize*erasure.StripeSize, head)
 	if head > off {
-		if err := g.ecWrite(ctx, oid, 0, off, make([]byte, head-off), flags, false); err != nil {
+		if err := g.ecWrite(ctx, oid, 0, off, zeroStripe[:head-off], flags, false); err != nil {
 			return err
 		}
 	}
 	if tail > head {
-		synced := !writeBack(flags)
-		if !synced {
-			defer g.cached.Add(1)
-		}
-		err := withRetry(ctx, func() error {
-			p := g.plan(ctx, oid)
-			if err := g.writable(oid, p); err != nil {
-				return err
-			}
-			if err := checkRange(oid, p.size, off, int(n)); err != nil {
-				return err
-			}
+		err := g.writeRange(ctx, oid, off, n, flags, func(p plan, synced bool) error {
 			span := p.policy.SpanOf(head, int(tail-head))
 			return forEachIndex(min(len(p.targets), p.policy.Total()), func(i int) error {
 				t := p.targets[i]
 				key := proto.StripKey(oid, i)
 				if g.isSelf(t) {
-					return g.localWrite(ctx, key, func() error {
+					return g.localChange(ctx, key, func() error {
 						return g.store.Punch(ctx, key, span.StripOff, int64(span.StripLen), synced)
 					})
 				}
@@ -527,7 +581,7 @@ func (g *Gateway) ecPunch(ctx context.Context, oid uint64, off, n int64, flags u
 		}
 	}
 	if off+n > tail {
-		return g.ecWrite(ctx, oid, 0, tail, make([]byte, off+n-tail), flags, false)
+		return g.ecWrite(ctx, oid, 0, tail, zeroStripe[:off+n-tail], flags, false)
 	}
 	return nil
 }

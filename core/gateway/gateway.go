@@ -29,6 +29,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
@@ -54,12 +55,15 @@ type Gateway struct {
 	// is nothing to flush.
 	cached  atomic.Uint64
 	flushed atomic.Uint64
+
+	degraded atomic.Uint64     // degraded reads of erasure-coded objects (ec.go)
+	sampled  *netlimit.Sampler // log lines every read may cause
 }
 
 // New returns a gateway for the node self over its local store.
 // Writes to the local copy hold locks' stripe for the object.
 func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
-	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
+	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log, sampled: netlimit.NewSampler(log, 10*time.Second)}
 }
 
 // SetTrust installs the check that this node's copies may be served (see
@@ -380,10 +384,20 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 
 // changeRange changes [off, off+n) of the existing object oid on every
 // copy with change (a write or a punch of one copy), in the current
-// epoch's plan, retried across epoch changes. Without proto.FlagCmdCache
-// in flags every copy is stable when it returns (synced); with it, after
-// the next Flush.
+// epoch's plan, retried across epoch changes (writeRange).
 func (g *Gateway) changeRange(ctx context.Context, oid uint64, off, n int64, flags uint16, change func(p plan, t proto.Node, synced bool) error) error {
+	return g.writeRange(ctx, oid, off, n, flags, func(p plan, synced bool) error {
+		return g.changeCopies(ctx, p, oid, func(t proto.Node) error { return change(p, t, synced) })
+	})
+}
+
+// writeRange runs write, a change of [off, off+n) of oid on its copies or
+// strips, with the current epoch's plan once the plan allows a write there
+// (writable, in range), again after each retryable failure (withRetry).
+// Without proto.FlagCmdCache in flags write must leave every copy stable
+// (synced); with it, the change is stable after the next Flush, which
+// then counts it.
+func (g *Gateway) writeRange(ctx context.Context, oid uint64, off, n int64, flags uint16, write func(p plan, synced bool) error) error {
 	synced := !writeBack(flags)
 	if !synced {
 		defer g.cached.Add(1)
@@ -396,7 +410,7 @@ func (g *Gateway) changeRange(ctx context.Context, oid uint64, off, n int64, fla
 		if err := checkRange(oid, p.size, off, int(n)); err != nil {
 			return err
 		}
-		return g.changeCopies(ctx, p, oid, func(t proto.Node) error { return change(p, t, synced) })
+		return write(p, synced)
 	})
 }
 
@@ -469,18 +483,8 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 	if g.ecPolicy(ctx, oid).Erasure() {
 		return g.ecWrite(ctx, oid, cowFrom, off, data, flags, true)
 	}
-	synced := !writeBack(flags)
-	if !synced {
-		defer g.cached.Add(1)
-	}
-	return withRetry(ctx, func() error {
-		p := g.plan(ctx, oid)
-		if err := g.writable(oid, p); err != nil {
-			return err
-		}
-		if err := checkRange(oid, p.size, off, len(data)); err != nil {
-			return err
-		}
+	return g.writeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, synced bool) error {
+		off, data := off, data
 		if cowFrom != 0 {
 			full := make([]byte, p.size)
 			if err := g.ReadObject(ctx, cowFrom, 0, full); err != nil {

@@ -59,3 +59,35 @@ func (s *Stat) Unmarshal(b []byte) error {
 	}
 	return nil
 }
+
+// StatExtSize is the size of StatExt on the wire.
+const StatExtSize = 8
+
+// StatExt is what our sheep appends to sd_stat in STAT's reply, for a
+// request whose data_length asks for more than StatSize bytes. A reply is
+// never longer than data_length, so dog, which asks for StatSize, gets
+// sd_stat exactly as from Sheepdog; Sheepdog's sheep answers StatSize
+// bytes to a larger request, so a client finds the extension by the
+// reply's length.
+type StatExt struct {
+	// DegradedReads counts the reads of erasure-coded objects this sheep
+	// served as a gateway by rebuilding data strips from parity strips
+	// (a data strip missing or failing its checksums).
+	DegradedReads uint64
+}
+
+// Marshal encodes the extension.
+func (e *StatExt) Marshal() []byte {
+	b := make([]byte, StatExtSize)
+	le.PutUint64(b, e.DegradedReads)
+	return b
+}
+
+// Unmarshal decodes the extension.
+func (e *StatExt) Unmarshal(b []byte) error {
+	if len(b) < StatExtSize {
+		return fmt.Errorf("proto: stat extension needs %d bytes, got %d", StatExtSize, len(b))
+	}
+	e.DegradedReads = le.Uint64(b)
+	return nil
+}

@@ -39,3 +39,20 @@ func TestStatLayout(t *testing.T) {
 		t.Fatal("short sd_stat accepted")
 	}
 }
+
+// TestStatExt: the extension after sd_stat round-trips and a short one is
+// refused.
+func TestStatExt(t *testing.T) {
+	e := StatExt{DegradedReads: 0x0102030405060708}
+	b := e.Marshal()
+	if len(b) != StatExtSize || le.Uint64(b) != e.DegradedReads {
+		t.Fatalf("extension encodes as %x", b)
+	}
+	var back StatExt
+	if err := back.Unmarshal(b); err != nil || back != e {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	if err := back.Unmarshal(b[:StatExtSize-1]); err == nil {
+		t.Fatal("short extension accepted")
+	}
+}

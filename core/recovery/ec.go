@@ -15,6 +15,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 )
 
 // holdsKey reports whether ring places the store key key on self: an
@@ -53,75 +54,60 @@ func (r *Recovery) stripHolders(cur *placement.Ring, past []*placement.Ring, oid
 	return out
 }
 
-// readStrip reads the whole strip i of oid from the first of holders that
-// has it.
-func (r *Recovery) readStrip(ctx context.Context, holders []proto.Node, pol erasure.Policy, oid uint64, i int, size int64, epoch uint32) ([]byte, error) {
+// readStrip reads the whole strip i of oid into buf from the first of
+// holders that has it.
+func (r *Recovery) readStrip(ctx context.Context, holders []proto.Node, pol erasure.Policy, oid uint64, i int, buf []byte, epoch uint32) error {
 	var last error = proto.ResNoObj
 	for _, n := range holders {
 		if n.NrVnodes == 0 {
 			continue
 		}
-		buf := make([]byte, size)
 		req := proto.NewRequest(proto.OpReadPeer)
 		req.Flags = proto.FlagCmdRecovery
 		req.Epoch = epoch
 		req.SetObj(proto.ObjArgs{Oid: oid, TgtEpoch: epoch, ECIndex: uint8(i), CopyPolicy: uint8(pol), Copies: uint8(pol.Total())})
 		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
-		if err == nil && int64(got) != size {
-			err = fmt.Errorf("short read %d of %d", got, size)
+		if err == nil && got != len(buf) {
+			err = fmt.Errorf("short read %d of %d", got, len(buf))
 		}
 		if err == nil {
-			return buf, nil
+			return nil
 		}
 		last = err
 	}
-	return nil, last
+	return last
 }
 
 // recoverStrip gives this node strip i of oid: copied from a node that
-// held it, or rebuilt from d other strips.
+// held it, or rebuilt from d other strips. As recoverOne, it reads from
+// peers without the strip's lock (store.Locks.LockAfter) and stores the
+// strip holding it, unless a write made the strip here meanwhile.
 func (r *Recovery) recoverStrip(ctx context.Context, cur *placement.Ring, past []*placement.Ring, pol erasure.Policy, oid uint64, i int, objSize int64, epoch uint32) error {
 	key := proto.StripKey(oid, i)
-	r.locks.Lock(key)
-	defer r.locks.Unlock(key)
-	if r.store.Exists(key) {
-		return nil
-	}
-	size := pol.StoredSize(objSize)
-	copies := pol.Total()
-	buf, err := r.readStrip(ctx, r.stripHolders(cur, past, oid, copies, i), pol, oid, i, size, epoch)
-	if err != nil {
-		// Rebuild from any d of the other strips.
-		shards := make([][]byte, copies)
-		have := 0
-		for j := 0; j < copies && have < pol.Data(); j++ {
-			if j == i {
-				continue
-			}
-			b, err := r.localStrip(ctx, oid, j, size)
-			if err != nil {
-				b, err = r.readStrip(ctx, r.stripHolders(cur, past, oid, copies, j), pol, oid, j, size, epoch)
-			}
-			if err != nil {
-				continue
-			}
-			shards[j] = b
-			have++
+	size := int(pol.StoredSize(objSize))
+	bp := bufpool.Get(size)
+	defer bufpool.Put(bp)
+	buf := *bp
+	var got bool
+	err := r.locks.LockAfter(key, func() error {
+		got = false
+		if r.store.Exists(key) {
+			return nil // nothing to read: the strip here wins
 		}
-		if have < pol.Data() {
-			return fmt.Errorf("strip %d of %016x: no holder, and %d of %d strips to rebuild it: %w", i, oid, have, pol.Data(), proto.ResNoObj)
-		}
-		c, err := erasure.CodecFor(pol)
-		if err != nil {
+		if err := r.stripFrom(ctx, cur, past, pol, oid, i, buf, epoch); err != nil {
 			return err
 		}
-		if err := c.Reconstruct(shards, false); err != nil {
-			return fmt.Errorf("rebuild strip %d of %016x: %w", i, oid, err)
-		}
-		buf = shards[i]
-		r.log.Info("recovery: rebuilt strip", "oid", fmt.Sprintf("%016x", oid), "strip", i)
+		got = true
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	if err := r.store.Create(ctx, key, size, 0, buf, true); err != nil {
+	defer r.locks.Unlock(key)
+	if !got || r.store.Exists(key) {
+		return nil
+	}
+	if err := r.store.Create(ctx, key, int64(size), 0, buf, true); err != nil {
 		return err
 	}
 	r.progress.Lock()
@@ -130,19 +116,58 @@ func (r *Recovery) recoverStrip(ctx context.Context, cur *placement.Ring, past [
 	return nil
 }
 
-// localStrip reads this node's own strip i of oid, if it has one that the
-// current epoch may use (a strip left here from an epoch that placed it
-// here; see keepStrip).
-func (r *Recovery) localStrip(ctx context.Context, oid uint64, i int, size int64) ([]byte, error) {
+// stripFrom fills buf with strip i of oid: read from a node that held it,
+// or rebuilt from any d of the other strips (this node's own first).
+func (r *Recovery) stripFrom(ctx context.Context, cur *placement.Ring, past []*placement.Ring, pol erasure.Policy, oid uint64, i int, buf []byte, epoch uint32) error {
+	copies := pol.Total()
+	if err := r.readStrip(ctx, r.stripHolders(cur, past, oid, copies, i), pol, oid, i, buf, epoch); err == nil {
+		return nil
+	}
+	size := len(buf)
+	bp := bufpool.Get(copies * size)
+	defer bufpool.Put(bp)
+	var arr [erasure.MaxStrips][]byte
+	shards := arr[:copies]
+	have := 0
+	for j := 0; j < copies && have < pol.Data(); j++ {
+		if j == i {
+			continue
+		}
+		b := (*bp)[j*size : (j+1)*size]
+		err := r.localStrip(ctx, oid, j, b)
+		if err != nil {
+			err = r.readStrip(ctx, r.stripHolders(cur, past, oid, copies, j), pol, oid, j, b, epoch)
+		}
+		if err != nil {
+			continue
+		}
+		shards[j] = b
+		have++
+	}
+	if have < pol.Data() {
+		return fmt.Errorf("strip %d of %016x: no holder, and %d of %d strips to rebuild it: %w", i, oid, have, pol.Data(), proto.ResNoObj)
+	}
+	c, err := erasure.CodecFor(pol)
+	if err != nil {
+		return err
+	}
+	shards[i] = buf[:0] // rebuilt in place
+	if err := c.Reconstruct(shards, false); err != nil {
+		return fmt.Errorf("rebuild strip %d of %016x: %w", i, oid, err)
+	}
+	r.log.Info("recovery: rebuilt strip", "oid", fmt.Sprintf("%016x", oid), "strip", i)
+	return nil
+}
+
+// localStrip reads this node's own strip i of oid into buf, if it has one
+// that the current epoch may use (a strip left here from an epoch that
+// placed it here; see keepStrip).
+func (r *Recovery) localStrip(ctx context.Context, oid uint64, i int, buf []byte) error {
 	key := proto.StripKey(oid, i)
 	if !r.store.Exists(key) {
-		return nil, proto.ResNoObj
+		return proto.ResNoObj
 	}
-	buf := make([]byte, size)
-	if err := r.store.ReadAt(ctx, key, buf, 0); err != nil {
-		return nil, err
-	}
-	return buf, nil
+	return r.store.ReadAt(ctx, key, buf, 0)
 }
 
 // unplaced reports whether key is a strip whose index no node holds in

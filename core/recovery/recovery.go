@@ -452,9 +452,12 @@ func (r *Recovery) run(ctx context.Context) {
 		for i, nodes := range v.History {
 			past[i] = placement.New(nodes)
 		}
-		for _, f := range p.FetchStrips {
+		for k, f := range p.FetchStrips {
 			if ctx.Err() != nil {
 				return
+			}
+			if i := len(p.Fetch) + k; i > 0 {
+				r.pace(ctx, i) // the throttle counts objects and strips alike
 			}
 			pol := v.Policies[proto.OidToVid(f.Oid)]
 			if err := r.recoverStrip(ctx, ring, past, pol, f.Oid, f.Index, r.size(f.Oid), v.Epoch); err != nil {

@@ -54,6 +54,9 @@ type Config struct {
 	// a certificate of the cluster's CA). false: from anyone, as
 	// Sheepdog does.
 	PeerAuth bool
+	// DegradedReads counts the gateway's degraded reads of
+	// erasure-coded objects, for STAT (nil: none).
+	DegradedReads func() uint64
 }
 
 // Handler runs one request. It is safe for concurrent use.

@@ -122,10 +122,16 @@ func (st *requestStats) snapshot() proto.Stat {
 	}
 }
 
-// stat is STAT: this sheep's counters as struct sd_stat.
+// stat is STAT: this sheep's counters as struct sd_stat, followed by
+// proto.StatExt (cut off, with the rest of a reply, at data_length:
+// dog asks for sd_stat alone).
 func (h *Handler) stat(_ context.Context, c *call) error {
 	st := h.stats.snapshot()
-	c.out = st.Marshal()
+	var ext proto.StatExt
+	if h.cfg.DegradedReads != nil {
+		ext.DegradedReads = h.cfg.DegradedReads()
+	}
+	c.out = append(st.Marshal(), ext.Marshal()...)
 	return nil
 }
 

@@ -54,3 +54,20 @@ func TestStatCountsRequests(t *testing.T) {
 		t.Fatalf("requests still counted as active: %+v", after)
 	}
 }
+
+// TestStatExtension: dog's STAT (data_length = sd_stat) gets sd_stat
+// exactly; a longer request gets proto.StatExt after it.
+func TestStatExtension(t *testing.T) {
+	_, c, _ := formatted(t)
+	rsp, out := do(t, c, proto.NewRequest(proto.OpStat), nil, make([]byte, proto.StatSize))
+	expect(t, "STAT", rsp, proto.ResSuccess)
+	if len(out) != proto.StatSize {
+		t.Fatalf("dog's STAT got %d bytes, want %d", len(out), proto.StatSize)
+	}
+	rsp, out = do(t, c, proto.NewRequest(proto.OpStat), nil, make([]byte, proto.StatSize+proto.StatExtSize))
+	expect(t, "STAT", rsp, proto.ResSuccess)
+	var ext proto.StatExt
+	if len(out) != proto.StatSize+proto.StatExtSize || ext.Unmarshal(out[proto.StatSize:]) != nil || ext.DegradedReads != 0 {
+		t.Fatalf("extended STAT: %d bytes, %+v", len(out), ext)
+	}
+}

@@ -90,6 +90,16 @@ const defaultMemBudget = 512 << 20
 // IANA port of NBD).
 const defaultNBDAddr = ":10809"
 
+// Peer connections (docs: README "Network partitions"): connecting to a
+// peer gives up after peerDialTimeout, and a connection to a peer that
+// answers nothing, not even TCP acknowledgements or keepalives, breaks
+// after peerSilence. Failure detection (gossip, about 1.5–3 s) usually
+// fails requests over sooner; these bound the rest.
+const (
+	peerDialTimeout = 3 * time.Second
+	peerSilence     = 5 * time.Second
+)
+
 func main() {
 	app := &cli.App{
 		Name:      "sheep",
@@ -427,6 +437,10 @@ func serve(cfg Config) (err error) {
 	// raft's goroutine) needs them: hand them over atomically.
 	var handler atomic.Pointer[server.Handler]
 	peers := gateway.NewPeers()
+	// A peer that goes silent holds a request for at most peerSilence
+	// (TCP keepalive and user timeout), or until gossip declares it dead
+	// or an epoch removes it (OnPeer below), whichever comes first.
+	peers.Dialer = client.Dialer{Timeout: peerDialTimeout, Silence: peerSilence}
 	defer peers.Close()
 	locks := &store.Locks{}
 	var recov atomic.Pointer[recovery.Recovery]
@@ -461,6 +475,13 @@ func serve(cfg Config) (err error) {
 		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
 			stopSheep()
+		}
+	}
+	ccfg.OnPeer = func(addr string, alive bool) {
+		if alive {
+			peers.Up(addr)
+		} else {
+			peers.Down(addr)
 		}
 	}
 	ccfg.OnRestore = func() {

@@ -4,6 +4,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -47,12 +51,47 @@ var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan stru
 // Dial connects to a sheep at addr: "host:port", or a UNIX socket path
 // (anything containing a '/').
 func Dial(ctx context.Context, addr string) (*Client, error) {
+	return Dialer{}.Dial(ctx, addr)
+}
+
+// Dialer connects to sheeps with bounds on how long a silent peer can
+// hold a connection. The zero value is Dial's: a 10 s connect timeout and
+// the system's TCP defaults (a peer that vanishes without a reset holds a
+// request for TCP's retransmission timeout, about 15 minutes on Linux).
+type Dialer struct {
+	// Timeout bounds connecting (10 s when 0).
+	Timeout time.Duration
+	// Silence, when nonzero, bounds how long a TCP connection lives with
+	// a peer that answers nothing: data sent and not acknowledged for
+	// that long (TCP_USER_TIMEOUT), or no reply to keepalive probes sent
+	// after Silence/4 of quiet, every Silence/4, breaks it. Calls waiting
+	// on it fail with ErrClosed. A peer that is merely slow to reply
+	// (its kernel acknowledges) is not affected.
+	Silence time.Duration
+}
+
+// Dial connects to addr as Dial does, with d's bounds.
+func (d Dialer) Dial(ctx context.Context, addr string) (*Client, error) {
 	network := "tcp"
 	if strings.Contains(addr, "/") {
 		network = "unix"
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, network, addr)
+	nd := net.Dialer{Timeout: cmp.Or(d.Timeout, 10*time.Second)}
+	if d.Silence > 0 && network == "tcp" {
+		probe := max(d.Silence/4, time.Second)
+		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3}
+		ms := int(d.Silence / time.Millisecond)
+		nd.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	conn, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}

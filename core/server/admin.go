@@ -305,7 +305,7 @@ func (h *Handler) statCluster(_ context.Context, c *call) error {
 		return proto.ResBufferSmall
 	}
 	c.out = out
-	if status == proto.ResSuccess && h.waitingForJoin() {
+	if status == proto.ResSuccess && (h.waitingForJoin() || h.outside()) {
 		return proto.ResWaitForJoin
 	}
 	return status

@@ -79,6 +79,9 @@ type Driver struct {
 	members  map[string]meta
 	seq      int64
 	refused  map[string]time.Time // peers refused, for rate-limited logging
+	// gossipAddr is the gossip address each peer was last seen at, to
+	// reach it again after a partition (reconnectLoop).
+	gossipAddr map[string]string
 
 	stopping  atomic.Bool // a cluster shutdown was applied
 	kick      chan struct{}
@@ -101,7 +104,7 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("cluster driver config: %w", err)
 	}
 	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{}, members: map[string]meta{},
-		refused: map[string]time.Time{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
+		refused: map[string]time.Time{}, gossipAddr: map[string]string{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
 	d.raftLog = newLibLog(cfg.Log, "raft", cfg.LogRate)
 	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)
 	d.fsm = newFSM()
@@ -171,9 +174,10 @@ func Open(cfg Config) (*Driver, error) {
 		d.closeLog()
 		return nil, err
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.watchLeader()
 	go d.reconcileLoop()
+	go d.reconnectLoop()
 	return d, nil
 }
 
@@ -605,6 +609,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 			if e.Time >= d.started.UnixNano() {
 				d.endJoinWait()
 			}
+			d.peersChanged(e)
 			if e.Forced {
 				d.syncIdentity()
 			}

@@ -89,12 +89,13 @@ type Sheep struct {
 	t      testing.TB
 	Dir    string
 	Port   int
-	// Host and NS, when set, run the sheep in network namespace NS bound
-	// to Host (netns_test.go) instead of on loopback.
-	Host, NS string
 	cmd    *exec.Cmd
 	out    *bytes.Buffer
 	exited chan struct{} // closed when the process has been reaped
+
+	// Host and NS, when set, run the sheep in network namespace NS bound
+	// to Host (netns_test.go) instead of on loopback.
+	Host, NS string
 }
 
 // Addr is the sheep's protocol address.

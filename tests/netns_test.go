@@ -3,8 +3,8 @@ package tests
 import (
 	"bytes"
 	"context"
-	"fmt"
 	crand "crypto/rand"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"

@@ -394,9 +394,12 @@ func cutNodeScenario(t *testing.T, l *netLab, cut, heal func()) {
 	}
 	w.mu.Unlock()
 	waitEpochNodesNS(t, s0, sheeps[:2], 10*time.Second)
-	if r, _ := collieIn(t, s2, nil, 30*time.Second, "cluster", "info"); strings.HasPrefix(r.Stdout, "Cluster status: running") {
-		t.Logf("cut-off node's status: %s", strings.SplitN(r.Stdout, "\n", 2)[0])
+	r, _ = collieIn(t, s2, nil, 30*time.Second, "cluster", "info")
+	status := strings.SplitN(r.Stdout, "\n", 2)[0]
+	if r.Code != 0 || strings.HasPrefix(status, "Cluster status: running") {
+		t.Fatalf("cut-off node's cluster info: exit %d %q", r.Code, status)
 	}
+	t.Logf("cut-off node says %q", status)
 
 	heal()
 	healAt := time.Now()
@@ -447,6 +450,10 @@ func TestPartitionSplit(t *testing.T) {
 		t.Fatal("the minority side created a VDI")
 	}
 	t.Logf("minority vdi create refused after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(r.Stderr))
+	r, _ = collieIn(t, s3, nil, 30*time.Second, "cluster", "info")
+	if status := strings.SplitN(r.Stdout, "\n", 2)[0]; r.Code != 0 || strings.HasPrefix(status, "Cluster status: running") {
+		t.Fatalf("minority node's cluster info: exit %d %q", r.Code, status)
+	}
 	close(stop)
 	<-w.done
 	w.mu.Lock()

@@ -517,6 +517,9 @@ func (h *Handler) awaitMember(ctx context.Context) bool {
 	return m.WaitMember(wctx) == nil
 }
 
+// clientIO lists the ops a VM's block driver sends on its I/O connection.
+func clientIO(op proto.Opcode) bool { return op == proto.OpReadObj || writesObjects(op) }
+
 // writesObjects lists the client ops that change objects.
 func writesObjects(op proto.Opcode) bool {
 	switch op {

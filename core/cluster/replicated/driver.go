@@ -382,8 +382,14 @@ func (d *Driver) Propose(ctx context.Context, e *cluster.Entry) (proto.Result, e
 		if !noLeader(err) {
 			return 0, err
 		}
+		// No leader this node can reach for QuorumWait: it is cut off from
+		// the majority, or the majority is gone. The change is refused as
+		// writes are (HALT) rather than left to time out.
+		if d.leaderlessFor() >= cluster.QuorumWait {
+			return 0, fmt.Errorf("no cluster leader for %v to order the request: %w", cluster.QuorumWait, proto.ResHalt)
+		}
 		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
-			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResClusterError)
+			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResHalt)
 		}
 	}
 }

@@ -57,9 +57,10 @@ func (d *Driver) reconnectLoop() {
 			if busy {
 				continue
 			}
-			d.wg.Add(1)
+			// Not waited for by Close: an attempt at a silent address can
+			// take memberlist's TCP timeout (10 s), and a stopping sheep
+			// must not wait on it (the Join then fails on its own).
 			go func() {
-				defer d.wg.Done()
 				if n, err := d.ml.Join([]string{addr}); err == nil && n > 0 {
 					d.cfg.Log.Info("gossip: reached a lost node again", "gossip_addr", addr)
 				}

@@ -82,6 +82,8 @@ type Driver struct {
 	// gossipAddr is the gossip address each peer was last seen at, to
 	// reach it again after a partition (reconnectLoop).
 	gossipAddr map[string]string
+	// splitWarned is when warnSplitBrain last logged (reconnectLoop only).
+	splitWarned time.Time
 
 	stopping  atomic.Bool // a cluster shutdown was applied
 	kick      chan struct{}

@@ -49,6 +49,7 @@ func (d *Driver) reconnectLoop() {
 		if d.stopping.Load() {
 			continue
 		}
+		d.warnSplitBrain()
 		for _, addr := range d.lostPeers() {
 			mu.Lock()
 			busy := trying[addr]
@@ -70,6 +71,24 @@ func (d *Driver) reconnectLoop() {
 			}()
 		}
 	}
+}
+
+// warnSplitBrain logs, at most every 30 s, a healed partition whose other
+// side was re-formed with `cluster recover force` while this side kept a
+// leader: two histories of one cluster. Nothing merges them automatically
+// (the forced side's acknowledged writes exist nowhere else); the
+// operator has to pick one.
+func (d *Driver) warnSplitBrain() {
+	if !d.Quorum() {
+		return // a node without a leader rejoins the newer generation (rejoinIfLeftBehind)
+	}
+	gen, peer := d.newerGeneration()
+	if peer == "" || time.Since(d.splitWarned) < 30*time.Second {
+		return
+	}
+	d.splitWarned = time.Now()
+	d.cfg.Log.Error("split brain: a node of this cluster was re-formed with recover force while this side had a leader",
+		"peer", peer, "their_generation", gen, "our_generation", d.Identity().Generation)
 }
 
 // lostPeers returns the gossip addresses of the nodes of the latest

@@ -13,6 +13,13 @@
 // drops its raft state and rejoins the new cluster as a fresh member; its
 // copies are then set aside by recovery as any returning node's.
 //
+// Partitions heal by themselves: every node keeps trying to reach the
+// nodes of its recent epochs that gossip lost (rejoin.go), so a node cut
+// off and declared dead is back in an epoch of its own once it can reach
+// the others; until then, while its state shows an epoch without it, it
+// is Outside. OnPeer tells the peer connections who is down, so requests
+// waiting on a silent peer fail over at once.
+//
 // One cluster per gossip pool: every node gossips its cluster's identity
 // (the id chosen at bootstrap, the format's ctime) and refuses, with a log
 // line, peers of another cluster (meta.go).

@@ -104,10 +104,21 @@ type Sheep struct {
 	cmd    *exec.Cmd
 	out    *bytes.Buffer
 	exited chan struct{} // closed when the process has been reaped
+
+	// Host and NS, when set, run the sheep in network namespace NS bound
+	// to Host (netns_test.go) instead of on loopback.
+	Host, NS string
 }
 
 // Addr is the sheep's protocol address.
-func (s *Sheep) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+func (s *Sheep) Addr() string { return net.JoinHostPort(s.host(), strconv.Itoa(s.Port)) }
+
+func (s *Sheep) host() string {
+	if s.Host != "" {
+		return s.Host
+	}
+	return "127.0.0.1"
+}
 
 // startSheep starts a foreground sheep on a free loopback port with a fresh
 // store dir, waits until it accepts connections, and stops it at cleanup.
@@ -121,7 +132,7 @@ func startSheep(t testing.TB, extra ...string) *Sheep {
 func (s *Sheep) start(extra ...string) {
 	t := s.t
 	t.Helper()
-	args := []string{"-f", "-b", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
+	args := []string{"-f", "-b", s.host(), "-p", strconv.Itoa(s.Port)}
 	if !slices.Contains(extra, "--nbd") {
 		args = append(args, "--nbd", "none") // tests that want NBD pass their own address
 	}
@@ -132,6 +143,9 @@ func (s *Sheep) start(extra ...string) {
 	args = append(args, s.Dir)
 	s.out = &bytes.Buffer{}
 	s.cmd = exec.Command(bin("sheep"), args...)
+	if s.NS != "" {
+		s.cmd = exec.Command("ip", append([]string{"netns", "exec", s.NS, bin("sheep")}, args...)...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -219,6 +233,9 @@ type Result struct {
 // collie runs the collie binary against s with args.
 func (s *Sheep) collie(t testing.TB, stdin []byte, args ...string) Result {
 	t.Helper()
+	if s.Host != "" {
+		args = append(args, "-a", s.Host)
+	}
 	return run(t, stdin, bin("collie"), append(args, "-p", strconv.Itoa(s.Port))...)
 }
 

@@ -54,6 +54,16 @@ const defaultMemBudget = 512 << 20
 // IANA port of NBD).
 const defaultNBDAddr = ":10809"
 
+// Peer connections (docs: README "Network partitions"): connecting to a
+// peer gives up after peerDialTimeout, and a connection to a peer that
+// answers nothing, not even TCP acknowledgements or keepalives, breaks
+// after peerSilence. Failure detection (gossip, about 1.5–3 s) usually
+// fails requests over sooner; these bound the rest.
+const (
+	peerDialTimeout = 3 * time.Second
+	peerSilence     = 5 * time.Second
+)
+
 // DefaultConfig is a sheep's configuration before any flag: the store
 // dir and the peers to join are the caller's to fill.
 func DefaultConfig() Config {

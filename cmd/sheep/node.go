@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
@@ -218,8 +219,12 @@ func (n *Node) open(ctx context.Context) error {
 	var recov atomic.Pointer[recovery.Recovery]
 	peers := gateway.NewPeers()
 	n.onClose(func() { peers.Close() })
+	// A peer that goes silent holds a request for at most peerSilence
+	// (TCP keepalive and user timeout), or until gossip declares it dead
+	// or an epoch removes it (OnPeer below), whichever comes first.
+	peers.Dialer = client.Dialer{Timeout: peerDialTimeout, Silence: peerSilence}
 	if peerTLS != nil {
-		peers.SetTLS(peerTLS.Client)
+		peers.Dialer.TLS = peerTLS.Client
 	}
 	locks := &store.Locks{}
 	// stopSheep stops this sheep as a cluster shutdown does.
@@ -257,6 +262,13 @@ func (n *Node) open(ctx context.Context) error {
 		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
 			stopSheep()
+		}
+	}
+	ccfg.OnPeer = func(addr string, alive bool) {
+		if alive {
+			peers.Up(addr)
+		} else {
+			peers.Down(addr)
 		}
 	}
 	ccfg.OnRestore = func() {

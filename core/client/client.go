@@ -4,6 +4,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,7 +13,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -48,39 +52,68 @@ var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan stru
 // Dial connects to a sheep at addr: "host:port", or a UNIX socket path
 // (anything containing a '/').
 func Dial(ctx context.Context, addr string) (*Client, error) {
+	return Dialer{}.Dial(ctx, addr)
+}
+
+// Dialer connects to sheeps with bounds on how long a silent peer can
+// hold a connection. The zero value is Dial's: a 10 s connect timeout and
+// the system's TCP defaults (a peer that vanishes without a reset holds a
+// request for TCP's retransmission timeout, about 15 minutes on Linux).
+type Dialer struct {
+	// Timeout bounds connecting (10 s when 0).
+	Timeout time.Duration
+	// Silence, when nonzero, bounds how long a TCP connection lives with
+	// a peer that answers nothing: data sent and not acknowledged for
+	// that long (TCP_USER_TIMEOUT), or no reply to keepalive probes sent
+	// after Silence/4 of quiet, every Silence/4, breaks it. Calls waiting
+	// on it fail with ErrClosed. A peer that is merely slow to reply
+	// (its kernel acknowledges) is not affected.
+	Silence time.Duration
+	// TLS, when set, runs the protocol over TLS with this configuration:
+	// how sheeps of a cluster with a cluster key reach each other (the
+	// protocol port tells TLS from the plain protocol by the first byte).
+	TLS *tls.Config
+}
+
+// Dial connects to addr as Dial does, with d's bounds.
+func (d Dialer) Dial(ctx context.Context, addr string) (*Client, error) {
 	network := "tcp"
 	if strings.Contains(addr, "/") {
 		network = "unix"
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, network, addr)
+	nd := net.Dialer{Timeout: cmp.Or(d.Timeout, 10*time.Second)}
+	if d.Silence > 0 && network == "tcp" {
+		probe := max(d.Silence/4, time.Second)
+		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 3}
+		ms := int(d.Silence / time.Millisecond)
+		nd.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	conn, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	if d.TLS != nil {
+		tc := tls.Client(conn, d.TLS)
+		hctx, cancel := context.WithTimeout(ctx, nd.Timeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+		}
+		conn = tc
+	}
 	return newClient(addr, conn), nil
-}
-
-// DialTLS connects to a sheep's protocol port at addr over TLS with cfg:
-// how sheeps of a cluster with a cluster key reach each other (the port
-// tells TLS from the plain protocol by the first byte).
-func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Client, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", addr, err)
-	}
-	conn.(*net.TCPConn).SetNoDelay(true)
-	tc := tls.Client(conn, cfg)
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("TLS with %s: %w", addr, err)
-	}
-	return newClient(addr, tc), nil
 }
 
 func newClient(addr string, conn net.Conn) *Client {

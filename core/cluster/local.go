@@ -42,6 +42,11 @@ type Membership interface {
 	// WaitingForJoin reports a node restarted with its cluster that waits
 	// for the last epoch's nodes to come back.
 	WaitingForJoin() bool
+	// Outside reports a node the current epoch leaves out (declared dead
+	// while cut off, or not yet taken in); WaitMember waits until it is
+	// in.
+	Outside() bool
+	WaitMember(ctx context.Context) error
 	// ForceRecover commits a forced epoch (`cluster recover force`),
 	// re-forming the cluster from this node when it has no quorum, and
 	// returns the node list of the epoch before.

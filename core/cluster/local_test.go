@@ -185,8 +185,10 @@ func (n noQuorum) WaitQuorum(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
-func (noQuorum) Rejoining() bool      { return false }
-func (noQuorum) WaitingForJoin() bool { return false }
+func (noQuorum) Rejoining() bool                  { return false }
+func (noQuorum) WaitingForJoin() bool             { return false }
+func (noQuorum) Outside() bool                    { return false }
+func (noQuorum) WaitMember(context.Context) error { return nil }
 func (noQuorum) ForceRecover(context.Context) ([]proto.Node, error) {
 	return nil, nil
 }

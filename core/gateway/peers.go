@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,45 +13,76 @@ import (
 
 // Peers pools one pipelined connection per peer sheep: requests to a peer
 // share it instead of dialling per request.
+//
+// Peer I/O follows membership: a peer that failure detection declares
+// dead, or that a new epoch leaves out, is marked down (Down): its
+// connection is closed at once, failing every request waiting on it with a
+// retryable error (the gateway then retries in the epoch that replaces
+// it), and calls to it fail at once, without dialling, until it is seen
+// alive again (Up). Connections are dialled with Dialer, whose Silence
+// bounds how long a peer that vanished without a reset (a cut cable, a
+// host that lost power) can hold a request before failure detection
+// does.
 type Peers struct {
+	// Dialer dials new connections (set before the first call).
+	Dialer client.Dialer
+
 	mu    sync.Mutex
 	conns map[string]*client.Client
-	tls   *tls.Config // nil: plain connections (no cluster key)
+	down  map[string]bool
 }
 
-// SetTLS makes every connection from now on TLS with cfg (a cluster
-// key's client side). Call it before the first Get.
-func (p *Peers) SetTLS(cfg *tls.Config) { p.tls = cfg }
-
 // NewPeers returns an empty pool.
-func NewPeers() *Peers { return &Peers{conns: map[string]*client.Client{}} }
+func NewPeers() *Peers { return &Peers{conns: map[string]*client.Client{}, down: map[string]bool{}} }
 
 // Get returns the connection to addr, dialling it if needed.
 func (p *Peers) Get(ctx context.Context, addr string) (*client.Client, error) {
 	p.mu.Lock()
-	c := p.conns[addr]
+	c, down := p.conns[addr], p.down[addr]
 	p.mu.Unlock()
+	if down {
+		return nil, fmt.Errorf("%w: %s is down (failure detection or the epoch)", proto.ResNetworkError, addr)
+	}
 	if c != nil {
 		return c, nil
 	}
-	var err error
-	if p.tls != nil {
-		c, err = client.DialTLS(ctx, addr, p.tls)
-	} else {
-		c, err = client.Dial(ctx, addr)
-	}
+	c, err := p.Dialer.Dial(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", proto.ResNetworkError, err)
 	}
 	p.mu.Lock()
-	if old := p.conns[addr]; old != nil {
+	if old := p.conns[addr]; old != nil || p.down[addr] {
 		p.mu.Unlock()
 		c.Close()
+		if old == nil {
+			return nil, fmt.Errorf("%w: %s is down (failure detection or the epoch)", proto.ResNetworkError, addr)
+		}
 		return old, nil
 	}
 	p.conns[addr] = c
 	p.mu.Unlock()
 	return c, nil
+}
+
+// Down marks the peer at addr as failed: its connection is closed, so the
+// requests waiting on it fail now (retryably), and calls to it fail
+// without dialling until Up.
+func (p *Peers) Down(addr string) {
+	p.mu.Lock()
+	p.down[addr] = true
+	c := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// Up ends Down: the peer at addr is alive again.
+func (p *Peers) Up(addr string) {
+	p.mu.Lock()
+	delete(p.down, addr)
+	p.mu.Unlock()
 }
 
 // Drop forgets a broken connection.

@@ -406,8 +406,12 @@ func (r *Recovery) run(ctx context.Context) {
 	// Once per epoch, even with recovery disabled: a later run of the same
 	// epoch (after recovery is enabled) must not set aside the copies
 	// written since.
-	for _, oid := range plan(v, local, nil, r.settled(v.Ctime)).Stale {
+	stale := plan(v, local, nil, r.settled(v.Ctime)).Stale
+	for _, oid := range stale {
 		r.setAside(oid, v.Epoch)
+	}
+	if len(stale) > 0 {
+		r.log.Info("recovery: set aside copies that may have missed writes", "epoch", v.Epoch, "copies", len(stale))
 	}
 	r.setSettled(v.Ctime, v.Epoch)
 	if v.Disabled {

@@ -305,8 +305,13 @@ func (h *Handler) statCluster(_ context.Context, c *call) error {
 		return proto.ResBufferSmall
 	}
 	c.out = out
-	if status == proto.ResSuccess && h.waitingForJoin() {
+	if status == proto.ResSuccess && (h.waitingForJoin() || h.outside()) {
 		return proto.ResWaitForJoin
+	}
+	if m, ok := h.cfg.Cluster.(cluster.Membership); ok && status == proto.ResSuccess && !m.Quorum() {
+		// Cut off from the majority (or the majority is gone): reads of
+		// the copies here go on, writes and cluster operations halt.
+		return proto.ResHalt
 	}
 	return status
 }

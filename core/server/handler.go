@@ -144,6 +144,9 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
+	if status == proto.StatusOK && !o.force && !h.awaitMember(ctx) {
+		return proto.ResWaitForJoin
+	}
 	if status == proto.StatusOK && writesObjects(op) {
 		if err := cluster.AwaitQuorum(ctx, h.cfg.Cluster); err != nil {
 			return proto.ResultOf(err)
@@ -508,6 +511,35 @@ func (h *Handler) waitingForJoin() bool {
 	m, ok := h.cfg.Cluster.(cluster.Membership)
 	return ok && m.WaitingForJoin()
 }
+
+// outside reports a node the current epoch leaves out (cluster.Membership).
+func (h *Handler) outside() bool {
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	return ok && m.Outside()
+}
+
+// memberWait bounds how long a client request to a node the current epoch
+// leaves out waits for the epoch that takes it (back) in.
+const memberWait = 10 * time.Second
+
+// awaitMember returns true at once for a member. A node outside the
+// current epoch (declared dead while cut off, or a joiner not yet taken
+// in) holds what it serves as of a membership that is gone: a request
+// waits up to memberWait for the node to be taken in, and is refused
+// (false) if it is not: WAIT_FOR_JOIN, which clients may retry, rather
+// than stale data or a failed cluster operation.
+func (h *Handler) awaitMember(ctx context.Context) bool {
+	m, ok := h.cfg.Cluster.(cluster.Membership)
+	if !ok || !m.Outside() {
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, memberWait)
+	defer cancel()
+	return m.WaitMember(wctx) == nil
+}
+
+// clientIO lists the ops a VM's block driver sends on its I/O connection.
+func clientIO(op proto.Opcode) bool { return op == proto.OpReadObj || writesObjects(op) }
 
 // writesObjects lists the client ops that change objects.
 func writesObjects(op proto.Opcode) bool {

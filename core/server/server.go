@@ -329,6 +329,14 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			if dp != nil {
 				bufpool.Put(dp)
 			}
+			if rsp.Result == proto.ResWaitForJoin && clientIO(req.Opcode) {
+				// QEMU turns any error on I/O into EIO in the guest, but
+				// resends every request in flight over a new connection
+				// once one is lost (docs/qemu-client.md §9): for a node
+				// waiting to (re)join, closing is the retry QEMU knows.
+				cn.dead.Store(true)
+				cn.c.Close()
+			}
 			cn.reply(&req, rsp, out, s.h.epoch())
 			if release != nil {
 				release()

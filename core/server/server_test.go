@@ -37,6 +37,13 @@ const formatCtime = 0x6600000000000001
 
 func startSheep(t *testing.T) *sheep {
 	t.Helper()
+	return startSheepWith(t, func(l *cluster.Local) cluster.Driver { return l })
+}
+
+// startSheepWith starts a sheep whose handler sees the Local driver as
+// wrap makes it (a test's own membership, say).
+func startSheepWith(t *testing.T, wrap func(*cluster.Local) cluster.Driver) *sheep {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
 	if err != nil {
@@ -57,7 +64,7 @@ func startSheep(t *testing.T) *sheep {
 	locks := &store.Locks{}
 	gw := gateway.New(self.NodeID, st, cl, peers, locks, log)
 	h := server.NewHandler(server.Config{
-		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdi.New(gw, cl, log), Log: log, Locks: locks,
+		Self: self, Store: st, Cluster: wrap(cl), Gateway: gw, Vdi: vdi.New(gw, cl, log), Log: log, Locks: locks,
 		Members: func() []proto.Node { return []proto.Node{self} },
 		Now:     func() time.Time { return time.Unix(1700000000, 0) },
 	})

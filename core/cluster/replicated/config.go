@@ -13,6 +13,13 @@
 // drops its raft state and rejoins the new cluster as a fresh member; its
 // copies are then set aside by recovery as any returning node's.
 //
+// Partitions heal by themselves: every node keeps trying to reach the
+// nodes of its recent epochs that gossip lost (rejoin.go), so a node cut
+// off and declared dead is back in an epoch of its own once it can reach
+// the others; until then, while its state shows an epoch without it, it
+// is Outside. OnPeer tells the peer connections who is down, so requests
+// waiting on a silent peer fail over at once.
+//
 // One cluster per gossip pool: every node gossips its cluster's identity
 // (the id chosen at bootstrap, the format's ctime) and refuses, with a log
 // line, peers of another cluster (meta.go).
@@ -92,7 +99,13 @@ type Config struct {
 	// OnRestore runs after the state was replaced by a snapshot (from the
 	// leader, or at start): entries it holds never went through OnApply.
 	OnRestore func()
-	Log       *slog.Logger
+	// OnPeer runs when a peer (by protocol address) is found down —
+	// failure detection declared it dead, or an applied epoch removed it —
+	// or up again (gossip sees it alive, an epoch adds it): peer I/O
+	// fails over from a down peer at once (gateway.Peers). It must not
+	// block: it runs inside gossip's and raft's callbacks.
+	OnPeer func(addr string, alive bool)
+	Log    *slog.Logger
 
 	// With a cluster key: GossipKey (32 bytes) encrypts and signs every
 	// gossip message, and raft's connections are mutual TLS with
@@ -120,6 +133,9 @@ type Config struct {
 	MaxVoters int
 	// JoinRetry is how long an explicit Join keeps trying its peers.
 	JoinRetry time.Duration
+	// ReconnectInterval is how often a node tries to reach the nodes of
+	// its recent epochs that gossip lost (a healed partition), rejoin.go.
+	ReconnectInterval time.Duration
 	// NoLeaderWait is how long Sync and ForceRecover wait for a leader
 	// before deciding there is none (no quorum).
 	NoLeaderWait time.Duration
@@ -146,6 +162,7 @@ func DefaultConfig() Config {
 		PushPullInterval:   5 * time.Second,
 		MaxVoters:          5,
 		JoinRetry:          15 * time.Second,
+		ReconnectInterval:  time.Second,
 		NoLeaderWait:       time.Second,
 		ProposeTimeout:     20 * time.Second,
 		LogRate:            20,
@@ -182,6 +199,7 @@ func (c *Config) Validate() error {
 	}{{"heartbeat timeout", c.HeartbeatTimeout}, {"election timeout", c.ElectionTimeout}, {"leader lease timeout", c.LeaderLeaseTimeout},
 		{"commit timeout", c.CommitTimeout}, {"probe interval", c.ProbeInterval}, {"probe timeout", c.ProbeTimeout},
 		{"gossip interval", c.GossipInterval}, {"push/pull interval", c.PushPullInterval}, {"join retry", c.JoinRetry},
+		{"reconnect interval", c.ReconnectInterval},
 		{"no-leader wait", c.NoLeaderWait}, {"propose timeout", c.ProposeTimeout}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))

@@ -80,6 +80,11 @@ type Driver struct {
 	members  map[string]meta
 	seq      int64
 	refused  map[string]time.Time // peers refused, for rate-limited logging
+	// gossipAddr is the gossip address each peer was last seen at, to
+	// reach it again after a partition (reconnectLoop).
+	gossipAddr map[string]string
+	// splitWarned is when warnSplitBrain last logged (reconnectLoop only).
+	splitWarned time.Time
 
 	stopping  atomic.Bool // a cluster shutdown was applied
 	kick      chan struct{}
@@ -102,7 +107,7 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("cluster driver config: %w", err)
 	}
 	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{}, members: map[string]meta{},
-		refused: map[string]time.Time{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
+		refused: map[string]time.Time{}, gossipAddr: map[string]string{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
 	d.raftLog = newLibLog(cfg.Log, "raft", cfg.LogRate)
 	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)
 	d.fsm = newFSM()
@@ -172,9 +177,10 @@ func Open(cfg Config) (*Driver, error) {
 		d.closeLog()
 		return nil, err
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.watchLeader()
 	go d.reconcileLoop()
+	go d.reconnectLoop()
 	return d, nil
 }
 
@@ -395,8 +401,14 @@ func (d *Driver) Propose(ctx context.Context, e *cluster.Entry) (proto.Result, e
 		if !noLeader(err) {
 			return 0, err
 		}
+		// No leader this node can reach for QuorumWait: it is cut off from
+		// the majority, or the majority is gone. The change is refused as
+		// writes are (HALT) rather than left to time out.
+		if d.leaderlessFor() >= cluster.QuorumWait {
+			return 0, fmt.Errorf("no cluster leader for %v to order the request: %w", cluster.QuorumWait, proto.ResHalt)
+		}
 		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
-			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResClusterError)
+			return 0, fmt.Errorf("no cluster leader to order the request: %w", proto.ResHalt)
 		}
 	}
 }
@@ -622,6 +634,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 			if e.Time >= d.started.UnixNano() {
 				d.endJoinWait()
 			}
+			d.peersChanged(e)
 			if e.Forced {
 				d.syncIdentity()
 			}

@@ -104,6 +104,7 @@ func (g delegate) NotifyJoin(n *memberlist.Node) {
 	g.d.setMember(n)
 	g.d.notice(n.Name)
 	g.d.cfg.Log.Info("gossip: node joined", "node", n.Name)
+	g.d.peer(n.Name, true)
 	g.d.poke()
 }
 
@@ -113,7 +114,15 @@ func (g delegate) NotifyLeave(n *memberlist.Node) {
 	g.d.noticeMu.Unlock()
 	g.d.notice(n.Name)
 	g.d.cfg.Log.Info("gossip: node left", "node", n.Name)
+	g.d.peer(n.Name, false)
 	g.d.poke()
+}
+
+// peer reports a peer's liveness to OnPeer (not this node's own).
+func (d *Driver) peer(name string, alive bool) {
+	if d.cfg.OnPeer != nil && name != d.cfg.Self.NodeID.String() {
+		d.cfg.OnPeer(name, alive)
+	}
 }
 
 func (g delegate) NotifyUpdate(n *memberlist.Node) {
@@ -128,6 +137,7 @@ func (d *Driver) setMember(n *memberlist.Node) {
 	m, err := decodeMeta(n.Meta)
 	d.noticeMu.Lock()
 	defer d.noticeMu.Unlock()
+	d.gossipAddr[n.Name] = n.Address()
 	if err != nil {
 		delete(d.members, n.Name)
 		return

@@ -108,6 +108,7 @@ var commands = []*command{
 		{"write", "<vdiname> [<offset> [<len>]]", "apwhT", "write data to an image", true, false, vdiWrite},
 		{"backup", "<vdiname> <backup>", "sFaphT", "create an incremental backup between two snapshots", true, true, vdiBackup},
 		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
+		{"alter-copy", "<vdiname>", "caphTf", "set the vdi's redundancy level", true, true, vdiAlterCopy},
 		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
 	}},
 	{name: "node", options: nodeOptions, subs: []subcommand{
@@ -125,6 +126,7 @@ var commands = []*command{
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
 		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
+		{"alter-copy", "", "aphTcf", "set the cluster's redundancy level", false, true, clusterAlterCopy},
 	}},
 }
 

@@ -251,7 +251,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	ccfg.OnApply = func(e *cluster.Entry, res proto.Result) {
 		switch {
-		case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery) && res == proto.ResSuccess:
+		case (e.Kind == cluster.KindEpoch || e.Kind == cluster.KindRecovery || e.Kind == cluster.KindAlterCopy) && res == proto.ResSuccess:
 			if rec := recov.Load(); rec != nil {
 				rec.Start()
 			}

@@ -204,7 +204,7 @@ func (s *State) Apply(e *Entry) proto.Result {
 	// else is refused the way the node gate refuses requests.
 	if !s.Formatted() {
 		switch e.Kind {
-		case KindAddVdi, KindDelVdi, KindLock, KindRelease, KindEpoch, KindRecovery:
+		case KindAddVdi, KindDelVdi, KindLock, KindRelease, KindEpoch, KindRecovery, KindAlterCopy:
 			return proto.ResWaitForFormat
 		}
 	}
@@ -233,8 +233,44 @@ func (s *State) Apply(e *Entry) proto.Result {
 		return s.applyIdentity(e)
 	case KindAttrClaim:
 		return s.applyAttrClaim(e)
+	case KindAlterCopy:
+		return s.applyAlterCopy(e)
 	}
 	return proto.ResInvalidParms
+}
+
+// applyAlterCopy sets the number of copies of one replicated VDI (Vid),
+// or, with Vid 0, the cluster's default and that of every replicated
+// VDI (Sheepdog 1.0 changes only the default, for VDIs created later;
+// here the data already stored follows too, so that a cluster's
+// redundancy is one number). Erasure-coded VDIs keep their policy. The
+// new placement takes effect at once: recovery, started by the node on
+// this entry, copies or drops objects to match.
+func (s *State) applyAlterCopy(e *Entry) proto.Result {
+	if e.Copies == 0 || e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {
+		return proto.ResInvalidParms
+	}
+	if e.Vid != 0 {
+		v := s.Vdis[e.Vid]
+		if v == nil || v.Deleted {
+			return proto.ResNoVdi
+		}
+		if v.CopyPolicy != 0 {
+			return proto.ResInvalidParms
+		}
+		v.NrCopies = e.Copies
+		return proto.ResSuccess
+	}
+	if s.CopyPolicy != 0 {
+		return proto.ResInvalidParms
+	}
+	s.NrCopies = e.Copies
+	for _, v := range s.Vdis {
+		if v.CopyPolicy == 0 {
+			v.NrCopies = e.Copies
+		}
+	}
+	return proto.ResSuccess
 }
 
 // applyIdentity sets the cluster's id once; a second, different id (a

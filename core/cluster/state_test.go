@@ -476,3 +476,31 @@ func TestObjectSize(t *testing.T) {
 		}
 	}
 }
+
+func TestAlterCopy(t *testing.T) {
+	s := formatted(t)
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 1, Copies: 3})
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 2, Copies: 2})
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 3, Copies: 6, CopyPolicy: 0x42}) // 4:2
+	mustApply(t, s, &Entry{Kind: KindAlterCopy, Copies: 2})
+	if s.NrCopies != 2 || s.Copies(1) != 2 || s.Copies(2) != 2 || s.Copies(3) != 6 {
+		t.Errorf("after cluster alter to 2: default %d, vdis %d %d %d (the EC one keeps 6)", s.NrCopies, s.Copies(1), s.Copies(2), s.Copies(3))
+	}
+	mustApply(t, s, &Entry{Kind: KindAlterCopy, Vid: 2, Copies: 4})
+	if s.Copies(1) != 2 || s.Copies(2) != 4 {
+		t.Errorf("after vdi alter of 2 to 4: %d %d", s.Copies(1), s.Copies(2))
+	}
+	for _, e := range []*Entry{
+		{Kind: KindAlterCopy, Vid: 3, Copies: 2},                   // erasure coded
+		{Kind: KindAlterCopy, Vid: 2, Copies: 0},                   // no copies
+		{Kind: KindAlterCopy, Vid: 2, Copies: proto.MaxCopies + 1}, // too many
+		{Kind: KindAlterCopy, Copies: 2, CopyPolicy: 0x42},         // a policy
+	} {
+		if res := s.Apply(e); res != proto.ResInvalidParms {
+			t.Errorf("%+v: %v, want INVALID_PARMS", e, res)
+		}
+	}
+	if res := s.Apply(&Entry{Kind: KindAlterCopy, Vid: 99, Copies: 2}); res != proto.ResNoVdi {
+		t.Errorf("alter of an unknown vid: %v", res)
+	}
+}

@@ -55,6 +55,9 @@ const (
 	InodeTagOffset = inodeOffTag
 	// InodeVdiSizeOffset is the offset of vdi_size (resize rewrites it).
 	InodeVdiSizeOffset = inodeOffVdiSize
+	// InodeNrCopiesOffset is the offset of nr_copies (alter-copy
+	// rewrites it).
+	InodeNrCopiesOffset = inodeOffNrCopies
 )
 
 // DataVdiIDOff is the byte offset of data_vdi_id[idx] in the inode object.

@@ -126,6 +126,11 @@ func validEntry(e *cluster.Entry) error {
 		return nil
 	case cluster.KindDelVdi, cluster.KindRelease:
 		return vid(e.Vid, false)
+	case cluster.KindAlterCopy:
+		if e.Copies == 0 || e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {
+			return fmt.Errorf("alter copy to %d copies, policy %#x", e.Copies, e.CopyPolicy)
+		}
+		return vid(e.Vid, true)
 	case cluster.KindLock:
 		if e.Token == 0 {
 			return fmt.Errorf("lock without a token")

@@ -65,6 +65,19 @@ func (c *Codec) Reconstruct(shards [][]byte, dataOnly bool) error {
 	return err
 }
 
+// RebuildOne rebuilds strip i of shards (empty; filled in place when it
+// has room for a strip) from any d present ones, leaving the other
+// missing strips missing.
+func (c *Codec) RebuildOne(shards [][]byte, i int) error {
+	required := make([]bool, len(shards))
+	required[i] = true
+	err := c.enc.ReconstructSome(shards, required)
+	if errors.Is(err, reedsolomon.ErrTooFewShards) {
+		return fmt.Errorf("erasure code %d:%d: fewer than %d strips left: %w", c.policy.Data(), c.policy.Parity(), c.policy.Data(), ErrTooFewStrips)
+	}
+	return err
+}
+
 // Verify reports whether the parity strips match the data strips.
 func (c *Codec) Verify(shards [][]byte) (bool, error) { return c.enc.Verify(shards) }
 

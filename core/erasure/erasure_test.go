@@ -222,6 +222,27 @@ func TestReconstructAnyD(t *testing.T) {
 						t.Fatalf("%d:%d trial %d lost %v: strip %d rebuilt wrong", d, p, trial, lost, i)
 					}
 				}
+				// RebuildOne fills one lost strip in place and leaves
+				// the others lost.
+				for _, i := range lost {
+					shards[i] = nil
+				}
+				room := make([]byte, 0, n)
+				shards[lost[0]] = room
+				if err := c.RebuildOne(shards, lost[0]); err != nil {
+					t.Fatalf("%d:%d RebuildOne(%d): %v", d, p, lost[0], err)
+				}
+				if !bytes.Equal(room[:n], orig[lost[0]]) || !bytes.Equal(shards[lost[0]], orig[lost[0]]) {
+					t.Fatalf("%d:%d RebuildOne(%d) rebuilt it wrong or not in place", d, p, lost[0])
+				}
+				for _, i := range lost[1:] {
+					if len(shards[i]) != 0 {
+						t.Fatalf("%d:%d RebuildOne(%d) rebuilt strip %d too", d, p, lost[0], i)
+					}
+				}
+				if err := c.Reconstruct(shards, false); err != nil {
+					t.Fatal(err)
+				}
 				// One more lost is too many.
 				for _, i := range r.Perm(d + p)[:p+1] {
 					shards[i] = nil

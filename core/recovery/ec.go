@@ -152,7 +152,7 @@ func (r *Recovery) stripFrom(ctx context.Context, cur *placement.Ring, past []*p
 		return err
 	}
 	shards[i] = buf[:0] // rebuilt in place
-	if err := c.Reconstruct(shards, false); err != nil {
+	if err := c.RebuildOne(shards, i); err != nil {
 		return fmt.Errorf("rebuild strip %d of %016x: %w", i, oid, err)
 	}
 	r.log.Info("recovery: rebuilt strip", "oid", fmt.Sprintf("%016x", oid), "strip", i)

@@ -259,16 +259,29 @@ func TestNetLab(t *testing.T) {
 		t.Fatalf("dialling a cut node: %v, want a timeout (silence)", err)
 	}
 	l.heal(1)
-	if err := ping(sheeps[1].Addr()); err != nil {
-		t.Fatalf("healed node: %v", err)
-	}
+	pingWithin(t, sheeps[1], 5*time.Second, "after its link came back")
 	l.cutInbound(1)
 	if err := ping(sheeps[1].Addr()); err == nil {
 		t.Fatal("a node cut inbound answered")
 	}
 	l.healInbound(1)
-	if err := ping(sheeps[1].Addr()); err != nil {
-		t.Fatalf("node healed inbound: %v", err)
+	pingWithin(t, sheeps[1], 5*time.Second, "after the one-way cut ended")
+}
+
+// pingWithin fails the test unless s answers within d (a link brought
+// up takes a moment to pass packets).
+func pingWithin(t *testing.T, s *Sheep, d time.Duration, when string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := ping(s.Addr())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not answer %s: %v", s.Addr(), when, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -441,6 +454,9 @@ func TestPartitionSplit(t *testing.T) {
 		r, took := collieIn(t, s3, bytes.Repeat([]byte{0xee}, 4096), 60*time.Second, "vdi", "write", "Alice", strconv.Itoa(14<<20+minority*4096), "4096")
 		if r.Code == 0 {
 			t.Fatalf("a write through the minority side was acknowledged %v after the split", time.Since(splitAt))
+		}
+		if strings.Contains(r.Stderr, "No VDI found") {
+			t.Fatalf("the minority side says Alice does not exist: %s", r.Stderr)
 		}
 		t.Logf("minority write refused after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(r.Stderr))
 		minority++

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -435,23 +436,37 @@ func cutNodeScenario(t *testing.T, l *netLab, cut, heal func()) {
 }
 
 // TestPartitionSplit (issue 19): five nodes, three copies, split 2|3 for
-// 30 s with writers on both sides. The three keep writing; the two refuse
-// writes and a VDI create; after the heal every node is a member again
-// and serves exactly what was acknowledged.
+// 30 s with writers on both sides. The two are the nodes without a copy
+// of the VDI's inode, so that every request of theirs needs the other
+// side. The three keep writing; the two refuse writes and a VDI create
+// (and never claim the VDI is gone); after the heal every node is a
+// member again and serves exactly what was acknowledged.
 func TestPartitionSplit(t *testing.T) {
 	l := newNetLab(t, 5)
 	sheeps := l.startCluster(5)
-	s0, s3 := sheeps[0], sheeps[3]
-	s0.must(t, nil, "cluster", "format", "--copies=3")
-	want := seedVdi(t, s0, "Alice", 16<<20)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=3")
+	want := seedVdi(t, sheeps[0], "Alice", 16<<20)
+	var major, minor []int
+	for i, s := range sheeps {
+		if files, _ := filepath.Glob(filepath.Join(s.Dir, "obj", "8015d167*")); len(files) > 0 {
+			major = append(major, i)
+		} else {
+			minor = append(minor, i)
+		}
+	}
+	if len(major) != 3 {
+		t.Fatalf("nodes %v hold Alice's inode, want three", major)
+	}
+	sMaj, sMin := sheeps[major[0]], sheeps[minor[0]]
+	t.Logf("split %v | %v", minor, major)
 
-	l.split(3, 4)
+	l.split(minor...)
 	splitAt := time.Now()
 	stop := make(chan struct{})
-	w := startWriteStream(t, s0, "Alice", want, 12<<20, stop)
-	minority := 0
+	w := startWriteStream(t, sMaj, "Alice", want, 12<<20, stop)
+	attempts := 0
 	for time.Since(splitAt) < 30*time.Second {
-		r, took := collieIn(t, s3, bytes.Repeat([]byte{0xee}, 4096), 60*time.Second, "vdi", "write", "Alice", strconv.Itoa(14<<20+minority*4096), "4096")
+		r, took := collieIn(t, sMin, bytes.Repeat([]byte{0xee}, 4096), 90*time.Second, "vdi", "write", "Alice", strconv.Itoa(14<<20+attempts*4096), "4096")
 		if r.Code == 0 {
 			t.Fatalf("a write through the minority side was acknowledged %v after the split", time.Since(splitAt))
 		}
@@ -459,14 +474,14 @@ func TestPartitionSplit(t *testing.T) {
 			t.Fatalf("the minority side says Alice does not exist: %s", r.Stderr)
 		}
 		t.Logf("minority write refused after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(r.Stderr))
-		minority++
+		attempts++
 	}
-	r, took := collieIn(t, s3, nil, 60*time.Second, "vdi", "create", "Bob", "4M")
+	r, took := collieIn(t, sMin, nil, 60*time.Second, "vdi", "create", "Bob", "4M")
 	if r.Code == 0 {
 		t.Fatal("the minority side created a VDI")
 	}
 	t.Logf("minority vdi create refused after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(r.Stderr))
-	r, _ = collieIn(t, s3, nil, 30*time.Second, "cluster", "info")
+	r, _ = collieIn(t, sMin, nil, 30*time.Second, "cluster", "info")
 	if status := strings.SplitN(r.Stdout, "\n", 2)[0]; r.Code != 0 || strings.HasPrefix(status, "Cluster status: running") {
 		t.Fatalf("minority node's cluster info: exit %d %q", r.Code, status)
 	}
@@ -479,9 +494,9 @@ func TestPartitionSplit(t *testing.T) {
 	}
 	w.mu.Unlock()
 
-	l.join(3, 4)
+	l.join(minor...)
 	healAt := time.Now()
-	waitEpochNodesNS(t, s0, sheeps, 30*time.Second)
+	waitEpochNodesNS(t, sMaj, sheeps, 30*time.Second)
 	t.Logf("all five members again %v after the heal", time.Since(healAt).Round(time.Millisecond))
 	for _, s := range sheeps {
 		waitRunning(t, s)

@@ -61,7 +61,12 @@ func newNetLab(t *testing.T, n int) *netLab {
 	l.subnet = fmt.Sprintf("10.%d.%d.", 200+pid%50, (pid/50+labSeq)%256)
 	l.bridge, l.island = l.prefix+"b", l.prefix+"i"
 	t.Cleanup(l.destroy)
-	l.ip("link", "add", l.bridge, "type", "bridge")
+	// The bridge's MAC is set, not left to the kernel: a bridge takes the
+	// lowest MAC of its ports unless told one, and would change it when
+	// split moves a port away, leaving the namespaces' permanent entry
+	// for the root namespace's address pointing nowhere.
+	brMAC := fmt.Sprintf("02:5d:%02x:%02x:%02x:01", pid>>8&0xff, pid&0xff, labSeq&0xff)
+	l.ip("link", "add", l.bridge, "address", brMAC, "type", "bridge")
 	l.ip("link", "add", l.island, "type", "bridge")
 	l.ip("addr", "add", l.subnet+"1/24", "dev", l.bridge)
 	l.ip("link", "set", l.bridge, "up")
@@ -82,7 +87,6 @@ func newNetLab(t *testing.T, n int) *netLab {
 		nd.mac = f[1]
 		l.nodes = append(l.nodes, nd)
 	}
-	brMAC := strings.Fields(l.ip("-o", "link", "show", l.bridge)[strings.Index(l.ip("-o", "link", "show", l.bridge), "link/ether"):])[1]
 	for _, a := range l.nodes {
 		l.ip("-n", a.ns, "neigh", "replace", l.subnet+"1", "lladdr", brMAC, "dev", a.peer, "nud", "permanent")
 		l.ip("neigh", "replace", a.ip, "lladdr", a.mac, "dev", l.bridge, "nud", "permanent")

@@ -260,10 +260,12 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 			bad = append(bad, n)
 		}
 		// An epoch mismatch is retried; otherwise a copy that exists but
-		// failed (EIO) is reported rather than a node that has none.
+		// failed (EIO), or a node that could not be asked (down, cut
+		// off: it may hold the copy), is reported rather than a node that
+		// has none.
 		if proto.ResultOf(err) == proto.ResOldNodeVer || proto.ResultOf(err) == proto.ResNewNodeVer {
 			last = err
-		} else if !errors.Is(last, proto.ResOldNodeVer) && !(errors.Is(err, proto.ResNoObj) && proto.ResultOf(last) == proto.ResEIO) {
+		} else if !errors.Is(last, proto.ResOldNodeVer) && !(errors.Is(err, proto.ResNoObj) && (proto.ResultOf(last) == proto.ResEIO || retryable(last))) {
 			last = err
 		}
 		return false

@@ -92,7 +92,7 @@ type command struct {
 var commands = []*command{
 	{name: "vdi", options: vdiOptions, subs: []subcommand{
 		{"check", "<vdiname>", "seaphT", "check and repair image's consistency", true, true, vdiCheck},
-		{"create", "<vdiname> <size>", "PcaphrvzT", "create an image", true, true, vdiCreate},
+		{"create", "<vdiname> <size>", "PycaphrvzT", "create an image", true, true, vdiCreate},
 		{"snapshot", "<vdiname>", "saphrvTR", "create a snapshot", true, false, vdiSnapshot},
 		{"clone", "<src vdi> <dst vdi>", "sPnaphrvT", "clone an image", true, false, vdiClone},
 		{"delete", "<vdiname>", "saphTBIm", "delete an image", true, false, vdiDelete},

@@ -55,6 +55,8 @@ const (
 	InodeTagOffset = inodeOffTag
 	// InodeVdiSizeOffset is the offset of vdi_size (resize rewrites it).
 	InodeVdiSizeOffset = inodeOffVdiSize
+	// InodeStorePolicyOffset is the offset of store_policy.
+	InodeStorePolicyOffset = inodeOffStorePolicy
 )
 
 // DataVdiIDOff is the byte offset of data_vdi_id[idx] in the inode object.

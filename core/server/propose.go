@@ -124,7 +124,7 @@ func validEntry(e *cluster.Entry) error {
 			}
 		}
 		return nil
-	case cluster.KindDelVdi, cluster.KindRelease:
+	case cluster.KindDelVdi, cluster.KindRelease, cluster.KindRecycle:
 		return vid(e.Vid, false)
 	case cluster.KindLock:
 		if e.Token == 0 {

@@ -209,6 +209,12 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		if found {
 			return Info{}, fmt.Errorf("%q: %w", p.Name, proto.ResVdiExist)
 		}
+		if r.vid != 0 && p.BaseVid == 0 && s.recycling() {
+			// The working VDI of the name was deleted but snapshots
+			// remain: with -R, Sheepdog keeps their family's inodes
+			// and answers VDI_EXIST (its vdi_lookup; test 106).
+			return Info{}, fmt.Errorf("%q has snapshots left: %w", p.Name, proto.ResVdiExist)
+		}
 		if r.nextSnap != 0 {
 			ino.SnapID = r.nextSnap
 			entry.OldVid = r.vid
@@ -285,6 +291,43 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 }
 
 var le = binary.LittleEndian
+
+// recycling reports whether the cluster was formatted with -R.
+func (s *Service) recycling() bool {
+	var on bool
+	s.cluster.View(func(st *cluster.State) { on = st.Flags&proto.ClusterFlagRecycleVid != 0 })
+	return on
+}
+
+// recycle frees the vids of vid's family when the cluster was formatted
+// with -R and every member is deleted (Sheepdog's run_vid_gc): their
+// inode objects are removed, then KindRecycle clears their bits. A crash
+// in between leaves the vids taken, never a new VDI beside an old inode.
+func (s *Service) recycle(ctx context.Context, vid uint32) error {
+	var family []uint32
+	s.cluster.View(func(st *cluster.State) {
+		if st.Recyclable(vid) {
+			family = st.Family(vid)
+		}
+	})
+	if len(family) == 0 {
+		return nil
+	}
+	for _, v := range family {
+		if err := s.objects.RemoveObject(ctx, proto.VidToVdiOid(v)); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecycle, Vid: vid})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return fmt.Errorf("recycle family of %x: %w", vid, res)
+	}
+	s.log.Info("all members of the family are deleted: vids recycled", "vids", fmt.Sprintf("%x", family))
+	return nil
+}
 
 // removeHyper removes the data objects of hyper volume vid, whose inode as
 // read before the delete is ino, and the leaf objects of its index.
@@ -416,6 +459,9 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	}
 	if err := s.removeVMState(ctx, r.vid, ino); err != nil {
 		s.log.Warn("remove vmstate after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+	}
+	if err := s.recycle(ctx, r.vid); err != nil {
+		s.log.Warn("recycle vids after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 	}
 	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
 	return r.vid, nil

@@ -89,3 +89,27 @@ func TestRecycleVid(t *testing.T) {
 		t.Fatalf("a VDI on a recycled vid reads %q, want zeros", out)
 	}
 }
+
+// With -R a working VDI may get a lower vid than its snapshots (a freed
+// vid below them): it is still found by name, and snapshots go on.
+func TestRecycleVidWorkingBelowSnapshot(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "-R", "--copies=1")
+	s.must(t, nil, "vdi", "create", "x", "4M")          // vid 1
+	s.must(t, nil, "vdi", "create", "y", "4M")          // vid 2
+	s.must(t, nil, "vdi", "snapshot", "y")              // y: snapshot 2, working 3
+	s.must(t, nil, "vdi", "delete", "x")                // vid 1 freed
+	s.must(t, nil, "vdi", "snapshot", "-s", "two", "y") // y: snapshot 3, working 1
+	got := vdiVids(t, s)
+	if got["y 0"] != "1" || got["y 1"] != "2" || got["y 2"] != "3" {
+		t.Fatalf("vids %v, want working y on 1 below its snapshots 2 and 3", got)
+	}
+	s.must(t, []byte("abc"), "vdi", "write", "y", "0", "3")
+	if out := s.must(t, nil, "vdi", "read", "y", "0", "3"); out != "abc" {
+		t.Fatalf("working VDI reads %q", out)
+	}
+	s.must(t, nil, "vdi", "snapshot", "y")
+	if got := vdiVids(t, s); got["y 3"] != "1" || got["y 0"] != "4" {
+		t.Fatalf("after a third snapshot: %v", got)
+	}
+}

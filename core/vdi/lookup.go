@@ -152,12 +152,22 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 			continue
 		}
 		if ino.IsSnapshot() {
+			if recycle {
+				// A recycled vid may put the working VDI below
+				// its snapshots: look on, remembering the latest
+				// snapshot (Sheepdog stops here and loses the
+				// working VDI).
+				if ino.SnapID+1 > r.nextSnap {
+					r.vid, r.ino, r.nextSnap = v, ino, ino.SnapID+1
+				}
+				continue
+			}
 			// The working VDI was deleted; a new one continues the
 			// snapshot numbering.
 			r.vid, r.ino, r.nextSnap = v, ino, ino.SnapID+1
 			return r, fmt.Errorf("%q: %w", name, proto.ResNoVdi)
 		}
-		r.vid, r.ino = v, ino
+		r.vid, r.ino, r.nextSnap = v, ino, 0
 		return r, nil
 	}
 	if wantSnap && nameSeen {

@@ -27,6 +27,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -270,6 +271,31 @@ func (s *Store) Capacity() (size, free uint64, err error) {
 		unit = uint64(st.Bsize)
 	}
 	return st.Blocks * unit, st.Bavail * unit, nil
+}
+
+// spaceAttr is the store dir's xattr that keeps NodeSpace, named as
+// Sheepdog's (user.md.size, a little-endian u64).
+const spaceAttr = "user.md.size"
+
+// NodeSpace is the space this store offers its cluster, which automatic
+// vnodes weigh: as in Sheepdog, the bytes available (statfs f_bavail) when
+// the store was first opened, kept in the store dir's xattr user.md.size,
+// so that it stays the same across restarts however full the store gets.
+func (s *Store) NodeSpace() (uint64, error) {
+	var b [8]byte
+	n, err := unix.Getxattr(s.dir, spaceAttr, b[:])
+	if err == nil && n == len(b) {
+		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	_, free, err := s.Capacity()
+	if err != nil {
+		return 0, err
+	}
+	binary.LittleEndian.PutUint64(b[:], free)
+	if err := unix.Setxattr(s.dir, spaceAttr, b[:], 0); err != nil {
+		s.log.Warn("cannot keep the store's space", "dir", s.dir, "err", err)
+	}
+	return free, nil
 }
 
 // Used reports the bytes the filesystem has allocated to files under

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,14 @@ import (
 // that cannot be done (not root, no mkfs.ext4, no loop device).
 func smallExt4(t *testing.T) string {
 	t.Helper()
+	return ext4Image(t, 64<<20, "-b", "1024")
+}
+
+// ext4Image makes an ext4 image of size bytes (sparse) with the suite's
+// mkfs options (no journal) plus extra, loop-mounts it and unmounts it at
+// cleanup.
+func ext4Image(t *testing.T, size int64, extra ...string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		skipUnlessRequired(t, "loop-mounting an ext4 image needs root")
 	}
@@ -34,10 +43,11 @@ func smallExt4(t *testing.T) string {
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 64<<20); err != nil {
+	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^has_journal", img).CombinedOutput(); err != nil {
+	args := append([]string{"-q", "-F", "-O", "^has_journal"}, extra...)
+	if out, err := exec.Command("mkfs.ext4", append(args, img)...).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
 	if out, err := exec.Command("mount", "-o", "loop,user_xattr", img, dir).CombinedOutput(); err != nil {
@@ -109,4 +119,83 @@ func TestStoreOnSmallBlockExt4(t *testing.T) {
 	sheeps[1].start("-z", "1", "--join", sheeps[0].Addr())
 	waitRunning(t, sheeps[1])
 	mustRead(t, sheeps[1], "Alice", data, "after a restart")
+}
+
+// sheepdogVnodes is Sheepdog's recalculate_vnodes for spaces (integer
+// average, single-precision factor, rintf).
+func sheepdogVnodes(spaces []uint64) []int {
+	var total uint64
+	for _, s := range spaces {
+		total += s
+	}
+	avg := total / uint64(len(spaces))
+	out := make([]int, len(spaces))
+	for i, s := range spaces {
+		out[i] = int(math.RoundToEven(float64(float32(128) * (float32(s) / float32(avg)))))
+	}
+	return out
+}
+
+// Automatic vnodes, as Sheepdog's test 054: sheeps on stores of 1, 2 and 3
+// GiB get vnodes by the space available on them when first started, with
+// Sheepdog's arithmetic, at format and again for every node when a fourth
+// joins.
+func TestAutoVnodesBySpace(t *testing.T) {
+	var sheeps []*Sheep
+	var spaces []uint64
+	for i, gib := range []int64{1, 2, 3, 1} {
+		dir := ext4Image(t, gib<<30)
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		spaces = append(spaces, st.Bavail*uint64(st.Frsize))
+		s := &Sheep{t: t, Dir: dir, Port: freePort(t)}
+		extra := []string{"-z", strconv.Itoa(i)}
+		if i > 0 {
+			extra = append(extra, "--join", sheeps[0].Addr())
+		}
+		if i == 3 {
+			sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+		}
+		s.start(extra...)
+		sheeps = append(sheeps, s)
+		if i == 2 {
+			waitNodes(t, sheeps[0], 3)
+		}
+	}
+	waitNodes(t, sheeps[0], 4)
+	vnodesAt := func(epoch string) map[int]int {
+		got := map[int]int{}
+		for _, line := range strings.Split(sheeps[3].must(t, nil, "cluster", "info", "-v"), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 4 || f[len(f)-1] == "" || !strings.Contains(line, "[") {
+				continue
+			}
+			i := strings.Index(line, "[")
+			head := strings.Fields(line[:i])
+			if len(head) == 0 || head[len(head)-1] != epoch {
+				continue
+			}
+			for _, n := range strings.Split(strings.Trim(line[i:], "[]"), ", ") {
+				p := strings.Split(n, ":")
+				port, _ := strconv.Atoi(p[1])
+				v, _ := strconv.Atoi(p[2])
+				got[port] = v
+			}
+		}
+		return got
+	}
+	for epoch, n := range map[string]int{"1": 3, "2": 4} {
+		want := sheepdogVnodes(spaces[:n])
+		got := vnodesAt(epoch)
+		if len(got) != n {
+			t.Fatalf("epoch %s lists %v, want %d nodes", epoch, got, n)
+		}
+		for i, s := range sheeps[:n] {
+			if got[s.Port] != want[i] {
+				t.Fatalf("epoch %s: vnodes %v by port; want %v for spaces %v", epoch, got, want, spaces[:n])
+			}
+		}
+	}
 }

@@ -361,7 +361,7 @@ func serve(cfg Config) (err error) {
 	if cfg.Vnodes > 0 {
 		self.NrVnodes = uint16(cfg.Vnodes)
 	}
-	if size, _, err := st.Capacity(); err == nil {
+	if size, err := st.NodeSpace(); err == nil {
 		self.Space = size
 	}
 	if cfg.Gateway {

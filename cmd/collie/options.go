@@ -64,6 +64,7 @@ var clusterOptions = []option{
 	{'t', "strict", false, "do not serve write request if number of nodes is not sufficient"},
 	{'z', "block_size_shift", true, "specify the shift num of default data object size"},
 	{'V', "fixedvnodes", false, "disable automatic vnodes calculation"},
+	{'m', "multithread", false, "use multi-thread for 'cluster snapshot save'"},
 	{'d', "diff", false, "just output the changes between the two adjacent epoches" +
 		"for cluster info"},
 }
@@ -125,6 +126,7 @@ var commands = []*command{
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
 		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
+		{"snapshot", "<save|list|load|show> <tag|idx> <path> [vdi1] [vdi2] ...", "aphTm", "snapshot/restore the cluster", true, true, clusterSnapshot},
 	}},
 }
 

@@ -184,6 +184,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpStopNode:           {force: true, fn: h.stopNode},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
+		proto.OpNotifyVdiAdd:      {fn: h.notifyVdiAdd},
 		proto.OpLockVdi:           {fn: h.lockVdi},
 		proto.OpReleaseVdi:        {fn: h.releaseVdi},
 		proto.OpGetVdiInfo:        {fn: h.getVdiInfo},

@@ -14,7 +14,19 @@ package store
 // object at most 256 chunks, so the xattr never exceeds 2 KiB and fits,
 // with room to spare, in the single 4 KiB block ext4 keeps a file's xattrs
 // in. A 4 MiB data object gets 256 chunks of 16 KiB (a 2056-byte xattr), an
-// inode (12 MiB) 193 of 64 KiB. The chunk is the unit a read must fetch
+// inode (12 MiB) 193 of 64 KiB.
+//
+// Small xattrs. A filesystem whose xattrs cannot hold 2056 bytes (ext4
+// with 1 KiB blocks keeps at most ~950 bytes per file, the size of the
+// images Sheepdog's own test suite makes) gets fewer, larger chunks: Open
+// probes the largest value the store dir takes (Store.maxChunks: 256,
+// 128, 64, ... down to minChunks) and new objects get at most that many
+// chunks, 64 of 64 KiB for a 4 MiB object there (a 520-byte xattr). The
+// value, the write order, cur/prev and the unflushed flag are the same, so
+// are the guarantees; what changes is the cost of a small read (a 4 KiB
+// read hashes a 64 KiB chunk, ~6 µs against 1.7). The geometry is read
+// from each value (decodeSums): an object keeps the layout it was written
+// with when its store moves to another filesystem. The chunk is the unit a read must fetch
 // and checksum, so small is cheap for small reads: a 4 KiB read costs a
 // 16 KiB pread and hash from the page cache, about 1.7 µs against 0.8 µs
 // unchecked (BenchmarkChecksumRead4KRandom; with CRC-32C it was 2 µs, and
@@ -130,7 +142,10 @@ const (
 	sumFlags      = 2    // offset of the flags byte
 	sumUnflushed  = 0x01 // the object has changes not yet flushed
 	minChunkShift = 14   // 16 KiB
+	maxChunkShift = 40   // beyond any object size
 	maxChunks     = 256  // per object; larger objects get larger chunks
+	minChunks     = 16   // the fewest a store may be limited to (Open)
+	maxSumLen     = sumHeaderSize + 8*maxChunks
 )
 
 // sumAttrName is sumAttr NUL-terminated, for the allocation-free fsetxattr.
@@ -207,10 +222,11 @@ func zeroSum(n int64) uint32 {
 // chunk replaces it.
 func badSum(c uint32) uint32 { return c ^ 1 }
 
-// chunkShiftFor is the chunk shift of an object of size bytes.
-func chunkShiftFor(size int64) uint8 {
+// chunkShiftFor is the chunk shift of an object of size bytes split in at
+// most maxN chunks.
+func chunkShiftFor(size int64, maxN int) uint8 {
 	shift := uint8(minChunkShift)
-	for (size+1<<shift-1)>>shift > maxChunks {
+	for (size+1<<shift-1)>>shift > int64(maxN) {
 		shift++
 	}
 	return shift
@@ -226,9 +242,15 @@ type sums struct {
 	spare []byte // staging copy for the next update (stage, commit)
 }
 
-// newSums returns zeroed checksums for an object of size bytes.
-func newSums(size int64) *sums {
-	shift := chunkShiftFor(size)
+// newSums returns zeroed checksums for an object of size bytes in at most
+// maxN chunks.
+func newSums(size int64, maxN int) *sums {
+	return newSumsShift(size, chunkShiftFor(size, maxN))
+}
+
+// newSumsShift returns zeroed checksums for an object of size bytes in
+// chunks of 1<<shift bytes.
+func newSumsShift(size int64, shift uint8) *sums {
 	n := int((size + 1<<shift - 1) >> shift)
 	m := &sums{shift: shift, n: n, size: size,
 		b: make([]byte, sumHeaderSize+8*n), spare: make([]byte, sumHeaderSize+8*n)}
@@ -237,10 +259,10 @@ func newSums(size int64) *sums {
 	return m
 }
 
-// sumsFor computes the checksums of a fresh object of size bytes that is
-// zero except for data at off.
-func sumsFor(size, off int64, data []byte) *sums {
-	m := newSums(size)
+// sumsFor computes the checksums, in at most maxN chunks, of a fresh
+// object of size bytes that is zero except for data at off.
+func sumsFor(size, off int64, data []byte, maxN int) *sums {
+	m := newSums(size, maxN)
 	end := off + int64(len(data))
 	for i := range m.n {
 		cs, cl := m.chunk(i)
@@ -261,6 +283,25 @@ func sumsFor(size, off int64, data []byte) *sums {
 		m.set(m.b, i, c, c)
 	}
 	return m
+}
+
+// decodeSums returns the checksums stored as v for an object of size
+// bytes, in the geometry v names: any chunk size from 16 KiB up that
+// splits the object in at most maxChunks chunks (see "Small xattrs").
+func decodeSums(size int64, v []byte) (*sums, error) {
+	if len(v) < sumHeaderSize {
+		return nil, fmt.Errorf("%d bytes, shorter than its header", len(v))
+	}
+	shift := v[1]
+	if shift < minChunkShift || shift > maxChunkShift {
+		return nil, fmt.Errorf("chunks of 2^%d bytes", shift)
+	}
+	m := newSumsShift(size, shift)
+	if m.n > maxChunks {
+		return nil, fmt.Errorf("%d chunks of 2^%d bytes, more than %d", m.n, shift, maxChunks)
+	}
+	copy(m.b, v)
+	return m, m.valid(len(v))
 }
 
 // valid checks a value read into m.b (n bytes of it) against m's geometry.
@@ -362,19 +403,20 @@ func (s *Store) loadSums(oid uint64, f *os.File, size int64) (*sums, error) {
 	if s.noSums {
 		return nil, nil
 	}
-	m := newSums(size)
+	v := make([]byte, maxSumLen)
 	fd := int(f.Fd())
 	var n int
-	err := ignoringEINTR(func() (err error) { n, err = unix.Fgetxattr(fd, sumAttr, m.b); return err })
+	err := ignoringEINTR(func() (err error) { n, err = unix.Fgetxattr(fd, sumAttr, v); return err })
+	var m *sums
 	switch {
 	case err == unix.ENODATA:
-		return s.adoptSums(oid, f, m)
+		return s.adoptSums(oid, f, newSums(size, s.maxChunks))
 	case err == unix.ERANGE:
 		err = errors.New("value too long")
 	case err != nil:
 		return nil, ioError("read checksums of", oid, err)
 	default:
-		err = m.valid(n)
+		m, err = decodeSums(size, v[:n])
 	}
 	if err != nil {
 		return nil, damagedError("open", oid, err)

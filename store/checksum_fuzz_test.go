@@ -11,25 +11,29 @@ import (
 )
 
 // FuzzSumsValue decodes arbitrary bytes as the checksum xattr of an
-// object of arbitrary size, the way loadSums does (a fixed geometry from
-// the size, the value read into it, valid), and walks every accessor a
-// valid value allows: none may panic, and the chunks tile the object.
+// object of arbitrary size, the way loadSums does (decodeSums: the
+// geometry the value names, checked against the size), and walks every
+// accessor a valid value allows: none may panic, and the chunks tile the
+// object.
 func FuzzSumsValue(f *testing.F) {
 	for _, size := range []int64{1, 10, 3*16<<10 + 10, 4 << 20, proto.InodeSize} {
-		f.Add(uint32(size), sumsFor(size, 0, nil).b)
-		f.Add(uint32(size), newSums(size).b[:sumHeaderSize])
+		f.Add(uint32(size), sumsFor(size, 0, nil, maxChunks).b)
+		f.Add(uint32(size), newSums(size, maxChunks).b[:sumHeaderSize])
+		f.Add(uint32(size), sumsFor(size, 0, nil, minChunks).b)
 	}
 	f.Add(uint32(100), []byte{1, 16, 0, 0})
 	f.Add(uint32(0), []byte{})
 	f.Fuzz(func(t *testing.T, size32 uint32, value []byte) {
 		size := 1 + int64(size32)%(16<<20)
-		m := newSums(size)
-		if len(value) > len(m.b) {
+		if len(value) > maxSumLen {
 			return // ERANGE from fgetxattr: damaged, never decoded
 		}
-		n := copy(m.b, value)
-		if err := m.valid(n); err != nil {
+		m, err := decodeSums(size, value)
+		if err != nil {
 			return
+		}
+		if m.n > maxChunks || m.shift < minChunkShift {
+			t.Fatalf("valid value of %d chunks of 2^%d", m.n, m.shift)
 		}
 		if m.b[0] != sumVersion && m.b[0] != sumVersionCRC {
 			t.Fatalf("valid value of version %d", m.b[0])
@@ -61,12 +65,12 @@ func FuzzSumsValue(f *testing.F) {
 func FuzzChecksumXattr(f *testing.F) {
 	const oid, size = 0x7c2b2500000001, 3*16<<10 + 10
 	good := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
-	f.Add(sumsFor(size, 0, good).b)
-	f.Add(sumsFor(size, 0, nil).b)
-	v1 := bytes.Clone(sumsFor(size, 0, good).b)
+	f.Add(sumsFor(size, 0, good, maxChunks).b)
+	f.Add(sumsFor(size, 0, nil, maxChunks).b)
+	v1 := bytes.Clone(sumsFor(size, 0, good, maxChunks).b)
 	v1[0] = sumVersionCRC
 	f.Add(v1)
-	unflushed := bytes.Clone(sumsFor(size, 0, good).b)
+	unflushed := bytes.Clone(sumsFor(size, 0, good, maxChunks).b)
 	unflushed[sumFlags] |= sumUnflushed
 	f.Add(unflushed)
 	f.Add([]byte{2, 14, 0, 0, 4, 0, 0, 0})

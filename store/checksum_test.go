@@ -165,7 +165,7 @@ func TestSparseCreateChecksums(t *testing.T) {
 	const oid, size = 0x99, 4 << 20
 	s := openStore(t, Config{})
 	mustCreate(t, s, oid, size, 1*ck+5, []byte("hello")) // in chunk 1
-	m := newSums(size)
+	m := newSums(size, maxChunks)
 	n, err := unix.Getxattr(s.objPath(oid), sumAttr, m.b)
 	if err != nil || m.valid(n) != nil {
 		t.Fatalf("xattr: %d bytes, %v, %v", n, err, m.valid(n))
@@ -196,7 +196,7 @@ func TestChunkShift(t *testing.T) {
 		{0, 14, 0}, {1, 14, 1}, {4 << 20, 14, 256}, {4<<20 + 1, 15, 129},
 		{proto.InodeSize, 16, 193}, {16 << 20, 16, 256}, {1 << 31, 23, 256},
 	} {
-		m := newSums(tc.size)
+		m := newSums(tc.size, maxChunks)
 		if m.shift != tc.shift || m.n != tc.n {
 			t.Errorf("size %d: %d chunks of 2^%d, want %d of 2^%d", tc.size, m.n, m.shift, tc.n, tc.shift)
 		}
@@ -358,5 +358,72 @@ func TestSyncAfterChecksumChange(t *testing.T) {
 	}
 	if h.metaDirty.Load() {
 		t.Fatal("Sync left the xattr dirty")
+	}
+}
+
+// An object keeps the geometry it was written with: one written by a
+// store limited to small xattrs (64 chunks) reads, verifies and takes
+// writes in a store without that limit, whose new objects get 256 chunks.
+func TestChecksumGeometryTravelsWithTheObject(t *testing.T) {
+	const size = 4 << 20
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	s.maxChunks = 64
+	data := randBytes(size)
+	mustCreate(t, s, 1, size, 0, data)
+	s.Close()
+
+	s = openStore(t, Config{Dir: dir})
+	if s.maxChunks != maxChunks {
+		t.Fatalf("maxChunks %d, want %d", s.maxChunks, maxChunks)
+	}
+	if got := mustRead(t, s, 1, 0, size); !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
+	if err := s.WriteAt(ctx, 1, []byte("hello"), 70<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[70<<10:], "hello")
+	mustCreate(t, s, 2, size, 0, data)
+	for oid, shift := range map[uint64]uint8{1: 16, 2: 14} {
+		if err := s.Verify(oid); err != nil {
+			t.Fatal(err)
+		}
+		v := make([]byte, maxSumLen)
+		n, err := unix.Getxattr(s.objPath(oid), sumAttr, v)
+		m, derr := decodeSums(size, v[:n])
+		if err != nil || derr != nil || m.shift != shift {
+			t.Fatalf("object %d: %v, %v; want chunks of 2^%d", oid, err, derr, shift)
+		}
+	}
+	s.Close()
+	flipByte(t, s.objPath(1), 100<<10)
+	s = openStore(t, Config{Dir: dir})
+	wantChecksum(t, s.Verify(1))
+}
+
+// decodeSums takes the geometry from the value and refuses any that does
+// not describe the object.
+func TestDecodeSumsGeometry(t *testing.T) {
+	const size = 4 << 20
+	for _, tc := range []struct {
+		name string
+		v    []byte
+		ok   bool
+	}{
+		{"256 chunks", sumsFor(size, 0, nil, 256).b, true},
+		{"64 chunks", sumsFor(size, 0, nil, 64).b, true},
+		{"16 chunks", sumsFor(size, 0, nil, 16).b, true},
+		{"of another size", sumsFor(size/2, 0, nil, 64).b, false},
+		{"chunks below 16 KiB", newSumsShift(size, 13).b, false},
+		{"truncated", sumsFor(size, 0, nil, 64).b[:100], false},
+		{"header only", sumsFor(size, 0, nil, 64).b[:sumHeaderSize], false},
+		{"short", []byte{2, 16}, false},
+		{"huge shift", []byte{2, 60, 0, 0, 1, 0, 0, 0}, false},
+	} {
+		_, err := decodeSums(size, tc.v)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
 	}
 }

@@ -32,7 +32,7 @@ func TestPiecesHashAsTheirConcatenation(t *testing.T) {
 	// A Create with data inside a large chunk (2 MiB, over len(zeros)).
 	const size = 512 << 20
 	data := randBytes(3000)
-	m := sumsFor(size, 5<<20+7, data)
+	m := sumsFor(size, 5<<20+7, data, maxChunks)
 	big := make([]byte, 1<<m.shift)
 	copy(big[1<<20+7:], data)
 	if m.shift != 21 || m.cur(2) != uint32(xxh3.Hash(big)) || m.cur(0) != zeroSum(1<<21) {
@@ -43,7 +43,7 @@ func TestPiecesHashAsTheirConcatenation(t *testing.T) {
 // v1Value is the version 1 xattr value of an object holding data: CRC-32C
 // values, as stores before version 2 wrote them.
 func v1Value(data []byte, flags byte) []byte {
-	m := newSums(int64(len(data)))
+	m := newSums(int64(len(data)), maxChunks)
 	m.b[0], m.b[sumFlags] = 1, flags
 	for i := range m.n {
 		cs, cl := m.chunk(i)
@@ -56,7 +56,7 @@ func v1Value(data []byte, flags byte) []byte {
 // onDiskSums reads the checksums of the file at path, of size bytes.
 func onDiskSums(t *testing.T, path string, size int64) *sums {
 	t.Helper()
-	m := newSums(size)
+	m := newSums(size, maxChunks)
 	n, err := unix.Getxattr(path, sumAttr, m.b)
 	if err != nil || m.valid(n) != nil {
 		t.Fatalf("xattr: %d bytes, %v, %v", n, err, m.valid(n))
@@ -135,7 +135,7 @@ func TestVersion1PrevIsAccepted(t *testing.T) {
 	good := randBytes(size)
 	path := putV1Object(t, dir, oid, good, 0)
 	v := v1Value(good, 0)
-	m := newSums(size)
+	m := newSums(size, maxChunks)
 	copy(m.b, v)
 	m.set(m.b, 1, m.cur(1)+1, m.prev(1)) // cur: a write that never landed
 	if err := unix.Setxattr(path, sumAttr, m.b, 0); err != nil {

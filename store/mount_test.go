@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +78,91 @@ func TestFullDiskIsNoSpace(t *testing.T) {
 		if strings.HasSuffix(n, tmpSuffix) {
 			t.Fatalf("a failed Create left %s", n)
 		}
+	}
+}
+
+// mountSmallExt4 makes an ext4 image with 1 KiB blocks and no journal, as
+// Sheepdog's functional tests make their stores (mkfs on a small image),
+// loop-mounts it on a fresh directory and unmounts it when the test ends.
+// It skips the test where that is not possible (not root, no mkfs.ext4,
+// no loop device).
+func mountSmallExt4(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop-mounting an ext4 image needs root")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed (e2fsprogs)")
+	}
+	tmp := t.TempDir()
+	img, dir := filepath.Join(tmp, "small.img"), filepath.Join(tmp, "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^has_journal", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop,user_xattr", img, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// On ext4 with 1 KiB blocks a file's xattrs hold ~950 bytes, not the
+// 2056 of 256 chunk checksums: the store opens with 64 chunks per object,
+// and checksums still catch a flipped byte, survive a reopen and let
+// Repair put good bytes back.
+func TestSmallBlockExt4KeepsChecksums(t *testing.T) {
+	dir := mountSmallExt4(t)
+	s := openStore(t, Config{Dir: dir})
+	if s.maxChunks != 64 {
+		t.Fatalf("maxChunks %d on 1 KiB-block ext4, want 64", s.maxChunks)
+	}
+	const oid, size = 0x1234, 4 << 20
+	good := randBytes(size)
+	mustCreate(t, s, oid, size, 0, nil)
+	if err := s.WriteAt(ctx, oid, good[100:200<<10], 100, true); err != nil {
+		t.Fatal(err)
+	}
+	copy(good[:100], make([]byte, 100))
+	clear(good[200<<10:])
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, good) {
+		t.Fatal("content differs")
+	}
+	v := make([]byte, maxSumLen)
+	n, err := unix.Getxattr(s.objPath(oid), sumAttr, v)
+	if err != nil || n != sumHeaderSize+8*64 || v[1] != 16 {
+		t.Fatalf("xattr: %d bytes of chunk shift %d, %v; want %d bytes of shift 16", n, v[1], err, sumHeaderSize+8*64)
+	}
+
+	// A flipped byte in chunk 2 (bytes 128 KiB to 192 KiB).
+	s.Close()
+	flipByte(t, s.objPath(oid), 150<<10)
+	s = openStore(t, Config{Dir: dir})
+	buf := make([]byte, 4096)
+	wantChecksum(t, s.ReadAt(ctx, oid, buf, 140<<10))
+	if got := mustRead(t, s, oid, 64<<10, 4096); !bytes.Equal(got, good[64<<10:68<<10]) {
+		t.Fatal("chunk 1 differs")
+	}
+	wantChecksum(t, s.Verify(oid))
+	if n, err := s.Repair(ctx, oid, good); err != nil || n != 1 {
+		t.Fatalf("Repair: %d chunks, %v; want 1", n, err)
+	}
+	if err := s.Verify(oid); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, good) {
+		t.Fatal("content differs after repair")
 	}
 }

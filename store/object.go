@@ -36,7 +36,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	tmp := filepath.Join(s.objDir, fmt.Sprintf("%s.%d%s", proto.ObjectName(oid), s.tmpSeq.Add(1), tmpSuffix))
 	var m *sums
 	if !s.noSums {
-		m = sumsFor(size, off, data)
+		m = sumsFor(size, off, data, s.maxChunks)
 		if !sync {
 			// Durable no later than the name (see checksum.go).
 			m.b[sumFlags] |= sumUnflushed
@@ -151,7 +151,7 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	f := os.NewFile(uintptr(fd), s.objPath(oid))
 	var m *sums
 	if !s.noSums {
-		m = sumsFor(size, off, data)
+		m = sumsFor(size, off, data, s.maxChunks)
 		if !sync {
 			m.b[sumFlags] |= sumUnflushed
 		}

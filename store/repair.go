@@ -85,7 +85,7 @@ func (s *Store) Repair(ctx context.Context, oid uint64, good []byte) (int, error
 	h.mu.Lock()
 	if h.sumsErr != nil {
 		h.mu.Unlock()
-		n := newSums(h.size).n
+		n := newSums(h.size, s.maxChunks).n
 		s.log.Warn("replacing object with damaged checksums", "oid", fmt.Sprintf("%016x", oid), "err", h.sumsErr)
 		s.stats.repaired.Add(uint64(n))
 		return n, s.Create(ctx, oid, h.size, 0, good, true)
@@ -146,8 +146,9 @@ func (s *Store) verifyFile(op string, oid uint64, path string, data []byte) erro
 	if s.noSums {
 		return nil
 	}
-	m := newSums(int64(len(data)))
-	n, err := unix.Getxattr(path, sumAttr, m.b)
+	v := make([]byte, maxSumLen)
+	n, err := unix.Getxattr(path, sumAttr, v)
+	var m *sums
 	switch {
 	case err == unix.ENODATA:
 		return nil
@@ -156,7 +157,7 @@ func (s *Store) verifyFile(op string, oid uint64, path string, data []byte) erro
 	case err != nil:
 		return ioError(op, oid, &os.PathError{Op: "getxattr", Path: path, Err: err})
 	default:
-		err = m.valid(n)
+		m, err = decodeSums(int64(len(data)), v[:n])
 	}
 	if err != nil {
 		return damagedError(op, oid, err)

@@ -27,6 +27,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,7 +71,10 @@ type Store struct {
 	staleDir string // dir/obj/.stale
 	noSync   bool
 	noSums   bool // keep and check no chunk checksums
-	log      *slog.Logger
+	// maxChunks is the most chunks a new object's checksums have: 256,
+	// fewer where the filesystem keeps small xattrs (checksum.go).
+	maxChunks int
+	log       *slog.Logger
 
 	files   *fdCache
 	dirFile *os.File  // objDir, open to fsync it after renames
@@ -133,8 +137,14 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", cfg.Dir, err)
 	}
-	if err := checkXattr(cfg.Dir); err != nil {
+	maxN, err := probeXattr(cfg.Dir)
+	if err != nil {
 		return nil, err
+	}
+	s.maxChunks = maxN
+	if maxN < maxChunks {
+		s.log.Info("the store's filesystem keeps small extended attributes: checksums cover larger chunks",
+			"dir", cfg.Dir, "max_xattr_bytes", sumHeaderSize+8*maxN, "chunk_bytes_4MiB_object", int64(1)<<chunkShiftFor(4<<20, maxN))
 	}
 	if err := os.MkdirAll(s.staleDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", s.staleDir, err)
@@ -166,17 +176,40 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// checkXattr sets, reads back and removes a user.* attribute on a scratch
-// file in dir, as large as the biggest checksum attribute.
-func checkXattr(dir string) error {
+// probeXattr finds how many chunks a checksum xattr in dir may describe:
+// it sets, reads back and removes a user.* attribute on a scratch file, as
+// large as the biggest checksum attribute, then halving the chunks while
+// the filesystem answers that the value does not fit (ENOSPC, E2BIG or
+// ERANGE: ext4 keeps a file's xattrs in one block, 1 KiB on small
+// images). Any other failure, or no room even for minChunks, means the
+// store cannot keep checksums there.
+func probeXattr(dir string) (int, error) {
 	f, err := os.CreateTemp(dir, ".xattr-probe-*")
 	if err != nil {
-		return fmt.Errorf("store: create probe file in %s: %w", dir, err)
+		return 0, fmt.Errorf("store: create probe file in %s: %w", dir, err)
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	want := bytes.Repeat([]byte("1"), sumHeaderSize+8*maxChunks)
-	err = xattr.FSet(f, probeAttr, want)
+	var tooBig error
+	for n := maxChunks; n >= minChunks; n /= 2 {
+		err := probeXattrSize(f, sumHeaderSize+8*n)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.E2BIG) && !errors.Is(err, unix.ERANGE) {
+			return 0, fmt.Errorf("store dir %s does not support extended attributes (user.*): %w", dir, err)
+		}
+		tooBig = err
+	}
+	return 0, fmt.Errorf("store dir %s keeps no extended attribute of %d bytes, the least checksums need (or its disk is full): %w",
+		dir, sumHeaderSize+8*minChunks, tooBig)
+}
+
+// probeXattrSize sets, reads back and removes a value of size bytes as
+// the probe attribute of f.
+func probeXattrSize(f *os.File, size int) error {
+	want := bytes.Repeat([]byte("1"), size)
+	err := xattr.FSet(f, probeAttr, want)
 	if err == nil {
 		var v []byte
 		v, err = xattr.FGet(f, probeAttr)
@@ -187,10 +220,7 @@ func checkXattr(dir string) error {
 	if err == nil {
 		err = xattr.FRemove(f, probeAttr)
 	}
-	if err != nil {
-		return fmt.Errorf("store dir %s does not support extended attributes (user.*): %w", dir, err)
-	}
-	return nil
+	return err
 }
 
 // removeTmpFiles deletes the tmp files of Creates that never reached their
@@ -241,6 +271,31 @@ func (s *Store) Capacity() (size, free uint64, err error) {
 		unit = uint64(st.Bsize)
 	}
 	return st.Blocks * unit, st.Bavail * unit, nil
+}
+
+// spaceAttr is the store dir's xattr that keeps NodeSpace, named as
+// Sheepdog's (user.md.size, a little-endian u64).
+const spaceAttr = "user.md.size"
+
+// NodeSpace is the space this store offers its cluster, which automatic
+// vnodes weigh: as in Sheepdog, the bytes available (statfs f_bavail) when
+// the store was first opened, kept in the store dir's xattr user.md.size,
+// so that it stays the same across restarts however full the store gets.
+func (s *Store) NodeSpace() (uint64, error) {
+	var b [8]byte
+	n, err := unix.Getxattr(s.dir, spaceAttr, b[:])
+	if err == nil && n == len(b) {
+		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	_, free, err := s.Capacity()
+	if err != nil {
+		return 0, err
+	}
+	binary.LittleEndian.PutUint64(b[:], free)
+	if err := unix.Setxattr(s.dir, spaceAttr, b[:], 0); err != nil {
+		s.log.Warn("cannot keep the store's space", "dir", s.dir, "err", err)
+	}
+	return free, nil
 }
 
 // Used reports the bytes the filesystem has allocated to files under

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -515,5 +516,27 @@ func TestCreateOrWrite(t *testing.T) {
 	}
 	if err := s.Verify(oid); err != nil {
 		t.Fatalf("checksums after CreateOrWrite: %v", err)
+	}
+}
+
+// NodeSpace is the space available when the store was first opened, kept
+// across reopens.
+func TestNodeSpace(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	_, free, err := s.Capacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.NodeSpace()
+	if err != nil || got == 0 || got > free+free/10 || got < free-free/10 {
+		t.Fatalf("NodeSpace %d, %v; available %d", got, err, free)
+	}
+	if err := unix.Setxattr(dir, spaceAttr, binary.LittleEndian.AppendUint64(nil, 12345), 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if got, err := openStore(t, Config{Dir: dir}).NodeSpace(); err != nil || got != 12345 {
+		t.Fatalf("NodeSpace after reopen %d, %v; want the kept 12345", got, err)
 	}
 }

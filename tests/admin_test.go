@@ -91,7 +91,7 @@ func TestRecoveryControls(t *testing.T) {
 	sheeps := startCluster(t, 4)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	sheeps[0].must(t, nil, "node", "recovery", "set-throttle", "4", "100")
-	if got := sheeps[1].must(t, nil, "node", "recovery", "get-throttle"); got != "max: 4\ninterval: 100\n" {
+	if got := sheeps[1].must(t, nil, "node", "recovery", "get-throttle"); got != "max (4), interval (100)\n" {
 		t.Fatalf("get-throttle: %q", got)
 	}
 	data := seedVdi(t, sheeps[0], "Alice", 64<<20)

@@ -357,11 +357,11 @@ func TestNodeVnodesSet(t *testing.T) {
 // set-throttle` does.
 func TestSheepRecoveryThrottleOption(t *testing.T) {
 	s := startSheep(t, "-n", "-R", "max=50,interval=1000")
-	if got := s.must(t, nil, "node", "recovery", "get-throttle"); got != "max: 50\ninterval: 1000\n" {
+	if got := s.must(t, nil, "node", "recovery", "get-throttle"); got != "max (50), interval (1000)\n" {
 		t.Errorf("get-throttle after -R max=50,interval=1000: %q", got)
 	}
 	u := startSheep(t, "-n")
-	if got := u.must(t, nil, "node", "recovery", "get-throttle"); got != "Recovery throttling is disabled\n" {
+	if got := u.must(t, nil, "node", "recovery", "get-throttle"); got != "max (0), interval (0)\n" {
 		t.Errorf("get-throttle without -R: %q", got)
 	}
 }
@@ -405,4 +405,37 @@ func TestLocalDriverOwnGossipPort(t *testing.T) {
 	b := startSheepArgv(t, pb, db, db, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none", "-p", strconv.Itoa(pb), "-z", "2")
 	waitNodes(t, a, 2)
 	waitNodes(t, b, 2)
+}
+
+// node recovery set-throttle/get-throttle as Sheepdog's test 107: dog's
+// checks and messages, and the largest interval (2^63-1 ms) reported back
+// as set, not as 2^64-1.
+func TestRecoveryThrottleAsDog(t *testing.T) {
+	s := startSheep(t)
+	s.must(t, nil, "cluster", "format", "--copies=1")
+	for _, tc := range []struct{ max, interval, err string }{
+		{"0", "1", "Invalid interval max (0), interval (1)"},
+		{"0", "-1", "Invalid interval (-1)"},
+		{"1", "0", "Invalid interval max (1), interval (0)"},
+		{"-1", "0", "Invalid max (-1)"},
+		{"-2", "-2", "Invalid max (-2)"},
+		{"4294967295", "9223372036854775808", "Invalid interval (9223372036854775808)"},
+		{"4294967296", "9223372036854775807", "Invalid max (4294967296)"},
+	} {
+		r := run(t, nil, bin("collie"), "node", "recovery", "set-throttle", "-p", strconv.Itoa(s.Port), "--", tc.max, tc.interval)
+		if r.Code != 64 || r.Stderr != tc.err+"\n" {
+			t.Errorf("set-throttle %s %s: exit %d, %q; want 64, %q", tc.max, tc.interval, r.Code, r.Stderr, tc.err)
+		}
+		if got := s.must(t, nil, "node", "recovery", "get-throttle"); got != "max (0), interval (0)\n" {
+			t.Errorf("after a refused set: %q", got)
+		}
+	}
+	for _, tc := range [][2]string{{"0", "0"}, {"1", "1"}, {"4294967295", "9223372036854775807"}} {
+		if r := run(t, nil, bin("collie"), "node", "recovery", "set-throttle", "-p", strconv.Itoa(s.Port), "--", tc[0], tc[1]); r.Code != 0 {
+			t.Fatalf("set-throttle %s %s: exit %d, %s", tc[0], tc[1], r.Code, r.Stderr)
+		}
+		if got, want := s.must(t, nil, "node", "recovery", "get-throttle"), "max ("+tc[0]+"), interval ("+tc[1]+")\n"; got != want {
+			t.Errorf("get-throttle %q, want %q", got, want)
+		}
+	}
 }

@@ -146,6 +146,11 @@ loop:
 	t.Logf("soak %v: %d kill -9 and restarts of node 1 or 2, %d bad connections, max RSS %d / %d / %d MiB",
 		dur, kills, bad.Load(), maxRSS[0]>>20, maxRSS[1]>>20, maxRSS[2]>>20)
 	t.Logf("fio:\n%s", lastLines(fioOut.String(), 25))
+	for _, l := range strings.Split(fioOut.String(), "\n") {
+		if strings.Contains(l, "err") || strings.Contains(l, "verify") || strings.Contains(l, "fio:") {
+			t.Logf("fio: %s", l)
+		}
+	}
 	if out := fioOut.String(); fioErr != nil || strings.Contains(out, "verify failed") || strings.Contains(out, "bad magic") {
 		t.Fatalf("fio failed: %v", fioErr)
 	}

@@ -64,6 +64,7 @@ var clusterOptions = []option{
 	{'t', "strict", false, "do not serve write request if number of nodes is not sufficient"},
 	{'z', "block_size_shift", true, "specify the shift num of default data object size"},
 	{'V', "fixedvnodes", false, "disable automatic vnodes calculation"},
+	{'m', "multithread", false, "use multi-thread for 'cluster snapshot save'"},
 	{'d', "diff", false, "just output the changes between the two adjacent epoches" +
 		"for cluster info"},
 }
@@ -92,7 +93,7 @@ type command struct {
 var commands = []*command{
 	{name: "vdi", options: vdiOptions, subs: []subcommand{
 		{"check", "<vdiname>", "seaphT", "check and repair image's consistency", true, true, vdiCheck},
-		{"create", "<vdiname> <size>", "PcaphrvzT", "create an image", true, true, vdiCreate},
+		{"create", "<vdiname> <size>", "PycaphrvzT", "create an image", true, true, vdiCreate},
 		{"snapshot", "<vdiname>", "saphrvTR", "create a snapshot", true, false, vdiSnapshot},
 		{"clone", "<src vdi> <dst vdi>", "sPnaphrvT", "clone an image", true, false, vdiClone},
 		{"delete", "<vdiname>", "saphTBIm", "delete an image", true, false, vdiDelete},
@@ -126,6 +127,7 @@ var commands = []*command{
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
 		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
+		{"snapshot", "<save|list|load|show> <tag|idx> <path> [vdi1] [vdi2] ...", "aphTm", "snapshot/restore the cluster", true, true, clusterSnapshot},
 		{"alter-copy", "", "aphTcf", "set the cluster's redundancy level", false, true, clusterAlterCopy},
 	}},
 }

@@ -27,14 +27,22 @@ func nodeRecoveryCmd(s *session, args []string) error {
 		if len(args) != 3 {
 			return usagef("Usage: collie node recovery set-throttle <max> <interval>")
 		}
-		max, err1 := strconv.ParseUint(args[1], 10, 32)
-		interval, err2 := strconv.ParseUint(args[2], 10, 63)
-		if err1 != nil || err2 != nil {
-			return failf(exitUsage, "Invalid throttle '%s %s': max and interval (milliseconds) must be numbers", args[1], args[2])
+		// dog's checks and messages: max a long in 0..2^32-1, interval
+		// a long long ≥ 0 (milliseconds), both zero or neither.
+		max, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil || max < 0 || max > 1<<32-1 {
+			return usagef("Invalid max (%s)", args[1])
+		}
+		interval, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil || interval < 0 {
+			return usagef("Invalid interval (%s)", args[2])
+		}
+		if (max == 0) != (interval == 0) {
+			return usagef("Invalid interval max (%d), interval (%d)", max, interval)
 		}
 		buf := make([]byte, 24)
 		binary.LittleEndian.PutUint32(buf[0:], uint32(max))
-		binary.LittleEndian.PutUint64(buf[8:], interval)
+		binary.LittleEndian.PutUint64(buf[8:], uint64(interval))
 		if max > 0 && interval > 0 {
 			buf[16] = 1
 		}
@@ -63,11 +71,7 @@ func nodeRecoveryCmd(s *session, args []string) error {
 			return failf(exitFailure, "Failed to get recovery throttle: %s", rsp.Result)
 		}
 		max, interval := binary.LittleEndian.Uint32(buf[0:]), binary.LittleEndian.Uint64(buf[8:])
-		if buf[16] == 0 {
-			fmt.Fprintf(s.out, "Recovery throttling is disabled\n")
-			return nil
-		}
-		fmt.Fprintf(s.out, "max: %d\ninterval: %d\n", max, interval)
+		fmt.Fprintf(s.out, "max (%d), interval (%d)\n", max, interval)
 		return nil
 	}
 	return usagef("Invalid recovery subcommand '%s'", sub)

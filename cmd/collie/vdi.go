@@ -132,6 +132,27 @@ func (s *session) readTable(ino *proto.Inode) error {
 	return nil
 }
 
+// readTree reads the B-tree index of ino, a hyper volume.
+func (s *session) readTree(ino *proto.Inode) (*proto.Btree, error) {
+	oid := proto.VidToVdiOid(ino.VdiID)
+	var hdr [proto.BtreeHeaderSize]byte
+	if err := s.readObj(oid, proto.DataVdiIDOffset, hdr[:], true); err != nil {
+		return nil, err
+	}
+	_, used, err := proto.BtreeRootDepth(hdr[:])
+	if err != nil {
+		used = proto.BtreeHeaderSize // DecodeBtree reports it
+	}
+	root := make([]byte, max(used, proto.BtreeHeaderSize))
+	if err := s.readObj(oid, proto.DataVdiIDOffset, root, true); err != nil {
+		return nil, err
+	}
+	return proto.DecodeBtree(ino.VdiID, ino.BtreeCounter, root, func(node uint64) ([]byte, error) {
+		b := make([]byte, proto.BtreeNodeSize)
+		return b, s.readObj(node, 0, b, true)
+	})
+}
+
 // newVdi is dog's do_vdi_create: NEW_VDI with the 256-byte name.
 func (s *session) newVdi(name string, size uint64, base uint32, snapshot bool, copies, policy, store, shift uint8) (uint32, error) {
 	req := proto.NewRequest(proto.OpNewVdi)
@@ -186,6 +207,13 @@ func vdiCreate(s *session, args []string) error {
 	}
 	o := s.opts
 	shift := o.blockSizeShift
+	var store uint8
+	if o.snap.hyper {
+		store = 1
+		if shift == 0 {
+			shift = proto.DefaultBlockSizeShift // as dog: hyper volumes use 4 MiB objects
+		}
+	}
 	if shift == 0 {
 		req := proto.NewRequest(proto.OpClusterInfo)
 		buf := make([]byte, proto.ClusterInfoSize)
@@ -203,11 +231,17 @@ func vdiCreate(s *session, args []string) error {
 		shift = ci.BlockSizeShift
 	}
 	maxSize := proto.OldMaxVdiSize(shift)
-	if size > maxSize {
+	if size > maxSize && store == 0 {
 		return usagef("VDI size is larger than %s bytes, please use '-y' to create a hyper volume with size up to %s bytes"+
 			" or use '-z' to create larger object size volume", strnumber(maxSize, o.raw), strnumber(proto.MaxVdiSize, o.raw))
 	}
-	vid, err := s.newVdi(name, size, 0, false, o.copies, o.copyPolicy, 0, o.blockSizeShift)
+	if size > proto.MaxVdiSize {
+		return usagef("VDI size is too large")
+	}
+	if store != 0 && o.prealloc {
+		return usagef("preallocation of a hyper volume is not supported")
+	}
+	vid, err := s.newVdi(name, size, 0, false, o.copies, o.copyPolicy, store, shift)
 	if err != nil {
 		return err
 	}

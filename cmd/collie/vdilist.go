@@ -108,6 +108,29 @@ func (s *session) scanVdis(table bool, only string, oid uint64) ([]inodeScan, er
 				r.hasOid = idx < proto.MaxDataIndexes && ino.DataVdiID[idx] != 0 && ino.DataVdiID[idx] == proto.OidToVid(oid)
 			}
 			ino.DataVdiID = nil // keep only the counts
+		} else if table {
+			tree, err := s.readTree(ino)
+			if err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				r.errMsg = fmt.Sprintf("Failed to read inode of %x: %v", vid, err)
+				return nil
+			}
+			tree.Walk(func(idx, v uint32) {
+				switch v {
+				case 0:
+				case ino.VdiID:
+					r.own++
+				default:
+					r.shared++
+				}
+			})
+			if oid != 0 {
+				v := tree.Get(proto.DataIndex(oid))
+				r.hasOid = v != 0 && v == proto.OidToVid(oid)
+			}
 		}
 		r.ino = ino
 		return nil

@@ -356,7 +356,7 @@ func selfNode(cfg Config, addr netip.Addr, st *store.Store) proto.Node {
 	if cfg.Vnodes > 0 {
 		self.NrVnodes = uint16(cfg.Vnodes)
 	}
-	if size, _, err := st.Capacity(); err == nil {
+	if size, err := st.NodeSpace(); err == nil {
 		self.Space = size
 	}
 	if cfg.Gateway {

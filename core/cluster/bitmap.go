@@ -15,6 +15,7 @@ func newBitmap() bitmap { return make(bitmap, proto.NrVdis/64) }
 
 func (b bitmap) get(v uint32) bool { return v < proto.NrVdis && b[v/64]&(1<<(v%64)) != 0 }
 func (b bitmap) set(v uint32)      { b[v/64] |= 1 << (v % 64) }
+func (b bitmap) clear(v uint32)    { b[v/64] &^= 1 << (v % 64) }
 
 func (b bitmap) clone() bitmap { return append(bitmap(nil), b...) }
 

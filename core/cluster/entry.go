@@ -23,6 +23,7 @@ const (
 	KindRecovery  Kind = 8  // ENABLE/DISABLE_RECOVER
 	KindIdentity  Kind = 9  // the cluster's identity, set once by the node that bootstrapped it
 	KindAttrClaim Kind = 10 // GET_VDI_ATTR with CREAT|EXCL: claim an attribute slot
+	KindRecycle   Kind = 11 // format -R: free the vids of a family whose members are all deleted
 	KindAlterCopy Kind = 12 // ALTER_CLUSTER_COPY (Vid 0) and ALTER_VDI_COPY: a new number of copies
 )
 

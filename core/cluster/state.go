@@ -204,7 +204,7 @@ func (s *State) Apply(e *Entry) proto.Result {
 	// else is refused the way the node gate refuses requests.
 	if !s.Formatted() {
 		switch e.Kind {
-		case KindAddVdi, KindDelVdi, KindLock, KindRelease, KindEpoch, KindRecovery, KindAlterCopy:
+		case KindAddVdi, KindDelVdi, KindLock, KindRelease, KindEpoch, KindRecovery, KindAlterCopy, KindRecycle:
 			return proto.ResWaitForFormat
 		}
 	}
@@ -235,6 +235,8 @@ func (s *State) Apply(e *Entry) proto.Result {
 		return s.applyAttrClaim(e)
 	case KindAlterCopy:
 		return s.applyAlterCopy(e)
+	case KindRecycle:
+		return s.applyRecycle(e)
 	}
 	return proto.ResInvalidParms
 }
@@ -363,6 +365,69 @@ func (s *State) applyDelVdi(e *Entry) proto.Result {
 	v.LockOwner = proto.NodeID{}
 	delete(s.LockTokens, e.Vid)
 	s.deleted.set(e.Vid)
+	return proto.ResSuccess
+}
+
+// Family returns the vids of vid's family: the root reached by following
+// parent vids (snapshots and clones name their parent), and every vid
+// descending from it, in vid order.
+func (s *State) Family(vid uint32) []uint32 {
+	root := vid
+	for seen := 0; seen < len(s.Vdis); seen++ {
+		p := s.Vdis[root].ParentVid
+		if p == 0 || p == root || s.Vdis[p] == nil {
+			break
+		}
+		root = p
+	}
+	children := map[uint32][]uint32{}
+	for v, st := range s.Vdis {
+		if st.ParentVid != 0 && st.ParentVid != v {
+			children[st.ParentVid] = append(children[st.ParentVid], v)
+		}
+	}
+	family := []uint32{root}
+	seen := map[uint32]bool{root: true}
+	for i := 0; i < len(family); i++ {
+		for _, c := range children[family[i]] {
+			if !seen[c] {
+				seen[c] = true
+				family = append(family, c)
+			}
+		}
+	}
+	slices.Sort(family)
+	return family
+}
+
+// Recyclable reports whether the vids of vid's family may be freed: the
+// cluster was formatted with -R and every member is deleted.
+func (s *State) Recyclable(vid uint32) bool {
+	if s.Flags&proto.ClusterFlagRecycleVid == 0 || s.Vdis[vid] == nil {
+		return false
+	}
+	for _, v := range s.Family(vid) {
+		if !s.Vdis[v].Deleted {
+			return false
+		}
+	}
+	return true
+}
+
+// applyRecycle frees the vids of e.Vid's family once every member is
+// deleted (format -R, Sheepdog's run_vid_gc): their vdi_states go and
+// their in-use and deleted bits are cleared, so that new VDIs take them
+// again. The proposer removed their inode objects first: a vid is free
+// only once nothing of its old VDI is left to be mistaken for a new one.
+func (s *State) applyRecycle(e *Entry) proto.Result {
+	if !s.Recyclable(e.Vid) {
+		return proto.ResInvalidParms
+	}
+	for _, v := range s.Family(e.Vid) {
+		delete(s.Vdis, v)
+		s.inuse.clear(v)
+		s.deleted.clear(v)
+	}
 	return proto.ResSuccess
 }
 

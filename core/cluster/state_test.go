@@ -504,3 +504,52 @@ func TestAlterCopy(t *testing.T) {
 		t.Errorf("alter of an unknown vid: %v", res)
 	}
 }
+
+// With format -R, a family (a VDI, its snapshots and clones) whose members
+// are all deleted can be recycled (KindRecycle frees all its vids); a
+// family with a live member keeps them, and without -R nothing is freed.
+func TestRecycleVidFamily(t *testing.T) {
+	for _, recycle := range []bool{true, false} {
+		s := NewState()
+		var flags uint16
+		if recycle {
+			flags = proto.ClusterFlagRecycleVid
+		}
+		mustApply(t, s, &Entry{Kind: KindFormat, Ctime: 1, Flags: flags, Copies: 1, Nodes: []proto.Node{{}}})
+		// 1 <- 2 <- 3 (snapshots, 3 working); 4 a clone of 2; 5 alone.
+		mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 1})
+		mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 2, ParentVid: 1, OldVid: 1, SnapshotOld: true})
+		mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 3, ParentVid: 2, OldVid: 2, SnapshotOld: true})
+		mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 4, ParentVid: 2})
+		mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 5})
+		if f := s.Family(3); !slices.Equal(f, []uint32{1, 2, 3, 4}) {
+			t.Fatalf("family of 3: %v", f)
+		}
+		for _, v := range []uint32{3, 1, 2} {
+			mustApply(t, s, &Entry{Kind: KindDelVdi, Vid: v})
+		}
+		if s.Recyclable(1) || s.Apply(&Entry{Kind: KindRecycle, Vid: 1}) == proto.ResSuccess || !s.InUse(1) || !s.IsDeleted(1) {
+			t.Fatal("a family with a live clone lost its vids")
+		}
+		mustApply(t, s, &Entry{Kind: KindDelVdi, Vid: 4})
+		if s.Recyclable(4) != recycle {
+			t.Fatalf("recycle=%v: Recyclable %v", recycle, s.Recyclable(4))
+		}
+		if recycle {
+			mustApply(t, s, &Entry{Kind: KindRecycle, Vid: 4})
+		} else if s.Apply(&Entry{Kind: KindRecycle, Vid: 4}) == proto.ResSuccess {
+			t.Fatal("vids recycled without format -R")
+		}
+		for v := uint32(1); v <= 4; v++ {
+			if s.InUse(v) == recycle || s.IsDeleted(v) == recycle || (s.VdiState(v) == nil) != recycle {
+				t.Fatalf("recycle=%v: vid %d in use %v, deleted %v", recycle, v, s.InUse(v), s.IsDeleted(v))
+			}
+		}
+		if !s.InUse(5) {
+			t.Fatal("another family's vid was freed")
+		}
+		if recycle && s.FirstClear(1) != 1 {
+			t.Fatalf("first free vid %d, want 1", s.FirstClear(1))
+		}
+	}
+}

@@ -93,28 +93,34 @@ func (r *Ring) Holds(oid uint64, nrCopies int, id proto.NodeID) bool {
 	return false
 }
 
-// AutoVnodes sets each data node's vnode count proportional to its space:
-// round(128 × space / average space of the non-gateway nodes), at least 1.
+// AutoVnodes sets each data node's vnode count proportional to its space,
+// computed as Sheepdog's recalculate_vnodes does, so that objects land
+// where it would place them: the average space of the non-gateway nodes
+// in integer division, the factor space/average in single precision, and
+// 128 × factor rounded half to even (rintf). Unlike Sheepdog, a node with
+// space keeps at least 1 vnode (it would get 0 below 1/256 of the
+// average, and hold nothing).
 func AutoVnodes(nodes []proto.Node) []proto.Node {
 	out := slices.Clone(nodes)
-	var total float64
-	var n int
+	var total uint64
+	var n uint64
 	for _, nd := range out {
 		if nd.Space > 0 {
-			total += float64(nd.Space)
+			total += nd.Space
 			n++
 		}
 	}
 	if n == 0 {
 		return out
 	}
-	avg := total / float64(n)
+	avg := total / n
 	for i := range out {
 		if out[i].Space == 0 {
 			out[i].NrVnodes = 0
 			continue
 		}
-		v := math.Round(proto.DefaultVnodes * float64(out[i].Space) / avg)
+		factor := float32(out[i].Space) / float32(avg)
+		v := math.RoundToEven(float64(float32(proto.DefaultVnodes) * factor))
 		out[i].NrVnodes = uint16(max(1, min(v, math.MaxUint16)))
 	}
 	return out

@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -148,5 +149,34 @@ func TestAutoVnodes(t *testing.T) {
 	got := AutoVnodes(nodes)
 	if got[0].NrVnodes != 64 || got[1].NrVnodes != 192 || got[2].NrVnodes != 0 {
 		t.Fatalf("vnodes %d %d %d", got[0].NrVnodes, got[1].NrVnodes, got[2].NrVnodes)
+	}
+}
+
+// Sheepdog's test 054 expects 42/85/128/128/171/214 vnodes for stores on
+// ext4 images of 1, 2, 3, 3, 4 and 5 GiB, and 37/74/.../224 once a 6 GiB
+// one joins. The spaces are what statvfs gives as available (f_bavail ×
+// f_frsize) on those images, made with the suite's mkfs options on this
+// machine; their totals (f_blocks) give 43/.../213 instead.
+func TestAutoVnodesAsSheepdog(t *testing.T) {
+	free := map[int]uint64{1: 983769088, 2: 1983307776, 3: 2983374848, 4: 3979239424, 5: 4978253824, 6: 5977272320}
+	for _, tc := range []struct {
+		gib  []int
+		want []uint16
+	}{
+		{[]int{1, 2, 3, 3, 4, 5}, []uint16{42, 85, 128, 128, 171, 214}},
+		{[]int{1, 2, 3, 3, 4, 5, 6}, []uint16{37, 74, 112, 112, 149, 187, 224}},
+		{[]int{1, 1, 1}, []uint16{128, 128, 128}},
+	} {
+		var nodes []proto.Node
+		for _, g := range tc.gib {
+			nodes = append(nodes, proto.Node{Space: free[g]})
+		}
+		var got []uint16
+		for _, n := range AutoVnodes(nodes) {
+			got = append(got, n.NrVnodes)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%v GiB: vnodes %v, want %v", tc.gib, got, tc.want)
+		}
 	}
 }

@@ -58,6 +58,8 @@ const (
 	// InodeNrCopiesOffset is the offset of nr_copies (alter-copy
 	// rewrites it).
 	InodeNrCopiesOffset = inodeOffNrCopies
+	// InodeStorePolicyOffset is the offset of store_policy.
+	InodeStorePolicyOffset = inodeOffStorePolicy
 )
 
 // DataVdiIDOff is the byte offset of data_vdi_id[idx] in the inode object.

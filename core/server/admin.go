@@ -47,6 +47,31 @@ func (h *Handler) newVdi(ctx context.Context, c *call) error {
 	return nil
 }
 
+// notifyVdiAdd is NOTIFY_VDI_ADD as dog sends it to load a cluster
+// snapshot (set_bitmap): vid new_vid is registered in use with the copies,
+// policy and block size given, before its objects are written. A vid in
+// use already is left as it is, as Sheepdog's add_vdi_state updates an
+// existing entry.
+func (h *Handler) notifyVdiAdd(ctx context.Context, c *call) error {
+	a := c.req.VdiState()
+	if a.SetBitmap == 0 {
+		return fmt.Errorf("NOTIFY_VDI_ADD without set_bitmap: %w", proto.ResNoSupport)
+	}
+	if a.NewVid == 0 || a.NewVid >= proto.NrVdis || a.Copies > proto.MaxCopies ||
+		(a.BlockSizeShift != 0 && (a.BlockSizeShift < proto.MinBlockSizeShift || a.BlockSizeShift > proto.MaxBlockSizeShift)) {
+		return fmt.Errorf("NOTIFY_VDI_ADD of vid %x, %d copies, shift %d: %w", a.NewVid, a.Copies, a.BlockSizeShift, proto.ResInvalidParms)
+	}
+	res, err := h.cfg.Cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindAddVdi, Vid: a.NewVid,
+		Copies: a.Copies, CopyPolicy: a.CopyPolicy, BlockSizeShift: a.BlockSizeShift})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess && res != proto.ResVdiExist {
+		return res
+	}
+	return nil
+}
+
 func (h *Handler) getVdiInfo(ctx context.Context, c *call) error {
 	name, tag, err := c.vdiName()
 	if err != nil {

@@ -61,11 +61,14 @@ type Config struct {
 
 // Handler runs one request. It is safe for concurrent use.
 type Handler struct {
-	cfg      Config
-	killed   atomic.Bool
-	stopping atomic.Bool
-	ops      map[proto.Opcode]op
-	stats    requestStats // STAT's counters (stat.go)
+	cfg    Config
+	killed atomic.Bool
+	// throttleMs is the recovery interval last set, in ms as given: one
+	// past what a time.Duration holds is reported back as it was set.
+	throttleMs atomic.Uint64
+	stopping   atomic.Bool
+	ops        map[proto.Opcode]op
+	stats      requestStats // STAT's counters (stat.go)
 	// badClients logs what a client can cause at will (refused
 	// proposals, failed requests), at most a line per message every 10 s.
 	badClients *netlimit.Sampler
@@ -203,6 +206,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpStopNode:           {force: true, fn: h.stopNode},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
+		proto.OpNotifyVdiAdd:      {fn: h.notifyVdiAdd},
 		proto.OpLockVdi:           {fn: h.lockVdi},
 		proto.OpReleaseVdi:        {fn: h.releaseVdi},
 		proto.OpGetVdiInfo:        {fn: h.getVdiInfo},

@@ -124,7 +124,7 @@ func validEntry(e *cluster.Entry) error {
 			}
 		}
 		return nil
-	case cluster.KindDelVdi, cluster.KindRelease:
+	case cluster.KindDelVdi, cluster.KindRelease, cluster.KindRecycle:
 		return vid(e.Vid, false)
 	case cluster.KindAlterCopy:
 		if e.Copies == 0 || e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
@@ -21,7 +22,11 @@ func (h *Handler) getRecovery(_ context.Context, c *call) error {
 	t := h.cfg.Recovery.GetThrottle()
 	out := make([]byte, recoveryThrottlingSize)
 	le.PutUint32(out[0:], t.Max)
-	le.PutUint64(out[8:], uint64(t.Interval/time.Millisecond))
+	ms := uint64(t.Interval / time.Millisecond)
+	if t.Interval == math.MaxInt64 {
+		ms = max(ms, h.throttleMs.Load()) // as set, beyond what a Duration holds
+	}
+	le.PutUint64(out[8:], ms)
 	if t.Max > 0 && t.Interval > 0 {
 		out[16] = 1
 	}
@@ -36,9 +41,13 @@ func (h *Handler) setRecoveryThrottle(_ context.Context, c *call) error {
 	if len(c.data) < 16 {
 		return fmt.Errorf("recovery throttling of %d bytes: %w", len(c.data), proto.ResInvalidParms)
 	}
-	max := le.Uint32(c.data[0:])
-	interval := time.Duration(le.Uint64(c.data[8:])) * time.Millisecond
+	max, ms := le.Uint32(c.data[0:]), le.Uint64(c.data[8:])
+	interval := time.Duration(math.MaxInt64) // ~292 years: what ms beyond it mean too
+	if ms <= math.MaxInt64/uint64(time.Millisecond) {
+		interval = time.Duration(ms) * time.Millisecond
+	}
 	h.cfg.Recovery.SetThrottle(recovery.Throttle{Max: max, Interval: interval})
+	h.throttleMs.Store(ms)
 	h.cfg.Log.Info("recovery throttle set", "max", max, "interval", interval)
 	return nil
 }

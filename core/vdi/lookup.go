@@ -81,7 +81,26 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 	var err error
 	var candidates []uint32
 	deleted := map[uint32]bool{}
+	recycle := false
 	s.cluster.View(func(st *cluster.State) {
+		if st.Flags&proto.ClusterFlagRecycleVid != 0 {
+			// Recycled vids break probe chains (a family freed below a
+			// name's vid), so every vid is a candidate, newest (highest)
+			// first, and a new VDI takes the lowest free vid, as
+			// Sheepdog's vdi_lookup does with -R.
+			left, right = 1, st.FirstClear(1)
+			if right == proto.NrVdis {
+				err = fmt.Errorf("no free vid: %w", proto.ResFullVdi)
+				return
+			}
+			vids := st.SortedVids()
+			for i := len(vids) - 1; i >= 0; i-- {
+				candidates = append(candidates, vids[i])
+				deleted[vids[i]] = st.IsDeleted(vids[i])
+			}
+			recycle = true
+			return
+		}
 		right, err = probeRange(st, left)
 		if err != nil || right == left {
 			return
@@ -97,7 +116,7 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 		return r, err
 	}
 	r.free = right
-	if right == left {
+	if right == left && !recycle {
 		return r, fmt.Errorf("%q: %w", name, proto.ResNoVdi)
 	}
 	wantSnap := tag != "" || snapid != 0
@@ -133,12 +152,22 @@ func (s *Service) lookup(ctx context.Context, name, tag string, snapid uint32) (
 			continue
 		}
 		if ino.IsSnapshot() {
+			if recycle {
+				// A recycled vid may put the working VDI below
+				// its snapshots: look on, remembering the latest
+				// snapshot (Sheepdog stops here and loses the
+				// working VDI).
+				if ino.SnapID+1 > r.nextSnap {
+					r.vid, r.ino, r.nextSnap = v, ino, ino.SnapID+1
+				}
+				continue
+			}
 			// The working VDI was deleted; a new one continues the
 			// snapshot numbering.
 			r.vid, r.ino, r.nextSnap = v, ino, ino.SnapID+1
 			return r, fmt.Errorf("%q: %w", name, proto.ResNoVdi)
 		}
-		r.vid, r.ino = v, ino
+		r.vid, r.ino, r.nextSnap = v, ino, 0
 		return r, nil
 	}
 	if wantSnap && nameSeen {

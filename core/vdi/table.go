@@ -57,6 +57,15 @@ func (s *Service) WriteTable(ctx context.Context, oid uint64, off int64, data []
 		return fmt.Errorf("write %016x at %d: not into an inode's table: %w", oid, off, proto.ResInvalidParms)
 	}
 	vid := proto.OidToVid(oid)
+	var policy [1]byte
+	if err := s.objects.ReadObject(ctx, oid, proto.InodeStorePolicyOffset, policy[:]); err != nil {
+		return err
+	}
+	if policy[0] != 0 {
+		// A hyper volume's table is its B-tree root (proto.Btree), not
+		// references to drop; its objects are its own alone.
+		return s.objects.WriteObject(ctx, oid, off, data, flags)
+	}
 	dropped, err := s.writeTable(ctx, oid, lo, hi, off, data, flags)
 	if err != nil || len(dropped) == 0 {
 		return err

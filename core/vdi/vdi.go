@@ -2,6 +2,7 @@ package vdi
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/fanout"
 )
 
 // Service runs VDI operations for one sheep.
@@ -144,6 +146,9 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	if p.StorePolicy == 0 && p.Size > proto.OldMaxVdiSize(p.BlockSizeShift) {
 		return Info{}, fmt.Errorf("size %d over %d: %w", p.Size, proto.OldMaxVdiSize(p.BlockSizeShift), proto.ResInvalidParms)
 	}
+	if p.StorePolicy > 1 || (p.StorePolicy == 1 && p.Size > uint64(1)<<p.BlockSizeShift<<32) {
+		return Info{}, fmt.Errorf("store policy %d of %d bytes: %w", p.StorePolicy, p.Size, proto.ResInvalidParms)
+	}
 	r, err := s.lookupForCreate(ctx, p.Name)
 	found := err == nil
 	if err != nil && !errors.Is(err, proto.ResNoVdi) {
@@ -181,6 +186,10 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 				return Info{}, fmt.Errorf("rebase %q onto %x: %v: %w", p.Name, p.BaseVid, err, proto.ResBaseVdiRead)
 			}
 		}
+		if old.StorePolicy != 0 || src.StorePolicy != 0 {
+			// As dog: "creating a snapshot of hypervolume is not supported".
+			return Info{}, fmt.Errorf("snapshot of hyper volume %q: %w", p.Name, proto.ResInvalidParms)
+		}
 		oldVid = r.vid
 		table = src.DataVdiID
 		ino.VdiSize = src.VdiSize
@@ -196,6 +205,12 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	default:
 		if found {
 			return Info{}, fmt.Errorf("%q: %w", p.Name, proto.ResVdiExist)
+		}
+		if r.vid != 0 && p.BaseVid == 0 && s.recycling() {
+			// The working VDI of the name was deleted but snapshots
+			// remain: with -R, Sheepdog keeps their family's inodes
+			// and answers VDI_EXIST (its vdi_lookup; test 106).
+			return Info{}, fmt.Errorf("%q has snapshots left: %w", p.Name, proto.ResVdiExist)
 		}
 		if r.nextSnap != 0 {
 			ino.SnapID = r.nextSnap
@@ -215,11 +230,20 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 			if err != nil || !live {
 				return Info{}, fmt.Errorf("base %x: %w", p.BaseVid, proto.ResNoBaseVdi)
 			}
+			if base.StorePolicy != 0 {
+				return Info{}, fmt.Errorf("clone of hyper volume %x: %w", p.BaseVid, proto.ResInvalidParms)
+			}
 			table = base.DataVdiID
 			if p.Size == 0 {
 				ino.VdiSize = base.VdiSize
 			}
 			entry.OldVid, entry.SnapshotOld = p.BaseVid, true
+		} else if p.StorePolicy == 1 {
+			// A hyper volume starts with an empty depth-1 B-tree, as
+			// Sheepdog's sheep writes it (dog aborts on depth 0).
+			table = make([]uint32, proto.MaxDataIndexes)
+			root := proto.NewBtreeRoot()
+			table[0], table[1] = le.Uint32(root), le.Uint32(root[4:])
 		}
 	}
 	res, err := s.cluster.Propose(ctx, entry)
@@ -261,6 +285,74 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	}
 	s.log.Info("vdi created", "name", p.Name, "vid", fmt.Sprintf("%x", r.free), "snapshot_of", fmt.Sprintf("%x", oldVid), "base", fmt.Sprintf("%x", p.BaseVid))
 	return s.info(r.free), nil
+}
+
+var le = binary.LittleEndian
+
+// recycling reports whether the cluster was formatted with -R.
+func (s *Service) recycling() bool {
+	var on bool
+	s.cluster.View(func(st *cluster.State) { on = st.Flags&proto.ClusterFlagRecycleVid != 0 })
+	return on
+}
+
+// recycle frees the vids of vid's family when the cluster was formatted
+// with -R and every member is deleted (Sheepdog's run_vid_gc): their
+// inode objects are removed, then KindRecycle clears their bits. A crash
+// in between leaves the vids taken, never a new VDI beside an old inode.
+func (s *Service) recycle(ctx context.Context, vid uint32) error {
+	var family []uint32
+	s.cluster.View(func(st *cluster.State) {
+		if st.Recyclable(vid) {
+			family = st.Family(vid)
+		}
+	})
+	if len(family) == 0 {
+		return nil
+	}
+	for _, v := range family {
+		if err := s.objects.RemoveObject(ctx, proto.VidToVdiOid(v)); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+	}
+	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecycle, Vid: vid})
+	if err != nil {
+		return err
+	}
+	if res != proto.ResSuccess {
+		return fmt.Errorf("recycle family of %x: %w", vid, res)
+	}
+	s.log.Info("all members of the family are deleted: vids recycled", "vids", fmt.Sprintf("%x", family))
+	return nil
+}
+
+// removeHyper removes the data objects of hyper volume vid, whose inode as
+// read before the delete is ino, and the leaf objects of its index.
+func (s *Service) removeHyper(ctx context.Context, vid uint32, ino *proto.Inode) error {
+	root := make([]byte, proto.BtreeNodeSize)
+	for i := range proto.BtreeNodeSize / 4 {
+		le.PutUint32(root[4*i:], ino.DataVdiID[i])
+	}
+	tree, err := proto.DecodeBtree(vid, ino.BtreeCounter, root, func(oid uint64) ([]byte, error) {
+		b := make([]byte, proto.BtreeNodeSize)
+		return b, s.objects.ReadObject(ctx, oid, 0, b)
+	})
+	if err != nil {
+		return err
+	}
+	var oids []uint64
+	tree.Walk(func(idx, owner uint32) {
+		if owner == vid {
+			oids = append(oids, proto.VidToDataOid(vid, idx))
+		}
+	})
+	oids = append(oids, tree.Nodes()...)
+	return fanout.Run(len(oids), 16, func(i int) error {
+		if err := s.objects.RemoveObject(ctx, oids[i]); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return err
+		}
+		return nil
+	})
 }
 
 func le64(b []byte, v uint64) {
@@ -353,11 +445,20 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	if err := s.writeNewInode(ctx, &cleared); err != nil {
 		return 0, err
 	}
-	if err := s.reclaim(ctx, ino.DataVdiID); err != nil {
+	if ino.StorePolicy != 0 {
+		// A hyper volume's objects are its own (no snapshot or clone
+		// shares them): removed with the nodes of its index.
+		if err := s.removeHyper(ctx, r.vid, ino); err != nil {
+			s.log.Warn("remove objects of deleted hyper volume", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+		}
+	} else if err := s.reclaim(ctx, ino.DataVdiID); err != nil {
 		s.log.Warn("reclaim after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 	}
 	if err := s.removeVMState(ctx, r.vid, ino); err != nil {
 		s.log.Warn("remove vmstate after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+	}
+	if err := s.recycle(ctx, r.vid); err != nil {
+		s.log.Warn("recycle vids after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 	}
 	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
 	return r.vid, nil

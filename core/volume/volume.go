@@ -75,6 +75,11 @@ type Volume struct {
 	// was created durably, or, allocated write-back, together with its
 	// creation ("Lazy allocation").
 	locks [stripes]sync.RWMutex
+
+	// tree is the index of a hyper volume (store_policy 1), in place of
+	// ino.DataVdiID, which is then nil (see "Hyper volumes").
+	tree   *proto.Btree
+	treeMu sync.RWMutex
 }
 
 // Open reads vid's inode (header and data_vdi_id) and returns the volume.
@@ -93,7 +98,89 @@ func Open(ctx context.Context, oio ObjectIO, vid uint32, readOnly bool) (*Volume
 	}
 	v.objSize = v.ino.ObjectSize()
 	v.readOnly = readOnly || v.ino.IsSnapshot()
+	if v.ino.StorePolicy != 0 {
+		v.ino.DataVdiID = nil
+		if err := v.loadTree(ctx, buf[proto.DataVdiIDOffset:]); err != nil {
+			return nil, fmt.Errorf("open vdi %x: %w", vid, err)
+		}
+	}
 	return v, nil
+}
+
+// Hyper volumes. A VDI with store_policy 1 (`vdi create -y`, up to 16 PiB)
+// indexes its objects with a B-tree in Sheepdog's layout (proto.Btree)
+// instead of the flat data_vdi_id. The tree in memory is the volume's
+// table: the one-writer rule makes it authoritative, so holes are not
+// checked against the inode as flat tables are ("Other writers"). Every
+// change of it is stored with sync, in the order proto.Btree gives (a new
+// leaf before the root names it); a failed store reloads the tree from
+// the inode so that memory never runs ahead of the disk. treeMu
+// serialises changes of the tree, under the stripe locks.
+
+// loadTree decodes the tree from root, the inode's data_vdi_id area.
+func (v *Volume) loadTree(ctx context.Context, root []byte) error {
+	t, err := proto.DecodeBtree(v.vid, v.ino.BtreeCounter, root, func(oid uint64) ([]byte, error) {
+		b := make([]byte, proto.BtreeNodeSize)
+		return b, v.io.ReadObject(ctx, oid, 0, b)
+	})
+	if err != nil {
+		return fmt.Errorf("index of hyper volume: %w: %w", err, proto.ResEIO)
+	}
+	v.tree = t
+	return nil
+}
+
+// reloadTree reads the tree again from the inode. The caller holds treeMu.
+func (v *Volume) reloadTree(ctx context.Context) error {
+	var hdr [proto.InodeHeaderSize]byte
+	if err := v.io.ReadObject(ctx, proto.VidToVdiOid(v.vid), 0, hdr[:]); err != nil {
+		return err
+	}
+	if err := v.ino.UnmarshalHeader(hdr[:]); err != nil {
+		return err
+	}
+	root := make([]byte, proto.BtreeNodeSize)
+	if err := v.io.ReadObject(ctx, proto.VidToVdiOid(v.vid), proto.DataVdiIDOffset, root); err != nil {
+		return err
+	}
+	return v.loadTree(ctx, root)
+}
+
+// setTree stores data index idx naming owner in the tree. The caller
+// holds the stripe's Lock.
+func (v *Volume) setTree(ctx context.Context, idx, owner uint32) error {
+	v.treeMu.Lock()
+	defer v.treeMu.Unlock()
+	writes, err := v.tree.Set(idx, owner)
+	for _, w := range writes {
+		if err != nil {
+			break
+		}
+		flags := v.Flags &^ proto.FlagCmdCache
+		if w.Create {
+			err = v.io.CreateAndWrite(ctx, w.Oid, 0, w.Off, w.Data, flags)
+		} else {
+			err = v.io.WriteObject(ctx, w.Oid, w.Off, w.Data, flags)
+		}
+	}
+	if err != nil {
+		if rerr := v.reloadTree(ctx); rerr != nil {
+			err = fmt.Errorf("%w (and reloading the index: %v)", err, rerr)
+		}
+		return fmt.Errorf("update index of hyper volume %x at %d: %w", v.vid, idx, err)
+	}
+	return nil
+}
+
+// entry is the cached table entry of idx. The caller holds the stripe's
+// lock (either way).
+func (v *Volume) entry(idx uint32) uint32 {
+	if v.tree != nil {
+		v.treeMu.RLock()
+		defer v.treeMu.RUnlock()
+		return v.tree.Get(idx)
+	}
+	return v.ino.DataVdiID[idx]
 }
 
 // Vid is the VDI id.
@@ -123,7 +210,7 @@ func (v *Volume) Owner(idx uint32) uint32 {
 	l := &v.locks[idx%stripes]
 	l.RLock()
 	defer l.RUnlock()
-	return v.ino.DataVdiID[idx]
+	return v.entry(idx)
 }
 
 // chunk is the part of a request that falls into one object.
@@ -189,7 +276,7 @@ func (v *Volume) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 func (v *Volume) readChunk(ctx context.Context, c chunk) error {
 	l := &v.locks[c.idx%stripes]
 	l.RLock()
-	owner := v.ino.DataVdiID[c.idx]
+	owner := v.entry(c.idx)
 	if owner != 0 {
 		err := v.io.ReadObject(ctx, proto.VidToDataOid(owner, c.idx), c.off, c.buf)
 		l.RUnlock()
@@ -198,7 +285,7 @@ func (v *Volume) readChunk(ctx context.Context, c chunk) error {
 		}
 	} else {
 		l.RUnlock()
-		if v.fixed() {
+		if v.fixed() || v.tree != nil {
 			clear(c.buf)
 			return nil
 		}
@@ -268,7 +355,7 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	oid := proto.VidToDataOid(v.vid, c.idx)
 	l.RLock()
 	missing := false
-	if v.ino.DataVdiID[c.idx] == v.vid {
+	if v.entry(c.idx) == v.vid {
 		err := v.writeOwn(ctx, c, flags)
 		l.RUnlock()
 		if !errors.Is(err, proto.ResNoObj) {
@@ -282,7 +369,7 @@ func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	}
 	l.Lock()
 	defer l.Unlock()
-	if !missing && v.ino.DataVdiID[c.idx] == v.vid {
+	if !missing && v.entry(c.idx) == v.vid {
 		// This volume allocated the object while we waited for the
 		// lock: the table names its own object, trusted as above.
 		if err := v.writeOwn(ctx, c, flags); !errors.Is(err, proto.ResNoObj) {
@@ -377,6 +464,9 @@ func (v *Volume) isUnstable(idx uint32) bool {
 // stabilise writes the table entry of idx, this VDI's own object, again
 // with sync. The caller holds the stripe's lock (either way).
 func (v *Volume) stabilise(ctx context.Context, idx uint32) error {
+	if v.tree != nil {
+		return nil // tree changes are stored with sync
+	}
 	b := binary.LittleEndian.AppendUint32(nil, v.vid)
 	if err := v.io.WriteObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(idx)), b, v.Flags&^proto.FlagCmdCache); err != nil {
 		return fmt.Errorf("update inode %x index %d: %w", v.vid, idx, err)
@@ -420,6 +510,9 @@ func (v *Volume) readEntries(ctx context.Context, first uint32, out []uint32) er
 // returns it. The caller holds the stripe's Lock. (The inode names an
 // object only once it exists, so the invariant on locks holds.)
 func (v *Volume) refreshLocked(ctx context.Context, idx uint32) (uint32, error) {
+	if v.tree != nil {
+		return v.entry(idx), nil
+	}
 	var e [1]uint32
 	if err := v.readEntries(ctx, idx, e[:]); err != nil {
 		return 0, err
@@ -433,7 +526,7 @@ func (v *Volume) refreshLocked(ctx context.Context, idx uint32) (uint32, error) 
 // inode, in one request. Call it before reporting holes (NBD BLOCK_STATUS,
 // SEEK_HOLE), where a stale hole would make a copy skip data.
 func (v *Volume) Refresh(ctx context.Context, off, n int64) error {
-	if v.fixed() || n <= 0 || off < 0 || off >= v.Size() {
+	if v.fixed() || v.tree != nil || n <= 0 || off < 0 || off >= v.Size() {
 		return nil
 	}
 	first := uint32(off / v.objSize)
@@ -460,6 +553,9 @@ func (v *Volume) Refresh(ctx context.Context, off, n int64) error {
 // setOwner writes data_vdi_id[idx] to the inode with flags, then to the
 // cached table. The caller holds the stripe's Lock.
 func (v *Volume) setOwner(ctx context.Context, idx, owner uint32, flags uint16) error {
+	if v.tree != nil {
+		return v.setTree(ctx, idx, owner)
+	}
 	var b [4]byte
 	b[0], b[1], b[2], b[3] = byte(owner), byte(owner>>8), byte(owner>>16), byte(owner>>24)
 	if err := v.io.WriteObject(ctx, proto.VidToVdiOid(v.vid), int64(proto.DataVdiIDOff(idx)), b[:], flags); err != nil {
@@ -538,7 +634,7 @@ func (v *Volume) zeroChunk(ctx context.Context, idx uint32, off, n int64, punch 
 	if p, ok := v.io.(Puncher); ok && punch {
 		l := &v.locks[idx%stripes]
 		l.RLock()
-		if v.ino.DataVdiID[idx] == v.vid {
+		if v.entry(idx) == v.vid {
 			err := p.PunchObject(ctx, proto.VidToDataOid(v.vid, idx), off, n, v.Flags)
 			l.RUnlock()
 			return err
@@ -555,7 +651,7 @@ func (v *Volume) dropObject(ctx context.Context, idx uint32) error {
 	l := &v.locks[idx%stripes]
 	l.Lock()
 	defer l.Unlock()
-	owner := v.ino.DataVdiID[idx]
+	owner := v.entry(idx)
 	if owner == 0 {
 		return nil
 	}

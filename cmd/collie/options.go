@@ -109,6 +109,7 @@ var commands = []*command{
 		{"backup", "<vdiname> <backup>", "sFaphT", "create an incremental backup between two snapshots", true, true, vdiBackup},
 		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
 		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
+		{"cache", "<vdiname>", "saphT", "Run 'dog vdi cache' for more information", true, false, vdiCache},
 	}},
 	{name: "node", options: nodeOptions, subs: []subcommand{
 		{"list", "", "aprhvT", "list nodes", false, true, nodeList},

@@ -39,10 +39,12 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/metrics"
+	"github.com/sheepdog-go/sheepdog/core/objcache"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/core/volume"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 	"github.com/sheepdog-go/sheepdog/nbd"
@@ -79,6 +81,7 @@ type Config struct {
 	Throttle             *recovery.Throttle // -R; nil: the default
 	PidFile              string             // -P
 	LocalDir             string             // -c local: the registry; "" without -c local
+	Cache                *cacheOptions      // -w size=...: the object cache; nil: off
 	Ignored              []string           // options accepted with no meaning here
 }
 
@@ -210,6 +213,11 @@ func run(c *cli.Context) error {
 	}
 	if err := sheepdogOptions(c, &cfg); err != nil {
 		return err
+	}
+	if w := c.String("wq-threads"); isCacheOptions(w) {
+		if cfg.Cache, err = parseCacheOptions(w, cfg.Dir); err != nil {
+			return err
+		}
 	}
 	if cfg.LocalDir, err = clusterDriver(c.String("cluster")); err != nil {
 		return err
@@ -492,11 +500,26 @@ func serve(cfg Config) (err error) {
 	rec.Start() // a restarted node checks what it holds against the epoch
 	defer gw.Close()
 	vdis := vdi.New(gw, cl, log)
-	h := server.NewHandler(server.Config{
+	hcfg := server.Config{
 		Self: self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
-	})
+	}
+	var nbdObjects volume.ObjectIO = quorumObjects{gw, cl}
+	var ocache *objcache.Cache
+	if cfg.Cache != nil {
+		ocache, err = objcache.Open(objcache.Config{
+			Dir: cfg.Cache.Dir, Size: cfg.Cache.Size, DirectIO: cfg.Cache.DirectIO,
+			Backend: cacheBackend{quorumObjects{gw, cl}, vdis}, Describe: describeObjects(cl), Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer ocache.Close()
+		hcfg.Gateway, hcfg.Cache, nbdObjects = cachedObjects{ocache, gw}, ocache, ocache
+		log.Info("object cache on", "dir", cfg.Cache.Dir, "size", cfg.Cache.Size, "directio", cfg.Cache.DirectIO)
+	}
+	h := server.NewHandler(hcfg)
 	handler.Store(h)
 	srv := server.New(h, log)
 	limits := netlimit.DefaultConfig()
@@ -516,7 +539,7 @@ func serve(cfg Config) (err error) {
 	var nbdSrv *nbd.Server
 	if nbdL != nil {
 		nbdSrv = nbd.New(nbd.Config{
-			Objects: quorumObjects{gw, cl},
+			Objects: nbdObjects,
 			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err
@@ -571,6 +594,15 @@ func serve(cfg Config) (err error) {
 	}
 	<-drained
 	cancel()
+	if ocache != nil {
+		// A clean stop pushes what the cache holds (a kill drops it, see
+		// core/objcache), while the other nodes may still be there.
+		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := ocache.Flush(fctx); err != nil {
+			log.Error("object cache: flush at stop", "err", err)
+		}
+		cancel()
+	}
 	// Write-back writes not flushed by their client yet: a clean stop
 	// leaves nothing for the kernel to write back later.
 	if err := st.Flush(context.Background()); err != nil {

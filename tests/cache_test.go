@@ -257,3 +257,34 @@ func TestObjectCacheCollie(t *testing.T) {
 		t.Fatalf("sheep -w size=1K: exit %d, %s%s", r.Code, r.Stdout, r.Stderr)
 	}
 }
+
+// TestObjectCacheSheepfs: sheepfs --objectcache on the caching node: a
+// write without fsync stays in the cache (another node reads the old
+// bytes), fsync flushes the VDI (FLUSH_VDI) and then another node reads
+// both writes.
+func TestObjectCacheSheepfs(t *testing.T) {
+	sheepfsNeedFuse(t)
+	sheeps := startCacheCluster(t, 3, 3, "-w", "size=64M")
+	s0, s1 := sheeps[0], sheeps[1]
+	s0.must(t, nil, "vdi", "create", "Alice", "32M")
+	m := mountSheepfs(t, s0, "--objectcache")
+	if r := shell(t, m.Dir, "echo Alice > vdi/mount"); r.Code != 0 {
+		t.Fatalf("echo Alice > vdi/mount: %s", r.Stderr)
+	}
+	vol := m.path("volume", "Alice")
+	dir := t.TempDir()
+	d1, d2 := sheepfsRandom(t, 4<<20), sheepfsRandom(t, 1<<20)
+	os.WriteFile(filepath.Join(dir, "d1"), d1, 0o644)
+	os.WriteFile(filepath.Join(dir, "d2"), d2, 0o644)
+	tool(t, "dd", "if="+filepath.Join(dir, "d1"), "of="+vol, "bs=1M", "conv=notrunc", "status=none")
+	if got := s1.must(t, nil, "vdi", "read", "Alice", "0", "4M"); got != string(make([]byte, 4<<20)) {
+		t.Fatal("a sheepfs write reached the replicas before fsync")
+	}
+	tool(t, "dd", "if="+filepath.Join(dir, "d2"), "of="+vol, "bs=1M", "seek=8", "conv=notrunc,fsync", "status=none")
+	if got := s1.must(t, nil, "vdi", "read", "Alice", "0", "4M"); got != string(d1) {
+		t.Fatal("fsync on the volume did not flush the earlier write")
+	}
+	if got := s1.must(t, nil, "vdi", "read", "Alice", "8M", "1M"); got != string(d2) {
+		t.Fatal("fsync on the volume did not flush its own write")
+	}
+}

@@ -438,6 +438,7 @@ func serve(cfg Config) (err error) {
 	defer peers.Close()
 	locks := &store.Locks{}
 	var recov atomic.Pointer[recovery.Recovery]
+	var formatCache atomic.Pointer[objcache.Cache] // the object cache, once open
 	// stopSheep stops this sheep as a cluster shutdown does.
 	stopSheep := func() {
 		if h := handler.Load(); h != nil {
@@ -465,6 +466,9 @@ func serve(cfg Config) (err error) {
 		case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
 			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
 				log.Error("wipe store for format", "err", err)
+			}
+			if c := formatCache.Load(); c != nil {
+				c.Purge() // the VDIs it cached are gone with the format
 			}
 		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
@@ -516,6 +520,7 @@ func serve(cfg Config) (err error) {
 			return err
 		}
 		defer ocache.Close()
+		formatCache.Store(ocache)
 		hcfg.Gateway, hcfg.Cache, nbdObjects = cachedObjects{ocache, gw}, ocache, ocache
 		log.Info("object cache on", "dir", cfg.Cache.Dir, "size", cfg.Cache.Size, "directio", cfg.Cache.DirectIO)
 	}

@@ -391,3 +391,53 @@ func firstDiff(a, b []byte) int {
 	}
 	return -1
 }
+
+// TestFlushCoversAckedWrites: while a writer keeps writing (each write a
+// new value of one counter block), every Flush that returns has pushed at
+// least the value acknowledged before it began.
+func TestFlushCoversAckedWrites(t *testing.T) {
+	ctx := context.Background()
+	b := newMem()
+	c := newCache(t, 64<<20, b)
+	oid := oidOf(3, 0)
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, BlockSize)
+		for n := int64(1); ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for i := range 8 {
+				buf[i] = byte(n >> (8 * i))
+			}
+			if err := c.CreateAndWrite(ctx, oid, 0, 8192, buf, wb); err != nil {
+				t.Error(err)
+				return
+			}
+			acked.Store(n)
+		}
+	}()
+	for range 200 {
+		want := acked.Load()
+		if err := c.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		o := b.get(oid)
+		var got int64
+		if o != nil {
+			for i := range 8 {
+				got |= int64(o[8192+i]) << (8 * i)
+			}
+		}
+		if got < want {
+			t.Fatalf("flush returned with %d pushed, %d acknowledged before it", got, want)
+		}
+	}
+	close(stop)
+	<-done
+}

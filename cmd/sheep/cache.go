@@ -40,24 +40,25 @@ func parseCacheOptions(v, storeDir string) (*cacheOptions, error) {
 		k, val, _ := strings.Cut(kv, "=")
 		switch k {
 		case "size":
+			// Sheepdog's bounds and message (sheep.c cache_size_parser).
 			n, err := parseBytes(val)
-			if err != nil || n < 16<<20 {
-				return nil, usagef("Invalid object cache option '%s': size must be at least 16M (like 256M or 2G)", kv)
+			if err != nil || n < 10<<20 || n > (1<<32)<<20 {
+				return nil, usagef("Invalid cache option '%s': size must be between between 10M and 4194304G", val)
 			}
 			o.Size = n
 		case "dir":
 			if val == "" {
-				return nil, usagef("Invalid object cache option '%s': dir needs a path", kv)
+				return nil, usagef("Invalid cache option '%s': dir needs a path", kv)
 			}
 			o.Dir = val
 		case "directio":
 			o.DirectIO = true
 		default:
-			return nil, usagef("Invalid object cache option '%s' (size=SIZE[,dir=PATH][,directio])", kv)
+			return nil, usagef("Invalid cache option '%s' (size=SIZE[,dir=PATH][,directio])", kv)
 		}
 	}
 	if o.Size == 0 {
-		return nil, usagef("Invalid object cache option '%s': size=SIZE is required", v)
+		return nil, usagef("Invalid cache option '%s': size=SIZE is required", v)
 	}
 	return o, nil
 }

@@ -37,10 +37,14 @@ import (
 // format options) and returns it with a QEMU driver pointed at it.
 func qemuSheep(t *testing.T, format ...string) (*Sheep, *qemuDriver) {
 	t.Helper()
-	s := startSheep(t)
+	s := startSheep(t, qemuSheepOptions...)
 	s.must(t, nil, append([]string{"cluster", "format", "-c", "1"}, format...)...)
 	return s, newQemuDriver(t, s)
 }
+
+// qemuSheepOptions are extra sheep options for qemuSheep
+// (TestObjectCacheQemuFlows runs flows with the object cache on).
+var qemuSheepOptions []string
 
 // mustCreate runs qemu-img create and fails the test unless NEW_VDI
 // succeeded.

@@ -65,6 +65,10 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics records volume reads, writes and fsyncs (nil: none).
 	Metrics *metrics.Frontend
+	// ObjectCache sends volume writes with the CACHE flag, so that a
+	// sheep with its object cache on (sheep -w) holds them until fsync,
+	// which then sends FLUSH_VDI (Sheepdog's sheepfs --objectcache).
+	ObjectCache bool
 }
 
 // DefaultConfig is a mount of the sheep on 127.0.0.1:7000.

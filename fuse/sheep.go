@@ -194,6 +194,32 @@ func (o objects) RemoveObject(ctx context.Context, oid uint64) error {
 // CACHE flag, which sheepfs never sets) once it is stable.
 func (o objects) Flush(ctx context.Context) error { return ctx.Err() }
 
+// cachedObjects is objects for one volume written with the CACHE flag
+// (Config.ObjectCache): its Flush is FLUSH_VDI for the volume.
+type cachedObjects struct {
+	objects
+	vid uint32
+}
+
+// Flush sends FLUSH_VDI: the sheep pushes what its object cache holds of
+// the VDI to every copy. INVALID_PARMS is a sheep without a cache, which
+// dropped the CACHE flag and made every write stable when it acked it.
+func (o cachedObjects) Flush(ctx context.Context) error {
+	return o.with(ctx, func(co client.Objects) error {
+		req := proto.NewRequest(proto.OpFlushVdi)
+		req.Flags = proto.FlagCmdCache
+		req.SetObj(proto.ObjArgs{Oid: proto.VidToVdiOid(o.vid)})
+		rsp, _, err := co.C.Call(ctx, &req, nil, nil)
+		if err != nil {
+			return err
+		}
+		if rsp.Result != proto.ResSuccess && rsp.Result != proto.ResInvalidParms {
+			return fmt.Errorf("flush vdi %x: %w", o.vid, rsp.Result)
+		}
+		return nil
+	})
+}
+
 // lookup resolves a VDI name to its vid with GET_VDI_INFO and the 512-byte
 // name+tag payload, as dog's find_vdi_name does: snapID 0 and an empty tag
 // name the working VDI.

@@ -211,9 +211,17 @@ func (v *volumeFile) loadLocked(ctx context.Context) error {
 			return err
 		}
 	}
-	vol, err := volume.Open(ctx, v.fsys.objects, vid, v.target.Snapshot())
+	var oio volume.ObjectIO = v.fsys.objects
+	cached := v.fsys.cfg.ObjectCache && !v.target.Snapshot()
+	if cached {
+		oio = cachedObjects{v.fsys.objects, vid}
+	}
+	vol, err := volume.Open(ctx, oio, vid, v.target.Snapshot())
 	if err != nil {
 		return err
+	}
+	if cached {
+		vol.Flags |= proto.FlagCmdCache
 	}
 	v.mu.vid, v.mu.vol = vid, vol
 	return nil

@@ -148,6 +148,10 @@ type benchTarget struct {
 	copies int // 0: not a sheep
 	uri    string
 	fresh  func(size int) string
+	// flush, for a target with the object cache on, flushes the VDI of
+	// uri (FLUSH_VDI through collie) after every write job and returns
+	// how long it took.
+	flush func(uri string) time.Duration
 }
 
 // startNbdkit serves a fresh file of size bytes in dir (the disk the
@@ -301,11 +305,19 @@ func runNBDBench(b *testing.B) {
 	rounds := envInt(b, "NBD_BENCH_ROUNDS", 3)
 	dir := b.TempDir()
 	// copies is what the limit rows divide by (1 or 3; others have none).
-	sheepTarget := func(name string, n, copies int, redundancy string) benchTarget {
+	sheepTarget := func(name string, n, copies int, redundancy string, extra ...string) benchTarget {
 		addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(b))
-		sheeps := startNBDClusterFormat(b, n, redundancy, addr)
+		sheeps := startNBDClusterFormat(b, n, redundancy, addr, extra...)
 		seq, last := 0, ""
-		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), fresh: func(size int) string {
+		var flush func(string) time.Duration
+		if slices.Contains(extra, "-w") {
+			flush = func(uri string) time.Duration {
+				t0 := time.Now()
+				sheeps[0].must(b, nil, "vdi", "cache", "flush", uri[strings.LastIndexByte(uri, '/')+1:])
+				return time.Since(t0)
+			}
+		}
+		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), flush: flush, fresh: func(size int) string {
 			// The previous fresh VDI is deleted, so that the sheeps'
 			// disk and page cache do not fill up over the rounds.
 			if last != "" {
@@ -336,6 +348,10 @@ func runNBDBench(b *testing.B) {
 		}},
 		sheepTarget("1 node copies=1", 1, 1, "--copies=1"),
 		sheepTarget("3 nodes copies=3", 3, 3, "--copies=3"),
+		// The object cache on the NBD node (every node gets -w; only node
+		// 0 serves NBD): writes between flushes, and each write job's
+		// final flush timed apart.
+		sheepTarget("3 nodes c=3 cache", 3, 3, "--copies=3", "-w", "size="+strconv.Itoa(2*nbdBenchSize)),
 		// Erasure coding next to three copies: 4 data + 2 parity strips
 		// on 6 nodes, 1.5x the space instead of 3x.
 		sheepTarget("6 nodes 4:2", 6, 6, "--copies=4:2"),
@@ -345,9 +361,13 @@ func runNBDBench(b *testing.B) {
 	// data, not holes.
 	for _, t := range targets {
 		runFio(b, t.uri, fioJob{rw: "write", bs: "1M", depth: 8}, 0)
+		if t.flush != nil {
+			t.flush(t.uri)
+		}
 	}
-	runs := map[string][][]fioResult{} // by target, by job
-	var limFresh, limOver [2][]float64 // 1 and 3 writers
+	runs := map[string][][]fioResult{}  // by target, by job
+	flushes := map[string][][]float64{} // seconds, by target, by job
+	var limFresh, limOver [2][]float64  // 1 and 3 writers
 	for r := 0; r < rounds; r++ {
 		for k, n := range []int{1, 3} {
 			f, o := hostLimit(b, dir, n, runtime)
@@ -364,6 +384,12 @@ func runNBDBench(b *testing.B) {
 					uri = t.fresh(j.freshSize)
 				}
 				runs[t.name][i] = append(runs[t.name][i], runFio(b, uri, j, runtime))
+				if t.flush != nil && strings.Contains(j.rw, "write") {
+					if flushes[t.name] == nil {
+						flushes[t.name] = make([][]float64, len(nbdBenchJobs))
+					}
+					flushes[t.name][i] = append(flushes[t.name][i], t.flush(uri).Seconds())
+				}
 			}
 		}
 	}
@@ -424,6 +450,28 @@ func runNBDBench(b *testing.B) {
 		rs := results[t.name]
 		fmt.Printf("  %-18s first write %6.1f of %6.1f MiB/s (%.2fx), overwrite %6.1f of %6.1f MiB/s (%.2fx)\n",
 			t.name, rs[0].mibs, f, rs[0].mibs/f, rs[1].mibs, o, rs[1].mibs/o)
+	}
+	for _, t := range targets {
+		if flushes[t.name] == nil {
+			continue
+		}
+		fmt.Printf("Final flush after each write job (%s, FLUSH_VDI, median s):", t.name)
+		for i, j := range nbdBenchJobs {
+			if fs := flushes[t.name][i]; len(fs) > 0 {
+				fmt.Printf(" | %s %.2f s", j.name, medianOf(fs))
+			}
+		}
+		fmt.Println()
+	}
+	for _, name := range []string{"3 nodes copies=3", "3 nodes c=3 cache"} {
+		one, rs := results["1 node copies=1"], results[name]
+		fmt.Printf("%s against 1 node copies=1, writes:", name)
+		for i, j := range nbdBenchJobs {
+			if strings.Contains(j.rw, "write") {
+				fmt.Printf(" | %s %.2fx", j.name, rs[i].mibs/one[i].mibs)
+			}
+		}
+		fmt.Println()
 	}
 	fmt.Println("Completion latency p50 / p99 (ms):")
 	for _, t := range targets {

@@ -17,8 +17,9 @@ package tests
 // Not covered, and why: a real QEMU binary (Debian's QEMU has no sheepdog
 // driver, so the flows are replayed); NEW_VDI
 // "rebase" (snapid 1 with a base that is not the working VDI, sent only
-// after a failed DEL_VDI, which our sheep does not fail); a successful
-// FLUSH_VDI (needs the object cache); shared locks (tgt, not QEMU).
+// after a failed DEL_VDI, which our sheep does not fail); shared locks
+// (tgt, not QEMU). A successful FLUSH_VDI, with the object cache on, is in
+// cache_test.go.
 
 import (
 	"bytes"
@@ -36,10 +37,14 @@ import (
 // format options) and returns it with a QEMU driver pointed at it.
 func qemuSheep(t *testing.T, format ...string) (*Sheep, *qemuDriver) {
 	t.Helper()
-	s := startSheep(t)
+	s := startSheep(t, qemuSheepOptions...)
 	s.must(t, nil, append([]string{"cluster", "format", "-c", "1"}, format...)...)
 	return s, newQemuDriver(t, s)
 }
+
+// qemuSheepOptions are extra sheep options for qemuSheep
+// (TestObjectCacheQemuFlows runs flows with the object cache on).
+var qemuSheepOptions []string
 
 // mustCreate runs qemu-img create and fails the test unless NEW_VDI
 // succeeded.

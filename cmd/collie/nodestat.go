@@ -25,6 +25,11 @@ func nodeStat(s *session, _ []string) error {
 	if !s.opts.watch {
 		s.out.WriteString(formatNodeStat(st, s.opts.raw))
 		s.out.WriteString(formatDegraded(ext, s.opts.raw))
+		// The object cache of this node, when on (sheep -w); dog's
+		// lines stay as they are otherwise.
+		if ci, err := s.getCacheInfo(); err == nil && ci.Size > 0 {
+			fmt.Fprintf(s.out, "\nObject cache: size %s, used %s, %d VDIs\n", strnumber(ci.Size, s.opts.raw), strnumber(ci.Used, s.opts.raw), len(ci.Vdis))
+		}
 		return nil
 	}
 	last := st

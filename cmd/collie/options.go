@@ -111,6 +111,7 @@ var commands = []*command{
 		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
 		{"alter-copy", "<vdiname>", "caphTf", "set the vdi's redundancy level", true, true, vdiAlterCopy},
 		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
+		{"cache", "<vdiname>", "saphT", "Run 'dog vdi cache' for more information", true, false, vdiCache},
 	}},
 	{name: "node", options: nodeOptions, subs: []subcommand{
 		{"list", "", "aprhvT", "list nodes", false, true, nodeList},

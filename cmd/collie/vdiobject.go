@@ -37,6 +37,10 @@ func nestedSubcommands(cmd, sub string) [][2]string {
 		for _, n := range lockSubcommands {
 			out = append(out, [2]string{n.name, n.desc})
 		}
+	case "cache":
+		for _, n := range cacheSubcommands {
+			out = append(out, [2]string{n.name, n.desc})
+		}
 	}
 	return out
 }

@@ -40,7 +40,7 @@ var sheepdogFlags = []cli.Flag{
 	&cli.StringFlag{Name: "ioaddr", Aliases: []string{"i"}, Usage: "Sheepdog's IO NIC: accepted, no meaning here"},
 	&cli.BoolFlag{Name: "upgrade", Aliases: []string{"u"}, Usage: "Sheepdog's data layout upgrade: accepted, no meaning here"},
 	&cli.BoolFlag{Name: "wildcard-recovery", Aliases: []string{"W"}, Usage: "Sheepdog's wildcard recovery: accepted, no meaning here"},
-	&cli.StringFlag{Name: "wq-threads", Aliases: []string{"w"}, Usage: "Sheepdog's work queue threads: accepted, no meaning here"},
+	&cli.StringFlag{Name: "wq-threads", Aliases: []string{"w"}, Usage: "object cache: size=SIZE[,dir=PATH][,directio] (Sheepdog 0.x's -w; dir defaults to DIR/cache); any other value is Sheepdog 1.0's work queue threads, accepted with no meaning here"},
 	&cli.StringFlag{Name: "max-dynamic-threads", Aliases: []string{"x"}, Usage: "Sheepdog's dynamic threads: accepted, no meaning here"},
 	&cli.StringFlag{Name: "http", Aliases: []string{"r"}, Usage: "Sheepdog's HTTP/Swift service: accepted, not served"},
 }
@@ -53,7 +53,7 @@ func ignoredOptions(c *cli.Context) []string {
 		{"journal", "j"}, {"directio", "D"}, {"ioaddr", "i"}, {"upgrade", "u"},
 		{"wildcard-recovery", "W"}, {"wq-threads", "w"}, {"max-dynamic-threads", "x"}, {"http", "r"},
 	} {
-		if c.IsSet(f.name) {
+		if c.IsSet(f.name) && !(f.short == "w" && isCacheOptions(c.String(f.name))) { // -w size=: the object cache (cache.go)
 			out = append(out, "-"+f.short+"/--"+f.name)
 		}
 	}

@@ -38,6 +38,7 @@ type Config struct {
 	// it, gossip is encrypted and peer links and raft are mutual TLS
 	// (internal/clusterkey). "": no key, Sheepdog's open cluster.
 	ClusterKey string
+	Cache      *cacheOptions // -w size=...: the object cache; nil: off
 	// Sheepdog's options (args.go, local.go).
 	GossipPort, RaftPort int                // 0: derived from Port
 	Throttle             *recovery.Throttle // -R; nil: the default

@@ -156,6 +156,11 @@ func run(c *cli.Context) error {
 	if err := sheepdogOptions(c, &cfg); err != nil {
 		return err
 	}
+	if w := c.String("wq-threads"); isCacheOptions(w) {
+		if cfg.Cache, err = parseCacheOptions(w, cfg.Dir); err != nil {
+			return err
+		}
+	}
 	if cfg.LocalDir, err = clusterDriver(c.String("cluster")); err != nil {
 		return err
 	}

@@ -23,10 +23,12 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
 	"github.com/sheepdog-go/sheepdog/core/gateway"
 	"github.com/sheepdog-go/sheepdog/core/metrics"
+	"github.com/sheepdog-go/sheepdog/core/objcache"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/server"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/core/volume"
 	"github.com/sheepdog-go/sheepdog/internal/clusterkey"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
 	"github.com/sheepdog-go/sheepdog/nbd"
@@ -51,7 +53,8 @@ type Node struct {
 	cl     *replicated.Driver
 	h      *server.Handler
 	srv    *server.Server
-	nbdSrv *nbd.Server // nil without NBD
+	nbdSrv *nbd.Server     // nil without NBD
+	cache  *objcache.Cache // nil without -w
 	nbdL   net.Listener
 	tcp    net.Listener
 	unixL  net.Listener
@@ -217,6 +220,7 @@ func (n *Node) open(ctx context.Context) error {
 	// on raft's goroutine) needs them: hand them over atomically.
 	var handler atomic.Pointer[server.Handler]
 	var recov atomic.Pointer[recovery.Recovery]
+	var formatCache atomic.Pointer[objcache.Cache] // the object cache, once open
 	peers := gateway.NewPeers()
 	n.onClose(func() { peers.Close() })
 	// A peer that goes silent holds a request for at most peerSilence
@@ -258,6 +262,9 @@ func (n *Node) open(ctx context.Context) error {
 		case e.Kind == cluster.KindFormat && res == proto.ResSuccess:
 			if err := wipeForFormat(st, cfg.Dir, e.Ctime); err != nil {
 				log.Error("wipe store for format", "err", err)
+			}
+			if c := formatCache.Load(); c != nil {
+				c.Purge() // the VDIs it cached are gone with the format
 			}
 		case e.Kind == cluster.KindShutdown && e.Time >= cluster.UnixNano(started): // live, not replayed (as the driver judges it)
 			log.Info("cluster shutdown")
@@ -301,12 +308,28 @@ func (n *Node) open(ctx context.Context) error {
 	rec.Start() // a restarted node checks what it holds against the epoch
 	n.onClose(gw.Close)
 	vdis := vdi.New(gw, cl, log)
-	n.h = server.NewHandler(server.Config{
+	hcfg := server.Config{
 		Self: n.self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
 		PeerAuth: peerTLS != nil, DegradedReads: gw.DegradedReads,
-	})
+	}
+	var nbdObjects volume.ObjectIO = quorumObjects{gw, cl}
+	if cfg.Cache != nil {
+		oc, err := objcache.Open(objcache.Config{
+			Dir: cfg.Cache.Dir, Size: cfg.Cache.Size, DirectIO: cfg.Cache.DirectIO,
+			Backend: cacheBackend{quorumObjects{gw, cl}, vdis}, Describe: describeObjects(cl), Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		n.cache = oc
+		n.onClose(func() { oc.Close() })
+		formatCache.Store(oc)
+		hcfg.Gateway, hcfg.Cache, nbdObjects = cachedObjects{oc, gw}, oc, oc
+		log.Info("object cache on", "dir", cfg.Cache.Dir, "size", cfg.Cache.Size, "directio", cfg.Cache.DirectIO)
+	}
+	n.h = server.NewHandler(hcfg)
 	handler.Store(n.h)
 	n.srv = server.New(n.h, log)
 	limits, peerBudget := cfg.limits(log)
@@ -316,7 +339,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	if n.nbdL != nil {
 		n.nbdSrv = nbd.New(nbd.Config{
-			Objects: quorumObjects{gw, cl},
+			Objects: nbdObjects,
 			Lookup: func(ctx context.Context, name, tag string, snapid uint32) (uint32, error) {
 				info, err := vdis.Lookup(ctx, name, tag, snapid)
 				return info.Vid, err
@@ -433,6 +456,15 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	<-drained
 	scancel()
+	if n.cache != nil {
+		// A clean stop pushes what the cache holds (a kill drops it, see
+		// core/objcache), while the other nodes may still be there.
+		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := n.cache.Flush(fctx); err != nil {
+			log.Error("object cache: flush at stop", "err", err)
+		}
+		cancel()
+	}
 	// Write-back writes not flushed by their client yet: a clean stop
 	// leaves nothing for the kernel to write back later.
 	if err := n.st.Flush(context.Background()); err != nil {

@@ -47,6 +47,7 @@ func main() {
 			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7000, Usage: "sheep port"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "pagecache", Aliases: []string{"k"}, Usage: "use the kernel page cache for volumes (default: direct I/O)"},
+			&cli.BoolFlag{Name: "objectcache", Usage: "write volumes through the sheep's object cache (sheep -w): fsync flushes them (FLUSH_VDI)"},
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "print every FUSE request (implies -f)"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 30 * time.Second, Usage: "give up on a sheep that does not answer within this time (EIO)"},
 			&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Usage: "log file (default: stderr with -f, syslog otherwise)"},
@@ -86,11 +87,12 @@ func run(c *cli.Context) error {
 	foreground := c.Bool("foreground") || c.Bool("debug")
 	child := daemon.IsChild()
 	cfg := fuse.Config{
-		Addr:       net.JoinHostPort(host, strconv.Itoa(port)),
-		Collie:     findCollie(c.String("collie")),
-		PageCache:  c.Bool("pagecache"),
-		Timeout:    c.Duration("timeout"),
-		AllowOther: c.Bool("allow-other"),
+		Addr:        net.JoinHostPort(host, strconv.Itoa(port)),
+		Collie:      findCollie(c.String("collie")),
+		PageCache:   c.Bool("pagecache"),
+		Timeout:     c.Duration("timeout"),
+		AllowOther:  c.Bool("allow-other"),
+		ObjectCache: c.Bool("objectcache"),
 	}
 	if !child {
 		if cfg.Collie == "" {

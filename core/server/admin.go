@@ -36,6 +36,12 @@ func (h *Handler) newVdi(ctx context.Context, c *call) error {
 		return err
 	}
 	a := c.req.Vdi()
+	if a.BaseVdiID != 0 {
+		// A snapshot or clone holds what the guest wrote (see "Coherence").
+		if err := h.cacheFlushEverywhere(ctx, a.BaseVdiID, false, true); err != nil {
+			return err
+		}
+	}
 	info, err := h.cfg.Vdi.New(ctx, vdi.NewParams{
 		Name: name, Size: a.VdiSize, BaseVid: a.BaseVdiID, Copies: a.Copies, CopyPolicy: a.CopyPolicy,
 		StorePolicy: a.StorePolicy, BlockSizeShift: a.BlockSizeShift, SnapID: a.SnapID,
@@ -101,6 +107,12 @@ func (h *Handler) delVdi(ctx context.Context, c *call) error {
 	if err != nil {
 		return err
 	}
+	// No cache may push into a deleted VDI (see "Coherence").
+	if info, err := h.cfg.Vdi.Lookup(ctx, name, tag, c.req.Vdi().SnapID); err == nil {
+		if err := h.cacheFlushEverywhere(ctx, info.Vid, false, true); err != nil {
+			return err
+		}
+	}
 	vid, err := h.cfg.Vdi.Delete(ctx, name, tag, c.req.Vdi().SnapID)
 	if err != nil {
 		return err
@@ -108,11 +120,6 @@ func (h *Handler) delVdi(ctx context.Context, c *call) error {
 	c.rsp.SetVdi(proto.VdiRsp{VdiID: vid})
 	return nil
 }
-
-// flushVdi answers INVALID_PARMS as Sheepdog v1.0 does: there is no
-// write-back cache, every acknowledged write is already stable, and the
-// answer tells QEMU to stop sending flushes.
-func (h *Handler) flushVdi(context.Context, *call) error { return proto.ResInvalidParms }
 
 func (h *Handler) bitmap(c *call, get func(*cluster.State) []byte) error {
 	const n = proto.NrVdis / 8

@@ -57,6 +57,9 @@ type Config struct {
 	// DegradedReads counts the gateway's degraded reads of
 	// erasure-coded objects, for STAT (nil: none).
 	DegradedReads func() uint64
+	// Cache is the object cache (nil: off); Gateway is then the cache
+	// over the gateway (cache.go).
+	Cache Cache
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -223,8 +226,11 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpStatCluster:      {force: true, fn: h.statCluster},
 		proto.OpGetStoreList:     {force: true, fn: h.getStoreList},
 		proto.OpStatRecovery:     {fn: h.statRecovery},
-		proto.OpFlushDelCache:    {fn: noop},
-		proto.OpDeleteCache:      {fn: noop},
+		proto.OpFlushDelCache:    {fn: h.flushDelCache},
+		proto.OpDeleteCache:      {fn: h.deleteCache},
+		proto.OpGetCacheInfo:     {fn: h.getCacheInfo},
+		proto.OpCachePurge:       {fn: h.cachePurge},
+		proto.OpCacheFlushPeer:   {force: true, fn: h.cacheFlushPeer},
 		proto.OpKillNode:         {force: true, fn: h.killNode},
 		proto.OpSetVnodes:        {force: true, fn: h.setVnodes},
 		proto.OpAlterClusterCopy: {fn: h.alterClusterCopy},
@@ -294,13 +300,6 @@ func (c *call) needOut(n int) error {
 	return nil
 }
 
-// clientFlags are the flags of a client's object request as passed to the
-// gateway. CACHE is dropped: without an object cache, FLUSH_VDI answers
-// INVALID_PARMS and QEMU, which sets CACHE by default, stops flushing, so
-// a client's write must be stable when it is acknowledged
-// (docs/design.md §7 "Durability").
-func clientFlags(c *call) uint16 { return c.req.Flags &^ proto.FlagCmdCache }
-
 func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
 	o := c.req.Obj()
 	if err := h.checkCreate(ctx, o.Oid); err != nil {
@@ -310,7 +309,7 @@ func (h *Handler) createAndWrite(ctx context.Context, c *call) error {
 	if c.req.Flags&proto.FlagCmdCow != 0 {
 		cow = o.CowOid
 	}
-	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, clientFlags(c))
+	err := h.cfg.Gateway.CreateAndWrite(ctx, o.Oid, cow, int64(o.Offset), c.data, h.clientFlags(c))
 	return err
 }
 
@@ -371,13 +370,26 @@ func (h *Handler) readObj(ctx context.Context, c *call) error {
 
 func (h *Handler) writeObj(ctx context.Context, c *call) error {
 	o := c.req.Obj()
+	if c.req.Flags&proto.FlagCmdCache == 0 && isHeaderWrite(o.Oid, int64(o.Offset)) {
+		// A resize or tag through this node: no other node's cache may
+		// keep the old header (see "Coherence"). This node's own cache
+		// stays current (a write through it).
+		if err := h.cacheFlushEverywhere(ctx, proto.OidToVid(o.Oid), false, false); err != nil {
+			return err
+		}
+	}
+	if h.cfg.Cache != nil {
+		// The cache routes table writes to core/vdi itself, at the push
+		// or at once (cmd/sheep's backend).
+		return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, h.clientFlags(c))
+	}
 	if _, _, ok := vdi.TableRange(o.Oid, int64(o.Offset), len(c.data)); ok {
 		// A write into an inode's data_vdi_id drops the references it
 		// overwrites; core/vdi writes it and reclaims what nobody
 		// references any more.
-		return h.cfg.Vdi.WriteTable(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
+		return h.cfg.Vdi.WriteTable(ctx, o.Oid, int64(o.Offset), c.data, h.clientFlags(c))
 	}
-	return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, clientFlags(c))
+	return h.cfg.Gateway.WriteObject(ctx, o.Oid, int64(o.Offset), c.data, h.clientFlags(c))
 }
 
 func (h *Handler) removeObj(ctx context.Context, c *call) error {
@@ -500,7 +512,7 @@ func reportsStatus(op proto.Opcode) bool {
 // authenticated peers may send them.
 func peerOnly(op proto.Opcode) bool {
 	switch op {
-	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica:
+	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica, proto.OpCacheFlushPeer:
 		return true
 	}
 	return isPeerOp(op)

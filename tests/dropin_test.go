@@ -439,3 +439,73 @@ func TestRecoveryThrottleAsDog(t *testing.T) {
 		}
 	}
 }
+
+// A new node joining a cluster whose nodes wait for the rest of the last
+// epoch after a whole-cluster restart waits with them (Sheepdog's), instead
+// of reporting "running"; all run once the missing node is back.
+func TestNewNodeWaitsForJoinWithCluster(t *testing.T) {
+	sheeps := startCluster(t, 2)
+	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
+	for _, s := range sheeps {
+		s.Kill()
+	}
+	sheeps[0].start("-z", "0")
+	fresh := startSheep(t, "-z", "2", "--join", sheeps[0].Addr())
+	waiting := func(s *Sheep) bool {
+		return strings.HasPrefix(s.collie(t, nil, "cluster", "info").Stdout, "Cluster status: Waiting for other nodes to join cluster")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !waiting(sheeps[0]) || !waiting(fresh) {
+		if time.Now().After(deadline) {
+			t.Fatalf("while a node of the last epoch is missing: restarted node %q, new node %q",
+				sheeps[0].collie(t, nil, "cluster", "info").Stdout, fresh.collie(t, nil, "cluster", "info").Stdout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Still waiting a moment later: not a passing state.
+	time.Sleep(2 * time.Second)
+	if !waiting(fresh) {
+		t.Fatalf("new node stopped waiting while a node is missing: %q", fresh.collie(t, nil, "cluster", "info").Stdout)
+	}
+	sheeps[1].start("-z", "1", "--join", sheeps[0].Addr())
+	for _, s := range []*Sheep{sheeps[0], sheeps[1], fresh} {
+		waitRunning(t, s)
+	}
+}
+
+// A detached sheep whose store belongs to another cluster than the one it
+// joins does as Sheepdog's: the start command succeeds (the daemon has
+// detached), the daemon logs the refusal in sheep.log and leaves, and the
+// cluster it tried to join is unchanged.
+func TestDetachedJoinRefusedLogsAndLeaves(t *testing.T) {
+	a := startSheep(t, "-z", "0")
+	a.must(t, nil, "cluster", "format", "--copies=1")
+	b := startSheep(t, "-z", "1")
+	b.must(t, nil, "cluster", "format", "--copies=1")
+	b.Stop()
+	pidFile := filepath.Join(t.TempDir(), "sheep.pid")
+	r := run(t, nil, bin("sheep"), b.Dir, "-b", "127.0.0.1", "--nbd", "none", "-p", strconv.Itoa(b.Port), "-z", "1", "--join", a.Addr(), "-P", pidFile)
+	if r.Code != 0 {
+		t.Fatalf("detached start of a node that is refused: exit %d, %s", r.Code, r.Stderr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log, _ := os.ReadFile(filepath.Join(b.Dir, "sheep.log"))
+		if bytes.Contains(log, []byte("join refused: leaving")) && bytes.Contains(log, []byte("refusing to join")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal in sheep.log:\n%s", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) && portsFree(b.Port) == false {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ping(b.Addr()) == nil {
+		t.Fatal("the refused sheep still serves")
+	}
+	if list := a.must(t, nil, "node", "list", "-r"); strings.Count(list, "\n") != 1 {
+		t.Fatalf("node list of the first cluster: %q", list)
+	}
+}

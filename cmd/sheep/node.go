@@ -214,6 +214,13 @@ func (n *Node) open(ctx context.Context) error {
 		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
 	}
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
+		if daemon.IsChild() {
+			// As Sheepdog's sheep: detached already when its join is
+			// refused, it logs why and leaves; the command that
+			// started it has succeeded.
+			log.Error("join refused: leaving", "err", err)
+			daemon.Ready()
+		}
 		return err
 	}
 	// The handler and recovery are built after raft, whose OnApply (run

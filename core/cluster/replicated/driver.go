@@ -132,7 +132,9 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d.hasState = hasState
-	d.joinWait = hasState
+	// A new node waits too once it learns its cluster waits for the
+	// nodes of the last epoch (WaitingForJoin), as Sheepdog's does.
+	d.joinWait = true
 
 	if err := d.startGossip(); err != nil {
 		d.closeLog()
@@ -610,7 +612,7 @@ func (d *Driver) WaitingForJoin() bool {
 	formatted := false
 	d.View(func(s *cluster.State) { last, formatted = s.Nodes(), s.Formatted() })
 	if !formatted {
-		return true
+		return d.hasState // a new node waits for the format, not for joins
 	}
 	live := map[string]bool{}
 	for _, n := range d.Members() {

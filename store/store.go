@@ -273,13 +273,13 @@ func (s *Store) Capacity() (size, free uint64, err error) {
 	return st.Blocks * unit, st.Bavail * unit, nil
 }
 
-// spaceAttr is the store dir's xattr that keeps NodeSpace, named as
-// Sheepdog's (user.md.size, a little-endian u64).
+// spaceAttr is the store dir's xattr that keeps NodeSpace, under the
+// name Sheepdog gives it (a little-endian u64).
 const spaceAttr = "user.md.size"
 
 // NodeSpace is the space this store offers its cluster, which automatic
 // vnodes weigh: as in Sheepdog, the bytes available (statfs f_bavail) when
-// the store was first opened, kept in the store dir's xattr user.md.size,
+// the store was first opened, kept in the store dir's xattr spaceAttr,
 // so that it stays the same across restarts however full the store gets.
 func (s *Store) NodeSpace() (uint64, error) {
 	var b [8]byte

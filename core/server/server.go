@@ -329,11 +329,13 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			if dp != nil {
 				bufpool.Put(dp)
 			}
-			if rsp.Result == proto.ResWaitForJoin && clientIO(req.Opcode) {
+			if rsp.Result == proto.ResWaitForJoin && clientIO(req.Opcode) && s.h.outside() {
 				// QEMU turns any error on I/O into EIO in the guest, but
 				// resends every request in flight over a new connection
 				// once one is lost (docs/qemu-client.md §9): for a node
-				// waiting to (re)join, closing is the retry QEMU knows.
+				// the cluster left out, closing is the retry QEMU knows.
+				// (Not for a restarted node that waits for its log: a
+				// resend there could come before the log is applied.)
 				cn.dead.Store(true)
 				cn.c.Close()
 			}

@@ -956,14 +956,26 @@ func TestBytesInFlightBound(t *testing.T) {
 	for i := 0; i < n; i++ {
 		c.send(cmdRead, 0, uint64(i), 0, maxPayload, nil)
 	}
+	// The reader holds a token for the read it cannot start yet. Wait
+	// for the reads to be taken (a loaded machine is slow to), then check
+	// that no more are taken.
+	want := maxBytesInFlight/maxPayload + 1
+	var got int
+	var free int64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if cn := s.conns0(); cn != nil {
+			cn.bytes.mu.Lock()
+			free = int64(cn.bytes.free)
+			cn.bytes.mu.Unlock()
+			got = len(cn.inflight)
+		}
+		if got >= want && free == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	time.Sleep(100 * time.Millisecond)
-	cn := s.conns0()
-	cn.bytes.mu.Lock()
-	free := cn.bytes.free
-	cn.bytes.mu.Unlock()
-	// The reader holds a token for the read it cannot start yet.
-	if got, want := len(cn.inflight), maxBytesInFlight/maxPayload+1; got != want || free != 0 {
-		t.Fatalf("%d reads of %d MiB taken, want %d; %d bytes free", got, maxPayload>>20, want, free)
+	if cn := s.conns0(); len(cn.inflight) != want || got != want || free != 0 {
+		t.Fatalf("%d (then %d) reads of %d MiB taken, want %d; %d bytes free", got, len(cn.inflight), maxPayload>>20, want, free)
 	}
 	unblock()
 	for i := 0; i < n; i++ {

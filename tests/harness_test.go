@@ -158,7 +158,16 @@ func (s *Sheep) start(extra ...string) {
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(s.Dir, "sheep.log"))
 			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
-			t.Logf("sheep %s log (last lines):\n%s", s.Addr(), strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			// The sheep's own lines: raft and memberlist retry loudly
+			// when a peer is gone and would hide them.
+			var own []string
+			for _, l := range lines {
+				if !strings.Contains(l, "lib=raft") && !strings.Contains(l, "lib=memberlist") {
+					own = append(own, l)
+				}
+			}
+			t.Logf("sheep %s log (last lines):\n%s\nits own last lines:\n%s", s.Addr(),
+				strings.Join(lines[max(0, len(lines)-15):], "\n"), strings.Join(own[max(0, len(own)-15):], "\n"))
 		}
 	})
 	// Serving means answering a request, not just accepting connections

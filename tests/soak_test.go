@@ -87,6 +87,11 @@ func TestSoak(t *testing.T) {
 				switch mrand.Intn(3) {
 				case 0: // garbage, then gone
 					crand.Read(garbage)
+					// Malformed, not malicious: a first byte no protocol
+					// version has, so that random bytes never make a
+					// valid KILL_NODE or SHUTDOWN (which any client may
+					// send, as to Sheepdog).
+					garbage[0] = 0xff
 					c.Write(garbage)
 					c.Close()
 				case 1: // a request header cut short

@@ -248,9 +248,18 @@ func (s *Sheep) collie(t testing.TB, stdin []byte, args ...string) Result {
 	return run(t, stdin, bin("collie"), append(args, "-p", strconv.Itoa(s.Port))...)
 }
 
+// run runs name with args (2 minutes at most; a command still running
+// then is killed and reported with exit code -1).
 func run(t testing.TB, stdin []byte, name string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return runTimeout(t, stdin, 2*time.Minute, name, args...)
+}
+
+// runTimeout is run with a timeout: a command still running then is
+// killed and reported with exit code -1.
+func runTimeout(t testing.TB, stdin []byte, timeout time.Duration, name string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var so, se bytes.Buffer
@@ -260,7 +269,9 @@ func run(t testing.TB, stdin []byte, name string, args ...string) Result {
 	}
 	err := cmd.Run()
 	r := Result{Stdout: so.String(), Stderr: se.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ctx.Err() != nil {
+		r.Code = -1
+	} else if ee, ok := err.(*exec.ExitError); ok {
 		r.Code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)

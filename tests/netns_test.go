@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	crand "crypto/rand"
 	"fmt"
 	"net"
@@ -225,30 +224,6 @@ func collieIn(t *testing.T, s *Sheep, stdin []byte, timeout time.Duration, args 
 	start := time.Now()
 	r := runTimeout(t, stdin, timeout, "ip", args...)
 	return r, time.Since(start)
-}
-
-// runTimeout is run with a timeout: a command still running then is
-// killed and reported with exit code -1.
-func runTimeout(t *testing.T, stdin []byte, timeout time.Duration, name string, args ...string) Result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	err := cmd.Run()
-	r := Result{Stdout: so.String(), Stderr: se.String()}
-	if ctx.Err() != nil {
-		r.Code = -1
-	} else if ee, ok := err.(*exec.ExitError); ok {
-		r.Code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
-	}
-	return r
 }
 
 // TestNetLab checks the lab itself: a cut node is silent (a connection

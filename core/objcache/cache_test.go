@@ -258,7 +258,7 @@ func TestPushFailureKeepsDirty(t *testing.T) {
 	}
 }
 
-// TestBoundedRandomWrites writes 16 MiB at random into a 2 MiB cache from
+// TestBoundedRandomWrites writes 12 MiB at random into a 2 MiB cache from
 // several goroutines: the cache never holds more than its size (charged,
 // and on disk), and after a flush the backend holds every write.
 func TestBoundedRandomWrites(t *testing.T) {
@@ -280,7 +280,7 @@ func TestBoundedRandomWrites(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(w), 1))
 			buf := make([]byte, 3*BlockSize)
-			for n := 0; n < 400; n++ {
+			for n := 0; n < 250; n++ {
 				idx := uint32(r.IntN(nobj))
 				// Each writer owns its own quarter of every object, so
 				// concurrent writes never overlap.

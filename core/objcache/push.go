@@ -39,33 +39,43 @@ func (c *Cache) push(ctx context.Context, e *entry) error {
 	e.mu.Unlock()
 
 	runs := dirtyRuns(taken, valid, int((e.size+BlockSize-1)/BlockSize))
-	for k, r := range runs {
-		s := int64(r[0]) * BlockSize
-		t := min(int64(r[1])*BlockSize, e.size)
-		err := c.pushRange(ctx, e, s, t, created)
-		if err != nil {
-			// What was not sent is dirty again.
-			e.mu.Lock()
-			redo := 0
-			for _, r := range runs[k:] {
-				for i := r[0]; i < r[1]; i++ {
-					if bit(taken, i) && !bit(e.dirty, i) {
-						set(e.dirty, i)
-						redo++
-					}
-				}
-			}
-			e.ndirty += redo
-			e.mu.Unlock()
-			c.dirty.Add(int64(redo) * BlockSize)
-			return fmt.Errorf("push %016x: %w", e.oid, err)
-		}
-		if created {
+	send := func(r [2]int, create bool) error {
+		return c.pushRange(ctx, e, int64(r[0])*BlockSize, min(int64(r[1])*BlockSize, e.size), create)
+	}
+	var err error
+	first := 0
+	if created {
+		// The first run creates the object; the others write into it.
+		if err = send(runs[0], true); err == nil {
 			e.mu.Lock()
 			e.created = false
 			e.mu.Unlock()
-			created = false
+			first = 1
 		}
+	}
+	if err == nil {
+		// The runs are disjoint: they go out together, as many as a
+		// flush sends objects at once.
+		rest := runs[first:]
+		err = fanout.Run(len(rest), pushWidth, func(i int) error { return send(rest[i], false) })
+	}
+	if err != nil {
+		// What was taken is dirty again (what did go out is sent once
+		// more at the next push: the same bytes or newer).
+		e.mu.Lock()
+		redo := 0
+		for _, r := range runs {
+			for i := r[0]; i < r[1]; i++ {
+				if bit(taken, i) && !bit(e.dirty, i) {
+					set(e.dirty, i)
+					redo++
+				}
+			}
+		}
+		e.ndirty += redo
+		e.mu.Unlock()
+		c.dirty.Add(int64(redo) * BlockSize)
+		return fmt.Errorf("push %016x: %w", e.oid, err)
 	}
 	return nil
 }

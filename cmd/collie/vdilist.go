@@ -55,6 +55,18 @@ type inodeScan struct {
 	errMsg      string       // why the inode could not be read
 }
 
+// tally counts a data_vdi_id entry v of ino: its own object, one shared
+// with an ancestor, or none.
+func (r *inodeScan) tally(ino *proto.Inode, v uint32) {
+	switch v {
+	case 0:
+	case ino.VdiID:
+		r.own++
+	default:
+		r.shared++
+	}
+}
+
 // scanVdis is dog's parse_vdi: the header of every live VDI (and, with
 // table, the data_vdi_id entries covering it), read in parallel and
 // returned in vid order. Inodes with an empty name (deleted) are skipped;
@@ -95,13 +107,7 @@ func (s *session) scanVdis(table bool, only string, oid uint64) ([]inodeScan, er
 			}
 			n := min(dataObjects(ino), proto.MaxDataIndexes)
 			for _, v := range ino.DataVdiID[:n] {
-				switch v {
-				case 0:
-				case ino.VdiID:
-					r.own++
-				default:
-					r.shared++
-				}
+				r.tally(ino, v)
 			}
 			if oid != 0 {
 				idx := proto.DataIndex(oid)
@@ -118,15 +124,7 @@ func (s *session) scanVdis(table bool, only string, oid uint64) ([]inodeScan, er
 				r.errMsg = fmt.Sprintf("Failed to read inode of %x: %v", vid, err)
 				return nil
 			}
-			tree.Walk(func(idx, v uint32) {
-				switch v {
-				case 0:
-				case ino.VdiID:
-					r.own++
-				default:
-					r.shared++
-				}
-			})
+			tree.Walk(func(_, v uint32) { r.tally(ino, v) })
 			if oid != 0 {
 				v := tree.Get(proto.DataIndex(oid))
 				r.hasOid = v != 0 && v == proto.OidToVid(oid)

@@ -553,7 +553,8 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 
 // TestHostileStart (issue 13, problem 6): a start that fails leaves the
 // store dir as it found it; SIGTERM stops a sheep that is still trying to
-// join an unreachable node; a full store says so.
+// join an unreachable node; a small store (48 MiB) runs, and a full one
+// says so.
 func TestHostileStart(t *testing.T) {
 	// The port is taken: the start fails, and a dir it made is gone.
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -621,14 +622,26 @@ func TestHostileStart(t *testing.T) {
 		t.Fatalf("the stopped start left its store dir behind")
 	}
 
-	// A store too small: the error names the cause.
+	// A small store runs: the raft log's preallocation (4 MiB segments)
+	// fits a 48 MiB filesystem.
 	mnt := smallStore(t, 48<<20)
+	small := &Sheep{t: t, Dir: filepath.Join(mnt, "s"), Port: freePort(t)}
+	small.start()
+	small.must(t, nil, "cluster", "format", "--copies=1")
+	small.must(t, nil, "vdi", "create", "small", "4M")
+	small.Stop()
+	os.RemoveAll(small.Dir)
+
+	// A store with no room: the start fails at once, the error names the
+	// cause, and nothing is left behind.
+	filler := fill(t, mnt)
+	defer os.Remove(filler)
 	r = run(t, nil, bin("sheep"), "-f", "-b", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--nbd", "none", filepath.Join(mnt, "s"))
 	if r.Code == 0 || !strings.Contains(r.Stderr, "no space left") {
-		t.Fatalf("start on a 48 MiB store: exit %d %s", r.Code, r.Stderr)
+		t.Fatalf("start on a full store: exit %d %s", r.Code, r.Stderr)
 	}
-	t.Logf("start on a 48 MiB store: %s", strings.TrimSpace(r.Stderr))
+	t.Logf("start on a full store: %s", strings.TrimSpace(r.Stderr))
 	if _, err := os.Stat(filepath.Join(mnt, "s")); !os.IsNotExist(err) {
-		t.Fatalf("the failed start left its store dir on the small store")
+		t.Fatalf("the failed start left its store dir on the full store")
 	}
 }

@@ -99,6 +99,7 @@ func dirUsage(dir string) int64 {
 // another node while dirty objects sit in the cache contains them, and
 // after kill -9 of the caching sheep nothing flushed is lost.
 func TestObjectCacheQemu(t *testing.T) {
+	parallel(t)
 	sheeps := startCacheCluster(t, 3, 3, "-w", "size=256M")
 	s0, s1, s2 := sheeps[0], sheeps[1], sheeps[2]
 	old := seedVdi(t, s1, "c1", 12<<20) // three objects, stable everywhere
@@ -207,6 +208,7 @@ func (img *qemuImage) resize(size uint64) {
 // random writes: the cache dir never takes more than 32 MiB, and after
 // the final FLUSH another node reads every write.
 func TestObjectCacheSmall(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io")
 	addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	sheeps := startCacheCluster(t, 3, 3, "-w", "size=32M", "--nbd", addr)
@@ -255,6 +257,7 @@ func TestObjectCacheSmall(t *testing.T) {
 // TestObjectCacheCollie: collie's vdi cache commands and node info with
 // the cache on, and a clear refusal of bad -w options.
 func TestObjectCacheCollie(t *testing.T) {
+	parallel(t)
 	s := startSheep(t, "-w", "size=64M")
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	s.must(t, nil, "vdi", "create", "v", "16M")
@@ -297,6 +300,7 @@ func TestObjectCacheCollie(t *testing.T) {
 // bytes), fsync flushes the VDI (FLUSH_VDI) and then another node reads
 // both writes.
 func TestObjectCacheSheepfs(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	sheeps := startCacheCluster(t, 3, 3, "-w", "size=64M")
 	s0, s1 := sheeps[0], sheeps[1]
@@ -329,6 +333,8 @@ func TestObjectCacheSheepfs(t *testing.T) {
 // SnapshotGoto and Discard (they look for object files in the store
 // before any flush, where the cache keeps them).
 func TestObjectCacheQemuFlows(t *testing.T) {
+	// Not parallel: it sets qemuSheepOptions, which qemuSheep reads for
+	// every QEMU flow test.
 	qemuSheepOptions = []string{"-w", "size=128M"}
 	defer func() { qemuSheepOptions = nil }()
 	for _, f := range []struct {

@@ -12,6 +12,7 @@ import (
 // reformatted cluster, where each VDI gets a working VDI on top of its
 // latest snapshot; by tag or index, all VDIs or the ones named.
 func TestClusterSnapshotSaveLoad(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	s := sheeps[0]
 	dir := filepath.Join(t.TempDir(), "farm")

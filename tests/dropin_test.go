@@ -444,6 +444,7 @@ func TestRecoveryThrottleAsDog(t *testing.T) {
 // epoch after a whole-cluster restart waits with them (Sheepdog's), instead
 // of reporting "running"; all run once the missing node is back.
 func TestNewNodeWaitsForJoinWithCluster(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 2)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	for _, s := range sheeps {

@@ -556,6 +556,7 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 // join an unreachable node; a small store (48 MiB) runs, and a full one
 // says so.
 func TestHostileStart(t *testing.T) {
+	parallel(t)
 	// The port is taken: the start fails, and a dir it made is gone.
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -50,6 +50,7 @@ func vdiListRow(t *testing.T, s *Sheep, name string) []string {
 // start, which Sheepdog's dog requires); vdi list counts its objects; a
 // node failure loses nothing; a delete removes its objects.
 func TestHyperVolume(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io")
 	nbd := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	var sheeps []*Sheep

@@ -36,6 +36,7 @@ func storeObjects(sheeps []*Sheep, prefix string) []string {
 // lives; once all are deleted their inodes are removed and the vids are
 // taken again.
 func TestRecycleVid(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 2)
 	s := sheeps[0]
 	s.must(t, nil, "cluster", "format", "-R", "--copies=2")

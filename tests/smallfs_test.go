@@ -66,6 +66,7 @@ func ext4Image(t *testing.T, size int64, extra ...string) string {
 // xattr per data object), a byte flipped in one copy is caught and
 // repaired from the other, and a restarted sheep reads its store back.
 func TestStoreOnSmallBlockExt4(t *testing.T) {
+	parallel(t)
 	var sheeps []*Sheep
 	for i := range 2 {
 		s := &Sheep{t: t, Dir: smallExt4(t), Port: freePort(t)}

@@ -28,22 +28,8 @@ type stripPeer struct {
 
 func startStripPeer(t *testing.T, zone uint32, size int) *stripPeer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stripPeer{node: node(l.Addr().String(), zone), strips: map[uint64][]byte{}, size: size}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			go p.serve(c)
-		}
-	}()
+	p := &stripPeer{strips: map[uint64][]byte{}, size: size}
+	p.node = node(listenPeer(t, p.serve), zone)
 	return p
 }
 

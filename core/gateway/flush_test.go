@@ -39,11 +39,19 @@ type fakePeer struct {
 
 func startPeer(t *testing.T) *fakePeer {
 	t.Helper()
+	p := &fakePeer{}
+	p.node = node(listenPeer(t, func(c net.Conn) { p.serve(c) }), 1)
+	return p
+}
+
+// listenPeer accepts connections on a loopback port until the test ends,
+// each served by serve on its own goroutine, and returns the address.
+func listenPeer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &fakePeer{node: node(l.Addr().String(), 1)}
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
@@ -52,10 +60,10 @@ func startPeer(t *testing.T) *fakePeer {
 				return
 			}
 			t.Cleanup(func() { c.Close() })
-			go p.serve(c)
+			go serve(c)
 		}
 	}()
-	return p
+	return l.Addr().String()
 }
 
 func (p *fakePeer) serve(c net.Conn) {

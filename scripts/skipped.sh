@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# skipped.sh LOG...: the last line of a test run. Lists every test the
-# verbose go test logs say was skipped, with the reason it gave, so an
-# "ok" never hides tests that did not run.
+# skipped.sh LOG...: the last lines of a test run. Names every test the
+# verbose go test logs say failed (so a long log's failure is not lost
+# above the summary), then every test that was skipped with the reason it
+# gave, so an "ok" never hides tests that did not run.
 set -uo pipefail
 # go test -v streams a test's log as it runs, so a skip's reason comes
 # just before its result line (after it in older Go releases):
 #     skipper_test.go:123: reason
 #     --- SKIP: TestName (0.00s)
+grep -ah -- '--- FAIL: ' "$@" 2>/dev/null | sed 's/^[[:space:]]*--- FAIL: /  failed: /'
 out=$(awk '
 	function reason(l) { sub(/^[[:space:]]*[^:[:space:]]+:[0-9]+: /, "", l); return l }
 	/^[[:space:]]+[^:[:space:]]+_test\.go:[0-9]+: / { last = $0; next }

@@ -23,14 +23,18 @@ func TestVnodeHashes(t *testing.T) {
 	}
 }
 
-// reference is a direct transcription of Sheepdog's oid_to_vnodes over a
-// vnode list built the same way, independent of Ring's data structures.
-func reference(nodes []proto.Node, oid uint64, copies int) []string {
-	type vn struct {
-		h    uint64
-		zone uint32
-		name string
-	}
+// refVnode is one entry of reference's vnode list.
+type refVnode struct {
+	h    uint64
+	zone uint32
+	name string
+}
+
+// referenceRing builds the vnode list as Sheepdog does, independent of
+// Ring's data structures (built once per node set: the insertion sort is
+// quadratic).
+func referenceRing(nodes []proto.Node) ([]refVnode, int) {
+	type vn = refVnode
 	var ring []vn
 	zones := map[uint32]bool{}
 	for _, n := range nodes {
@@ -51,7 +55,14 @@ func reference(nodes []proto.Node, oid uint64, copies int) []string {
 			ring[j], ring[j-1] = ring[j-1], ring[j]
 		}
 	}
-	copies = min(copies, len(zones))
+	return ring, len(zones)
+}
+
+// reference is a direct transcription of Sheepdog's oid_to_vnodes over
+// referenceRing's vnode list.
+func reference(ring []refVnode, zones int, oid uint64, copies int) []string {
+	type vn = refVnode
+	copies = min(copies, zones)
 	h := proto.HashOid(oid)
 	start := 0
 	for start < len(ring) && ring[start].h < h {
@@ -91,13 +102,14 @@ func TestLocateMatchesReference(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := New(c.nodes)
+		ring, zones := referenceRing(c.nodes)
 		for i := uint64(0); i < 2000; i++ {
 			oid := proto.VidToDataOid(uint32(0x15d167+i%7), uint32(i))
 			if i%10 == 0 {
 				oid = proto.VidToVdiOid(uint32(i))
 			}
 			got := r.Locate(oid, c.copies)
-			want := reference(c.nodes, oid, c.copies)
+			want := reference(ring, zones, oid, c.copies)
 			if len(got) != len(want) {
 				t.Fatalf("%s: oid %x: %d copies, want %d", c.name, oid, len(got), len(want))
 			}

@@ -58,6 +58,7 @@ func TestSoak(t *testing.T) {
 		"--verify_fatal=1", "--randrepeat=0", "--output-format=normal")
 	var fioOut strings.Builder
 	fio.Stdout, fio.Stderr = &fioOut, &fioOut
+	fio.Dir = t.TempDir() // fio leaves its verify state file in its working directory
 	if err := fio.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,13 @@ type Puncher interface {
 	PunchObject(ctx context.Context, oid uint64, off, n int64, flags uint16) error
 }
 
+// VdiFlusher is implemented by an ObjectIO that can make one VDI's writes
+// stable without waiting for every other VDI's (core/objcache pushes only
+// that VDI's dirty objects). Flush uses it when it is there.
+type VdiFlusher interface {
+	FlushVdi(ctx context.Context, vid uint32) error
+}
+
 // ErrReadOnly is returned for writes to a snapshot volume.
 var ErrReadOnly = fmt.Errorf("volume is a snapshot: %w", proto.ResReadonly)
 
@@ -675,7 +682,13 @@ func (v *Volume) Flush(ctx context.Context) error {
 	v.unstableMu.Lock()
 	covered := maps.Clone(v.unstable)
 	v.unstableMu.Unlock()
-	if err := v.io.Flush(ctx); err != nil {
+	var err error
+	if f, ok := v.io.(VdiFlusher); ok {
+		err = f.FlushVdi(ctx, v.vid)
+	} else {
+		err = v.io.Flush(ctx)
+	}
+	if err != nil {
 		return err
 	}
 	if len(covered) > 0 {

@@ -648,6 +648,11 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 				d.stopping.Store(true)
 			}
 		case cluster.KindFormat, cluster.KindIdentity:
+			if e.Kind == cluster.KindFormat && e.Time >= d.started.UnixNano() {
+				// A format names the nodes live now as the epoch: nobody
+				// is left to wait for.
+				d.endJoinWait()
+			}
 			d.syncIdentity()
 		}
 	}

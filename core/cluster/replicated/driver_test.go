@@ -2,6 +2,7 @@ package replicated
 
 import (
 	"context"
+	"github.com/hashicorp/raft"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -206,5 +207,45 @@ func TestConfigValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%s: validated", name)
 		}
+	}
+}
+
+// Nodes that joined before the format do not wait for joins (the format
+// is the epoch they belong to): when the leader leaves right after it, a
+// survivor that becomes leader commits the epoch without it. They used to
+// keep start-up's join wait until a reconcile ran on them as leader, and
+// then waited forever for the node that had left.
+func TestLeaderLeavesAfterFormat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	ds := startDrivers(t, 3)
+	waitFor(t, "three members", func() bool { return len(ds[0].Members()) == 3 && len(ds[2].Members()) == 3 })
+	ctx := context.Background()
+	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 3, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
+	if err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+	for _, d := range ds {
+		if err := d.WaitEpoch(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var leader *Driver
+	var rest []*Driver
+	waitFor(t, "a leader", func() bool {
+		leader, rest = nil, nil
+		for _, d := range ds {
+			if d.r().State() == raft.Leader {
+				leader = d
+			} else {
+				rest = append(rest, d)
+			}
+		}
+		return leader != nil
+	})
+	leader.Close()
+	for _, d := range rest {
+		waitFor(t, "the epoch without the leader that left", func() bool { e, n := epochNodes(d); return e == 2 && n == 2 })
 	}
 }

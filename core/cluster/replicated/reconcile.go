@@ -24,6 +24,11 @@ func (d *Driver) reconcileLoop() {
 		case <-d.kick:
 		case <-t.C:
 		}
+		// Every node, not only the leader, ends its start-up join wait
+		// once the last epoch's nodes are all live: a follower that
+		// becomes leader later must not wait for a node that has left
+		// since.
+		d.WaitingForJoin()
 		if d.r().State() == raft.Leader {
 			if err := d.reconcile(); err != nil {
 				d.cfg.Log.Warn("membership reconcile", "err", err)

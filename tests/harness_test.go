@@ -239,6 +239,18 @@ type Result struct {
 	Code           int
 }
 
+// String is how a Result prints in a failure message: output quoted and
+// cut short, so that a read's raw bytes cannot garble the log.
+func (r Result) String() string {
+	cut := func(s string) string {
+		if len(s) > 200 {
+			return fmt.Sprintf("%q... (%d bytes)", s[:200], len(s))
+		}
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("exit %d, stdout %s, stderr %s", r.Code, cut(r.Stdout), cut(r.Stderr))
+}
+
 // collie runs the collie binary against s with args.
 func (s *Sheep) collie(t testing.TB, stdin []byte, args ...string) Result {
 	t.Helper()

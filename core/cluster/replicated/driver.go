@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -337,11 +338,14 @@ func gossipAddrs(addrs []string) []string {
 	return out
 }
 
-// Close leaves the cluster and stops raft.
+// Close leaves the cluster and stops raft. A leader hands its vote over
+// first (handOff), so that a cluster left with one node by a clean stop
+// still has a voter.
 func (d *Driver) Close() {
 	d.closeOnce.Do(func() {
 		close(d.stop)
-		d.wg.Wait()
+		d.wg.Wait() // no reconcile from here on: it would take the vote back
+		d.handOff()
 		d.ml.Leave(time.Second)
 		d.ml.Shutdown()
 		d.raftMu.Lock()
@@ -349,6 +353,52 @@ func (d *Driver) Close() {
 		d.closeLog()
 		d.raftMu.Unlock()
 	})
+}
+
+// handOff runs on a leader that leaves while the cluster lives on: it
+// makes sure another live node votes, then removes itself from raft's
+// configuration (the leader steps down once that commits). Without it,
+// the voter policy's single voter of a two-node cluster would take the
+// only vote away and the node that stays could never commit the epoch
+// without it. Bounded: a leave must not hang on a cluster in trouble.
+func (d *Driver) handOff() {
+	r := d.r()
+	if r.State() != raft.Leader || d.stopping.Load() {
+		return
+	}
+	self := raft.ServerID(d.cfg.Self.NodeID.String())
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	live := d.liveServers()
+	otherVoter := false
+	for _, s := range cf.Configuration().Servers {
+		if _, ok := live[s.ID]; ok && s.ID != self && s.Suffrage == raft.Voter {
+			otherVoter = true
+		}
+	}
+	if !otherVoter {
+		ids := make([]raft.ServerID, 0, len(live))
+		for id := range live {
+			if id != self {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			return // the last node: nobody to hand over to
+		}
+		slices.Sort(ids)
+		if err := r.AddVoter(ids[0], live[ids[0]], 0, 3*time.Second).Error(); err != nil {
+			d.cfg.Log.Warn("leave: handing the vote over failed", "to", ids[0], "err", err)
+			return
+		}
+	}
+	if err := r.RemoveServer(self, 0, 3*time.Second).Error(); err != nil {
+		d.cfg.Log.Warn("leave: stepping down failed", "err", err)
+		return
+	}
+	d.cfg.Log.Info("leave: raft vote handed over")
 }
 
 // Leave takes this node out of the cluster for good while the process

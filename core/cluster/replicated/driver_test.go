@@ -249,3 +249,48 @@ func TestLeaderLeavesAfterFormat(t *testing.T) {
 		waitFor(t, "the epoch without the leader that left", func() bool { e, n := epochNodes(d); return e == 2 && n == 2 })
 	}
 }
+
+// A two-node cluster has one voter (VoterCount); when that node stops
+// cleanly it hands the vote over, so the node that stays commits the
+// epoch without it and goes on alone.
+func TestLeavingVoterHandsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	ds := startDrivers(t, 2)
+	waitFor(t, "two members", func() bool { return len(ds[0].Members()) == 2 && len(ds[1].Members()) == 2 })
+	ctx := context.Background()
+	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 2, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
+	if err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+	var voter, other *Driver
+	waitFor(t, "one voter that leads, one non-voter", func() bool {
+		voter, other = nil, nil
+		for _, d := range ds {
+			if d.r().State() != raft.Leader {
+				other = d
+				continue
+			}
+			cf := d.r().GetConfiguration()
+			if cf.Error() != nil || len(cf.Configuration().Servers) != 2 {
+				return false
+			}
+			n := 0
+			for _, s := range cf.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					n++
+				}
+			}
+			if n == 1 {
+				voter = d
+			}
+		}
+		return voter != nil && other != nil
+	})
+	voter.Close()
+	waitFor(t, "the epoch without the voter that left", func() bool { e, n := epochNodes(other); return e == 2 && n == 1 })
+	if res, err := other.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecovery, DisableRecovery: true}); err != nil || res != proto.ResSuccess {
+		t.Fatalf("propose on the node left alone: %v %v", res, err)
+	}
+}

@@ -278,7 +278,7 @@ func TestRecoveryReturningNodeServesNewData(t *testing.T) {
 	// Every read that succeeds returns the new data; a read may fail only
 	// while the node is still rejoining. First 4 KiB of each object in
 	// turn, as fast as collie goes, then the whole VDI.
-	served, overOld := 0, 0
+	served, overOld, failed, firstErr := 0, 0, 0, ""
 	// Generous: each read is a collie process, slow on a loaded machine;
 	// what is checked is what is served, not how fast.
 	deadline := time.Now().Add(90 * time.Second)
@@ -286,6 +286,11 @@ func TestRecoveryReturningNodeServesNewData(t *testing.T) {
 		off := (i % (size / objSize)) * objSize
 		hadOld := bytes.Equal(fileHead(back, prefix, off/objSize, 4096), old[off:off+4096])
 		r := back.collie(t, nil, "vdi", "read", "Alice", strconv.Itoa(off), "4096")
+		if r.Code != 0 {
+			if failed++; failed == 1 {
+				firstErr = strings.TrimSpace(r.Stderr)
+			}
+		}
 		if r.Code == 0 {
 			served++
 			if hadOld {
@@ -296,10 +301,10 @@ func TestRecoveryReturningNodeServesNewData(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the returning node served %d reads in 90 s; the last: exit %d, %s", served, r.Code, r.Stderr)
+			t.Fatalf("the returning node served %d reads in 90 s, refused %d (the first: %q); the last: %v", served, failed, firstErr, r)
 		}
 	}
-	t.Logf("%d of the first %d reads served while the returning node held the old copy", overOld, served)
+	t.Logf("%d of the first %d reads served while the returning node held the old copy; %d refused while it rejoined (the first: %q)", overOld, served, failed, firstErr)
 	mustRead(t, back, "Alice", data, "through the returning node as soon as it serves")
 	waitRunning(t, back)
 	waitNodes(t, sheeps[0], 3)

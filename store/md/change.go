@@ -187,7 +187,7 @@ func (s *Store) fail(d *disk, cause error) bool {
 	s.lay.Store(nl)
 	s.admin.Unlock()
 	s.log.Error("md: disk failed I/O: unplugged; its objects are recovered from the other copies", "path", d.path, "err", cause, "disks", len(nl.disks))
-	d.st.Close() // calls still running finish; the disk's files are let go
+	d.close() // calls still running finish; the disk's files are let go
 	s.changed()
 	return true
 }

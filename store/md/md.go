@@ -59,7 +59,17 @@ type Config struct {
 type disk struct {
 	path  string // as MD_INFO shows it: DIR/obj, or PATH
 	st    *store.Store
-	space uint64 // weighs it on the ring
+	space uint64   // weighs it on the ring
+	lock  *os.File // the directory, flocked: one sheep per disk (nil for DIR/obj, under DIR's lock)
+}
+
+// close closes the disk's store and lets go of its directory.
+func (d *disk) close() error {
+	err := d.st.Close()
+	if d.lock != nil {
+		d.lock.Close()
+	}
+	return err
 }
 
 // layout is one state of the disk set. It is never changed once
@@ -133,14 +143,14 @@ func Open(cfg Config) (*Store, error) {
 		}
 		seen := map[string]bool{}
 		for _, p := range cfg.Disks {
-			d, err := s.openDisk(p, false)
-			if err == nil && seen[d.path] {
-				d.st.Close()
-				err = fmt.Errorf("md: disk %s given twice", d.path)
+			var d *disk
+			err := fmt.Errorf("md: disk %s given twice: %w", cleanPath(p), proto.ResInvalidParms)
+			if !seen[cleanPath(p)] {
+				d, err = s.openDisk(p, false)
 			}
 			if err != nil {
 				for _, d := range l.disks {
-					d.st.Close()
+					d.close()
 				}
 				return nil, err
 			}
@@ -173,6 +183,28 @@ func (s *Store) openDisk(path string, purge bool) (*disk, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("md: disk %s: %w", abs, err)
 	}
+	lock, err := os.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("md: disk %s: %w", abs, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("md: disk %s is in use by another sheep: %w", abs, proto.ResInvalidParms)
+		}
+		return nil, fmt.Errorf("md: lock disk %s: %w", abs, err)
+	}
+	d, err := s.openLocked(abs, purge)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	d.lock = lock
+	return d, nil
+}
+
+// openLocked is openDisk once the directory is locked.
+func (s *Store) openLocked(abs string, purge bool) (*disk, error) {
 	if purge {
 		n, err := purgeDisk(abs)
 		if err != nil {
@@ -583,7 +615,7 @@ func (s *Store) Close() error {
 	<-s.stopped
 	var first error
 	for _, d := range s.all() {
-		if err := d.st.Close(); err != nil && first == nil {
+		if err := d.close(); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,6 +207,22 @@ func TestUnplugAndPlugMoveObjects(t *testing.T) {
 	if err := s.Plug([]string{filepath.Join(root, "meta")}); !errors.Is(err, proto.ResUnknown) {
 		t.Errorf("plugging the metadata dir: %v", err)
 	}
+}
+
+// A disk serves one sheep, and is given once.
+func TestDiskLockedAndGivenOnce(t *testing.T) {
+	root := t.TempDir()
+	d := filepath.Join(root, "d0")
+	openMD(t, filepath.Join(root, "meta"), d, filepath.Join(root, "d1"))
+	if _, err := Open(Config{MetaDir: filepath.Join(root, "meta2"), Disks: []string{d}, NoSync: true}); err == nil || !strings.Contains(err.Error(), "in use by another sheep") {
+		t.Errorf("a second store on the same disk: %v", err)
+	}
+	if _, err := Open(Config{MetaDir: filepath.Join(root, "meta3"), Disks: []string{filepath.Join(root, "x"), filepath.Join(root, "x") + "/"}, NoSync: true}); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("a disk given twice: %v", err)
+	}
+	// The failed Open let go of the disk it had opened.
+	s := openMD(t, filepath.Join(root, "meta4"), filepath.Join(root, "x"))
+	s.Close()
 }
 
 // A start with another disk list finds every object at once, and moves

@@ -56,7 +56,7 @@ func (s *Store) migrator() {
 				continue
 			}
 			for _, d := range l.draining {
-				d.st.Close()
+				d.close()
 				s.log.Info("md: unplugged disk let go", "path", d.path)
 			}
 			s.log.Info("md: objects moved to their disks", "moved", moved, "left_to_recovery", lost, "not_moved", left,

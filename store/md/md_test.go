@@ -424,3 +424,17 @@ func TestNoAllocationPerCall(t *testing.T) {
 		t.Errorf("md ReadAt: %.1f allocations, the disk's store %.1f", got, base)
 	}
 }
+
+func TestSplitPaths(t *testing.T) {
+	for in, want := range map[string][]string{
+		"/a\x00":           {"/a"},
+		"/a,/b,/c\x00junk": {"/a", "/b", "/c"},
+		" /a , ,/b":        {"/a", "/b"},
+		"\x00":             nil,
+		"":                 nil,
+	} {
+		if got := SplitPaths([]byte(in)); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("SplitPaths(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -201,12 +201,15 @@ func (s *Store) SetOnLastFailed(f func(error)) { s.onLastFailed.Store(&f) }
 const probeName = ".md-probe"
 
 // CheckDisks writes, syncs and removes a small file on every disk and
-// unplugs those where that fails (fail), so that a disk that died while
-// idle is found before a client's request meets it. A full disk is not
-// a failed one.
+// unplugs those where that fails with EIO or EROFS, or whose directory is
+// gone (fail), so that a disk that died while idle is found before a
+// client's request meets it. A full disk is not a failed one, and
+// neither is a process out of file descriptors.
 func (s *Store) CheckDisks() {
 	for _, d := range s.lay.Load().disks {
-		if err := probe(d.path); err != nil {
+		err := probe(d.path)
+		if isDiskFault(err) || errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) ||
+			errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.ENOTCONN) {
 			s.fail(d, err)
 		}
 	}

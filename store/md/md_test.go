@@ -438,3 +438,22 @@ func TestSplitPaths(t *testing.T) {
 		}
 	}
 }
+
+// The probe takes out a disk whose directory is gone, and leaves a
+// healthy one alone.
+func TestCheckDisks(t *testing.T) {
+	root := t.TempDir()
+	d := []string{filepath.Join(root, "d0"), filepath.Join(root, "d1")}
+	s := openMD(t, filepath.Join(root, "meta"), d...)
+	s.CheckDisks()
+	if len(s.Info()) != 2 {
+		t.Fatalf("a healthy disk was taken out: %+v", s.Info())
+	}
+	if err := os.RemoveAll(d[1]); err != nil {
+		t.Fatal(err)
+	}
+	s.CheckDisks()
+	if got := s.Info(); len(got) != 1 || got[0].Path != d[0] {
+		t.Errorf("after the disk's directory went: %+v", got)
+	}
+}

@@ -240,7 +240,11 @@ func TestMultiDiskFailedDisk(t *testing.T) {
 	}
 	disks = append(disks, bad)
 	a := &Sheep{t: t, Dir: t.TempDir(), Port: freePort(t), Disks: disks}
-	a.start("-z", "0")
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
+	a.start("-z", "0", "--metrics", metricsAddr)
+	if m, _ := scrape(t, metricsAddr); m["sheepdog_disks"] != 3 || m["sheepdog_disk_failures_total"] != 0 {
+		t.Errorf("metrics before: %v disks, %v failures", m["sheepdog_disks"], m["sheepdog_disk_failures_total"])
+	}
 	b := startSheep(t, "-z", "1", "--join", a.Addr())
 	a.must(t, nil, "cluster", "format", "--copies=2")
 	waitRunning(t, b)
@@ -265,6 +269,9 @@ func TestMultiDiskFailedDisk(t *testing.T) {
 	t.Logf("read and rewrite of the VDI with a failed disk: %v", time.Since(start).Round(time.Millisecond))
 	if got := mdPaths(t, a); len(got) != 2 || got[0] != disks[0] || got[1] != disks[1] {
 		t.Errorf("node md info after the failure lists %v", got)
+	}
+	if m, _ := scrape(t, metricsAddr); m["sheepdog_disks"] != 2 || m["sheepdog_disk_failures_total"] != 1 {
+		t.Errorf("metrics after the failure: %v disks, %v failures", m["sheepdog_disks"], m["sheepdog_disk_failures_total"])
 	}
 	log, _ := os.ReadFile(filepath.Join(a.Dir, "sheep.log"))
 	if !strings.Contains(string(log), "md: disk failed I/O: unplugged") {

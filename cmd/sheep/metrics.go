@@ -64,6 +64,8 @@ func registerState(reg *metrics.Registry, cl cluster.Driver, st *md.Store, rec *
 	reg.Counter("repaired_chunks_total", "Chunks rewritten from a good copy after failing their checksum.", func() float64 {
 		return float64(st.Stats().RepairedChunks)
 	})
+	reg.Gauge("disks", "Disks the node's objects are on (sheep DIR,DISK...; 1 for DIR alone).", func() float64 { return float64(st.Disks()) })
+	reg.Counter("disk_failures_total", "Disks taken out because their I/O failed.", func() float64 { return float64(st.Failures()) })
 
 	reg.Gauge("recovery_running", "1 while this node recovers objects for the current epoch.", func() float64 {
 		if rec.State().InRecovery {

@@ -185,12 +185,19 @@ func (s *Store) fail(d *disk, cause error) bool {
 	}
 	nl.sort()
 	s.lay.Store(nl)
+	s.failures.Add(1)
 	s.admin.Unlock()
 	s.log.Error("md: disk failed I/O: unplugged; its objects are recovered from the other copies", "path", d.path, "err", cause, "disks", len(nl.disks))
 	d.close() // calls still running finish; the disk's files are let go
 	s.changed()
 	return true
 }
+
+// Disks is the number of disks on the ring.
+func (s *Store) Disks() int { return len(s.lay.Load().disks) }
+
+// Failures is the number of disks taken out because their I/O failed.
+func (s *Store) Failures() uint64 { return s.failures.Load() }
 
 // SetOnLastFailed installs what runs (in its own goroutine, once) when
 // the node's last disk fails I/O: the node leaves its cluster, so that

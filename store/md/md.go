@@ -104,6 +104,7 @@ type Store struct {
 
 	onLastFailed atomic.Pointer[func(error)]
 	lastFailed   atomic.Bool // the last disk failed (logged once)
+	failures     atomic.Uint64
 
 	ctx     context.Context // of the moves; cancelled by Close
 	cancel  context.CancelFunc

@@ -319,8 +319,8 @@ func TestFailedDiskIsUnplugged(t *testing.T) {
 	if !s.fail(bad, eio) {
 		t.Fatal("fail of one of two disks: no retry")
 	}
-	if got := s.Info(); len(got) != 1 || got[0].Path == bad.path {
-		t.Fatalf("Info after the failure: %+v", got)
+	if got := s.Info(); len(got) != 1 || got[0].Path == bad.path || s.Failures() != 1 {
+		t.Fatalf("Info after the failure: %+v, %d failures", got, s.Failures())
 	}
 	buf := make([]byte, objSize)
 	if err := s.ReadAt(context.Background(), lostOid, buf, 0); !errors.Is(err, proto.ResNoObj) {

@@ -27,6 +27,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,6 +50,10 @@ type Config struct {
 	// Dir is the store directory; objects live in Dir/obj. It must be on a
 	// filesystem with user extended attributes.
 	Dir string
+	// ObjDir, when set, holds the objects instead of Dir/obj: a disk of a
+	// multi-disk node keeps them at its top (store/md). Stale copies are
+	// in ObjDir/.stale either way.
+	ObjDir string
 	// NoSync skips every fdatasync and directory fsync (sheep -n). Data then
 	// survives a process crash but not a power cut. For tests.
 	NoSync bool
@@ -125,8 +130,8 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		dir:      cfg.Dir,
-		objDir:   filepath.Join(cfg.Dir, objDirName),
-		staleDir: filepath.Join(cfg.Dir, objDirName, staleDirName),
+		objDir:   cmp.Or(cfg.ObjDir, filepath.Join(cfg.Dir, objDirName)),
+		staleDir: filepath.Join(cmp.Or(cfg.ObjDir, filepath.Join(cfg.Dir, objDirName)), staleDirName),
 		noSync:   cfg.NoSync,
 		noSums:   cfg.noChecksums,
 		log:      cfg.Logger,

@@ -108,6 +108,9 @@ type Sheep struct {
 	// Host and NS, when set, run the sheep in network namespace NS bound
 	// to Host (netns_test.go) instead of on loopback.
 	Host, NS string
+	// Disks, when set, are the sheep's object disks: DIR,DISK1,DISK2...
+	// (md_test.go).
+	Disks []string
 }
 
 // Addr is the sheep's protocol address.
@@ -140,7 +143,7 @@ func (s *Sheep) start(extra ...string) {
 		args = append(args, "--cluster-key", key) // make e2e-key: the suites on keyed clusters
 	}
 	args = append(args, extra...)
-	args = append(args, s.Dir)
+	args = append(args, strings.Join(append([]string{s.Dir}, s.Disks...), ","))
 	s.out = &bytes.Buffer{}
 	s.cmd = exec.Command(bin("sheep"), args...)
 	if s.NS != "" {

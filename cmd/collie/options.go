@@ -52,6 +52,8 @@ var nodeOptions = []option{
 	{'P', "progress", false, "show progress"},
 	{'l', "local", false, "work on the local node"},
 	{'w', "watch", false, "watch the stat every second"},
+	{'A', "all", false, "show md information of all the nodes"},
+	{'f', "force", false, "ignore the confirmation"},
 }
 
 var clusterOptions = []option{
@@ -121,6 +123,7 @@ var commands = []*command{
 		{"stat", "", "aprwhT", "show stat information about the node", false, false, nodeStat},
 		{"log", "level {set <log level>|get|list}", "aphT", "show or set log level of the node", true, false, nodeLog},
 		{"vnodes", "set <num of vnodes>", "aph", "set new vnodes", true, false, nodeVnodes},
+		{"md", "[disks]", "aprAfhT", "See 'dog node md' for more information", true, false, nodeMd},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},

@@ -65,6 +65,7 @@ type cmdOptions struct {
 
 	// node
 	progress, local, watch bool
+	all                    bool // -A: md info of every node
 }
 
 // newSession decodes the options of c. Option errors end the command the
@@ -103,6 +104,7 @@ func newSession(c *cli.Context, stdin io.Reader, out *bufio.Writer, stderr io.Wr
 	o.recycleVid, o.strict, o.fixedVnodes, o.diff = c.Bool("recyclevid"), c.Bool("strict"), c.Bool("fixedvnodes"), c.Bool("diff")
 	o.store = c.String("store")
 	o.progress, o.local, o.watch = c.Bool("progress"), c.Bool("local"), c.Bool("watch")
+	o.all = c.Bool("all")
 	if c.IsSet("snapshot") {
 		v := c.String("snapshot")
 		if id, err := strconv.ParseInt(strings.TrimLeft(v, " \t"), 10, 64); err == nil {

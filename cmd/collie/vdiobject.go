@@ -24,6 +24,13 @@ var objectSubcommands = []struct {
 // nestedSubcommands lists the {name, description} of a subcommand's own
 // subcommands, for its usage text.
 func nestedSubcommands(cmd, sub string) [][2]string {
+	if cmd == "node" && sub == "md" {
+		var out [][2]string
+		for _, n := range mdSubcommands {
+			out = append(out, [2]string{n.name, n.desc})
+		}
+		return out
+	}
 	if cmd != "vdi" {
 		return nil
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/recovery"
@@ -12,6 +13,7 @@ import (
 // Config is everything a sheep is started with; the flags fill it.
 type Config struct {
 	Dir        string
+	Disks      []string // DIR,PATH1,PATH2...: the object disks; none: DIR/obj
 	Port       int
 	BindAddr   string
 	MyAddr     string
@@ -102,6 +104,19 @@ func (c Config) Validate() error {
 		return usagef("-c local finds its peers itself: --join is not taken with it")
 	}
 	return nil
+}
+
+// splitStoreDirs splits Sheepdog's store argument DIR[,PATH...]: DIR
+// keeps the node's metadata, and each PATH is a disk holding objects
+// (store/md); with DIR alone, objects live in DIR/obj.
+func splitStoreDirs(arg string) (dir string, disks []string) {
+	parts := strings.Split(arg, ",")
+	for _, p := range parts[1:] {
+		if p != "" {
+			disks = append(disks, p)
+		}
+	}
+	return parts[0], disks
 }
 
 // limits are the front-ends' connection and memory bounds of c.

@@ -34,7 +34,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
-	"github.com/sheepdog-go/sheepdog/store"
+	"github.com/sheepdog-go/sheepdog/store/md"
 )
 
 func main() {
@@ -148,6 +148,7 @@ func run(c *cli.Context) error {
 	}
 	cfg := DefaultConfig()
 	cfg.Dir, cfg.BindAddr, cfg.MyAddr = c.Args().First(), c.String("bind"), c.String("myaddr")
+	cfg.Dir, cfg.Disks = splitStoreDirs(cfg.Dir)
 	cfg.NBDAddr, cfg.NBDDefault, cfg.Gateway = c.String("nbd"), !c.IsSet("nbd"), c.Bool("gateway")
 	cfg.Foreground, cfg.NoSync, cfg.Log, cfg.Metrics = c.Bool("foreground"), c.Bool("nosync"), logOpts, c.String("metrics")
 	cfg.Pprof, cfg.PidFile, cfg.Ignored = c.String("pprof"), c.String("pidfile"), ignoredOptions(c)
@@ -273,7 +274,7 @@ func liveVids(cl cluster.Driver) []uint32 {
 // never wipes live data.
 const formatMarker = "formatted"
 
-func wipeForFormat(st *store.Store, dir string, ctime uint64) error {
+func wipeForFormat(st *md.Store, dir string, ctime uint64) error {
 	path := filepath.Join(dir, formatMarker)
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.FormatUint(ctime, 16) {
 		return nil

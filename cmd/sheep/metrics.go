@@ -9,13 +9,13 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/metrics"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/recovery"
-	"github.com/sheepdog-go/sheepdog/store"
+	"github.com/sheepdog-go/sheepdog/store/md"
 )
 
 // registerState registers the gauges and counters read from the node's
 // state at each scrape: the cluster (epoch, members, VDIs, locks), the
 // store (objects, bytes, capacity, checksums) and recovery.
-func registerState(reg *metrics.Registry, cl cluster.Driver, st *store.Store, rec *recovery.Recovery) {
+func registerState(reg *metrics.Registry, cl cluster.Driver, st *md.Store, rec *recovery.Recovery) {
 	view := func(f func(s *cluster.State) float64) func() float64 {
 		return func() float64 {
 			var v float64
@@ -64,6 +64,8 @@ func registerState(reg *metrics.Registry, cl cluster.Driver, st *store.Store, re
 	reg.Counter("repaired_chunks_total", "Chunks rewritten from a good copy after failing their checksum.", func() float64 {
 		return float64(st.Stats().RepairedChunks)
 	})
+	reg.Gauge("disks", "Disks the node's objects are on (sheep DIR,DISK...; 1 for DIR alone).", func() float64 { return float64(st.Disks()) })
+	reg.Counter("disk_failures_total", "Disks taken out because their I/O failed.", func() float64 { return float64(st.Failures()) })
 
 	reg.Gauge("recovery_running", "1 while this node recovers objects for the current epoch.", func() float64 {
 		if rec.State().InRecovery {
@@ -92,7 +94,7 @@ func registerGateway(reg *metrics.Registry, gw *gateway.Gateway) {
 // objectCount lists the store at most every 5 s: a scrape every few
 // seconds must not walk a large object directory each time.
 type objectCount struct {
-	st   *store.Store
+	st   *md.Store
 	mu   sync.Mutex
 	at   time.Time
 	last int

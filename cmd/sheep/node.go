@@ -33,6 +33,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/internal/daemon"
 	"github.com/sheepdog-go/sheepdog/nbd"
 	"github.com/sheepdog-go/sheepdog/store"
+	"github.com/sheepdog-go/sheepdog/store/md"
 )
 
 // Node is one sheep: its store, its cluster driver and the front-ends
@@ -49,7 +50,7 @@ type Node struct {
 	undo    *startUndo
 	closers []func() // run in reverse order by Close
 
-	st     *store.Store
+	st     *md.Store // the node's disks (one: DIR/obj)
 	cl     *replicated.Driver
 	h      *server.Handler
 	srv    *server.Server
@@ -157,7 +158,7 @@ func (n *Node) open(ctx context.Context) error {
 		}
 		n.onClose(func() { l.Close() })
 	}
-	st, err := store.Open(store.Config{Dir: cfg.Dir, NoSync: cfg.NoSync, Logger: log})
+	st, err := md.Open(md.Config{MetaDir: cfg.Dir, Disks: cfg.Disks, NoSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -312,6 +313,9 @@ func (n *Node) open(ctx context.Context) error {
 	gw.SetTrust(rec.Trusted)
 	gw.SetSettle(rec.Settle)
 	n.onClose(rec.Stop)
+	// A disk plugged, unplugged or failed: recovery fetches from the
+	// other nodes what the node's disks lack.
+	st.SetOnChange(rec.Start)
 	rec.Start() // a restarted node checks what it holds against the epoch
 	n.onClose(gw.Close)
 	vdis := vdi.New(gw, cl, log)
@@ -319,7 +323,7 @@ func (n *Node) open(ctx context.Context) error {
 		Self: n.self, Store: st, Cluster: cl, Gateway: gw, Vdi: vdis, Log: log,
 		Members: cl.Members, FixedVnodes: cfg.Vnodes > 0, Recovery: rec, Locks: locks,
 		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
-		PeerAuth: peerTLS != nil, DegradedReads: gw.DegradedReads,
+		PeerAuth: peerTLS != nil, DegradedReads: gw.DegradedReads, Disks: st,
 	}
 	var nbdObjects volume.ObjectIO = quorumObjects{gw, cl}
 	if cfg.Cache != nil {
@@ -376,7 +380,7 @@ func (n *Node) open(ctx context.Context) error {
 }
 
 // selfNode is the node record this sheep announces.
-func selfNode(cfg Config, addr netip.Addr, st *store.Store) proto.Node {
+func selfNode(cfg Config, addr netip.Addr, st *md.Store) proto.Node {
 	self := proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(addr, uint16(cfg.Port)))}
 	self.Zone = self.DefaultZone()
 	if cfg.Zone >= 0 {
@@ -443,6 +447,16 @@ func (n *Node) Run(ctx context.Context) error {
 			n.h.Fail()
 			n.cl.Leave()
 		})
+		if len(n.cfg.Disks) > 0 {
+			// Each disk is checked too: a failed one is unplugged, and
+			// the node leaves only when its last disk fails.
+			n.st.SetOnLastFailed(func(err error) {
+				log.Error("every disk failed: leaving the cluster so that the objects are recovered on the other nodes", "err", err)
+				n.h.Fail()
+				n.cl.Leave()
+			})
+			go n.st.Watch(wctx, 500*time.Millisecond)
+		}
 	}
 	log.Info("sheep serving", "addr", n.self.NodeID.String(), "dir", n.cfg.Dir, "zone", n.self.Zone, "vnodes", n.self.NrVnodes)
 	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.

@@ -33,10 +33,24 @@ import (
 	"github.com/sheepdog-go/sheepdog/store"
 )
 
+// LocalStore is this node's own copies: a store.Store, or an md.Store
+// over several disks (store/md).
+type LocalStore interface {
+	Exists(oid uint64) bool
+	ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) error
+	WriteAt(ctx context.Context, oid uint64, data []byte, off int64, sync bool) error
+	Create(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error
+	CreateOrWrite(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error
+	Punch(ctx context.Context, oid uint64, off, n int64, sync bool) error
+	Remove(ctx context.Context, oid uint64) error
+	Flush(ctx context.Context) error
+	Repair(ctx context.Context, oid uint64, good []byte) (int, error)
+}
+
 // Gateway reads and writes objects for any VDI.
 type Gateway struct {
 	self    proto.NodeID
-	store   *store.Store
+	store   LocalStore
 	cluster cluster.Driver
 	peers   *Peers
 	trust   atomic.Pointer[func() bool]
@@ -62,7 +76,7 @@ type Gateway struct {
 
 // New returns a gateway for the node self over its local store.
 // Writes to the local copy hold locks' stripe for the object.
-func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
+func New(self proto.NodeID, st LocalStore, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
 	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log, sampled: netlimit.NewSampler(log, 10*time.Second)}
 }
 

@@ -36,13 +36,27 @@ type Caller interface {
 	Call(ctx context.Context, addr string, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error)
 }
 
+// LocalStore is this node's own copies: a store.Store, or an md.Store
+// over several disks (store/md).
+type LocalStore interface {
+	Dir() string
+	Exists(oid uint64) bool
+	ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) error
+	Create(ctx context.Context, oid uint64, size int64, off int64, data []byte, sync bool) error
+	List() ([]uint64, error)
+	ListStale() ([]store.StaleObject, error)
+	ReadStale(oid uint64, epoch uint32) ([]byte, error)
+	MoveToStale(oid uint64, epoch uint32) error
+	PurgeStale(maxEpoch uint32) error
+}
+
 // Recovery runs recovery for one node.
 //
 // Its state is grouped by what each mutex protects. Lock order: runs
 // before settle (Start); no other two are ever held together.
 type Recovery struct {
 	self    proto.NodeID
-	store   *store.Store
+	store   LocalStore
 	cluster cluster.Driver
 	peers   Caller
 	locks   *store.Locks
@@ -90,7 +104,7 @@ type Recovery struct {
 const checkedFile = "recovery_checked"
 
 // New returns the recovery of node self.
-func New(self proto.NodeID, st *store.Store, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
+func New(self proto.NodeID, st LocalStore, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
 	r := &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
 	r.settle.changed = make(chan struct{})
 	if b, err := os.ReadFile(filepath.Join(st.Dir(), checkedFile)); err == nil {

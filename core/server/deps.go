@@ -8,6 +8,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 	"github.com/sheepdog-go/sheepdog/store"
+	"github.com/sheepdog-go/sheepdog/store/md"
 )
 
 // What a Handler uses of the rest of a sheep, each as the interface of
@@ -70,6 +71,7 @@ type Recovery interface {
 
 var (
 	_ LocalStore = (*store.Store)(nil)
+	_ LocalStore = (*md.Store)(nil)
 	_ Objects    = (*gateway.Gateway)(nil)
 	_ VDIs       = (*vdi.Service)(nil)
 	_ Recovery   = (*recovery.Recovery)(nil)

@@ -60,6 +60,9 @@ type Config struct {
 	// Cache is the object cache (nil: off); Gateway is then the cache
 	// over the gateway (cache.go).
 	Cache Cache
+	// Disks are the node's disks, for MD_INFO/PLUG/UNPLUG (nil: those
+	// answer NO_SUPPORT).
+	Disks Disks
 }
 
 // Handler runs one request. It is safe for concurrent use.
@@ -241,6 +244,9 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpDisableRecover:   {fn: h.setRecovery(true)},
 		proto.OpGetVdiCopies:     {force: true, fn: h.getVdiCopies},
 		proto.OpGetHash:          {fn: h.getHash},
+		proto.OpMdInfo:           {fn: h.mdInfo},
+		proto.OpMdPlug:           {fn: h.mdPlug(true)},
+		proto.OpMdUnplug:         {fn: h.mdPlug(false)},
 		proto.OpExist:            {force: true, fn: h.exist},
 		proto.OpClusterInfo:      {force: true, fn: h.clusterInfo},
 		proto.OpReadDelVdis:      {force: true, fn: h.readDelVdis},

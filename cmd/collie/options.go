@@ -127,6 +127,7 @@ var commands = []*command{
 		{"format", "", "bcltaphzTVRfF", "create a Sheepdog store", false, true, clusterFormat},
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
 		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
+		{"reweight", "", "aphT", "reweight the cluster", false, false, clusterReweight},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
 		{"snapshot", "<save|list|load|show> <tag|idx> <path> [vdi1] [vdi2] ...", "aphTm", "snapshot/restore the cluster", true, true, clusterSnapshot},
 		{"alter-copy", "", "aphTcf", "set the cluster's redundancy level", false, true, clusterAlterCopy},

@@ -70,7 +70,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := findCommand(argv[1])
 	if cmd == nil {
 		switch argv[1] {
-		case "help", "--help", "-h":
+		case "help":
+			return help(argv[2:], stdout, stderr)
+		case "--help", "-h":
 			printUsage(stdout)
 			return exitSuccess
 		}
@@ -226,7 +228,11 @@ func printUsage(w io.Writer) {
 func printSubUsage(w io.Writer, cmd *command, sub *subcommand) {
 	fmt.Fprintf(w, "Usage: %s %s %s", programName, cmd.name, sub.name)
 	nested := nestedSubcommands(cmd.name, sub.name)
-	if len(nested) > 0 {
+	switch len(nested) {
+	case 0:
+	case 1:
+		fmt.Fprintf(w, " %s", nested[0][0])
+	default:
 		names := make([]string, len(nested))
 		for i, n := range nested {
 			names[i] = n[0]

@@ -49,8 +49,8 @@ var vdiOptions = []option{
 }
 
 var nodeOptions = []option{
-	{'P', "progress", false, "show progress"},
-	{'l', "local", false, "work on the local node"},
+	{'P', "progress", false, "show progress of recovery in the node"},
+	{'l', "local", false, "issue request to local node"},
 	{'w', "watch", false, "watch the stat every second"},
 	{'A', "all", false, "show md information of all the nodes"},
 	{'f', "force", false, "ignore the confirmation"},
@@ -109,8 +109,8 @@ var commands = []*command{
 		{"resize", "<vdiname> <new size>", "aphT", "resize an image", true, false, vdiResize},
 		{"read", "<vdiname> [<offset> [<len>]]", "saphT", "read data from an image", true, false, vdiRead},
 		{"write", "<vdiname> [<offset> [<len>]]", "apwhT", "write data to an image", true, false, vdiWrite},
-		{"backup", "<vdiname> <backup>", "sFaphT", "create an incremental backup between two snapshots", true, true, vdiBackup},
-		{"restore", "<vdiname> <backup>", "saphTBI", "restore snapshot images from a backup", true, true, vdiRestore},
+		{"backup", "<vdiname>", "sFaphT", "create an incremental backup between two snapshots and outputs to STDOUT", true, true, vdiBackup},
+		{"restore", "<vdiname>", "saphTBI", "restore snapshot images from a backup provided in STDIN", true, true, vdiRestore},
 		{"alter-copy", "<vdiname>", "caphTf", "set the vdi's redundancy level", true, true, vdiAlterCopy},
 		{"lock", "", "saprhT", "See 'dog vdi lock' for more information", true, false, vdiLock},
 		{"cache", "<vdiname>", "saphT", "Run 'dog vdi cache' for more information", true, false, vdiCache},
@@ -118,20 +118,21 @@ var commands = []*command{
 	{name: "node", options: nodeOptions, subs: []subcommand{
 		{"list", "", "aprhvT", "list nodes", false, true, nodeList},
 		{"info", "", "aprhT", "show information about each node", false, true, nodeInfo},
-		{"recovery", "[info|set-throttle <max> <interval>|get-throttle]", "aphPrT", "show recovery information of nodes or set/get the throttle", false, true, nodeRecoveryCmd},
+		{"recovery", "<max> <interval>", "aphPrT", "show recovery information or set/get recovery speed throttling of nodes", false, true, nodeRecoveryCmd},
 		{"kill", "<node id>", "aprhlT", "kill node", false, true, nodeKill},
 		{"stat", "", "aprwhT", "show stat information about the node", false, false, nodeStat},
-		{"log", "level {set <log level>|get|list}", "aphT", "show or set log level of the node", true, false, nodeLog},
-		{"vnodes", "set <num of vnodes>", "aph", "set new vnodes", true, false, nodeVnodes},
+		{"log", "", "aphT", "show or set log level of the node", true, false, nodeLog},
+		{"vnodes", "<num of vnodes>", "aph", "set new vnodes", true, false, nodeVnodes},
 		{"md", "[disks]", "aprAfhT", "See 'dog node md' for more information", true, false, nodeMd},
 	}},
 	{name: "cluster", options: clusterOptions, subs: []subcommand{
 		{"info", "", "aprhvTd", "show cluster information", false, true, clusterInfo},
 		{"format", "", "bcltaphzTVRfF", "create a Sheepdog store", false, true, clusterFormat},
 		{"shutdown", "", "aphT", "stop Sheepdog", false, false, clusterShutdown},
-		{"recover", "<force|enable|disable>", "afphT", "see 'dog cluster recover' help", true, false, clusterRecover},
+		{"recover", "", "afphT", "See 'dog cluster recover' for more information", true, false, clusterRecover},
+		{"reweight", "", "aphT", "reweight the cluster", false, false, clusterReweight},
 		{"check", "", "aphT", "check and repair cluster", false, true, clusterCheck},
-		{"snapshot", "<save|list|load|show> <tag|idx> <path> [vdi1] [vdi2] ...", "aphTm", "snapshot/restore the cluster", true, true, clusterSnapshot},
+		{"snapshot", "<tag|idx> <path> [vdi1] [vdi2] ...", "aphTm", "snapshot/restore the cluster", true, true, clusterSnapshot},
 		{"alter-copy", "", "aphTcf", "set the cluster's redundancy level", false, true, clusterAlterCopy},
 	}},
 }

@@ -21,37 +21,6 @@ var objectSubcommands = []struct {
 	{"dump-inode", "dump inode information", vdiObjectDumpInode},
 }
 
-// nestedSubcommands lists the {name, description} of a subcommand's own
-// subcommands, for its usage text.
-func nestedSubcommands(cmd, sub string) [][2]string {
-	if cmd == "node" && sub == "md" {
-		var out [][2]string
-		for _, n := range mdSubcommands {
-			out = append(out, [2]string{n.name, n.desc})
-		}
-		return out
-	}
-	if cmd != "vdi" {
-		return nil
-	}
-	var out [][2]string
-	switch sub {
-	case "object":
-		for _, n := range objectSubcommands {
-			out = append(out, [2]string{n.name, n.desc})
-		}
-	case "lock":
-		for _, n := range lockSubcommands {
-			out = append(out, [2]string{n.name, n.desc})
-		}
-	case "cache":
-		for _, n := range cacheSubcommands {
-			out = append(out, [2]string{n.name, n.desc})
-		}
-	}
-	return out
-}
-
 // vdiObject dispatches "vdi object {location|map|dump-inode} <arg>". An
 // unknown subcommand prints the usage and fails, as dog's
 // do_generic_subcommand does.

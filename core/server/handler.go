@@ -210,6 +210,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
 		proto.OpStopNode:           {force: true, fn: h.stopNode},
+		proto.OpReweightPeer:       {fn: h.reweightPeer},
 
 		proto.OpNewVdi:            {fn: h.newVdi},
 		proto.OpNotifyVdiAdd:      {fn: h.notifyVdiAdd},
@@ -236,6 +237,7 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpCacheFlushPeer:   {force: true, fn: h.cacheFlushPeer},
 		proto.OpKillNode:         {force: true, fn: h.killNode},
 		proto.OpSetVnodes:        {force: true, fn: h.setVnodes},
+		proto.OpReweight:         {fn: h.reweight},
 		proto.OpAlterClusterCopy: {fn: h.alterClusterCopy},
 		proto.OpAlterVdiCopy:     {fn: h.alterVdiCopy},
 		proto.OpGetObjList:       {fn: h.getObjList},
@@ -518,7 +520,8 @@ func reportsStatus(op proto.Opcode) bool {
 // authenticated peers may send them.
 func peerOnly(op proto.Opcode) bool {
 	switch op {
-	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica, proto.OpCacheFlushPeer:
+	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica, proto.OpCacheFlushPeer,
+		proto.OpReweightPeer:
 		return true
 	}
 	return isPeerOp(op)

@@ -55,6 +55,8 @@ type Driver struct {
 	ident atomic.Pointer[Identity]
 	// vnodes is SetVnodes' count + 1 (0: cfg.Self's own).
 	vnodes atomic.Uint32
+	// space is SetSpace's space (nil: cfg.Self's own).
+	space atomic.Pointer[uint64]
 
 	// waitMu guards joinWait: set at start-up of a node that belongs to a
 	// cluster, cleared for good once every node of the last epoch is back

@@ -131,6 +131,10 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 		c := cluster.Change{Node: n, Join: true} // Apply replaces the node
 		return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), "vnodes of " + n.NodeID.String() + " set", true
 	}
+	if n, ok := spaceChange(cur, live); ok && len(changes) == 0 {
+		c := cluster.Change{Node: n, Join: true} // Apply replaces the node
+		return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), "space of " + n.NodeID.String() + " reweighted", true
+	}
 	if len(changes) == 0 {
 		if !forced {
 			return nil, "", false

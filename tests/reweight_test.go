@@ -171,6 +171,7 @@ func TestClusterReweight(t *testing.T) {
 					holders = append(holders, s.Port)
 				}
 			}
+			slices.Sort(holders) // ports sorts too
 			if w := ports(newRing.Locate(oid, 2)); !slices.Equal(holders, w) {
 				return false, fmt.Sprintf("object %016x on %v, placed on %v", oid, holders, w)
 			}

@@ -457,3 +457,52 @@ func TestCheckDisks(t *testing.T) {
 		t.Errorf("after the disk's directory went: %+v", got)
 	}
 }
+
+// A disk that failed (or was unplugged) while the node ran may hold
+// outdated objects: the next start that lists it purges it first, once;
+// a disk that cannot be used at start is left out, as in Sheepdog.
+func TestRestartAfterFailureAndBrokenDisk(t *testing.T) {
+	root := t.TempDir()
+	meta := filepath.Join(root, "meta")
+	d := []string{filepath.Join(root, "d0"), filepath.Join(root, "d1")}
+	s := openMD(t, meta, d...)
+	ids := writeAll(t, s, 60)
+	bad := s.lay.Load().disks[1]
+	s.fail(bad, unix.EIO)
+	s.Close()
+	if countOn(t, bad.path) == 0 {
+		t.Fatal("nothing was on the failed disk")
+	}
+
+	s = openMD(t, meta, d...)
+	if n := countOn(t, bad.path); n != 0 {
+		t.Errorf("%d outdated objects kept on the disk that had failed", n)
+	}
+	var mine uint64
+	for _, oid := range ids {
+		if s.lay.Load().home(oid).path == bad.path {
+			mine = oid
+		}
+	}
+	if s.Exists(mine) {
+		t.Errorf("object %x of the failed disk is served", mine)
+	}
+	if err := s.Create(context.Background(), mine, objSize, 0, payload(mine), true); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openMD(t, meta, d...) // purged once only
+	checkAll(t, s, []uint64{mine})
+	s.Close()
+
+	file := filepath.Join(root, "file")
+	os.WriteFile(file, nil, 0o644)
+	s = openMD(t, meta, d[0], file)
+	if got := s.Info(); len(got) != 1 || got[0].Path != d[0] {
+		t.Errorf("with a broken disk: %+v", got)
+	}
+	s.Close()
+	if _, err := Open(Config{MetaDir: meta, Disks: []string{file}, NoSync: true}); err == nil {
+		t.Error("a node with no usable disk started")
+	}
+}

@@ -170,6 +170,18 @@ func TestUnplugAndPlugMoveObjects(t *testing.T) {
 	var kicks atomic.Int32
 	s.SetOnChange(func() { kicks.Add(1) })
 	ids := writeAll(t, s, 200)
+	var stale uint64 // an object of disks[1], set aside as from epoch 3
+	for _, oid := range ids {
+		if s.lay.Load().home(oid).path == disks[1] {
+			stale = oid
+		}
+	}
+	if err := s.MoveToStale(stale, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(context.Background(), stale, objSize, 0, payload(stale), true); err != nil {
+		t.Fatal(err)
+	}
 	on1 := countOn(t, disks[1])
 
 	if err := s.Unplug([]string{disks[1]}); err != nil {
@@ -185,6 +197,12 @@ func TestUnplugAndPlugMoveObjects(t *testing.T) {
 	checkAll(t, s, ids)
 	if kicks.Load() == 0 {
 		t.Error("unplug did not kick recovery")
+	}
+	if b, err := s.ReadStale(stale, 3); err != nil || !bytes.Equal(b, payload(stale)) {
+		t.Errorf("the unplugged disk's stale copy: %v", err)
+	}
+	if l, err := s.ListStale(); err != nil || len(l) != 1 || l[0] != (store.StaleObject{Oid: stale, Epoch: 3}) {
+		t.Errorf("stale copies after unplug: %v, %v", l, err)
 	}
 
 	// A leftover on the path, as if from before: plug purges it.

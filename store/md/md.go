@@ -606,13 +606,14 @@ const spaceAttr = "user.md.size"
 // does not change with plugs, unplugs or failures (in Sheepdog's node
 // mode, md changes move objects only between this node's disks).
 func (s *Store) NodeSpace() (uint64, error) {
-	l := s.lay.Load()
-	if len(s.cfg.Disks) == 0 {
-		return l.disks[0].st.NodeSpace()
-	}
+	// With DIR alone, the disk's store keeps the same xattr on DIR.
 	var b [8]byte
 	if n, err := unix.Getxattr(s.cfg.MetaDir, spaceAttr, b[:]); err == nil && n == len(b) {
 		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	l := s.lay.Load()
+	if len(s.cfg.Disks) == 0 && len(l.disks) == 1 {
+		return l.disks[0].st.NodeSpace()
 	}
 	var total uint64
 	for _, d := range l.disks {

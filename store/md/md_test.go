@@ -109,9 +109,16 @@ func TestSingleDirIsTheSingleDiskStore(t *testing.T) {
 	if err := st.Create(context.Background(), 42, objSize, 0, payload(42), true); err != nil {
 		t.Fatal(err)
 	}
+	want, err := st.NodeSpace()
+	if err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 	s := openMD(t, dir)
 	checkAll(t, s, []uint64{42})
+	if got, err := s.NodeSpace(); err != nil || got != want {
+		t.Errorf("NodeSpace = %d, %v; the store's was %d", got, err, want)
+	}
 	ids := writeAll(t, s, 20)
 	if got := countOn(t, filepath.Join(dir, "obj")); got != 21 {
 		t.Errorf("%d objects in DIR/obj, want 21", got)

@@ -447,16 +447,17 @@ func (n *Node) Run(ctx context.Context) error {
 			n.h.Fail()
 			n.cl.Leave()
 		})
+		// Each disk is checked too: a failed one is unplugged, and the
+		// node leaves when its last disk fails (with DIR alone,
+		// watchStore above sees to that).
 		if len(n.cfg.Disks) > 0 {
-			// Each disk is checked too: a failed one is unplugged, and
-			// the node leaves only when its last disk fails.
 			n.st.SetOnLastFailed(func(err error) {
 				log.Error("every disk failed: leaving the cluster so that the objects are recovered on the other nodes", "err", err)
 				n.h.Fail()
 				n.cl.Leave()
 			})
-			go n.st.Watch(wctx, 500*time.Millisecond)
 		}
+		go n.st.Watch(wctx, 500*time.Millisecond)
 	}
 	log.Info("sheep serving", "addr", n.self.NodeID.String(), "dir", n.cfg.Dir, "zone", n.self.Zone, "vnodes", n.self.NrVnodes)
 	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.

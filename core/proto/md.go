@@ -44,8 +44,8 @@ func MarshalMdInfo(disks []MdDisk) []byte {
 	return b
 }
 
-// UnmarshalMdInfo decodes struct sd_md_info. A short buffer or a count
-// outside 0..MdMaxDisks is an error.
+// UnmarshalMdInfo decodes struct sd_md_info. A short buffer, a count
+// outside 0..MdMaxDisks or a path without its NUL is an error.
 func UnmarshalMdInfo(b []byte) ([]MdDisk, error) {
 	if len(b) < MdInfoSize {
 		return nil, fmt.Errorf("md info of %d bytes, want %d", len(b), MdInfoSize)
@@ -58,9 +58,11 @@ func UnmarshalMdInfo(b []byte) ([]MdDisk, error) {
 	for i := range out {
 		e := b[i*mdEntrySize:]
 		path := e[24 : 24+mdPathMax]
-		if j := bytes.IndexByte(path, 0); j >= 0 {
-			path = path[:j]
+		j := bytes.IndexByte(path, 0)
+		if j < 0 {
+			return nil, fmt.Errorf("md info: path of disk %d is not NUL-terminated", i)
 		}
+		path = path[:j]
 		out[i] = MdDisk{
 			Index: int32(binary.LittleEndian.Uint32(e[0:])),
 			Free:  binary.LittleEndian.Uint64(e[8:]),

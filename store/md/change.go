@@ -39,6 +39,57 @@ func (s *Store) Info() []DiskInfo {
 	return out
 }
 
+// unpluggedFile, in MetaDir, lists the disks unplugged or failed while
+// the node ran, one path a line: a start that finds one of them on its
+// command line purges it before use, since what it holds may be
+// outdated. The list is rewritten at every start and change.
+const unpluggedFile = "md_unplugged"
+
+// unplugged reads the list of unpluggedFile.
+func (s *Store) unplugged() map[string]bool {
+	b, _ := os.ReadFile(filepath.Join(s.cfg.MetaDir, unpluggedFile))
+	out := map[string]bool{}
+	for _, p := range strings.Split(string(b), "\n") {
+		if p != "" {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+// setUnplugged adds the paths of add to the list and drops those of the
+// disks on the ring. admin is held, or Open runs.
+func (s *Store) setUnplugged(add ...string) {
+	cur := s.unplugged()
+	for _, p := range add {
+		cur[p] = true
+	}
+	if l := s.lay.Load(); l != nil {
+		for _, d := range l.disks {
+			delete(cur, d.path)
+		}
+	}
+	var b strings.Builder
+	for p := range cur {
+		b.WriteString(p + "\n")
+	}
+	path := filepath.Join(s.cfg.MetaDir, unpluggedFile)
+	if b.Len() == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("md: cannot clear the unplugged disks' list", "err", err)
+		}
+		return
+	}
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, []byte(b.String()), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		s.log.Warn("md: cannot record the unplugged disks", "err", err)
+	}
+}
+
 // errNoChange is what Plug and Unplug return when no disk changed
 // (Sheepdog answers UNKNOWN); the log says why.
 var errNoChange = fmt.Errorf("md: no disk plugged or unplugged: %w", proto.ResUnknown)
@@ -97,6 +148,7 @@ func (s *Store) Plug(paths []string) error {
 	nl := &layout{disks: append(slices.Clip(l.disks), added...), draining: l.draining}
 	nl.sort()
 	s.lay.Store(nl)
+	s.setUnplugged()
 	for _, d := range added {
 		s.log.Info("md: disk plugged; moving the objects it now holds", "path", d.path, "space", d.space, "vdisks", Vdisks(d.space), "disks", len(nl.disks))
 	}
@@ -144,6 +196,9 @@ func (s *Store) Unplug(paths []string) error {
 	nl.sort()
 	s.lay.Store(nl)
 	for _, d := range out {
+		s.setUnplugged(d.path)
+	}
+	for _, d := range out {
 		s.log.Info("md: disk unplugged; moving its objects to the other disks", "path", d.path, "disks", len(nl.disks))
 	}
 	s.kickMigrator()
@@ -186,6 +241,7 @@ func (s *Store) fail(d *disk, cause error) bool {
 	nl.sort()
 	s.lay.Store(nl)
 	s.failures.Add(1)
+	s.setUnplugged(d.path)
 	s.admin.Unlock()
 	s.log.Error("md: disk failed I/O: unplugged; its objects are recovered from the other copies", "path", d.path, "err", cause, "disks", len(nl.disks))
 	d.close() // calls still running finish; the disk's files are let go

@@ -114,9 +114,11 @@ type Store struct {
 	closed  atomic.Bool
 }
 
-// Open opens every disk of cfg. A disk that cannot be opened (no
-// extended attributes, unreadable) fails Open, as the node cannot tell
-// what it held; so does an extra path that is itself a sheep's store dir.
+// Open opens every disk of cfg. A disk that cannot be used (unreadable,
+// no extended attributes) is left out and logged, as in Sheepdog: its
+// objects are recovered from the other nodes; Open fails when no disk is
+// left, or when a path is given twice or is a sheep's store dir. A disk
+// on the unplugged list (unpluggedFile) is purged first.
 func Open(cfg Config) (*Store, error) {
 	if cfg.MetaDir == "" {
 		return nil, errors.New("md: Config.MetaDir is empty")
@@ -127,6 +129,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l := &layout{settled: len(cfg.Disks) == 0}
+	var left []string // disks that could not be opened
 	if len(cfg.Disks) == 0 {
 		st, err := store.Open(store.Config{Dir: cfg.MetaDir, NoSync: cfg.NoSync, Logger: s.log, MaxOpenFiles: cfg.MaxOpenFiles})
 		if err != nil {
@@ -143,11 +146,22 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("md: %w", err)
 		}
 		seen := map[string]bool{}
+		out := s.unplugged()
 		for _, p := range cfg.Disks {
 			var d *disk
-			err := fmt.Errorf("md: disk %s given twice: %w", cleanPath(p), proto.ResInvalidParms)
-			if !seen[cleanPath(p)] {
-				d, err = s.openDisk(p, false)
+			cp := cleanPath(p)
+			err := fmt.Errorf("md: disk %s given twice: %w", cp, proto.ResInvalidParms)
+			if !seen[cp] {
+				// A disk unplugged or failed while the node ran may
+				// hold outdated objects: purged, as a plug would.
+				d, err = s.openDisk(p, out[cp])
+			}
+			if err != nil && !errors.Is(err, proto.ResInvalidParms) {
+				// A broken disk is left out, as in Sheepdog; its
+				// objects are recovered from the other nodes.
+				s.log.Error("md: disk left out", "path", cp, "err", err)
+				left = append(left, cp)
+				continue
 			}
 			if err != nil {
 				for _, d := range l.disks {
@@ -157,11 +171,17 @@ func Open(cfg Config) (*Store, error) {
 			}
 			seen[d.path] = true
 			l.disks = append(l.disks, d)
-			s.log.Info("md: disk", "path", d.path, "space", d.space, "vdisks", Vdisks(d.space))
+			s.log.Info("md: disk", "path", d.path, "space", d.space, "vdisks", Vdisks(d.space), "purged", out[cp])
+		}
+		if len(l.disks) == 0 {
+			return nil, fmt.Errorf("md: none of the disks %v can be used (see the log): %w", cfg.Disks, proto.ResEIO)
 		}
 	}
 	l.sort()
 	s.lay.Store(l)
+	if len(cfg.Disks) > 0 {
+		s.setUnplugged(left...)
+	}
 	go s.migrator()
 	if !l.settled {
 		s.kickMigrator() // objects of a start with another disk list
@@ -586,13 +606,14 @@ const spaceAttr = "user.md.size"
 // does not change with plugs, unplugs or failures (in Sheepdog's node
 // mode, md changes move objects only between this node's disks).
 func (s *Store) NodeSpace() (uint64, error) {
-	l := s.lay.Load()
-	if len(s.cfg.Disks) == 0 {
-		return l.disks[0].st.NodeSpace()
-	}
+	// With DIR alone, the disk's store keeps the same xattr on DIR.
 	var b [8]byte
 	if n, err := unix.Getxattr(s.cfg.MetaDir, spaceAttr, b[:]); err == nil && n == len(b) {
 		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	l := s.lay.Load()
+	if len(s.cfg.Disks) == 0 && len(l.disks) == 1 {
+		return l.disks[0].st.NodeSpace()
 	}
 	var total uint64
 	for _, d := range l.disks {

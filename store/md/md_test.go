@@ -109,9 +109,16 @@ func TestSingleDirIsTheSingleDiskStore(t *testing.T) {
 	if err := st.Create(context.Background(), 42, objSize, 0, payload(42), true); err != nil {
 		t.Fatal(err)
 	}
+	want, err := st.NodeSpace()
+	if err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 	s := openMD(t, dir)
 	checkAll(t, s, []uint64{42})
+	if got, err := s.NodeSpace(); err != nil || got != want {
+		t.Errorf("NodeSpace = %d, %v; the store's was %d", got, err, want)
+	}
 	ids := writeAll(t, s, 20)
 	if got := countOn(t, filepath.Join(dir, "obj")); got != 21 {
 		t.Errorf("%d objects in DIR/obj, want 21", got)
@@ -170,6 +177,18 @@ func TestUnplugAndPlugMoveObjects(t *testing.T) {
 	var kicks atomic.Int32
 	s.SetOnChange(func() { kicks.Add(1) })
 	ids := writeAll(t, s, 200)
+	var stale uint64 // an object of disks[1], set aside as from epoch 3
+	for _, oid := range ids {
+		if s.lay.Load().home(oid).path == disks[1] {
+			stale = oid
+		}
+	}
+	if err := s.MoveToStale(stale, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(context.Background(), stale, objSize, 0, payload(stale), true); err != nil {
+		t.Fatal(err)
+	}
 	on1 := countOn(t, disks[1])
 
 	if err := s.Unplug([]string{disks[1]}); err != nil {
@@ -185,6 +204,12 @@ func TestUnplugAndPlugMoveObjects(t *testing.T) {
 	checkAll(t, s, ids)
 	if kicks.Load() == 0 {
 		t.Error("unplug did not kick recovery")
+	}
+	if b, err := s.ReadStale(stale, 3); err != nil || !bytes.Equal(b, payload(stale)) {
+		t.Errorf("the unplugged disk's stale copy: %v", err)
+	}
+	if l, err := s.ListStale(); err != nil || len(l) != 1 || l[0] != (store.StaleObject{Oid: stale, Epoch: 3}) {
+		t.Errorf("stale copies after unplug: %v, %v", l, err)
 	}
 
 	// A leftover on the path, as if from before: plug purges it.
@@ -455,5 +480,54 @@ func TestCheckDisks(t *testing.T) {
 	s.CheckDisks()
 	if got := s.Info(); len(got) != 1 || got[0].Path != d[0] {
 		t.Errorf("after the disk's directory went: %+v", got)
+	}
+}
+
+// A disk that failed (or was unplugged) while the node ran may hold
+// outdated objects: the next start that lists it purges it first, once;
+// a disk that cannot be used at start is left out, as in Sheepdog.
+func TestRestartAfterFailureAndBrokenDisk(t *testing.T) {
+	root := t.TempDir()
+	meta := filepath.Join(root, "meta")
+	d := []string{filepath.Join(root, "d0"), filepath.Join(root, "d1")}
+	s := openMD(t, meta, d...)
+	ids := writeAll(t, s, 60)
+	bad := s.lay.Load().disks[1]
+	s.fail(bad, unix.EIO)
+	s.Close()
+	if countOn(t, bad.path) == 0 {
+		t.Fatal("nothing was on the failed disk")
+	}
+
+	s = openMD(t, meta, d...)
+	if n := countOn(t, bad.path); n != 0 {
+		t.Errorf("%d outdated objects kept on the disk that had failed", n)
+	}
+	var mine uint64
+	for _, oid := range ids {
+		if s.lay.Load().home(oid).path == bad.path {
+			mine = oid
+		}
+	}
+	if s.Exists(mine) {
+		t.Errorf("object %x of the failed disk is served", mine)
+	}
+	if err := s.Create(context.Background(), mine, objSize, 0, payload(mine), true); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openMD(t, meta, d...) // purged once only
+	checkAll(t, s, []uint64{mine})
+	s.Close()
+
+	file := filepath.Join(root, "file")
+	os.WriteFile(file, nil, 0o644)
+	s = openMD(t, meta, d[0], file)
+	if got := s.Info(); len(got) != 1 || got[0].Path != d[0] {
+		t.Errorf("with a broken disk: %+v", got)
+	}
+	s.Close()
+	if _, err := Open(Config{MetaDir: meta, Disks: []string{file}, NoSync: true}); err == nil {
+		t.Error("a node with no usable disk started")
 	}
 }

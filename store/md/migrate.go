@@ -93,6 +93,9 @@ func (s *Store) pass(l *layout) (moved, left, lost int) {
 			}
 			continue
 		}
+		if draining {
+			s.copyStale(d)
+		}
 		for _, oid := range oids {
 			if s.closed.Load() {
 				return
@@ -116,6 +119,29 @@ func (s *Store) pass(l *layout) (moved, left, lost int) {
 		}
 	}
 	return moved, left, lost
+}
+
+// copyStale copies the stale copies of d, a disk being emptied, to the
+// disks that now hold their objects: recovery may need them when no
+// current copy survives.
+func (s *Store) copyStale(d *disk) {
+	stale, err := d.st.ListStale()
+	if err != nil {
+		s.log.Warn("md: list the stale copies of an unplugged disk", "path", d.path, "err", err)
+		return
+	}
+	failed := 0
+	for _, so := range stale {
+		if s.closed.Load() {
+			return
+		}
+		if err := s.lay.Load().home(so.Oid).st.CopyStale(d.st, so.Oid, so.Epoch); err != nil {
+			failed++
+		}
+	}
+	if failed > 0 {
+		s.log.Warn("md: stale copies of an unplugged disk not kept", "path", d.path, "copies", failed)
+	}
 }
 
 // move moves oid from disk from to its ring disk in the current layout,

@@ -120,6 +120,10 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 	SnapshotThreshold  uint64
+	// SnapshotInterval is how often raft checks whether the log has grown
+	// by SnapshotThreshold entries since the last snapshot (raft's default
+	// when zero).
+	SnapshotInterval time.Duration
 
 	// Gossip timings (hashicorp/memberlist's Config fields). Failure
 	// detection takes about ProbeInterval × (1 + SuspicionMult×log10(n)).

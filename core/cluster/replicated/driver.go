@@ -48,6 +48,10 @@ type Driver struct {
 	hasState bool // raft had a log when this sheep started
 	started  time.Time
 	rejoined atomic.Bool // the raft log was dropped to rejoin a re-formed cluster
+	// startLast is the last index of the raft log when this node started
+	// (CaughtUp); caughtUp latches once the state holds it.
+	startLast uint64
+	caughtUp  atomic.Bool
 
 	// ident is what this node gossips about its cluster; persisted in
 	// Dir/raft/identity.json so a restarted node carries it before its
@@ -177,6 +181,11 @@ func Open(cfg Config) (*Driver, error) {
 		}
 	}
 	bootstrap := !hasState && len(cfg.Join) == 0
+	if d.startLast, err = d.wal.LastIndex(); err != nil {
+		d.ml.Shutdown()
+		d.closeLog()
+		return nil, fmt.Errorf("raft log: %w", err)
+	}
 	if err := d.startRaft(bootstrap); err != nil {
 		d.ml.Shutdown()
 		d.closeLog()
@@ -240,6 +249,7 @@ func (d *Driver) dropLog() error {
 	}
 	d.fsm.reset()
 	d.rejoined.Store(true)
+	d.caughtUp.Store(true) // a new member: nothing of its own to catch up with
 	d.endJoinWait()
 	return nil
 }
@@ -252,6 +262,9 @@ func (d *Driver) raftConfig() *raft.Config {
 	rc.LeaderLeaseTimeout = d.cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = d.cfg.CommitTimeout
 	rc.SnapshotThreshold = d.cfg.SnapshotThreshold
+	if d.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = d.cfg.SnapshotInterval
+	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: d.raftLog, DisableTime: true})
 	return rc
 }
@@ -351,6 +364,12 @@ func (d *Driver) Close() {
 		d.ml.Leave(time.Second)
 		d.ml.Shutdown()
 		d.raftMu.Lock()
+		// A snapshot of what the state holds now, when the log has
+		// entries the last one lacks: the next start restores it instead
+		// of waiting for a leader to replay them.
+		if err := d.r().Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			d.cfg.Log.Warn("raft snapshot at stop", "err", err)
+		}
 		d.r().Shutdown().Error()
 		d.closeLog()
 		d.raftMu.Unlock()
@@ -485,7 +504,7 @@ func (d *Driver) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, ui
 	r := d.r()
 	if r.State() == raft.Leader {
 		if len(b) == 0 {
-			if err := d.leaderCaughtUp(r); err != nil {
+			if err := d.leaderCaughtUp(ctx, r); err != nil {
 				return 0, 0, err
 			}
 			return proto.ResSuccess, d.appliedIndex(), nil
@@ -514,40 +533,104 @@ func (d *Driver) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, ui
 // no majority this node can reach, and nothing this node could learn: Sync
 // returns and the caller serves the local state (reads of local copies go
 // on in a minority; writes wait for Quorum).
+//
+// A node restarted from a snapshot holds entries in its log that its state
+// lacks until a leader tells it they are committed. Without a leader it
+// serves its state only once that state holds its whole log (CaughtUp);
+// until then Sync waits, and fails with WAIT_FOR_JOIN when its time is up,
+// so that no lookup answers NO_VDI for a VDI the log has.
 func (d *Driver) Sync(ctx context.Context) error {
-	if r := d.r(); r.State() == raft.Leader {
-		return d.leaderCaughtUp(r)
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if r := d.r(); r.State() == raft.Leader {
+		return d.leaderCaughtUp(ctx, r)
+	}
 	for {
 		_, idx, err := d.ProposeEncoded(ctx, nil)
 		if err == nil {
 			return d.WaitApplied(ctx, idx)
 		}
-		if d.leaderlessFor() >= d.cfg.NoLeaderWait {
+		if d.leaderlessFor() >= d.cfg.NoLeaderWait && d.CaughtUp() {
 			return nil
 		}
 		if err := d.waitLeaderChange(ctx, 100*time.Millisecond); err != nil {
+			if !d.CaughtUp() {
+				return fmt.Errorf("state not caught up with the raft log, and no leader: %w", proto.ResWaitForJoin)
+			}
 			return fmt.Errorf("sync with the cluster leader: %w", proto.ResClusterError)
 		}
 	}
 }
 
-// leaderCaughtUp returns once the leader has handed every entry of its log
-// to the state machine. Entries it acknowledged itself are applied before
-// the answer, but a newly elected leader may not have reached those the
-// old leader acknowledged: then a barrier waits until they are applied.
-// (An entry already handed over may still be running in the FSM for a few
-// microseconds; waiting on it would cost a log append per read.)
-func (d *Driver) leaderCaughtUp(r *raft.Raft) error {
-	if r.AppliedIndex() >= r.LastIndex() {
+// leaderCaughtUp returns once the leader's state holds every entry of its
+// log it knows committed. Entries it acknowledged itself are applied
+// before the answer, but a newly elected leader may not have reached those
+// the old leader acknowledged: then a barrier waits until they are applied
+// (the barrier is answered after every entry before it has run in the
+// FSM). Otherwise every entry has been handed to the FSM, which may still
+// be running them (after a restart, thousands): it waits for the last
+// command among them.
+func (d *Driver) leaderCaughtUp(ctx context.Context, r *raft.Raft) error {
+	if r.AppliedIndex() < r.LastIndex() {
+		if err := r.Barrier(10 * time.Second).Error(); err != nil {
+			return fmt.Errorf("%w: catch up with the log: %v", errNoLeader, err)
+		}
 		return nil
 	}
-	if err := r.Barrier(10 * time.Second).Error(); err != nil {
-		return fmt.Errorf("%w: catch up with the log: %v", errNoLeader, err)
+	return d.waitState(ctx, r.AppliedIndex())
+}
+
+// waitState waits until raft has handed the entries up to idx to the FSM
+// and the FSM has run every command among them.
+func (d *Driver) waitState(ctx context.Context, idx uint64) error {
+	for d.r().AppliedIndex() < idx {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if k := d.pendingCommand(idx); k > 0 {
+		return d.WaitApplied(ctx, k)
 	}
 	return nil
+}
+
+// pendingCommand returns the index of the last command at or below idx
+// that the state does not hold yet, or 0 when it holds them all. raft's
+// no-op, configuration and barrier entries never reach the state, so the
+// state's index alone cannot tell; the log can. Entries gone from the log
+// were compacted into a snapshot, which the state holds.
+func (d *Driver) pendingCommand(idx uint64) uint64 {
+	d.raftMu.Lock()
+	defer d.raftMu.Unlock()
+	applied := d.appliedIndex()
+	for i := idx; i > applied; i-- {
+		var l raft.Log
+		if err := d.wal.GetLog(i, &l); err != nil {
+			return 0
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
+}
+
+// CaughtUp reports whether the state holds every command of the raft log
+// this node started with (true for a node that started without one). A
+// restarted node's log ends with entries its snapshot lacks; raft applies
+// them only once a leader says they are committed, so until then the
+// state is older than what this node had already acknowledged.
+func (d *Driver) CaughtUp() bool {
+	if d.caughtUp.Load() {
+		return true
+	}
+	if d.r().AppliedIndex() < d.startLast || d.pendingCommand(d.startLast) > 0 {
+		return false
+	}
+	d.caughtUp.Store(true)
+	return true
 }
 
 // watchLeader turns raft's leader observations into the leader

@@ -626,6 +626,18 @@ func (s *Store) NodeSpace() (uint64, error) {
 	return total, nil
 }
 
+// SetNodeSpace keeps space as the node's space (a reweight weighed the
+// store again) where NodeSpace reads it first, so that a restarted sheep
+// announces it too.
+func (s *Store) SetNodeSpace(space uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], space)
+	if err := unix.Setxattr(s.cfg.MetaDir, spaceAttr, b[:], 0); err != nil {
+		return fmt.Errorf("md: keep the node's space in %s: %w: %w", s.cfg.MetaDir, proto.ResEIO, err)
+	}
+	return nil
+}
+
 // Close stops moving objects and closes every disk. Calls made after it
 // fail with SHUTDOWN.
 func (s *Store) Close() error {

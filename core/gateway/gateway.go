@@ -355,6 +355,43 @@ func forEach(targets []proto.Node, f func(n proto.Node) error) error {
 	return first
 }
 
+// forEachPipelined is forEach for a change that local makes to this
+// node's copy and start sends to a peer's without waiting: the peers'
+// requests go out first, the local change runs meanwhile on the calling
+// goroutine, then the replies are collected. It returns the first error,
+// preferring a retryable one (as forEach).
+func (g *Gateway) forEachPipelined(ctx context.Context, targets []proto.Node, local func() error, start func(n proto.Node) (PeerCall, error)) error {
+	var buf [4]PeerCall
+	calls := buf[:0]
+	var first error
+	note := func(err error) {
+		if err != nil && (first == nil || retryable(err)) {
+			first = err
+		}
+	}
+	self := false
+	for _, n := range targets {
+		if g.isSelf(n) {
+			self = true
+			continue
+		}
+		k, err := start(n)
+		if err != nil {
+			note(err)
+			continue
+		}
+		calls = append(calls, k)
+	}
+	if self {
+		note(local())
+	}
+	for _, k := range calls {
+		_, _, err := k.Wait(ctx)
+		note(err)
+	}
+	return first
+}
+
 func (g *Gateway) writable(oid uint64, p plan) error {
 	if p.readonly {
 		return fmt.Errorf("%016x: %w", oid, proto.ResReadonly)
@@ -565,11 +602,10 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 			copy(full[off:], data)
 			data, off = full, 0
 		}
-		return forEach(p.targets, func(n proto.Node) error {
-			if g.isSelf(n) {
-				return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
-			}
-			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
+		return g.forEachPipelined(ctx, p.targets, func() error {
+			return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
+		}, func(n proto.Node) (PeerCall, error) {
+			return g.startPeerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})
 	})
 }

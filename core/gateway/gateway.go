@@ -355,6 +355,14 @@ func forEach(targets []proto.Node, f func(n proto.Node) error) error {
 	return first
 }
 
+// maxPipelined is the largest write whose copies are sent pipelined from
+// the writer's goroutine. A request sent with client.Start may make that
+// goroutine the connection's writer for the requests queued behind it
+// too (flat combining); with large payloads, writes that block on a full
+// socket, that would hold back its own local copy: those keep a
+// goroutine per copy, whose cost is small beside the copying.
+const maxPipelined = 64 << 10
+
 // forEachPipelined is forEach for a change that local makes to this
 // node's copy and start sends to a peer's without waiting: the peers'
 // requests go out first, the local change runs meanwhile on the calling
@@ -420,8 +428,11 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 			}
 			return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 		}
-		start := func(n proto.Node) (PeerCall, error) {
-			return g.startPeerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
+		var start func(n proto.Node) (PeerCall, error)
+		if len(data) <= maxPipelined {
+			start = func(n proto.Node) (PeerCall, error) {
+				return g.startPeerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
+			}
 		}
 		return g.changeCopies(ctx, p, oid, change, start)
 	})
@@ -602,10 +613,19 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 			copy(full[off:], data)
 			data, off = full, 0
 		}
-		return g.forEachPipelined(ctx, p.targets, func() error {
+		local := func() error {
 			return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
-		}, func(n proto.Node) (PeerCall, error) {
-			return g.startPeerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
+		}
+		if len(data) <= maxPipelined {
+			return g.forEachPipelined(ctx, p.targets, local, func(n proto.Node) (PeerCall, error) {
+				return g.startPeerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
+			})
+		}
+		return forEach(p.targets, func(n proto.Node) error {
+			if g.isSelf(n) {
+				return local()
+			}
+			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})
 	})
 }

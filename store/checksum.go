@@ -578,7 +578,8 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 // updateSums stores the checksums the chunks touched by [off, off+n) will
 // have once data (n zero bytes when data is nil) is written there. A
 // partially covered chunk is read, verified and combined with the new
-// bytes: a write never blesses a chunk that was already bad. For a write
+// bytes: a write never blesses a chunk that was already bad. (A chunk
+// never written is not read: its bytes are zeros.) For a write
 // without sync, the xattr is flagged unflushed, durably before the data
 // if it was not already. The caller holds h.mu and writes the data next.
 func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync bool) error {
@@ -591,6 +592,21 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 		var c, prev uint32
 		if ws == cs && we == cs+cl {
 			c, prev = wholeSum(data, ws-off, we-off), m.cur(i)
+		} else if zs := zeroSum(cl); m.cur(i) == zs && m.prev(i) == zs {
+			// A chunk never written (or zeroed twice): zeros are the
+			// only bytes it may hold, in any state a crash can leave, so
+			// the new chunk is the write between zeros and needs no read
+			// (the read of a hole is most of a first 4 KiB write's
+			// cost). A chunk whose bytes differ all the same was bad
+			// already and fails its next read, as it would have here.
+			c, prev = zeroSum(cl), zs
+			if data != nil {
+				h := getHasher()
+				writeZeros(h, ws-cs)
+				h.Write(data[ws-off : we-off])
+				writeZeros(h, cs+cl-we)
+				c = sumHasher(h)
+			}
 		} else {
 			bp := getChunkBuf(cl)
 			old := (*bp)[:cl]

@@ -160,6 +160,63 @@ func TestWritesKeepChecksums(t *testing.T) {
 	}
 }
 
+// A partial write into a chunk never written is hashed as the write
+// between zeros, without reading the chunk: the object verifies, with and
+// without sync, in memory and after a reopen. A never-written chunk whose
+// bytes changed behind the store's back is not blessed by such a write:
+// its next read still fails.
+func TestPartialWriteIntoFreshChunk(t *testing.T) {
+	const oid, size = 0xaa, 6 * ck
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	model := make([]byte, size)
+	mustCreate(t, s, oid, size, 0, nil)
+	for i, w := range []struct {
+		off, n int64
+		sync   bool
+	}{
+		{100, 4096, true},          // inside chunk 0
+		{1*ck + ck/2, 4096, false}, // inside chunk 1, write-back
+		{2*ck - 10, 20, true},      // chunk 1 (now written) into fresh chunk 2
+		{4*ck + 1, 1, false},       // one byte of chunk 4
+	} {
+		data := randBytes(int(w.n))
+		if err := s.WriteAt(ctx, oid, data, w.off, w.sync); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		copy(model[w.off:], data)
+		if err := s.Verify(oid); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if err := s.Punch(ctx, oid, 3*ck+5, 100, true); err != nil { // a fresh chunk punched
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
+		t.Fatal("content differs")
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, Config{Dir: dir})
+	if err := s.Verify(oid); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
+		t.Fatal("content differs after reopen")
+	}
+
+	// Chunk 5 was never written; a disk changes a byte of it.
+	s.Close()
+	flipByte(t, s.objPath(oid), 5*ck+10)
+	s = openStore(t, Config{Dir: dir})
+	if err := s.WriteAt(ctx, oid, []byte("xyz"), 5*ck+1000, true); err != nil {
+		t.Fatal(err)
+	}
+	wantChecksum(t, s.ReadAt(ctx, oid, make([]byte, 10), 5*ck))
+}
+
 // A sparse Create stores the known checksum of a zero chunk for its holes.
 func TestSparseCreateChecksums(t *testing.T) {
 	const oid, size = 0x99, 4 << 20

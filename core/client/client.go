@@ -4,6 +4,7 @@
 package client
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -25,26 +26,43 @@ import (
 var ErrClosed = errors.New("client: connection closed")
 
 // Client is one connection to a sheep. It is safe for concurrent use.
+//
+// Requests are written by whichever call finds no writer at work: it
+// writes every queued request in one writev and keeps going while more
+// arrive (flat combining, as the NBD server writes its replies). Under
+// load, concurrent calls to one peer then share syscalls; idle, a request
+// goes out at once from its own call. Replies are read through a buffer,
+// so that a burst of small replies costs one read.
 type Client struct {
 	addr string
 	conn net.Conn
+	br   *bufio.Reader // the reply stream (readLoop only)
 
-	wmu  sync.Mutex // serialises request writes
-	whdr [proto.HeaderSize]byte
+	// wmu is held while a batch of requests is written. It is taken with
+	// mu held (after the batch left the queue), so a call that holds
+	// wmu after its request left the queue knows no write of it is
+	// under way.
+	wmu  sync.Mutex
+	iovs [][]byte // the writer's scratch (wmu)
 
 	mu      sync.Mutex
 	nextID  uint32
 	pending map[uint32]*pending
-	err     error // set once the connection broke
+	queue   []*pending // requests waiting to be written (mu)
+	spare   []*pending // the writer's recycled queue (mu)
+	writing bool       // a writer is at work (mu)
+	err     error      // set once the connection broke
 	done    chan struct{}
 }
 
 type pending struct {
-	rbuf []byte
-	rsp  proto.Response
-	n    int
-	err  error
-	ch   chan struct{}
+	hdr   [proto.HeaderSize]byte // the request header, as written
+	wdata []byte                 // its payload
+	rbuf  []byte
+	rsp   proto.Response
+	n     int
+	err   error
+	ch    chan struct{}
 }
 
 var pendingPool = sync.Pool{New: func() any { return &pending{ch: make(chan struct{}, 1)} }}
@@ -117,7 +135,7 @@ func (d Dialer) Dial(ctx context.Context, addr string) (*Client, error) {
 }
 
 func newClient(addr string, conn net.Conn) *Client {
-	c := &Client{addr: addr, conn: conn, pending: map[uint32]*pending{}, done: make(chan struct{})}
+	c := &Client{addr: addr, conn: conn, br: bufio.NewReaderSize(conn, 64<<10), pending: map[uint32]*pending{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c
 }
@@ -137,6 +155,8 @@ func (c *Client) fail(err error) {
 		c.err = err
 		close(c.done)
 		c.conn.Close()
+		clear(c.queue) // never written now; their calls fail below
+		c.queue = c.queue[:0]
 		for id, p := range c.pending {
 			p.err = err
 			p.ch <- struct{}{}
@@ -148,9 +168,8 @@ func (c *Client) fail(err error) {
 
 func (c *Client) readLoop() {
 	var hb [proto.HeaderSize]byte
-	var discard [4096]byte
 	for {
-		if _, err := io.ReadFull(c.conn, hb[:]); err != nil {
+		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
 			c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
 			return
 		}
@@ -164,19 +183,17 @@ func (c *Client) readLoop() {
 		n := 0
 		if p != nil {
 			n = min(left, len(p.rbuf))
-			if _, err := io.ReadFull(c.conn, p.rbuf[:n]); err != nil {
+			if _, err := io.ReadFull(c.br, p.rbuf[:n]); err != nil {
 				c.broken(p, err)
 				return
 			}
 			left -= n
 		}
-		for left > 0 {
-			k, err := c.conn.Read(discard[:min(left, len(discard))])
-			if err != nil {
+		if left > 0 {
+			if _, err := c.br.Discard(left); err != nil {
 				c.broken(p, err)
 				return
 			}
-			left -= k
 		}
 		if p != nil {
 			p.rsp, p.n = rsp, n
@@ -203,6 +220,27 @@ func (c *Client) broken(p *pending, err error) {
 // header and the number of bytes placed in rbuf. A non-success result is
 // not an error here; see Call.
 func (c *Client) Do(ctx context.Context, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
+	k, err := c.Start(ctx, req, wdata, rbuf)
+	if err != nil {
+		return proto.Response{}, 0, err
+	}
+	return k.Wait(ctx)
+}
+
+// Pending is a request sent by Start whose reply is not collected yet.
+type Pending struct {
+	c *Client
+	p *pending
+}
+
+// Start sends req as Do does and returns without waiting for the reply:
+// several requests, to one sheep or to several, can be in flight from one
+// goroutine. Every Pending Start returns must be collected with Wait
+// exactly once; until then wdata and rbuf belong to the request.
+func (c *Client) Start(ctx context.Context, req *proto.Request, wdata, rbuf []byte) (Pending, error) {
+	if err := ctx.Err(); err != nil {
+		return Pending{}, err
+	}
 	if wdata != nil {
 		req.Flags |= proto.FlagCmdWrite
 		if req.Flags&proto.FlagCmdPiggyback != 0 && len(rbuf) > len(wdata) {
@@ -215,44 +253,90 @@ func (c *Client) Do(ctx context.Context, req *proto.Request, wdata, rbuf []byte)
 		req.DataLength = uint32(len(rbuf))
 	}
 	p := pendingPool.Get().(*pending)
-	p.rbuf, p.err, p.n = rbuf, nil, 0
+	p.rbuf, p.wdata, p.err, p.n = rbuf, wdata, nil, 0
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		p.rbuf, p.wdata = nil, nil
 		pendingPool.Put(p)
-		return proto.Response{}, 0, err
+		return Pending{}, err
 	}
 	c.nextID++
 	req.ID = c.nextID
 	c.pending[req.ID] = p
-	c.mu.Unlock()
+	req.Marshal(p.hdr[:])
+	c.send(p) // unlocks c.mu
+	return Pending{c: c, p: p}, nil
+}
 
-	c.wmu.Lock()
-	req.Marshal(c.whdr[:])
-	bufs := net.Buffers{c.whdr[:]}
-	if len(wdata) > 0 {
-		bufs = append(bufs, wdata)
-	}
-	_, err := bufs.WriteTo(c.conn)
-	c.wmu.Unlock()
-	if err != nil {
-		c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
-	}
+// Wait waits for the reply of the request Start sent, as Do does. If ctx
+// ends first, the connection is closed (the reply could still land in
+// rbuf later) and every other call on it fails with ErrClosed.
+func (k Pending) Wait(ctx context.Context) (proto.Response, int, error) {
+	c, p := k.c, k.p
+	var err error
 	select {
 	case <-p.ch:
+		err = p.err
 	case <-ctx.Done():
-		// The reply may still arrive into rbuf; the connection cannot be
-		// reused safely, so drop it. The other calls on it fail with
-		// ErrClosed, not with this call's context error.
 		c.fail(fmt.Errorf("%w: a request was abandoned: %v", ErrClosed, ctx.Err()))
 		<-p.ch
-		return proto.Response{}, 0, ctx.Err()
+		err = ctx.Err()
 	}
-	rsp, n, perr := p.rsp, p.n, p.err
-	p.rbuf = nil
+	if err != nil {
+		// Failed before its reply: the request may be in a batch being
+		// written (fail took it off the queue otherwise). Its payload
+		// is the caller's again only once that write is over.
+		c.wmu.Lock()
+		c.wmu.Unlock()
+		p.rbuf, p.wdata = nil, nil
+		pendingPool.Put(p)
+		return proto.Response{}, 0, err
+	}
+	// A reply means the whole request was read by the sheep: no write
+	// still reads its payload.
+	rsp, n := p.rsp, p.n
+	p.rbuf, p.wdata = nil, nil
 	pendingPool.Put(p)
-	return rsp, n, perr
+	return rsp, n, nil
+}
+
+// send queues p, whose header is marshalled, for writing, and writes the
+// queue itself unless a writer is at work (flat combining). The caller
+// holds c.mu; send releases it.
+func (c *Client) send(p *pending) {
+	c.queue = append(c.queue, p)
+	if c.writing {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	for len(c.queue) > 0 && c.err == nil {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Lock() // before c.mu is released: see wmu
+		c.mu.Unlock()
+		c.iovs = c.iovs[:0]
+		for _, q := range batch {
+			c.iovs = append(c.iovs, q.hdr[:])
+			if len(q.wdata) > 0 {
+				c.iovs = append(c.iovs, q.wdata)
+			}
+		}
+		bufs := net.Buffers(c.iovs)
+		_, err := bufs.WriteTo(c.conn)
+		clear(c.iovs)
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %v", ErrClosed, err))
+		}
+		c.mu.Lock()
+		clear(batch)
+		c.spare = batch[:0]
+	}
+	c.writing = false
+	c.mu.Unlock()
 }
 
 // Call is Do that turns a non-success result into an error wrapping the

@@ -369,6 +369,51 @@ func forEach(targets []proto.Node, f func(n proto.Node) error) error {
 	return first
 }
 
+// maxPipelined is the largest write whose copies are sent pipelined from
+// the writer's goroutine. A request sent with client.Start may make that
+// goroutine the connection's writer for the requests queued behind it
+// too (flat combining); with large payloads, writes that block on a full
+// socket, that would hold back its own local copy: those keep a
+// goroutine per copy, whose cost is small beside the copying.
+const maxPipelined = 64 << 10
+
+// forEachPipelined is forEach for a change that local makes to this
+// node's copy and start sends to a peer's without waiting: the peers'
+// requests go out first, the local change runs meanwhile on the calling
+// goroutine, then the replies are collected. It returns the first error,
+// preferring a retryable one (as forEach).
+func (g *Gateway) forEachPipelined(ctx context.Context, targets []proto.Node, local func() error, start func(n proto.Node) (PeerCall, error)) error {
+	var buf [4]PeerCall
+	calls := buf[:0]
+	var first error
+	note := func(err error) {
+		if err != nil && (first == nil || retryable(err)) {
+			first = err
+		}
+	}
+	self := false
+	for _, n := range targets {
+		if g.isSelf(n) {
+			self = true
+			continue
+		}
+		k, err := start(n)
+		if err != nil {
+			note(err)
+			continue
+		}
+		calls = append(calls, k)
+	}
+	if self {
+		note(local())
+	}
+	for _, k := range calls {
+		_, _, err := k.Wait(ctx)
+		note(err)
+	}
+	return first
+}
+
 func (g *Gateway) writable(oid uint64, p plan) error {
 	if p.readonly {
 		return fmt.Errorf("%016x: %w", oid, proto.ResReadonly)
@@ -390,11 +435,20 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 	if g.ecPolicy(ctx, oid).Erasure() {
 		return g.ecWrite(ctx, oid, 0, off, data, flags, false)
 	}
-	return g.changeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, n proto.Node, synced bool) error {
-		if g.isSelf(n) {
-			return g.localChange(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
+	return g.writeRange(ctx, oid, off, int64(len(data)), flags, func(p plan, synced bool) error {
+		change := func(n proto.Node) error {
+			if g.isSelf(n) {
+				return g.localChange(ctx, oid, func() error { return g.store.WriteAt(ctx, oid, data, off, synced) })
+			}
+			return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
 		}
-		return g.peerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
+		var start func(n proto.Node) (PeerCall, error)
+		if len(data) <= maxPipelined {
+			start = func(n proto.Node) (PeerCall, error) {
+				return g.startPeerWrite(ctx, n, p.epoch, proto.OpWritePeer, oid, off, data, synced)
+			}
+		}
+		return g.changeCopies(ctx, p, oid, change, start)
 	})
 }
 
@@ -403,7 +457,7 @@ func (g *Gateway) WriteObject(ctx context.Context, oid uint64, off int64, data [
 // epoch's plan, retried across epoch changes (writeRange).
 func (g *Gateway) changeRange(ctx context.Context, oid uint64, off, n int64, flags uint16, change func(p plan, t proto.Node, synced bool) error) error {
 	return g.writeRange(ctx, oid, off, n, flags, func(p plan, synced bool) error {
-		return g.changeCopies(ctx, p, oid, func(t proto.Node) error { return change(p, t, synced) })
+		return g.changeCopies(ctx, p, oid, func(t proto.Node) error { return change(p, t, synced) }, nil)
 	})
 }
 
@@ -435,22 +489,32 @@ func (g *Gateway) writeRange(ctx context.Context, oid uint64, off, n int64, flag
 // A target without the object, one the current epoch expects but that was
 // never moved there (when no target has it, recovery has not moved it
 // yet), gets a copy from a holder and then the change too (fill).
-func (g *Gateway) changeCopies(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error) error {
+//
+// With start, which sends the change to a peer without waiting for its
+// reply, the changes of the peers' copies are sent first and the local
+// copy's change runs meanwhile on the calling goroutine (pipelined): no
+// goroutine and no wake-up per copy.
+func (g *Gateway) changeCopies(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error, start func(n proto.Node) (PeerCall, error)) error {
 	healed := func(n proto.Node) error {
 		return g.healedWrite(ctx, p, oid, n, func() error { return change(n) })
 	}
 	var missing []proto.Node
-	var mu sync.Mutex
-	err := forEach(p.targets, func(n proto.Node) error {
-		err := healed(n)
-		if errors.Is(err, proto.ResNoObj) {
-			mu.Lock()
-			missing = append(missing, n)
-			mu.Unlock()
-			return nil
-		}
-		return err
-	})
+	var err error
+	if start != nil && len(p.targets) > 1 {
+		missing, err = g.changePipelined(ctx, p, oid, change, start)
+	} else {
+		var mu sync.Mutex
+		err = forEach(p.targets, func(n proto.Node) error {
+			err := healed(n)
+			if errors.Is(err, proto.ResNoObj) {
+				mu.Lock()
+				missing = append(missing, n)
+				mu.Unlock()
+				return nil
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -460,6 +524,60 @@ func (g *Gateway) changeCopies(ctx context.Context, p plan, oid uint64, change f
 		}
 	}
 	return nil
+}
+
+// changePipelined is changeCopies' first pass with start: it returns the
+// targets that answered NO_OBJ, and the first other error, preferring a
+// retryable one (as forEach).
+func (g *Gateway) changePipelined(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error, start func(n proto.Node) (PeerCall, error)) (missing []proto.Node, first error) {
+	type remote struct {
+		n   proto.Node
+		k   PeerCall
+		err error
+	}
+	var buf [4]remote
+	remotes := buf[:0]
+	local := -1
+	for i, n := range p.targets {
+		if g.isSelf(n) {
+			local = i
+			continue
+		}
+		k, err := start(n)
+		remotes = append(remotes, remote{n: n, k: k, err: err})
+	}
+	note := func(n proto.Node, err error) {
+		switch {
+		case errors.Is(err, proto.ResNoObj):
+			missing = append(missing, n)
+		case err != nil && (first == nil || retryable(err)):
+			first = err
+		}
+	}
+	if local >= 0 {
+		n := p.targets[local]
+		note(n, g.healedWrite(ctx, p, oid, n, func() error { return change(n) }))
+	}
+	for _, r := range remotes {
+		err := r.err
+		if err == nil {
+			_, _, err = r.k.Wait(ctx)
+		}
+		if isBadCopy(err) {
+			// Repaired, then changed again (healedWrite): its first
+			// attempt is the one that failed.
+			failed := err
+			err = g.healedWrite(ctx, p, oid, r.n, func() error {
+				if f := failed; f != nil {
+					failed = nil
+					return f
+				}
+				return change(r.n)
+			})
+		}
+		note(r.n, err)
+	}
+	return missing, first
 }
 
 // fill gives n, a target without oid, a copy read from a holder (NO_OBJ if
@@ -509,9 +627,17 @@ func (g *Gateway) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off i
 			copy(full[off:], data)
 			data, off = full, 0
 		}
+		local := func() error {
+			return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
+		}
+		if len(data) <= maxPipelined {
+			return g.forEachPipelined(ctx, p.targets, local, func(n proto.Node) (PeerCall, error) {
+				return g.startPeerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
+			})
+		}
 		return forEach(p.targets, func(n proto.Node) error {
 			if g.isSelf(n) {
-				return g.localWrite(ctx, oid, func() error { return g.store.CreateOrWrite(ctx, oid, p.size, off, data, synced) })
+				return local()
 			}
 			return g.peerWrite(ctx, n, p.epoch, proto.OpCreateAndWritePeer, oid, off, data, synced)
 		})

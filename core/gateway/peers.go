@@ -108,17 +108,47 @@ func (p *Peers) Close() {
 // Call sends req to the peer at addr; a broken connection is dropped and
 // reported as NETWORK_ERROR so the caller retries.
 func (p *Peers) Call(ctx context.Context, addr string, req *proto.Request, wdata, rbuf []byte) (proto.Response, int, error) {
-	c, err := p.Get(ctx, addr)
+	k, err := p.Start(ctx, addr, req, wdata, rbuf)
 	if err != nil {
 		return proto.Response{}, 0, err
 	}
-	rsp, n, err := c.Do(ctx, req, wdata, rbuf)
+	return k.Wait(ctx)
+}
+
+// PeerCall is a request Start sent to a peer, whose reply Wait collects.
+type PeerCall struct {
+	p    *Peers
+	addr string
+	c    *client.Client
+	k    client.Pending
+}
+
+// Start sends req to the peer at addr as Call does, without waiting for
+// the reply: the requests of one write to several copies go out at once
+// from one goroutine. Every PeerCall Start returns must be collected with
+// Wait exactly once.
+func (p *Peers) Start(ctx context.Context, addr string, req *proto.Request, wdata, rbuf []byte) (PeerCall, error) {
+	c, err := p.Get(ctx, addr)
+	if err != nil {
+		return PeerCall{}, err
+	}
+	k, err := c.Start(ctx, req, wdata, rbuf)
 	if err != nil {
 		p.Drop(addr, c)
-		return rsp, n, fmt.Errorf("%s: %w: %v", addr, proto.ResNetworkError, err)
+		return PeerCall{}, fmt.Errorf("%s: %w: %v", addr, proto.ResNetworkError, err)
+	}
+	return PeerCall{p: p, addr: addr, c: c, k: k}, nil
+}
+
+// Wait waits for the reply of k as Call does.
+func (k PeerCall) Wait(ctx context.Context) (proto.Response, int, error) {
+	rsp, n, err := k.k.Wait(ctx)
+	if err != nil {
+		k.p.Drop(k.addr, k.c)
+		return rsp, n, fmt.Errorf("%s: %w: %v", k.addr, proto.ResNetworkError, err)
 	}
 	if rsp.Result != proto.ResSuccess {
-		return rsp, n, fmt.Errorf("%s: %w", addr, rsp.Result)
+		return rsp, n, fmt.Errorf("%s: %w", k.addr, rsp.Result)
 	}
 	return rsp, n, nil
 }
@@ -151,6 +181,16 @@ func (g *Gateway) peerRead(ctx context.Context, n proto.Node, epoch uint32, oid 
 // change to its next flush (FLUSH_PEER): the request carries
 // proto.FlagCmdCache.
 func (g *Gateway) peerWrite(ctx context.Context, n proto.Node, epoch uint32, op proto.Opcode, oid uint64, off int64, data []byte, sync bool) error {
+	k, err := g.startPeerWrite(ctx, n, epoch, op, oid, off, data, sync)
+	if err != nil {
+		return err
+	}
+	_, _, err = k.Wait(ctx)
+	return err
+}
+
+// startPeerWrite is peerWrite without waiting for the reply (Peers.Start).
+func (g *Gateway) startPeerWrite(ctx context.Context, n proto.Node, epoch uint32, op proto.Opcode, oid uint64, off int64, data []byte, sync bool) (PeerCall, error) {
 	r := peerReq(op, epoch, oid, off)
 	if !sync {
 		r.Flags |= proto.FlagCmdCache
@@ -158,6 +198,5 @@ func (g *Gateway) peerWrite(ctx context.Context, n proto.Node, epoch uint32, op 
 	if data == nil && op != proto.OpRemovePeer {
 		data = []byte{}
 	}
-	_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, data, nil)
-	return err
+	return g.peers.Start(ctx, n.NodeID.String(), &r, data, nil)
 }

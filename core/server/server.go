@@ -5,6 +5,7 @@
 package server
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -182,18 +183,49 @@ func (s *Server) closeListenersLocked() {
 	s.listeners = nil
 }
 
-// conn is one client connection. Replies are written whole under wmu so
-// that concurrent completions never interleave.
+// conn is one client connection.
+//
+// Replies are written by whichever request finds no writer at work: it
+// writes every queued reply in one writev and keeps going while more
+// arrive (flat combining, as the NBD server does). Under load this batches
+// replies into few syscalls; idle, a reply goes out at once from its own
+// request. A reply's buffers and budget are given back once it is written.
 type conn struct {
-	c     net.Conn
-	gate  *netlimit.Gate
-	wmu   sync.Mutex
-	hdr   [proto.HeaderSize]byte
-	dead  atomic.Bool
-	inflt chan struct{}
-	peer  string
+	c       net.Conn
+	gate    *netlimit.Gate
+	wmu     sync.Mutex
+	queue   []*outReply // replies waiting to be written (wmu)
+	spare   []*outReply // the writer's recycled queue (wmu)
+	writing bool        // a writer is at work (wmu)
+	iovs    [][]byte    // the writer's scratch
+	dead    atomic.Bool
+	inflt   chan struct{}
+	peer    string
 	// authPeer: the connection authenticated as a peer (peerTLS).
 	authPeer bool
+}
+
+// outReply is a reply waiting to be written, and what to give back once
+// it is: the handler's release (of out) and the payload's budget.
+type outReply struct {
+	hdr                   [proto.HeaderSize]byte
+	out                   []byte
+	release               func()
+	own, shared           *netlimit.Budget
+	ownTaken, sharedTaken int64
+}
+
+var outReplyPool = sync.Pool{New: func() any { return new(outReply) }}
+
+// done gives back what r holds and r itself.
+func (r *outReply) done() {
+	if r.release != nil {
+		r.release()
+	}
+	r.own.Release(r.ownTaken)
+	r.shared.Release(r.sharedTaken)
+	*r = outReply{}
+	outReplyPool.Put(r)
 }
 
 // prefixConn is a connection whose first bytes were already read.
@@ -251,8 +283,12 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 		own = netlimit.NewBudget(lim.PerConn)
 	}
 	var hb [proto.HeaderSize]byte
+	// The first header is read straight from the socket (it may open a
+	// TLS handshake); the rest through a buffer, so that a burst of
+	// small requests costs one read.
+	var rd io.Reader = c
 	for first := true; ; first = false {
-		if _, err := io.ReadFull(c, hb[:]); err != nil {
+		if _, err := io.ReadFull(rd, hb[:]); err != nil {
 			if first && isTimeout(err) {
 				g.Log().Info("connection sent nothing; closed", "peer", cn.peer, "after", lim.IdleTimeout)
 			} else if !errors.Is(err, io.EOF) && !cn.dead.Load() {
@@ -274,12 +310,14 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 		}
 		if first {
 			g.Spoke(c)
+			rd = bufio.NewReaderSize(c, 32<<10)
 		}
 		var req proto.Request
 		req.Unmarshal(hb[:])
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > maxPayload {
 			g.Log().Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
-			cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch())
+			cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch(), nil)
+			reqs.Wait() // the reply may be queued behind those in flight
 			return
 		}
 		shared := lim.Budget
@@ -308,7 +346,7 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			if lim.StallTimeout > 0 {
 				c.SetReadDeadline(time.Now().Add(lim.StallTimeout))
 			}
-			_, err := io.ReadFull(c, data)
+			_, err := io.ReadFull(rd, data)
 			if lim.StallTimeout > 0 {
 				c.SetReadDeadline(time.Time{})
 			}
@@ -339,12 +377,9 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 				cn.dead.Store(true)
 				cn.c.Close()
 			}
-			cn.reply(&req, rsp, out, s.h.epoch())
-			if release != nil {
-				release()
-			}
-			own.Release(ownTaken)
-			shared.Release(sharedTaken)
+			r := outReplyPool.Get().(*outReply)
+			r.release, r.own, r.ownTaken, r.shared, r.sharedTaken = release, own, ownTaken, shared, sharedTaken
+			cn.reply(&req, rsp, out, s.h.epoch(), r)
 		}()
 	}
 }
@@ -354,9 +389,13 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// reply sends rsp (and out) for req. Invariant: never more payload than
-// req.DataLength, whatever the handler produced.
-func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch uint32) {
+// reply sends rsp (and out) for req; r (nil: one from the pool, holding
+// nothing) carries what to give back once it is written. Invariant: never
+// more payload than req.DataLength, whatever the handler produced.
+func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch uint32, r *outReply) {
+	if r == nil {
+		r = outReplyPool.Get().(*outReply)
+	}
 	if uint32(len(out)) > req.DataLength {
 		out = out[:req.DataLength]
 	}
@@ -365,19 +404,49 @@ func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch 
 	rsp.ID = req.ID
 	rsp.Epoch = epoch
 	rsp.DataLength = uint32(len(out))
+	rsp.Marshal(r.hdr[:])
+	r.out = out
 	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
-	if cn.dead.Load() {
+	cn.queue = append(cn.queue, r)
+	if cn.writing {
+		cn.wmu.Unlock()
 		return
 	}
-	rsp.Marshal(cn.hdr[:])
-	cn.gate.Stalled(cn.c)
-	bufs := net.Buffers{cn.hdr[:]}
-	if len(out) > 0 {
-		bufs = append(bufs, out)
+	cn.writing = true
+	for len(cn.queue) > 0 {
+		batch := cn.queue
+		cn.queue = cn.spare[:0]
+		cn.wmu.Unlock()
+		cn.writeBatch(batch)
+		cn.wmu.Lock()
+		clear(batch)
+		cn.spare = batch[:0]
 	}
-	if _, err := bufs.WriteTo(cn.c); err != nil {
-		cn.dead.Store(true)
-		cn.c.Close()
+	cn.writing = false
+	cn.wmu.Unlock()
+}
+
+// writeBatch writes the replies of batch with one writev (none once a
+// write failed: the connection is closed) and gives back what they hold.
+// Only the writer calls it.
+func (cn *conn) writeBatch(batch []*outReply) {
+	if !cn.dead.Load() {
+		cn.iovs = cn.iovs[:0]
+		for _, r := range batch {
+			cn.iovs = append(cn.iovs, r.hdr[:])
+			if len(r.out) > 0 {
+				cn.iovs = append(cn.iovs, r.out)
+			}
+		}
+		bufs := net.Buffers(cn.iovs)
+		cn.gate.Stalled(cn.c)
+		if _, err := bufs.WriteTo(cn.c); err != nil {
+			cn.dead.Store(true)
+			cn.c.Close()
+		}
+		clear(cn.iovs)
+	}
+	for _, r := range batch {
+		r.done()
 	}
 }

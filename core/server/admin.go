@@ -153,12 +153,17 @@ func (h *Handler) members() []proto.Node {
 
 // getNodeList lists the membership the cluster decided: the current
 // epoch's nodes (before format, nothing is decided: the live nodes, which a
-// format would take). Failure detection's own view is GET_GOSSIP_NODES.
+// format would take, with automatic vnodes unless this sheep was started
+// with -V: Sheepdog's unformatted cluster weighs its nodes by space).
+// Failure detection's own view is GET_GOSSIP_NODES.
 func (h *Handler) getNodeList(_ context.Context, c *call) error {
 	var nodes []proto.Node
 	h.cfg.Cluster.View(func(s *cluster.State) { nodes = slices.Clone(s.Nodes()) })
 	if len(nodes) == 0 {
 		nodes = h.members()
+		if !h.cfg.FixedVnodes {
+			nodes = placement.AutoVnodes(nodes)
+		}
 	}
 	return h.nodeList(c, nodes)
 }

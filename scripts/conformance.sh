@@ -15,7 +15,8 @@
 # private PID, network and mount namespaces, with a private directory
 # mounted on /tmp (kept afterwards for the logs). Loop devices are not
 # namespaced: a losetup on PATH lets the suite's cleanup detach only loop
-# devices backed by files under its own work dir.
+# devices backed by files under its own work dir. The suite's WD is
+# /tmp/wd/sheepdog, on a loop-mounted ext4 image of its own (see below).
 #
 # Environment: CONF_TIMEOUT (seconds per test, default 300; the suite's tests
 # take 20-130 s each on a loaded 2-core machine).
@@ -59,6 +60,11 @@ fi
 exec /usr/sbin/losetup "$@"
 EOF
 	chmod +x "$priv/path/losetup"
+	# The suite's stores live on a filesystem of their own, so that the
+	# space a sheep measures at its first start (automatic vnodes weigh
+	# it) moves only with the suite's own writes, as on Sheepdog's test
+	# machines, not with whatever else writes to the host's /tmp.
+	truncate -s 40G "$priv/wd.img" && mkfs.ext4 -q -F -O ^has_journal "$priv/wd.img" || exit 1
 	echo "conformance: work dir $priv (mounted on /tmp inside the run)"
 	SDCONF_PRIV=$priv exec unshare --kill-child --pid --fork --mount-proc --net --mount --propagation private "$0" "$@"
 fi
@@ -67,6 +73,8 @@ fi
 priv=$SDCONF_PRIV
 mount --bind "$priv" /tmp || exit 1
 ip link set lo up || exit 1
+mkdir -p /tmp/wd && mount -o loop,user_xattr /tmp/wd.img /tmp/wd || exit 1
+export WD=/tmp/wd/sheepdog
 cd /tmp/src/tests/functional || exit 1
 export PATH=/tmp/path:$PATH
 mkdir -p /tmp/results

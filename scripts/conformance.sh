@@ -7,7 +7,8 @@
 # The shim translates only paths: the suite is copied into a tree shaped
 # like Sheepdog's source, where ../../sheep/sheep, ../../dog/dog and
 # ../../sheepfs/sheepfs (common.config's defaults) are our sheep, collie and
-# sheepfs, and a dog on PATH is collie (test 073 asks for one). Everything
+# sheepfs, and a dog on PATH is collie (test 073 asks for one; our sheepfs
+# runs collie from PATH, Sheepdog's runs dog). Everything
 # else is the suite as it is.
 #
 # Isolation: the suite kills sheeps with pkill, uses ports 7000-7009 (plus
@@ -49,6 +50,7 @@ if [ -z "${SDCONF_PRIV:-}" ]; then
 	cp "$here/bin/collie" "$priv/src/dog/dog"
 	cp "$here/bin/sheepfs" "$priv/src/sheepfs/sheepfs"
 	ln -s ../src/dog/dog "$priv/path/dog"
+	ln -s ../src/dog/dog "$priv/path/collie" # what our sheepfs runs
 	cat >"$priv/path/losetup" <<'EOF'
 #!/bin/bash
 # The suite's cleanup runs "losetup -d" on every /dev/loop*; detach only

@@ -16,7 +16,7 @@ FUZZTIME ?= 20000x
 # on timers, so 4 overlap well on 2 cores.
 E2E_PARALLEL ?= 4
 
-.PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench vet clean install
+.PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench vet clean install conformance
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -85,6 +85,13 @@ soak: build
 # A one-node cluster on loopback with a demo VDI; Ctrl-C stops it.
 run: build
 	@scripts/run.sh $(RUN_DIR) $(PORT)
+
+# Sheepdog 1.0's functional suite against our sheep and collie (not part of
+# make test): SUITE is its tests/functional at sheepdog/sheepdog 3ebe5ea7;
+# TESTS="001 002" runs only those.
+conformance: build
+	@test -n "$(SUITE)" || { echo "make conformance SUITE=path/to/sheepdog/tests/functional"; exit 2; }
+	@scripts/conformance.sh $(SUITE) $(TESTS)
 
 # Every benchmark measures once, however many iterations it is asked for
 # (BenchmarkNBD: about 4 minutes on a quiet machine).

@@ -153,12 +153,17 @@ func (h *Handler) members() []proto.Node {
 
 // getNodeList lists the membership the cluster decided: the current
 // epoch's nodes (before format, nothing is decided: the live nodes, which a
-// format would take). Failure detection's own view is GET_GOSSIP_NODES.
+// format would take, with automatic vnodes unless this sheep was started
+// with -V: Sheepdog's unformatted cluster weighs its nodes by space).
+// Failure detection's own view is GET_GOSSIP_NODES.
 func (h *Handler) getNodeList(_ context.Context, c *call) error {
 	var nodes []proto.Node
 	h.cfg.Cluster.View(func(s *cluster.State) { nodes = slices.Clone(s.Nodes()) })
 	if len(nodes) == 0 {
 		nodes = h.members()
+		if !h.cfg.FixedVnodes {
+			nodes = placement.AutoVnodes(nodes)
+		}
 	}
 	return h.nodeList(c, nodes)
 }
@@ -285,11 +290,15 @@ func (h *Handler) capacity() (size, free uint64, err error) {
 	return used + avail, avail, nil
 }
 
+// electionWait is how long STAT_CLUSTER waits for a leader before it
+// reports the cluster halted.
+const electionWait = 3 * time.Second
+
 // statCluster returns the epoch log newest first, each record 48 + N*80
 // bytes for the N the client asked for; the cluster-wide fields are filled
 // in the first record only, as sheep does. The result is the cluster
 // status.
-func (h *Handler) statCluster(_ context.Context, c *call) error {
+func (h *Handler) statCluster(ctx context.Context, c *call) error {
 	nodesNr := int(c.req.Cluster().NodesNr)
 	if nodesNr > proto.MaxNodes {
 		return fmt.Errorf("nodes_nr %d: %w", nodesNr, proto.ResInvalidParms)
@@ -343,7 +352,14 @@ func (h *Handler) statCluster(_ context.Context, c *call) error {
 	if m, ok := h.cfg.Cluster.(cluster.Membership); ok && status == proto.ResSuccess && !m.Quorum() {
 		// Cut off from the majority (or the majority is gone): reads of
 		// the copies here go on, writes and cluster operations halt.
-		return proto.ResHalt
+		// An election (a leader starved of CPU for a heartbeat) takes
+		// a second or two and halts nothing: wait that long first.
+		wctx, cancel := context.WithTimeout(ctx, electionWait)
+		err := m.WaitQuorum(wctx)
+		cancel()
+		if err != nil {
+			return proto.ResHalt
+		}
 	}
 	return status
 }

@@ -273,8 +273,10 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		// All or nothing: a vid without an inode would trip up every
 		// listing. Give the vid up (deleted, as if created and deleted);
 		// the client's ctx may be what failed, so this gets its own.
+		// As Sheepdog's create_vdi, any failure to write it is VDI_WRITE
+		// (a cluster of gateways only, say, where there is no copy).
 		s.abandon(r.free, err)
-		return Info{}, err
+		return Info{}, fmt.Errorf("%w: %w", proto.ResVdiWrite, err)
 	}
 	var gone bool
 	s.cluster.View(func(st *cluster.State) { gone = st.IsDeleted(r.free) })

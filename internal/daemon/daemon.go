@@ -24,7 +24,7 @@ const (
 // IsChild reports whether this process is the detached child.
 func IsChild() bool { return os.Getenv(envChild) != "" }
 
-// Detach re-executes the program with the same arguments in a new session
+// Detach re-executes the program with the same arguments (argv[0] too) in a new session
 // and waits until the child calls Ready. If the child exits first, its
 // stderr is printed and the process exits 1; what is the thing the child
 // failed to reach ("serving", "mounted") for the fallback message.
@@ -38,6 +38,10 @@ func Detach(what string) error {
 		return err
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
+	// The child keeps the command line it was started with, argv[0]
+	// included, as a forked daemon does: scripts find a sheep by it
+	// (Sheepdog's suite: pgrep -f "$SHEEP_PROG $STORE/0 ").
+	cmd.Args[0] = os.Args[0]
 	cmd.Env = append(os.Environ(), envChild+"=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

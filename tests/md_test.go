@@ -20,7 +20,7 @@ import (
 )
 
 // mdDisks makes n disk dirs under a fresh temp dir, each weighed as
-// 1 GiB on the node's disk ring (Sheepdog's user.md.size, which a disk
+// 1 GiB on the node's disk ring (Sheepdog's md size xattr, which a disk
 // keeps from its first start): equal weights, whatever filesystem a dir
 // is on.
 func mdDisks(t *testing.T, n int) []string {

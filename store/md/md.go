@@ -10,7 +10,7 @@
 // whether or not it ever had more disks. With extra paths, DIR keeps only
 // the node's metadata and each PATH holds objects at its top and stale
 // copies in PATH/.stale (Sheepdog's layout); each disk's space, which
-// weighs it on the ring, is kept in its user.md.size xattr.
+// weighs it on the ring, is kept in its spaceAttr xattr.
 //
 // Invariant: an object is stored on at most one disk, normally the one
 // the ring places it on. Moves (after a plug or unplug, or a start with
@@ -243,7 +243,7 @@ func (s *Store) openLocked(abs string, purge bool) (*disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	space, err := st.NodeSpace() // user.md.size on the disk, as Sheepdog keeps it
+	space, err := st.NodeSpace() // spaceAttr on the disk, as Sheepdog keeps it
 	if err != nil || space == 0 {
 		st.Close()
 		return nil, fmt.Errorf("md: disk %s: no space (%v): %w", abs, err, proto.ResNoSpace)
@@ -597,12 +597,12 @@ func (s *Store) Used() (uint64, error) {
 func (s *Store) Dir() string { return s.cfg.MetaDir }
 
 // spaceAttr keeps the node's space in MetaDir, as store.Store keeps a
-// disk's (Sheepdog's user.md.size).
+// disk's (Sheepdog's own name for it).
 const spaceAttr = "user.md.size"
 
 // NodeSpace is the space the node offers its cluster (automatic vnodes
 // weigh it): with one disk, that disk's; with several, their sum when the
-// node first started with them, kept in MetaDir's user.md.size so that it
+// node first started with them, kept in MetaDir's spaceAttr xattr so that it
 // does not change with plugs, unplugs or failures (in Sheepdog's node
 // mode, md changes move objects only between this node's disks).
 func (s *Store) NodeSpace() (uint64, error) {

@@ -128,6 +128,10 @@ func (s *Sheep) host() string {
 func startSheep(t testing.TB, extra ...string) *Sheep {
 	t.Helper()
 	s := &Sheep{t: t, Dir: t.TempDir(), Port: freePort(t)}
+	if strings.Contains(s.Dir, ",") {
+		// sheep DIR,DISK... splits the argument at commas.
+		t.Fatalf("store dir %s has a comma (from the test's name)", s.Dir)
+	}
 	s.start(extra...)
 	return s
 }

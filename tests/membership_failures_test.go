@@ -234,7 +234,7 @@ func TestTwoNodes(t *testing.T) {
 	}{
 		{"non-voter dies", 1, false, false},
 		{"voter dies", 0, true, false},
-		{"voter dies, shutdown without a leader", 0, false, true},
+		{"voter dies then shutdown without a leader", 0, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sheeps := startCluster(t, 2)

@@ -91,6 +91,16 @@ func startDrivers(t *testing.T, n int) []*Driver {
 	return ds
 }
 
+// formatDrivers commits a format of the drivers' members with copies,
+// proposed through ds[1] (a follower at first: the proposal is forwarded).
+func formatDrivers(t *testing.T, ds []*Driver, copies uint8) {
+	t.Helper()
+	e := &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: copies, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())}
+	if res, err := ds[1].Propose(context.Background(), e); err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
@@ -117,10 +127,7 @@ func TestDriverMinorityForceRecover(t *testing.T) {
 	ds := startDrivers(t, 3)
 	waitFor(t, "three members", func() bool { return len(ds[0].Members()) == 3 })
 	ctx := context.Background()
-	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 3, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
-	if err != nil || res != proto.ResSuccess {
-		t.Fatalf("format: %v %v", res, err)
-	}
+	formatDrivers(t, ds, 3)
 	for _, d := range ds {
 		if err := d.WaitEpoch(ctx, 1); err != nil {
 			t.Fatal(err)
@@ -222,10 +229,7 @@ func TestLeaderLeavesAfterFormat(t *testing.T) {
 	ds := startDrivers(t, 3)
 	waitFor(t, "three members", func() bool { return len(ds[0].Members()) == 3 && len(ds[2].Members()) == 3 })
 	ctx := context.Background()
-	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 3, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
-	if err != nil || res != proto.ResSuccess {
-		t.Fatalf("format: %v %v", res, err)
-	}
+	formatDrivers(t, ds, 3)
 	for _, d := range ds {
 		if err := d.WaitEpoch(ctx, 1); err != nil {
 			t.Fatal(err)
@@ -260,10 +264,7 @@ func TestLeavingVoterHandsOver(t *testing.T) {
 	ds := startDrivers(t, 2)
 	waitFor(t, "two members", func() bool { return len(ds[0].Members()) == 2 && len(ds[1].Members()) == 2 })
 	ctx := context.Background()
-	res, err := ds[1].Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 2, Nodes: ds[0].Members(), Time: cluster.UnixNano(time.Now())})
-	if err != nil || res != proto.ResSuccess {
-		t.Fatalf("format: %v %v", res, err)
-	}
+	formatDrivers(t, ds, 2)
 	var voter, other *Driver
 	waitFor(t, "one voter that leads, one non-voter", func() bool {
 		voter, other = nil, nil

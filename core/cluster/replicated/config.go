@@ -115,6 +115,12 @@ type Config struct {
 	RaftServerTLS, RaftClientTLS *tls.Config
 
 	// Raft timings (hashicorp/raft's Config fields of the same names).
+	// CommitTimeout is also the period of the leader's AppendEntries to
+	// each follower when nothing is proposed (raft sends one at every
+	// expiry, empty or not): at 5 ms an idle 3-node cluster's leader spent
+	// 16% of a CPU and each follower 7% on them. Followers learn a new
+	// commit index at once anyway: the leader nudges them after each
+	// command (Driver.nudge).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -157,7 +163,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
 		SnapshotThreshold:  1024,
 		ProbeInterval:      500 * time.Millisecond,
 		ProbeTimeout:       250 * time.Millisecond,

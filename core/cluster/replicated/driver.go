@@ -513,6 +513,7 @@ func (d *Driver) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, ui
 		if err := f.Error(); err != nil {
 			return 0, 0, err
 		}
+		d.nudge(r)
 		res, _ := f.Response().(proto.Result)
 		return res, f.Index(), nil
 	}
@@ -525,6 +526,17 @@ func (d *Driver) ProposeEncoded(ctx context.Context, b []byte) (proto.Result, ui
 		return 0, 0, fmt.Errorf("%w: forward to %s: %v", errNoLeader, id, err)
 	}
 	return res, idx, nil
+}
+
+// nudge makes the followers learn the commit index of the command just
+// applied now rather than at the next CommitTimeout: a barrier is a log
+// entry, so raft replicates it at once, and its AppendEntries carries the
+// leader's commit index. A follower that forwarded the command waits for
+// that index (WaitApplied) before it answers its client. Commands are
+// rare (VDI and membership changes), so the extra entry costs little; the
+// barrier's own result is of no interest.
+func (d *Driver) nudge(r *raft.Raft) {
+	go r.Barrier(time.Second)
 }
 
 // Sync implements cluster.Driver. The leader's state already holds

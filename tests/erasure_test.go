@@ -251,7 +251,7 @@ func TestErasureCoding(t *testing.T) {
 	if info := sheeps[2].must(t, nil, "cluster", "info", "-v"); !strings.Contains(info, "with 4:2 redundancy policy") {
 		t.Fatalf("cluster info -v: %q", info)
 	}
-	const size, objSize = 96 << 20, 4 << 20 // 24 objects: each loses two data strips to the kill below with p=0.4
+	const size, objSize = 256 << 20, 4 << 20 // issue 15: 256 MiB through NBD and collie, 64 objects
 	const nobj = size / objSize
 	sheeps[0].must(t, nil, "vdi", "create", "Alice", strconv.Itoa(size))
 	if list := sheeps[3].must(t, nil, "vdi", "list", "-r"); !strings.HasPrefix(list, "= Alice 0 "+strconv.Itoa(size)+" ") || !strings.Contains(list, " 4:2 ") {

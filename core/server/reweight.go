@@ -73,14 +73,26 @@ func (h *Handler) reweight(ctx context.Context, _ *call) error {
 	wctx, cancel := context.WithTimeout(ctx, reweightWait)
 	defer cancel()
 	for !h.epochHasSpaces(nodes, spaces, changed) {
-		select {
-		case <-wctx.Done():
+		if err := h.waitNextEpoch(wctx); err != nil {
 			h.cfg.Log.Warn("reweight: the new spaces are not in an epoch yet; the leader commits them when it can")
 			return nil
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	return nil
+}
+
+// waitNextEpoch returns once an epoch newer than the current one is
+// applied, or with ctx's error. A driver that cannot notify is polled.
+func (h *Handler) waitNextEpoch(ctx context.Context) error {
+	if w, ok := h.cfg.Cluster.(cluster.EpochWaiter); ok {
+		return w.WaitEpoch(ctx, h.epoch()+1)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	}
 }
 
 // epochHasSpaces reports whether the current epoch gives every changed

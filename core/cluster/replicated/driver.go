@@ -589,20 +589,9 @@ func (d *Driver) leaderCaughtUp(ctx context.Context, r *raft.Raft) error {
 		}
 		return nil
 	}
-	return d.waitState(ctx, r.AppliedIndex())
-}
-
-// waitState waits until raft has handed the entries up to idx to the FSM
-// and the FSM has run every command among them.
-func (d *Driver) waitState(ctx context.Context, idx uint64) error {
-	for d.r().AppliedIndex() < idx {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	if k := d.pendingCommand(idx); k > 0 {
+	// raft has handed every entry up to its applied index to the FSM;
+	// the FSM may still be running the commands among them.
+	if k := d.pendingCommand(r.AppliedIndex()); k > 0 {
 		return d.WaitApplied(ctx, k)
 	}
 	return nil

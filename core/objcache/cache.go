@@ -80,7 +80,7 @@ type Describe func(ctx context.Context, oid uint64) (size int64, cacheable bool,
 type Config struct {
 	Dir      string // the cache files; emptied by Open
 	Size     int64  // the bound on the bytes the cache holds on disk
-	DirectIO bool   // Sheepdog's directio option, reported by Info
+	DirectIO bool   // Sheepdog's directio option: cache files opened with O_DIRECT (direct.go)
 	Backend  Backend
 	Describe Describe
 	Log      *slog.Logger
@@ -120,7 +120,7 @@ type entry struct {
 	oid  uint64
 	size int64
 	path string
-	f    *os.File
+	f    cacheFile
 	elem *list.Element
 
 	// rw: writes hold it shared across their file write and bitmap
@@ -161,6 +161,17 @@ func Open(cfg Config) (*Cache, error) {
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("object cache dir: %w", err)
+	}
+	if cfg.DirectIO {
+		// Refuse at start, not at the first write, a dir where O_DIRECT
+		// fails (tmpfs).
+		probe := filepath.Join(cfg.Dir, ".directio")
+		f, err := openCacheFile(probe, BlockSize, true)
+		if err != nil {
+			return nil, fmt.Errorf("object cache %s: %w", cfg.Dir, err)
+		}
+		f.Close()
+		os.Remove(probe)
 	}
 	c := &Cache{
 		cfg: cfg, entries: map[uint64]*entry{}, vdis: map[uint32]map[uint64]*entry{},
@@ -248,12 +259,7 @@ func (c *Cache) acquire(ctx context.Context, oid uint64, size int64, created boo
 		return nil, fmt.Errorf("object cache: %w", err)
 	}
 	path := filepath.Join(dir, fmt.Sprintf("%016x", oid))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
-	if err == nil {
-		if err = f.Truncate(size); err != nil {
-			f.Close()
-		}
-	}
+	f, err := openCacheFile(path, size, c.cfg.DirectIO)
 	if err != nil {
 		c.unreserve(entryCharge)
 		return nil, fmt.Errorf("object cache: %w", err)

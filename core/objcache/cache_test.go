@@ -114,8 +114,14 @@ func (m *memBackend) get(oid uint64) []byte {
 
 func newCache(t *testing.T, size int64, b *memBackend) *Cache {
 	t.Helper()
+	return newCacheDirect(t, size, b, false)
+}
+
+// newCacheDirect is newCache with the directio option set as given.
+func newCacheDirect(t *testing.T, size int64, b *memBackend, direct bool) *Cache {
+	t.Helper()
 	c, err := Open(Config{
-		Dir: filepath.Join(t.TempDir(), "cache"), Size: size, Backend: b,
+		Dir: filepath.Join(t.TempDir(), "cache"), Size: size, Backend: b, DirectIO: direct,
 		Describe: func(_ context.Context, oid uint64) (int64, bool, error) { return objSize, true, nil },
 	})
 	if err != nil {
@@ -262,10 +268,19 @@ func TestPushFailureKeepsDirty(t *testing.T) {
 // several goroutines: the cache never holds more than its size (charged,
 // and on disk), and after a flush the backend holds every write.
 func TestBoundedRandomWrites(t *testing.T) {
+	t.Run("page cache", func(t *testing.T) { testBoundedRandomWrites(t, false) })
+	t.Run("directio", func(t *testing.T) { testBoundedRandomWrites(t, true) })
+}
+
+func testBoundedRandomWrites(t *testing.T, direct bool) {
 	ctx := context.Background()
 	b := newMem()
 	const size = 2 << 20
-	c := newCache(t, size, b)
+	c := newCacheDirect(t, size, b, direct)
+	ops := 250
+	if direct {
+		ops = 80 // each write is synchronous to the disk
+	}
 	const nobj = 16
 	model := make([][]byte, nobj)
 	for i := range model {
@@ -280,7 +295,7 @@ func TestBoundedRandomWrites(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(w), 1))
 			buf := make([]byte, 3*BlockSize)
-			for n := 0; n < 250; n++ {
+			for n := 0; n < ops; n++ {
 				idx := uint32(r.IntN(nobj))
 				// Each writer owns its own quarter of every object, so
 				// concurrent writes never overlap.

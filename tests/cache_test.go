@@ -400,10 +400,9 @@ func TestObjectCacheSheepfs(t *testing.T) {
 // SnapshotGoto and Discard (they look for object files in the store
 // before any flush, where the cache keeps them).
 func TestObjectCacheQemuFlows(t *testing.T) {
-	// Not parallel: it sets qemuSheepOptions, which qemuSheep reads for
-	// every QEMU flow test.
-	qemuSheepOptions = []string{"-w", "size=128M"}
-	defer func() { qemuSheepOptions = nil }()
+	parallel(t)
+	// qemuSheep starts its sheep with qemuCacheOptions for these
+	// subtests (by their names).
 	for _, f := range []struct {
 		name string
 		run  func(*testing.T)

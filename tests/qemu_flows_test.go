@@ -37,14 +37,18 @@ import (
 // format options) and returns it with a QEMU driver pointed at it.
 func qemuSheep(t *testing.T, format ...string) (*Sheep, *qemuDriver) {
 	t.Helper()
-	s := startSheep(t, qemuSheepOptions...)
+	var opts []string
+	if strings.HasPrefix(t.Name(), "TestObjectCacheQemuFlows/") {
+		opts = qemuCacheOptions
+	}
+	s := startSheep(t, opts...)
 	s.must(t, nil, append([]string{"cluster", "format", "-c", "1"}, format...)...)
 	return s, newQemuDriver(t, s)
 }
 
-// qemuSheepOptions are extra sheep options for qemuSheep
-// (TestObjectCacheQemuFlows runs flows with the object cache on).
-var qemuSheepOptions []string
+// qemuCacheOptions are the sheep options qemuSheep adds for the flows
+// TestObjectCacheQemuFlows runs as its subtests (the object cache on).
+var qemuCacheOptions = []string{"-w", "size=128M"}
 
 // mustCreate runs qemu-img create and fails the test unless NEW_VDI
 // succeeded.
@@ -103,6 +107,7 @@ func collieReadAt(t *testing.T, s *Sheep, name string, off, n int, snap ...strin
 // create of the name is VDI_EXIST. The preallocation variant writes every
 // object, as QEMU's sd_prealloc would.
 func TestQemuCreate(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 
 	copies, policy, shift, res := d.clusterDefault()
@@ -182,6 +187,7 @@ func TestQemuCreate(t *testing.T) {
 // read with copies 0), GET_VDI_INFO, and close (RELEASE_VDI with name+NUL)
 // without and with cluster locking.
 func TestQemuOpenLockClose(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	if img, res := d.open("nosuch", 0, ""); img != nil || res != sdResNoVdi {
 		t.Fatalf("open of a missing VDI: result %#x, want NO_VDI", res)
@@ -252,6 +258,7 @@ func TestQemuOpenLockClose(t *testing.T) {
 // matched by id. Any reply but READ_OBJ's carrying data fails the test
 // (the reader checks it).
 func TestQemuPipelinedIO(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	// 1 MiB objects: one 64 MiB guest write is 64 creates in flight.
 	vid := d.mustCreate("Alice", qemuCreateOpts{size: 256 << 20, objectSize: 20})
@@ -345,6 +352,7 @@ func TestQemuPipelinedIO(t *testing.T) {
 // acknowledged write is already stable); QEMU then sends DIRECT, which must
 // work, and never flushes again.
 func TestQemuFlush(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	d.mustCreate("t1", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("t1")
@@ -380,6 +388,7 @@ func TestQemuFlush(t *testing.T) {
 // wrote; 4:2 (copies 6, policy 0x22) is created, and its writes fail with
 // three zones (fewer than four data strips).
 func TestQemuRedundancy(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "-c", "2")
 	d := newQemuDriver(t, sheeps[1])
@@ -456,6 +465,7 @@ func TestQemuRedundancy(t *testing.T) {
 // 8-byte index update at 4664. A cluster formatted with -z 23 hands shift
 // 23 to a create without object_size. Shifts outside 20..31 are refused.
 func TestQemuBlockSizeShift(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t, "-z", "23")
 	if _, _, shift, _ := d.clusterDefault(); shift != 23 {
 		t.Fatalf("GET_CLUSTER_DEFAULT shift %d, want 23", shift)
@@ -513,6 +523,7 @@ func TestQemuBlockSizeShift(t *testing.T) {
 // connection. collie, NBD and a fresh open see the new size, and writes
 // beyond the old end work.
 func TestQemuResize(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	d.mustCreate("t1", qemuCreateOpts{size: 16 << 20})
 	img := d.mustOpen("t1")

@@ -35,6 +35,7 @@ func (d *qemuDriver) inodeOf(vid uint32) (sdInode, []uint32) {
 // becomes the snapshot; the reply names a new working VDI with an empty
 // tag, a copy of the index, parent = old, snap_id + 1.
 func TestQemuSnapshotCreate(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")
@@ -110,6 +111,7 @@ func sdNameWithHash(t *testing.T, want uint32) string {
 // bit. Another name sits inside Alice's run of vids (linear probing), so
 // the walk must step over it; deleted snapshots are not listed.
 func TestQemuSnapshotList(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	other := sdNameWithHash(t, h+1)
@@ -161,6 +163,7 @@ func TestQemuSnapshotList(t *testing.T) {
 // really delete (docs/protocol.md §12) and reclaim the dropped objects. Writing
 // to an image opened as NAME:SNAPID branches the same way (§8.14).
 func TestQemuSnapshotGoto(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")
@@ -238,6 +241,7 @@ func TestQemuSnapshotGoto(t *testing.T) {
 // the snapshot and DEL_VDI name+tag with its id. Objects the remaining
 // snapshot still references stay; the others are reclaimed.
 func TestQemuSnapshotDelete(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")
@@ -285,6 +289,7 @@ func TestQemuSnapshotDelete(t *testing.T) {
 // the snapshot owns is CREATE_AND_WRITE + COW; the sheep copies the whole
 // parent object, then applies the write. The snapshot keeps its bytes.
 func TestQemuCOWAfterSnapshot(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")
@@ -330,6 +335,7 @@ func TestQemuCOWAfterSnapshot(t *testing.T) {
 // it owned becoming a COW create, and the index update going to the new
 // inode.
 func TestQemuReadonly(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("ro1", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("ro1")
@@ -428,6 +434,7 @@ func TestQemuReadonly(t *testing.T) {
 // NEW_VDI with base = the snapshot's vid. The clone reads the snapshot's
 // objects directly and copies on write.
 func TestQemuClone(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("Alice", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("Alice")
@@ -483,6 +490,7 @@ func TestQemuClone(t *testing.T) {
 // inside), a snapshot recording vm_state_size, goto, then the state read
 // back from parent_vdi_id's vmstate objects.
 func TestQemuVMState(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("vm", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("vm")

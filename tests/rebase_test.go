@@ -111,6 +111,7 @@ func (p *delVdiProxy) serve(c net.Conn, sheep string) {
 // VDI kept as a snapshot with its own data, a new working VDI whose parent
 // is "a", sharing a's objects, with the next snap_id.
 func TestRebaseGoto(t *testing.T) {
+	parallel(t)
 	s, _ := qemuSheep(t)
 	p := startDelVdiProxy(t, s)
 	d := &qemuDriver{t: t, network: "tcp", addr: p.addr}

@@ -38,6 +38,7 @@ func TestClusterShutdownStopsAll(t *testing.T) {
 
 // TestNodeKill: `node kill ID` ends that node's process; the others carry on.
 func TestNodeKill(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 3)
 	sheeps[0].must(t, nil, "cluster", "format", "--copies=2")
 	raw := sheeps[0].must(t, nil, "node", "list", "-r")

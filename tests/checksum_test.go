@@ -140,6 +140,7 @@ func TestChecksumRepair(t *testing.T) {
 // With a single copy there is nothing to repair from: the read fails with
 // an I/O error instead of returning the bad byte.
 func TestChecksumSingleCopy(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "--copies=1")
 	s.must(t, nil, "vdi", "create", "Alice", "8M")

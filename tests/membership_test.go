@@ -29,6 +29,7 @@ func TestJoinRebalance(t *testing.T) {
 
 // TestGatewayNode: a gateway-only sheep (-g) stores nothing but serves I/O.
 func TestGatewayNode(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 2)
 	gw := startSheep(t, "-g", "-z", "9", "--join", sheeps[0].Addr())
 	waitNodes(t, sheeps[0], 3)
@@ -49,6 +50,7 @@ func TestGatewayNode(t *testing.T) {
 
 // TestJoinOtherClusterRefused: a node of one cluster cannot join another.
 func TestJoinOtherClusterRefused(t *testing.T) {
+	parallel(t)
 	a := startSheep(t, "-z", "0")
 	a.must(t, nil, "cluster", "format", "--copies=1")
 	b := startSheep(t, "-z", "1")

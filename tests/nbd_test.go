@@ -121,6 +121,7 @@ func sparseImage(t testing.TB, dir string) (string, []byte) {
 }
 
 func TestNBDList(t *testing.T) {
+	parallel(t)
 	needTools(t, "nbdinfo")
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "Alice", "64M")
@@ -208,6 +209,7 @@ func TestNBDQemuImg(t *testing.T) {
 // qemu-io: aio writes, flush and pattern reads; discard and write-zeroes
 // read back as zeros; bytes written by collie read through NBD and back.
 func TestNBDQemuIO(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io")
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "Bob", "16M")
@@ -287,6 +289,7 @@ func TestNBDCopy(t *testing.T) {
 // has the working VDI open when the snapshot is taken goes on writing to
 // the new working VDI.
 func TestNBDSnapshot(t *testing.T) {
+	parallel(t)
 	needTools(t, "qemu-io")
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "Alice", "16M")
@@ -330,6 +333,7 @@ func TestNBDSnapshot(t *testing.T) {
 // Two connections to one export (what CAN_MULTI_CONN invites) see each
 // other's writes, also into objects the other allocated after it opened.
 func TestNBDMultiConn(t *testing.T) {
+	parallel(t)
 	s, addr := nbdSheep(t)
 	s.must(t, nil, "vdi", "create", "Alice", "16M")
 	a, b := dialNBD(t, addr, "Alice"), dialNBD(t, addr, "Alice")

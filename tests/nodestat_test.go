@@ -15,6 +15,7 @@ import (
 // at once; `get` reads it back in dog's words and `list` prints dog's
 // table (both on stderr, as dog's sd_info).
 func TestLogLevel(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	logLevel := func(args ...string) string {
 		t.Helper()
@@ -123,6 +124,7 @@ const (
 // copies) moves its client counters, and the other's peer counters, by at
 // least what was moved; the table is dog's.
 func TestNodeStat(t *testing.T) {
+	parallel(t)
 	sheeps := startCluster(t, 2)
 	gw, other := sheeps[0], sheeps[1]
 	gw.must(t, nil, "cluster", "format", "--copies=2")
@@ -165,6 +167,7 @@ func TestNodeStat(t *testing.T) {
 // is stopped; the per-interval columns (WRBW, RPS) add up to what was
 // written between the first and the last sample.
 func TestNodeStatWatch(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "--copies=1")
 	s.must(t, nil, "vdi", "create", "watch", "16M")

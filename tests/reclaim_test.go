@@ -51,6 +51,7 @@ func TestReclaimSnapshotThenVdi(t *testing.T) {
 // on DEL_VDI: the last delete goes straight to the server without dog's
 // zeroing of the table.
 func TestReclaimCloneFamily(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-c", "1")
 	s.must(t, nil, "vdi", "create", "base", "16M")

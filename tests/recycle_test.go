@@ -94,6 +94,7 @@ func TestRecycleVid(t *testing.T) {
 // With -R a working VDI may get a lower vid than its snapshots (a freed
 // vid below them): it is still found by name, and snapshots go on.
 func TestRecycleVidWorkingBelowSnapshot(t *testing.T) {
+	parallel(t)
 	s := startSheep(t)
 	s.must(t, nil, "cluster", "format", "-R", "--copies=1")
 	s.must(t, nil, "vdi", "create", "x", "4M")          // vid 1

@@ -174,6 +174,7 @@ func shell(t testing.TB, dir, line string) Result {
 }
 
 func TestSheepfsReports(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	s := sheepfsCluster(t, nil, "Alice", "64M", "Bob", "1G")
 	m := mountSheepfs(t, s)
@@ -369,6 +370,7 @@ func TestSheepfsVolume(t *testing.T) {
 }
 
 func TestSheepfsSnapshots(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	s := sheepfsCluster(t, nil, "Alice", "16M")
 	m := mountSheepfs(t, s)
@@ -433,6 +435,7 @@ func TestSheepfsSnapshots(t *testing.T) {
 }
 
 func TestSheepfsSheepGone(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	s := sheepfsCluster(t, nil, "Alice", "16M")
 	data := sheepfsRandom(t, 1<<20)
@@ -490,6 +493,7 @@ func TestSheepfsSheepGone(t *testing.T) {
 }
 
 func TestSheepfsDaemon(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	s := sheepfsCluster(t, nil)
 	dir := t.TempDir()
@@ -567,6 +571,7 @@ func sheepfsPid(dir string) int {
 // --allow-other; then the kernel checks the modes and other users may
 // read the reports but not the volumes or the control files.
 func TestSheepfsPermissions(t *testing.T) {
+	parallel(t)
 	sheepfsNeedFuse(t)
 	needTools(t, "setpriv")
 	if os.Geteuid() != 0 {

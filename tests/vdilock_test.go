@@ -162,6 +162,7 @@ func TestVdiLockListUnlock(t *testing.T) {
 // TestVdiLockWithoutLockFlag: on a cluster formatted without -l, LOCK_VDI
 // is a lookup, nothing is ever listed and unlock says so.
 func TestVdiLockWithoutLockFlag(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	s.must(t, nil, "vdi", "create", "alpha", "16M")
 	for i := 0; i < 2; i++ {

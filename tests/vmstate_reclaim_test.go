@@ -12,6 +12,7 @@ import (
 // of the snapshot removes them, while its data objects, still read by the
 // working VDI that goto built on it, stay and read back.
 func TestVMStateReclaim(t *testing.T) {
+	parallel(t)
 	s, d := qemuSheep(t)
 	h := d.mustCreate("vm", qemuCreateOpts{size: 64 << 20})
 	img := d.mustOpen("vm")

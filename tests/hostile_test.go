@@ -504,7 +504,17 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 		t.Fatalf("vdi list after the failed create:\n%s", out)
 	}
 	s.must(t, nil, "cluster", "check")
+	// A snapshot on the full store fails and leaves "ok" a working VDI
+	// (its new inode cannot be written; the old one is not left marked).
+	if r := s.collie(t, nil, "vdi", "snapshot", "ok"); r.Code == 0 {
+		t.Fatalf("vdi snapshot on a full store succeeded:\n%s", r.Stdout)
+	}
+	if out := s.must(t, nil, "vdi", "list", "-r"); !strings.HasPrefix(out, "= ok 0 ") || strings.Contains(out, "s ok ") {
+		t.Fatalf("vdi list after the failed snapshot (want ok a working VDI, no snapshot):\n%s", out)
+	}
+	s.must(t, nil, "cluster", "check")
 	os.Remove(filler)
+	s.must(t, []byte("kept"), "vdi", "write", "ok", "0", "4")
 	s.must(t, nil, "vdi", "create", "full", "4M")
 	s.must(t, []byte("data"), "vdi", "write", "full", "0", "4")
 	if out := s.must(t, nil, "vdi", "list", "-r"); !strings.Contains(out, "full") {

@@ -355,10 +355,20 @@ func (s *State) applyAddVdi(e *Entry) proto.Result {
 	return proto.ResSuccess
 }
 
+// applyDelVdi marks e.Vid deleted. With SnapshotOld it undoes a snapshot
+// whose new working VDI could not be made (core/vdi's abandon): OldVid,
+// which that entry made a snapshot, is a working VDI again, unless
+// another entry took that role since (a live VDI other than Vid names
+// OldVid as its parent).
 func (s *State) applyDelVdi(e *Entry) proto.Result {
 	v := s.Vdis[e.Vid]
 	if v == nil {
 		return proto.ResNoVdi
+	}
+	if e.SnapshotOld && e.OldVid != 0 {
+		if old := s.Vdis[e.OldVid]; old != nil && old.Snapshot && !old.Deleted && !s.hasLiveChild(e.OldVid, e.Vid) {
+			old.Snapshot = false
+		}
 	}
 	v.Deleted = true
 	v.LockState = proto.LockStateUnlocked
@@ -522,4 +532,15 @@ func NewState() *State {
 func (s *State) Rebuild() {
 	s.init()
 	s.rebuild()
+}
+
+// hasLiveChild reports whether a VDI other than except, not deleted,
+// has vid as its parent.
+func (s *State) hasLiveChild(vid, except uint32) bool {
+	for id, v := range s.Vdis {
+		if id != except && !v.Deleted && v.ParentVid == vid {
+			return true
+		}
+	}
+	return false
 }

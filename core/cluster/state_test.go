@@ -553,3 +553,26 @@ func TestRecycleVidFamily(t *testing.T) {
 		}
 	}
 }
+
+// TestDelVdiRestoresSnapshotOld: giving up a failed snapshot's new vid
+// with SnapshotOld makes the old vid a working VDI again, unless another
+// live VDI has it as its parent (a clone made since keeps it a snapshot).
+func TestDelVdiRestoresSnapshotOld(t *testing.T) {
+	s := formatted(t)
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 10, Copies: 3})
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 11, OldVid: 10, SnapshotOld: true, ParentVid: 10})
+	mustApply(t, s, &Entry{Kind: KindDelVdi, Vid: 11, OldVid: 10, SnapshotOld: true})
+	if v := s.VdiState(10); v.Snapshot {
+		t.Errorf("the failed snapshot's old vid is still a snapshot: %+v", v)
+	}
+	if !s.IsDeleted(11) {
+		t.Error("the failed snapshot's new vid is not deleted")
+	}
+
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 12, OldVid: 10, SnapshotOld: true, ParentVid: 10})
+	mustApply(t, s, &Entry{Kind: KindAddVdi, Vid: 13, OldVid: 10, SnapshotOld: true, ParentVid: 10}) // a clone of it
+	mustApply(t, s, &Entry{Kind: KindDelVdi, Vid: 12, OldVid: 10, SnapshotOld: true})
+	if v := s.VdiState(10); !v.Snapshot {
+		t.Error("a VDI with a live clone became a working VDI again")
+	}
+}

@@ -124,7 +124,12 @@ func validEntry(e *cluster.Entry) error {
 			}
 		}
 		return nil
-	case cluster.KindDelVdi, cluster.KindRelease, cluster.KindRecycle:
+	case cluster.KindDelVdi:
+		if err := vid(e.OldVid, true); err != nil {
+			return err
+		}
+		return vid(e.Vid, false)
+	case cluster.KindRelease, cluster.KindRecycle:
 		return vid(e.Vid, false)
 	case cluster.KindAlterCopy:
 		if e.Copies == 0 || e.Copies > proto.MaxCopies || e.CopyPolicy != 0 {

@@ -206,7 +206,7 @@ func (s *Service) lookupForCreate(ctx context.Context, name string) (lookupResul
 			// its inode: clean it, so that listings stop tripping over
 			// it, and look again.
 			s.log.Warn("inode of an allocated vid never written; giving the vid up", "name", name, "vid", fmt.Sprintf("%x", r.pending))
-			s.abandon(r.pending, fmt.Errorf("no inode after %v", pendingWait))
+			s.abandon(r.pending, 0, fmt.Errorf("no inode after %v", pendingWait))
 			deadline = time.Now().Add(pendingWait)
 			continue
 		}

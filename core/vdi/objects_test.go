@@ -20,6 +20,9 @@ type memObjects struct {
 
 	mu   sync.Mutex
 	objs map[uint64][]byte
+	// failCreate, if set, fails the creates it returns an error for (a
+	// full store, say).
+	failCreate func(oid uint64) error
 }
 
 func newMemObjects(shift uint8) *memObjects {
@@ -72,6 +75,11 @@ func (m *memObjects) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, of
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.failCreate != nil {
+		if err := m.failCreate(oid); err != nil {
+			return err
+		}
+	}
 	o := []byte{}
 	if cowFrom != 0 {
 		src, ok := m.objs[cowFrom]

@@ -165,6 +165,10 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 
 	var table []uint32 // data_vdi_id of the new inode
 	var oldVid uint32
+	// restore: the working VDI the entry makes a snapshot (a snapshot's
+	// old vid, a clone's base that was not one yet); a failed create
+	// makes it a working VDI again.
+	var restore uint32
 	switch {
 	case p.SnapID != 0:
 		// Snapshot: the working inode keeps its vid and becomes the
@@ -202,6 +206,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		ino.ParentVdiID = src.VdiID
 		entry.ParentVid = src.VdiID
 		entry.OldVid, entry.SnapshotOld = r.vid, true
+		restore = r.vid
 	default:
 		if found {
 			return Info{}, fmt.Errorf("%q: %w", p.Name, proto.ResVdiExist)
@@ -226,6 +231,15 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 				v := st.VdiState(p.BaseVid)
 				live = v != nil && !v.Deleted
 			})
+			baseSnapshot := false
+			s.cluster.View(func(st *cluster.State) {
+				if v := st.VdiState(p.BaseVid); v != nil {
+					baseSnapshot = v.Snapshot
+				}
+			})
+			if !baseSnapshot {
+				restore = p.BaseVid
+			}
 			base, err := s.readInode(ctx, p.BaseVid)
 			if err != nil || !live {
 				return Info{}, fmt.Errorf("base %x: %w", p.BaseVid, proto.ResNoBaseVdi)
@@ -275,7 +289,15 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		// the client's ctx may be what failed, so this gets its own.
 		// As Sheepdog's create_vdi, any failure to write it is VDI_WRITE
 		// (a cluster of gateways only, say, where there is no copy).
-		s.abandon(r.free, err)
+		if oldVid != 0 {
+			// Unmark the old inode first: an overwrite in place, which
+			// a full store still takes.
+			var zero [8]byte
+			if uerr := s.objects.WriteObject(context.WithoutCancel(ctx), proto.VidToVdiOid(oldVid), 520, zero[:], 0); uerr != nil {
+				s.log.Error("failed snapshot: the old inode keeps its snapshot mark", "vid", fmt.Sprintf("%x", oldVid), "err", uerr)
+			}
+		}
+		s.abandon(r.free, restore, err)
 		return Info{}, fmt.Errorf("%w: %w", proto.ResVdiWrite, err)
 	}
 	var gone bool
@@ -367,11 +389,17 @@ func le64(b []byte, v uint64) {
 // data_vdi_id (the rest of the sparse object reads as zeros).
 // abandon marks vid, registered for a create whose inode could not be
 // written, deleted, so that listings and checks skip it and a retry
-// creates the name anew.
-func (s *Service) abandon(vid uint32, cause error) {
+// creates the name anew. restore, if not 0, is the VDI the create made a
+// snapshot: it is a working VDI again (a failed snapshot or clone leaves
+// things as they were).
+func (s *Service) abandon(vid, restore uint32, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindDelVdi, Vid: vid})
+	e := &cluster.Entry{Kind: cluster.KindDelVdi, Vid: vid}
+	if restore != 0 {
+		e.OldVid, e.SnapshotOld = restore, true
+	}
+	res, err := s.cluster.Propose(ctx, e)
 	if err != nil || res != proto.ResSuccess {
 		s.log.Error("failed create: giving up its vid failed; a retry of the create cleans it", "vid", fmt.Sprintf("%x", vid), "cause", cause, "result", res, "err", err)
 		return

@@ -340,6 +340,54 @@ func TestChain(t *testing.T) {
 
 // TestSnapshot: the working VDI keeps its vid and becomes the snapshot; a
 // new vid becomes the working VDI (docs/protocol.md §4.4, test 029).
+// TestFailedSnapshotChangesNothing: a snapshot whose new working inode
+// cannot be written (a full store) leaves the VDI as it was: a working
+// VDI in the state and on disk, found by name, writable; the new vid is
+// given up. The same for a clone of a working VDI.
+func TestFailedSnapshotChangesNothing(t *testing.T) {
+	e := newEnv(t, 0)
+	orig := e.create("test", 8<<20)
+	e.write(orig, 0, 'a')
+	full := fmt.Errorf("store full: %w", proto.ResNoSpace)
+	e.obj.failCreate = func(oid uint64) error {
+		if proto.IsVdiObj(oid) {
+			return full
+		}
+		return nil
+	}
+	_, err := e.svc.New(e.ctx, NewParams{Name: "test", SnapID: 1, BaseVid: orig})
+	if !errors.Is(err, proto.ResVdiWrite) {
+		t.Fatalf("snapshot on a full store: %v, want VDI_WRITE", err)
+	}
+	if v := e.vdiState(orig); v.Snapshot || v.Deleted {
+		t.Fatalf("after the failed snapshot the VDI's state is %+v", v)
+	}
+	if ino := e.inode(orig); ino.IsSnapshot() {
+		t.Fatalf("after the failed snapshot the inode is marked a snapshot (snap_ctime %x)", ino.SnapCtime)
+	}
+	if got := e.lookup("test", "", 0); got != orig {
+		t.Fatalf("lookup after the failed snapshot: %x, want %x", got, orig)
+	}
+	if v := e.vdiState(hashTest + 1); !v.Deleted {
+		t.Fatalf("the failed snapshot's vid %x is not given up: %+v", hashTest+1, v)
+	}
+
+	_, err = e.svc.New(e.ctx, NewParams{Name: "copy", BaseVid: orig})
+	if !errors.Is(err, proto.ResVdiWrite) {
+		t.Fatalf("clone on a full store: %v, want VDI_WRITE", err)
+	}
+	if v := e.vdiState(orig); v.Snapshot {
+		t.Fatal("a failed clone left its base a snapshot")
+	}
+
+	e.obj.failCreate = nil
+	e.write(orig, 1, 'b') // a working VDI's data takes writes again
+	working, snap := e.snapshot("test", "")
+	if snap != orig || e.vdiState(working).ParentVid != orig {
+		t.Fatalf("snapshot after space came back: working %x snapshot %x", working, snap)
+	}
+}
+
 func TestSnapshot(t *testing.T) {
 	e := newEnv(t, 0)
 	orig := e.create("test", 8<<20)

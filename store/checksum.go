@@ -770,7 +770,7 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync boo
 func (s *Store) changeData(h *handle, op string, off, n int64, data []byte) error {
 	var err error
 	if data != nil {
-		_, err = h.f.WriteAt(data, off)
+		err = writeSpans(h.f, data, off)
 	} else {
 		err = s.punch(h, off, n)
 	}

@@ -207,7 +207,7 @@ func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, m *sums, sync 
 		return err
 	}
 	if len(data) > 0 {
-		if _, err := f.WriteAt(data, off); err != nil {
+		if err := writeSpans(f, data, off); err != nil {
 			return err
 		}
 	}

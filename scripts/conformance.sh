@@ -2,7 +2,7 @@
 # conformance.sh SUITE [TEST...]: run Sheepdog 1.0's functional suite
 # (SUITE is a checkout's tests/functional: its check runner, common.rc, the
 # numbered tests and their .out files) against our sheep, with our collie
-# as dog, and print PASS/FAIL/SKIP per test and a count.
+# as dog, and print PASS/FAIL/TIMEOUT/SKIP per test and a count.
 #
 # The shim translates only paths: the suite is copied into a tree shaped
 # like Sheepdog's source, where ../../sheep/sheep, ../../dog/dog and
@@ -97,7 +97,7 @@ else
 	list=$(sed -n -e '/^[0-9][0-9][0-9]*/s/[ 	].*//p' group | sort)
 fi
 
-pass=0 fail=0 nskip=0 failed=""
+pass=0 fail=0 ntimeout=0 nskip=0 failed="" timedout=""
 start=$(date +%s)
 for t in $list; do
 	if [ -n "${skip[$t]:-}" ]; then
@@ -117,10 +117,16 @@ for t in $list; do
 	elif [ $rc = 0 ]; then
 		printf '%s PASS  %s\n' "$t" "${secs}s"
 		pass=$((pass + 1))
+	elif [ $rc = 124 ] || [ $rc = 137 ]; then
+		# timeout(1): 124 after TERM, 137 when -k had to KILL.
+		why=""
+		[ -n "${diff[$t]:-}" ] && why=" differs on purpose: ${diff[$t]}"
+		printf '%s TIMEOUT  %s (limit %ss)%s\n' "$t" "${secs}s" "${CONF_TIMEOUT:-300}" "$why"
+		ntimeout=$((ntimeout + 1))
+		timedout="$timedout $t"
 	else
 		why=""
-		[ $rc = 124 ] && why=" timed out after ${CONF_TIMEOUT:-300}s;"
-		[ -n "${diff[$t]:-}" ] && why="$why differs on purpose: ${diff[$t]}"
+		[ -n "${diff[$t]:-}" ] && why=" differs on purpose: ${diff[$t]}"
 		printf '%s FAIL  %s%s\n' "$t" "${secs}s" "$why"
 		fail=$((fail + 1))
 		failed="$failed $t"
@@ -131,6 +137,7 @@ for t in $list; do
 done
 # Leave no sheep running: pid 1's exit ends every process of the namespace.
 pkill -f '../../sheep/sheep ' 2>/dev/null
-echo "conformance: $pass passed, $fail failed, $nskip skipped of $(echo $list | wc -w) tests in $(($(date +%s) - start))s"
+echo "conformance: $pass passed, $fail failed, $ntimeout timed out, $nskip skipped of $(echo $list | wc -w) tests in $(($(date +%s) - start))s"
 [ -n "$failed" ] && echo "conformance: failed:$failed (logs, .out.bad, .full: $priv/results)"
-[ $fail = 0 ]
+[ -n "$timedout" ] && echo "conformance: timed out:$timedout (logs: $priv/results)"
+[ $fail = 0 ] && [ $ntimeout = 0 ]

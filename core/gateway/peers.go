@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -153,9 +154,18 @@ func (k PeerCall) Wait(ctx context.Context) (proto.Response, int, error) {
 	return rsp, n, nil
 }
 
+// isNetErr reports a failure of the network: a dial, a read or write on a
+// connection, a timeout. A bare errno is not one, although syscall.Errno
+// implements net.Error: the local store's errors carry theirs (ENOSPC,
+// EIO) under an *os.PathError, and a full or failing disk is not
+// something to retry.
 func isNetErr(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne)
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, bare := ne.(syscall.Errno)
+	return !bare
 }
 
 func peerReq(op proto.Opcode, epoch uint32, oid uint64, off int64) proto.Request {

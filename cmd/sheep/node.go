@@ -58,6 +58,7 @@ type Node struct {
 	cache  *objcache.Cache // nil without -w
 	nbdL   net.Listener
 	tcp    net.Listener
+	ioL    net.Listener // -i: the IO NIC; nil without
 	unixL  net.Listener
 
 	stopOnce sync.Once
@@ -238,6 +239,23 @@ func (n *Node) open(ctx context.Context) error {
 	if peerTLS != nil {
 		peers.Dialer.TLS = peerTLS.Client
 	}
+	// Peers started with an IO NIC (-i) are dialled there first; their
+	// records come from gossip once the driver is open.
+	var members atomic.Pointer[replicated.Driver]
+	peers.Log = log
+	peers.Route = func(addr string) string {
+		d := members.Load()
+		if d == nil {
+			return ""
+		}
+		for _, m := range d.Members() {
+			if m.IOPort != 0 && m.NodeID.String() == addr {
+				io := proto.NodeID{Addr: m.IOAddr, Port: m.IOPort}
+				return io.String()
+			}
+		}
+		return ""
+	}
 	locks := &store.Locks{}
 	// stopSheep stops this sheep as a cluster shutdown does.
 	stopSheep := func() {
@@ -296,6 +314,7 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	n.cl = cl
+	members.Store(cl)
 	n.onClose(func() { cl.Close() })
 	var reg *metrics.Registry
 	var native, peer, nbdMetrics *metrics.Frontend
@@ -382,6 +401,10 @@ func (n *Node) open(ctx context.Context) error {
 // selfNode is the node record this sheep announces.
 func selfNode(cfg Config, addr netip.Addr, st *md.Store) proto.Node {
 	self := proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(addr, uint16(cfg.Port)))}
+	if cfg.IOAddr.IsValid() {
+		io := proto.NodeIDFromAddrPort(cfg.IOAddr)
+		self.IOAddr, self.IOPort = io.Addr, io.Port
+	}
 	self.Zone = self.DefaultZone()
 	if cfg.Zone >= 0 {
 		self.Zone = uint32(cfg.Zone)
@@ -406,6 +429,12 @@ func (n *Node) listen() (err error) {
 		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
 	n.onClose(func() { n.tcp.Close() })
+	if cfg.IOAddr.IsValid() {
+		if n.ioL, err = net.Listen("tcp", cfg.IOAddr.String()); err != nil {
+			return fmt.Errorf("listen on the IO NIC %s: %w", cfg.IOAddr, err)
+		}
+		n.onClose(func() { n.ioL.Close() })
+	}
 	sockPath := filepath.Join(cfg.Dir, "sock")
 	os.Remove(sockPath)
 	if n.unixL, err = net.Listen("unix", sockPath); err != nil {
@@ -430,6 +459,10 @@ func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopping) }) }
 func (n *Node) Run(ctx context.Context) error {
 	log := n.log
 	go n.srv.Serve(n.tcp)
+	if n.ioL != nil {
+		go n.srv.Serve(n.ioL)
+		log.Info("IO NIC serving", "addr", n.ioL.Addr().String())
+	}
 	go n.srv.Serve(n.unixL)
 	if n.nbdSrv != nil {
 		go func() {

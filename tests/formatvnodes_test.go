@@ -1,8 +1,12 @@
 package tests
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // cluster format agrees with the nodes' vnode strategy as dog's does: a
@@ -28,4 +32,51 @@ func TestFormatFollowsVnodeStrategy(t *testing.T) {
 	expect(auto, noV, "-V")
 	auto.must(t, nil, "cluster", "format", "-c", "1")
 	expect(auto, noV, "-V")
+}
+
+// A sheep whose vnode strategy is not its formatted cluster's (started
+// with -V in a cluster of automatic vnodes, or without it in one of fixed
+// vnodes) joins, finds out, logs why and leaves, as Sheepdog's does: its
+// process ends with an error and the cluster makes an epoch without it.
+func TestJoinRefusedForVnodeStrategy(t *testing.T) {
+	parallel(t)
+	for _, c := range []struct {
+		name            string
+		member, joiner  []string
+		format, message string
+	}{
+		{"auto cluster with a fixed joiner", nil, []string{"-V", "400"}, "", "cluster:auto, joined:fixed"},
+		{"fixed cluster with an auto joiner", []string{"-V", "100"}, nil, "-V", "cluster:fixed, joined:auto"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			parallel(t)
+			a := startSheep(t, append([]string{"-n", "-z", "0"}, c.member...)...)
+			args := []string{"cluster", "format", "-c", "1"}
+			if c.format != "" {
+				args = append(args, c.format)
+			}
+			a.must(t, nil, args...)
+			port := freePort(t)
+			dir := t.TempDir()
+			argv := append([]string{"-f", "-n", "-b", "127.0.0.1", "-p", strconv.Itoa(port), "--nbd", "none", "-z", "1", "--join", a.Addr()}, c.joiner...)
+			b := launchSheepArgv(t, port, dir, append(argv, dir)...)
+			select {
+			case <-b.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the sheep of the other strategy still runs\n%s", b.out)
+			}
+			if b.cmd.ProcessState.ExitCode() == 0 {
+				t.Errorf("it exited 0, want an error\n%s", b.out)
+			}
+			log, _ := os.ReadFile(filepath.Join(dir, "sheep.log"))
+			if !strings.Contains(string(log), c.message) {
+				t.Errorf("sheep.log does not say %q", c.message)
+			}
+			waitNodes(t, a, 1)
+			epochs := clusterEpochs(t, a)
+			if len(epochs) < 3 || !strings.Contains(epochs[1], "127.0.0.1:"+strconv.Itoa(port)) || strings.Contains(epochs[0], "127.0.0.1:"+strconv.Itoa(port)) {
+				t.Errorf("epochs %q: want the joiner in one epoch and gone in the next", epochs)
+			}
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,8 @@ type Node struct {
 	unixL  net.Listener
 
 	stopOnce sync.Once
-	stopping chan struct{} // closed when the cluster shuts this node down
+	stopping chan struct{}         // closed when the cluster shuts this node down
+	failed   atomic.Pointer[error] // why the node stopped itself, if it did
 }
 
 // New opens cfg.Dir's store, joins (or starts) the cluster and builds the
@@ -453,6 +455,45 @@ func (n *Node) listen() (err error) {
 // stop ends Run as a cluster shutdown does.
 func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopping) }) }
 
+// watchVnodeStrategy stops this sheep, as Sheepdog's stops at its join
+// (cluster_join_check), once it finds itself a member of a formatted
+// cluster whose vnode strategy is not its own: automatic vnodes, or fixed
+// ones given with -V. The cluster sees it leave (a new epoch without it);
+// Run returns the reason. Checked once, at the first membership; a node
+// the cluster was formatted with (epoch 1) is not checked: the format
+// chose the strategy with it (collie checks every node then).
+func (n *Node) watchVnodeStrategy(ctx context.Context) {
+	mine := n.cfg.Vnodes == 0
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	self := func(m proto.Node) bool { return m.Same(n.self.NodeID) }
+	for {
+		member, founder, auto := false, false, false
+		n.cl.View(func(s *cluster.State) {
+			if s.Formatted() {
+				member = slices.ContainsFunc(s.Nodes(), self)
+				founder = slices.ContainsFunc(s.EpochNodes(1), self)
+				auto = s.Flags&proto.ClusterFlagAutoVnodes != 0
+			}
+		})
+		if member {
+			if auto != mine && !founder {
+				strategy := map[bool]string{true: "auto", false: "fixed"}
+				err := fmt.Errorf("failed to join for vnodes strategy unmatch: cluster:%s, joined:%s", strategy[auto], strategy[mine])
+				n.log.Error("failed to join Sheepdog: leaving", "err", err)
+				n.failed.Store(&err)
+				n.stop()
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Run serves clients until ctx ends or the cluster shuts the node down,
 // then answers what clients already sent (10 s at most) and flushes the
 // store. From Run on, the store dir is the store's: nothing is undone.
@@ -491,6 +532,7 @@ func (n *Node) Run(ctx context.Context) error {
 			})
 		}
 		go n.st.Watch(wctx, 500*time.Millisecond)
+		go n.watchVnodeStrategy(wctx)
 	}
 	log.Info("sheep serving", "addr", n.self.NodeID.String(), "dir", n.cfg.Dir, "zone", n.self.Zone, "vnodes", n.self.NrVnodes)
 	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
@@ -524,6 +566,9 @@ func (n *Node) Run(ctx context.Context) error {
 	// leaves nothing for the kernel to write back later.
 	if err := n.st.Flush(context.Background()); err != nil {
 		log.Error("flush at stop", "err", err)
+	}
+	if err := n.failed.Load(); err != nil {
+		return *err
 	}
 	return nil
 }

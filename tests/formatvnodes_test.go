@@ -80,3 +80,23 @@ func TestJoinRefusedForVnodeStrategy(t *testing.T) {
 		})
 	}
 }
+
+// A sheep restarted on its formatted store with the other vnode strategy
+// (here without the -V it was formatted with) says why and stops, as
+// Sheepdog's does at start.
+func TestRestartRefusedForVnodeStrategy(t *testing.T) {
+	parallel(t)
+	a := startSheep(t, "-n", "-V", "100")
+	a.must(t, nil, "cluster", "format", "-V", "-c", "1")
+	a.Stop()
+	b := launchSheepArgv(t, a.Port, a.Dir, "-f", "-n", "-b", "127.0.0.1", "-p", strconv.Itoa(a.Port), "--nbd", "none", a.Dir)
+	select {
+	case <-b.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the sheep restarted without -V still runs\n%s", b.out)
+	}
+	log, _ := os.ReadFile(filepath.Join(a.Dir, "sheep.log"))
+	if b.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(log), "cluster:fixed, this start:auto") {
+		t.Fatalf("exit %d; sheep.log:\n%s", b.cmd.ProcessState.ExitCode(), log)
+	}
+}

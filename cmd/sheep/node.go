@@ -455,31 +455,40 @@ func (n *Node) listen() (err error) {
 // stop ends Run as a cluster shutdown does.
 func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopping) }) }
 
-// watchVnodeStrategy stops this sheep, as Sheepdog's stops at its join
-// (cluster_join_check), once it finds itself a member of a formatted
-// cluster whose vnode strategy is not its own: automatic vnodes, or fixed
-// ones given with -V. The cluster sees it leave (a new epoch without it);
-// Run returns the reason. Checked once, at the first membership; a node
-// the cluster was formatted with (epoch 1) is not checked: the format
-// chose the strategy with it (collie checks every node then).
+// watchVnodeStrategy stops this sheep, as Sheepdog's does, when its vnode
+// strategy (automatic vnodes, or fixed ones given with -V) is not its
+// formatted cluster's: at a restart on a formatted store (Sheepdog's
+// check of its config file), or once it joins a formatted cluster
+// (cluster_join_check). The cluster sees it leave (a new epoch without
+// it); Run returns the reason. Checked once. A node that was there when
+// the cluster was formatted (unformatted at its first look, and in epoch
+// 1) is not checked then: the format chose the strategy with it (collie
+// checks every node).
 func (n *Node) watchVnodeStrategy(ctx context.Context) {
 	mine := n.cfg.Vnodes == 0
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	self := func(m proto.Node) bool { return m.Same(n.self.NodeID) }
+	first, restarted := true, false
 	for {
-		member, founder, auto := false, false, false
+		formatted, member, founder, auto := false, false, false, false
 		n.cl.View(func(s *cluster.State) {
-			if s.Formatted() {
+			if formatted = s.Formatted(); formatted {
 				member = slices.ContainsFunc(s.Nodes(), self)
 				founder = slices.ContainsFunc(s.EpochNodes(1), self)
 				auto = s.Flags&proto.ClusterFlagAutoVnodes != 0
 			}
 		})
+		if first {
+			first, restarted = false, formatted && member
+		}
 		if member {
-			if auto != mine && !founder {
+			if auto != mine && (restarted || !founder) {
 				strategy := map[bool]string{true: "auto", false: "fixed"}
 				err := fmt.Errorf("failed to join for vnodes strategy unmatch: cluster:%s, joined:%s", strategy[auto], strategy[mine])
+				if restarted {
+					err = fmt.Errorf("designation of before a restart and a vnodes option is different: cluster:%s, this start:%s", strategy[auto], strategy[mine])
+				}
 				n.log.Error("failed to join Sheepdog: leaving", "err", err)
 				n.failed.Store(&err)
 				n.stop()

@@ -89,7 +89,7 @@ func TestNodeInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := proto.NewRequest(proto.OpMakeFS)
-	req.SetCluster(proto.ClusterArgs{Ctime: uint64(time.Now().Unix()) << 32, Copies: 1})
+	req.SetCluster(proto.ClusterArgs{Ctime: uint64(time.Now().Unix()) << 32, Copies: 1, Flags: proto.ClusterFlagAutoVnodes})
 	if rsp, _, err := c.Call(ctx, &req, append([]byte("plain"), 0), nil); err != nil || rsp.Result != proto.ResSuccess {
 		t.Fatalf("format: %v %v", rsp.Result, err)
 	}

@@ -99,4 +99,15 @@ func TestRestartRefusedForVnodeStrategy(t *testing.T) {
 	if b.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(log), "cluster:fixed, this start:auto") {
 		t.Fatalf("exit %d; sheep.log:\n%s", b.cmd.ProcessState.ExitCode(), log)
 	}
+	// Fixed vnodes, but not the count of the last epoch.
+	c := launchSheepArgv(t, a.Port, a.Dir, "-f", "-n", "-b", "127.0.0.1", "-p", strconv.Itoa(a.Port), "--nbd", "none", "-V", "42", a.Dir)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the sheep restarted with -V 42 instead of 100 still runs\n%s", c.out)
+	}
+	log, _ = os.ReadFile(filepath.Join(a.Dir, "sheep.log"))
+	if c.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(log), "previous vnodes:100") {
+		t.Fatalf("exit %d; sheep.log:\n%s", c.cmd.ProcessState.ExitCode(), log)
+	}
 }

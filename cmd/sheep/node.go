@@ -472,9 +472,13 @@ func (n *Node) watchVnodeStrategy(ctx context.Context) {
 	first, restarted := true, false
 	for {
 		formatted, member, founder, auto := false, false, false, false
+		var vnodes uint16 // this node's count in the current epoch
 		n.cl.View(func(s *cluster.State) {
 			if formatted = s.Formatted(); formatted {
-				member = slices.ContainsFunc(s.Nodes(), self)
+				nodes := s.Nodes()
+				if i := slices.IndexFunc(nodes, self); i >= 0 {
+					member, vnodes = true, nodes[i].NrVnodes
+				}
 				founder = slices.ContainsFunc(s.EpochNodes(1), self)
 				auto = s.Flags&proto.ClusterFlagAutoVnodes != 0
 			}
@@ -489,6 +493,13 @@ func (n *Node) watchVnodeStrategy(ctx context.Context) {
 				if restarted {
 					err = fmt.Errorf("designation of before a restart and a vnodes option is different: cluster:%s, this start:%s", strategy[auto], strategy[mine])
 				}
+				n.log.Error("failed to join Sheepdog: leaving", "err", err)
+				n.failed.Store(&err)
+				n.stop()
+			} else if restarted && !auto && !mine && int(vnodes) != n.cfg.Vnodes {
+				// Fixed vnodes: a restart keeps the count of the last
+				// epoch (Sheepdog's create_cluster check).
+				err := fmt.Errorf("mismatch specified vnodes is compared with the previous. previous vnodes:%d", vnodes)
 				n.log.Error("failed to join Sheepdog: leaving", "err", err)
 				n.failed.Store(&err)
 				n.stop()

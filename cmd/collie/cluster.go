@@ -100,10 +100,9 @@ func clusterFormat(s *session, _ []string) error {
 		if auto && o.fixedVnodes {
 			return failf(exitFailure, "Can not apply the option of '-V', because there are vnode strategy of sheep is auto in the cluster")
 		}
-		// Sheepdog's sheep reports AUTO_VNODES from start-up (unless
-		// started with -V); ours reports cluster flags only once
-		// formatted, so "fixed" is only trusted on a formatted node.
-		if !auto && !o.fixedVnodes && ci.Ctime != 0 {
+		// A sheep reports AUTO_VNODES from start-up unless started with
+		// -V, and once formatted as the format chose.
+		if !auto && !o.fixedVnodes {
 			return failf(exitFailure, "Need to specify the option of '-V', because there are vnode strategy of sheep is fixed in the cluster")
 		}
 	}

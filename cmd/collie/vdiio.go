@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -38,26 +40,90 @@ func offsetArgs(args []string) (offset, length uint64, err error) {
 	return offset, length, nil
 }
 
-// openVolume opens vid over the session's connection.
+// openVolume opens vid over the session's connection. Its object requests
+// fail with an *objectError, which ioFailure reports as dog does.
 func (s *session) openVolume(vid uint32, readOnly bool, what string) (*volume.Volume, error) {
 	objs, err := s.objects()
 	if err != nil {
 		return nil, err
 	}
-	vol, err := volume.Open(s.ctx, objs, vid, readOnly)
+	vol, err := volume.Open(s.ctx, namedObjects{objs}, vid, readOnly)
 	if err != nil {
-		return nil, ioFailure(what, err)
+		return nil, failf(ioExit(err), "%s: %s", what, proto.ResultOf(err))
 	}
 	return vol, nil
 }
 
-// ioFailure reports a failed object request: a broken connection is a
-// system failure, anything else a failure of the command.
-func ioFailure(what string, err error) error {
+// ioExit is the exit code of a failed object request: a broken connection
+// is a system failure, anything else a failure of the command.
+func ioExit(err error) int {
 	if errors.Is(err, client.ErrClosed) {
-		return failf(exitSysfail, "%s: %v", what, err)
+		return exitSysfail
 	}
-	return failf(exitFailure, "%s: %s", what, proto.ResultOf(err))
+	return exitFailure
+}
+
+// ioFailure reports a failed vdi read or write as dog does: the object
+// request that failed (dog_read_object's or dog_write_object's line), then
+// what failed. A failed update of the inode's table is its object line
+// alone (dog's sd_inode_write_vid).
+func ioFailure(what string, err error) error {
+	var oe *objectError
+	if !errors.As(err, &oe) {
+		return failf(ioExit(err), "%s: %s", what, proto.ResultOf(err))
+	}
+	var line string
+	switch {
+	case !oe.write && errors.Is(err, client.ErrClosed):
+		line = fmt.Sprintf("Failed to read object %016x", oe.oid)
+	case !oe.write:
+		line = fmt.Sprintf("Failed to read object %016x %s", oe.oid, proto.ResultOf(err))
+	case errors.Is(err, client.ErrClosed):
+		line = fmt.Sprintf("Failed to write object %016x", oe.oid)
+	default:
+		line = fmt.Sprintf("Failed to write object %016x: %s", oe.oid, proto.ResultOf(err))
+	}
+	if proto.IsVdiObj(oe.oid) && oe.write {
+		return failf(ioExit(err), "%s", line)
+	}
+	return failf(ioExit(err), "%s\n%s", line, what)
+}
+
+// objectError is a failed request for one object.
+type objectError struct {
+	write bool
+	oid   uint64
+	err   error
+}
+
+func (e *objectError) Error() string { return e.err.Error() }
+func (e *objectError) Unwrap() error { return e.err }
+
+// namedObjects is client.Objects whose failures say which object failed
+// (objectError).
+type namedObjects struct{ client.Objects }
+
+func named(write bool, oid uint64, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &objectError{write: write, oid: oid, err: err}
+}
+
+func (o namedObjects) ReadObject(ctx context.Context, oid uint64, off int64, buf []byte) error {
+	return named(false, oid, o.Objects.ReadObject(ctx, oid, off, buf))
+}
+
+func (o namedObjects) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
+	return named(true, oid, o.Objects.WriteObject(ctx, oid, off, data, flags))
+}
+
+func (o namedObjects) CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error {
+	return named(true, oid, o.Objects.CreateAndWrite(ctx, oid, cowFrom, off, data, flags))
+}
+
+func (o namedObjects) RemoveObject(ctx context.Context, oid uint64) error {
+	return named(true, oid, o.Objects.RemoveObject(ctx, oid))
 }
 
 // nextChunk is the length of the chunk starting at pos, ending at the next

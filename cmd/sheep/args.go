@@ -37,7 +37,7 @@ var sheepdogFlags = []cli.Flag{
 	&cli.IntFlag{Name: "raft-port", Usage: "raft port (default: port+20000, or port-20000 above 45535)"},
 	&cli.StringFlag{Name: "journal", Usage: "Sheepdog's journal options (dir=,size=,skip): accepted, no meaning here (-j with these options too)"},
 	&cli.BoolFlag{Name: "directio", Aliases: []string{"D"}, Usage: "Sheepdog's direct IO: accepted, no meaning here"},
-	&cli.StringFlag{Name: "ioaddr", Aliases: []string{"i"}, Usage: "Sheepdog's IO NIC: accepted, no meaning here"},
+	&cli.StringFlag{Name: "ioaddr", Aliases: []string{"i"}, Usage: "IO NIC: host=ADDR[,port=PORT] (default port 7000): peers send object I/O there, and fall back to the main address when it fails"},
 	&cli.BoolFlag{Name: "upgrade", Aliases: []string{"u"}, Usage: "Sheepdog's data layout upgrade: accepted, no meaning here"},
 	&cli.BoolFlag{Name: "wildcard-recovery", Aliases: []string{"W"}, Usage: "Sheepdog's wildcard recovery: accepted, no meaning here"},
 	&cli.StringFlag{Name: "wq-threads", Aliases: []string{"w"}, Usage: "object cache: size=SIZE[,dir=PATH][,directio] (Sheepdog 0.x's -w; dir defaults to DIR/cache); any other value is Sheepdog 1.0's work queue threads, accepted with no meaning here"},
@@ -50,7 +50,7 @@ var sheepdogFlags = []cli.Flag{
 func ignoredOptions(c *cli.Context) []string {
 	var out []string
 	for _, f := range []struct{ name, short string }{
-		{"journal", "j"}, {"directio", "D"}, {"ioaddr", "i"}, {"upgrade", "u"},
+		{"journal", "j"}, {"directio", "D"}, {"upgrade", "u"},
 		{"wildcard-recovery", "W"}, {"wq-threads", "w"}, {"max-dynamic-threads", "x"}, {"http", "r"},
 	} {
 		if c.IsSet(f.name) && !(f.short == "w" && isCacheOptions(c.String(f.name))) { // -w size=: the object cache (cache.go)
@@ -222,12 +222,45 @@ func sheepdogOptions(c *cli.Context, cfg *Config) error {
 		}
 		cfg.Throttle = &t
 	}
+	if v := c.String("ioaddr"); v != "" {
+		io, err := parseIOAddr(v)
+		if err != nil {
+			return err
+		}
+		cfg.IOAddr = io
+	}
 	if v := c.String("max-dynamic-threads"); v != "" {
 		if n, ok := parseU32(v); !ok || n < 1 {
 			return usagef("Invalid number of threads '%s': must be an integer between 1 and 4294967295", v)
 		}
 	}
 	return nil
+}
+
+// parseIOAddr reads -i host=ADDR[,port=PORT] as Sheepdog's sheep does
+// (its port defaults to 7000, SD_LISTEN_PORT, whatever -p says).
+func parseIOAddr(v string) (netip.AddrPort, error) {
+	host, port := "", "7000"
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		switch k {
+		case "host":
+			host = val
+		case "port":
+			port = val
+		default:
+			return netip.AddrPort{}, usagef("Invalid IO NIC option '%s': host=ADDR[,port=PORT]", kv)
+		}
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, usagef("Bad addr: '%s'", host)
+	}
+	n, ok := parseU32(port)
+	if !ok || n < 1 || n > 65535 {
+		return netip.AddrPort{}, usagef("Bad port '%s'", port)
+	}
+	return netip.AddrPortFrom(addr, uint16(n)), nil
 }
 
 // parseRecovery reads -R max=N,interval=MS. As in Sheepdog, the throttle

@@ -72,6 +72,23 @@ func TestParseRecovery(t *testing.T) {
 	}
 }
 
+func TestParseIOAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"host=127.0.0.1,port=8001": "127.0.0.1:8001",
+		"host=10.0.0.2":            "10.0.0.2:7000", // Sheepdog's default port
+		"port=8002,host=::1":       "[::1]:8002",
+	} {
+		if got, err := parseIOAddr(in); err != nil || got.String() != want {
+			t.Errorf("parseIOAddr(%q) = %v, %v, want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "port=8001", "host=x", "host=127.0.0.1,port=0", "host=127.0.0.1,port=65536", "host=127.0.0.1,speed=1"} {
+		if _, err := parseIOAddr(bad); err == nil {
+			t.Errorf("parseIOAddr(%q) accepted", bad)
+		}
+	}
+}
+
 func TestClusterDriver(t *testing.T) {
 	for in, want := range map[string]string{"": "", "local": defaultLocalDir, "local:/tmp/x": "/tmp/x"} {
 		if got, err := clusterDriver(in); err != nil || got != want {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -45,6 +46,7 @@ type Config struct {
 	GossipPort, RaftPort int                // 0: derived from Port
 	Throttle             *recovery.Throttle // -R; nil: the default
 	PidFile              string             // -P
+	IOAddr               netip.AddrPort     // -i: the IO NIC's address; invalid: none
 	LocalDir             string             // -c local: the registry; "" without -c local
 	Ignored              []string           // options accepted with no meaning here
 }

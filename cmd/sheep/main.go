@@ -291,8 +291,17 @@ func wipeForFormat(st *md.Store, dir string, ctime uint64) error {
 	return cluster.WriteFileSync(path, []byte(strconv.FormatUint(ctime, 16)+"\n"))
 }
 
+// checkJoinWait bounds how long checkJoin waits for one node's answer. A
+// node that is starting too (a whole -c local cluster restarted at once)
+// listens before it serves, and answers only once its own start is done:
+// waiting for it without a bound made every restarting node wait for the
+// others' timeouts. The check is best-effort: the cluster driver refuses
+// a node of another cluster at gossip too.
+const checkJoinWait = 2 * time.Second
+
 // checkJoin refuses to join a cluster other than the one this store dir
-// belongs to (a different ctime), with a clear message.
+// belongs to (a different ctime), with a clear message. It asks the nodes
+// of join in turn, skipping one that does not answer within checkJoinWait.
 func checkJoin(ctx context.Context, join []string, dir string) error {
 	if len(join) == 0 {
 		return nil
@@ -303,14 +312,7 @@ func checkJoin(ctx context.Context, join []string, dir string) error {
 	}
 	mine, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 64)
 	for _, addr := range join {
-		c, err := client.Dial(ctx, addr)
-		if err != nil {
-			continue
-		}
-		req := proto.NewRequest(proto.OpClusterInfo)
-		buf := make([]byte, proto.ClusterInfoSize)
-		_, _, err = c.Call(ctx, &req, nil, buf)
-		c.Close()
+		buf, err := askClusterInfo(ctx, addr)
 		if err != nil {
 			continue
 		}
@@ -322,6 +324,24 @@ func checkJoin(ctx context.Context, join []string, dir string) error {
 		return nil
 	}
 	return nil
+}
+
+// askClusterInfo asks the node at addr for CLUSTER_INFO, waiting at most
+// checkJoinWait.
+func askClusterInfo(ctx context.Context, addr string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkJoinWait)
+	defer cancel()
+	c, err := client.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	req := proto.NewRequest(proto.OpClusterInfo)
+	buf := make([]byte, proto.ClusterInfoSize)
+	if _, _, err := c.Call(ctx, &req, nil, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // parseBytes reads a size: a number with an optional binary suffix K, M,

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,10 +59,12 @@ type Node struct {
 	cache  *objcache.Cache // nil without -w
 	nbdL   net.Listener
 	tcp    net.Listener
+	ioL    net.Listener // -i: the IO NIC; nil without
 	unixL  net.Listener
 
 	stopOnce sync.Once
-	stopping chan struct{} // closed when the cluster shuts this node down
+	stopping chan struct{}         // closed when the cluster shuts this node down
+	failed   atomic.Pointer[error] // why the node stopped itself, if it did
 }
 
 // New opens cfg.Dir's store, joins (or starts) the cluster and builds the
@@ -238,6 +241,23 @@ func (n *Node) open(ctx context.Context) error {
 	if peerTLS != nil {
 		peers.Dialer.TLS = peerTLS.Client
 	}
+	// Peers started with an IO NIC (-i) are dialled there first; their
+	// records come from gossip once the driver is open.
+	var members atomic.Pointer[replicated.Driver]
+	peers.Log = log
+	peers.Route = func(addr string) string {
+		d := members.Load()
+		if d == nil {
+			return ""
+		}
+		for _, m := range d.Members() {
+			if m.IOPort != 0 && m.NodeID.String() == addr {
+				io := proto.NodeID{Addr: m.IOAddr, Port: m.IOPort}
+				return io.String()
+			}
+		}
+		return ""
+	}
 	locks := &store.Locks{}
 	// stopSheep stops this sheep as a cluster shutdown does.
 	stopSheep := func() {
@@ -296,6 +316,7 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	n.cl = cl
+	members.Store(cl)
 	n.onClose(func() { cl.Close() })
 	var reg *metrics.Registry
 	var native, peer, nbdMetrics *metrics.Frontend
@@ -382,6 +403,10 @@ func (n *Node) open(ctx context.Context) error {
 // selfNode is the node record this sheep announces.
 func selfNode(cfg Config, addr netip.Addr, st *md.Store) proto.Node {
 	self := proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(addr, uint16(cfg.Port)))}
+	if cfg.IOAddr.IsValid() {
+		io := proto.NodeIDFromAddrPort(cfg.IOAddr)
+		self.IOAddr, self.IOPort = io.Addr, io.Port
+	}
 	self.Zone = self.DefaultZone()
 	if cfg.Zone >= 0 {
 		self.Zone = uint32(cfg.Zone)
@@ -406,6 +431,12 @@ func (n *Node) listen() (err error) {
 		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
 	n.onClose(func() { n.tcp.Close() })
+	if cfg.IOAddr.IsValid() {
+		if n.ioL, err = net.Listen("tcp", cfg.IOAddr.String()); err != nil {
+			return fmt.Errorf("listen on the IO NIC %s: %w", cfg.IOAddr, err)
+		}
+		n.onClose(func() { n.ioL.Close() })
+	}
 	sockPath := filepath.Join(cfg.Dir, "sock")
 	os.Remove(sockPath)
 	if n.unixL, err = net.Listen("unix", sockPath); err != nil {
@@ -424,12 +455,75 @@ func (n *Node) listen() (err error) {
 // stop ends Run as a cluster shutdown does.
 func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopping) }) }
 
+// watchVnodeStrategy stops this sheep, as Sheepdog's does, when its vnode
+// strategy (automatic vnodes, or fixed ones given with -V) is not its
+// formatted cluster's: at a restart on a formatted store (Sheepdog's
+// check of its config file), or once it joins a formatted cluster
+// (cluster_join_check). The cluster sees it leave (a new epoch without
+// it); Run returns the reason. Checked once. A node that was there when
+// the cluster was formatted (unformatted at its first look, and in epoch
+// 1) is not checked then: the format chose the strategy with it (collie
+// checks every node).
+func (n *Node) watchVnodeStrategy(ctx context.Context) {
+	mine := n.cfg.Vnodes == 0
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	self := func(m proto.Node) bool { return m.Same(n.self.NodeID) }
+	first, restarted := true, false
+	for {
+		formatted, member, founder, auto := false, false, false, false
+		var vnodes uint16 // this node's count in the current epoch
+		n.cl.View(func(s *cluster.State) {
+			if formatted = s.Formatted(); formatted {
+				nodes := s.Nodes()
+				if i := slices.IndexFunc(nodes, self); i >= 0 {
+					member, vnodes = true, nodes[i].NrVnodes
+				}
+				founder = slices.ContainsFunc(s.EpochNodes(1), self)
+				auto = s.Flags&proto.ClusterFlagAutoVnodes != 0
+			}
+		})
+		if first {
+			first, restarted = false, formatted && member
+		}
+		if member {
+			if auto != mine && (restarted || !founder) {
+				strategy := map[bool]string{true: "auto", false: "fixed"}
+				err := fmt.Errorf("failed to join for vnodes strategy unmatch: cluster:%s, joined:%s", strategy[auto], strategy[mine])
+				if restarted {
+					err = fmt.Errorf("designation of before a restart and a vnodes option is different: cluster:%s, this start:%s", strategy[auto], strategy[mine])
+				}
+				n.log.Error("failed to join Sheepdog: leaving", "err", err)
+				n.failed.Store(&err)
+				n.stop()
+			} else if restarted && !auto && !mine && int(vnodes) != n.cfg.Vnodes {
+				// Fixed vnodes: a restart keeps the count of the last
+				// epoch (Sheepdog's create_cluster check).
+				err := fmt.Errorf("mismatch specified vnodes is compared with the previous. previous vnodes:%d", vnodes)
+				n.log.Error("failed to join Sheepdog: leaving", "err", err)
+				n.failed.Store(&err)
+				n.stop()
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Run serves clients until ctx ends or the cluster shuts the node down,
 // then answers what clients already sent (10 s at most) and flushes the
 // store. From Run on, the store dir is the store's: nothing is undone.
 func (n *Node) Run(ctx context.Context) error {
 	log := n.log
 	go n.srv.Serve(n.tcp)
+	if n.ioL != nil {
+		go n.srv.Serve(n.ioL)
+		log.Info("IO NIC serving", "addr", n.ioL.Addr().String())
+	}
 	go n.srv.Serve(n.unixL)
 	if n.nbdSrv != nil {
 		go func() {
@@ -458,6 +552,7 @@ func (n *Node) Run(ctx context.Context) error {
 			})
 		}
 		go n.st.Watch(wctx, 500*time.Millisecond)
+		go n.watchVnodeStrategy(wctx)
 	}
 	log.Info("sheep serving", "addr", n.self.NodeID.String(), "dir", n.cfg.Dir, "zone", n.self.Zone, "vnodes", n.self.NrVnodes)
 	// Sheepdog's functional tests wait for this line ("daemon") in sheep.log.
@@ -491,6 +586,9 @@ func (n *Node) Run(ctx context.Context) error {
 	// leaves nothing for the kernel to write back later.
 	if err := n.st.Flush(context.Background()); err != nil {
 		log.Error("flush at stop", "err", err)
+	}
+	if err := n.failed.Load(); err != nil {
+		return *err
 	}
 	return nil
 }

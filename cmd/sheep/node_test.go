@@ -89,7 +89,7 @@ func TestNodeInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := proto.NewRequest(proto.OpMakeFS)
-	req.SetCluster(proto.ClusterArgs{Ctime: uint64(time.Now().Unix()) << 32, Copies: 1})
+	req.SetCluster(proto.ClusterArgs{Ctime: uint64(time.Now().Unix()) << 32, Copies: 1, Flags: proto.ClusterFlagAutoVnodes})
 	if rsp, _, err := c.Call(ctx, &req, append([]byte("plain"), 0), nil); err != nil || rsp.Result != proto.ResSuccess {
 		t.Fatalf("format: %v %v", rsp.Result, err)
 	}
@@ -154,5 +154,37 @@ func TestNodeStartFailures(t *testing.T) {
 	bad.MemBudget = 1 << 20
 	if _, err := New(ctx, bad); err == nil || !strings.Contains(err.Error(), "mem-budget") {
 		t.Fatalf("a config below the memory floor: %v", err)
+	}
+}
+
+// A node listed to join that accepts connections but does not answer (a
+// sheep that is starting too) holds checkJoin for checkJoinWait at most:
+// a whole local cluster restarted at once must not wait on each other.
+func TestCheckJoinSkipsSilentNode(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // read nothing, answer nothing
+		}
+	}()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, formatMarker), []byte("1234\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = checkJoin(context.Background(), []string{l.Addr().String(), l.Addr().String()}, dir)
+	if err != nil {
+		t.Fatalf("checkJoin: %v", err)
+	}
+	if el := time.Since(start); el > 3*checkJoinWait {
+		t.Fatalf("checkJoin waited %v on two silent nodes, want about %v", el, 2*checkJoinWait)
 	}
 }

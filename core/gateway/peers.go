@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/client"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -23,17 +26,69 @@ import (
 // bounds how long a peer that vanished without a reset (a cut cable, a
 // host that lost power) can hold a request before failure detection
 // does.
+//
+// A peer started with an IO NIC (sheep -i) is dialled there first, as
+// Sheepdog's sockfd cache does: when that dial fails, the connection goes
+// to the peer's main address ("fallback to non-io connection", logged)
+// and the IO NIC is tried again at a dial ioRetry later. A peer is named
+// by its main address throughout (Down, Up, errors) whichever it goes to.
 type Peers struct {
 	// Dialer dials new connections (set before the first call).
 	Dialer client.Dialer
+	// Route returns the IO NIC address of the peer at addr, "" for none
+	// (set before the first call; nil: none).
+	Route func(addr string) string
+	// Log reports a fallback from a peer's IO NIC (nil: not reported).
+	Log *slog.Logger
 
-	mu    sync.Mutex
-	conns map[string]*client.Client
-	down  map[string]bool
+	mu       sync.Mutex
+	conns    map[string]*client.Client
+	down     map[string]bool
+	ioFailed map[string]time.Time // peers whose IO NIC failed, and when
 }
 
+// ioRetry is how long connections to a peer whose IO NIC failed to
+// connect go to its main address before the IO NIC is tried again.
+const ioRetry = 10 * time.Second
+
 // NewPeers returns an empty pool.
-func NewPeers() *Peers { return &Peers{conns: map[string]*client.Client{}, down: map[string]bool{}} }
+func NewPeers() *Peers {
+	return &Peers{conns: map[string]*client.Client{}, down: map[string]bool{}, ioFailed: map[string]time.Time{}}
+}
+
+// dial connects to the peer at addr: to its IO NIC when it has one that
+// has not failed within ioRetry, else (and when that fails) to addr.
+func (p *Peers) dial(ctx context.Context, addr string) (*client.Client, error) {
+	io := ""
+	if p.Route != nil {
+		io = p.Route(addr)
+	}
+	if io == "" || io == addr {
+		return p.Dialer.Dial(ctx, addr)
+	}
+	p.mu.Lock()
+	failed, ok := p.ioFailed[addr]
+	p.mu.Unlock()
+	if !ok || time.Since(failed) >= ioRetry {
+		c, err := p.Dialer.Dial(ctx, io)
+		if err == nil {
+			p.mu.Lock()
+			delete(p.ioFailed, addr)
+			p.mu.Unlock()
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.ioFailed[addr] = time.Now()
+		p.mu.Unlock()
+		if p.Log != nil {
+			p.Log.Warn("fallback to non-io connection", "peer", addr, "io", io, "err", err)
+		}
+	}
+	return p.Dialer.Dial(ctx, addr)
+}
 
 // Get returns the connection to addr, dialling it if needed.
 func (p *Peers) Get(ctx context.Context, addr string) (*client.Client, error) {
@@ -46,7 +101,7 @@ func (p *Peers) Get(ctx context.Context, addr string) (*client.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := p.Dialer.Dial(ctx, addr)
+	c, err := p.dial(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", proto.ResNetworkError, err)
 	}
@@ -153,9 +208,18 @@ func (k PeerCall) Wait(ctx context.Context) (proto.Response, int, error) {
 	return rsp, n, nil
 }
 
+// isNetErr reports a failure of the network: a dial, a read or write on a
+// connection, a timeout. A bare errno is not one, although syscall.Errno
+// implements net.Error: the local store's errors carry theirs (ENOSPC,
+// EIO) under an *os.PathError, and a full or failing disk is not
+// something to retry.
 func isNetErr(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne)
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, bare := ne.(syscall.Errno)
+	return !bare
 }
 
 func peerReq(op proto.Opcode, epoch uint32, oid uint64, off int64) proto.Request {

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +77,64 @@ func TestPeersDown(t *testing.T) {
 	p.Up(addr)
 	if _, err := p.Get(context.Background(), addr); err != nil {
 		t.Fatalf("peer up again: %v", err)
+	}
+}
+
+// A peer with an IO NIC is dialled there; when the IO NIC cannot be
+// reached the connection goes to the peer's main address, the fallback is
+// logged as Sheepdog's sheep logs it, and the next dials within ioRetry go
+// straight to the main address.
+func TestPeersIONicFallback(t *testing.T) {
+	main, mainDials := silentPeer(t)
+	io, ioDials := silentPeer(t)
+	route := io
+	var logs bytes.Buffer
+	p := NewPeers()
+	defer p.Close()
+	p.Route = func(addr string) string {
+		if addr == main {
+			return route
+		}
+		return ""
+	}
+	p.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	waitDials := func(what string, dials func() int, want int) {
+		t.Helper()
+		for end := time.Now().Add(2 * time.Second); dials() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s accepted %d connections, want %d", what, dials(), want)
+			}
+		}
+	}
+	c, err := p.Get(context.Background(), main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDials("the IO NIC", ioDials, 1)
+	waitDials("the main address", mainDials, 0)
+
+	// The IO NIC goes away: a closed port.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route = l.Addr().String()
+	l.Close()
+	p.Drop(main, c)
+	if c, err = p.Get(context.Background(), main); err != nil {
+		t.Fatalf("no fallback to the main address: %v", err)
+	}
+	waitDials("the main address", mainDials, 1)
+	if !strings.Contains(logs.String(), "fallback to non-io connection") {
+		t.Fatalf("fallback not logged: %q", logs.String())
+	}
+	logs.Reset()
+	p.Drop(main, c)
+	if _, err = p.Get(context.Background(), main); err != nil {
+		t.Fatal(err)
+	}
+	waitDials("the main address", mainDials, 2)
+	if logs.Len() != 0 {
+		t.Fatalf("the failed IO NIC was dialled again within ioRetry: %q", logs.String())
 	}
 }

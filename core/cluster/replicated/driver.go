@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/segment"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
@@ -207,14 +208,19 @@ const walSegmentSize = 4 << 20
 
 // openLog opens raft's log and snapshot stores in Dir/raft.
 func (d *Driver) openLog() error {
-	if err := os.MkdirAll(filepath.Join(d.raftDir(), "wal"), 0o755); err != nil {
+	walDir := filepath.Join(d.raftDir(), "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return err
+	}
+	if err := migrateSegmentNames(walDir); err != nil {
+		return fmt.Errorf("open raft log: %w", err)
 	}
 	// WAL.Close leaves its meta store (a locked bolt file) open: the
 	// driver keeps it to close it, or reopening the log in this process
 	// (dropLog, a test) would wait on the lock for ever.
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(d.raftDir(), "wal"), wal.WithMetaStore(meta), wal.WithSegmentSize(walSegmentSize))
+	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithSegmentSize(walSegmentSize),
+		wal.WithSegmentFiler(segment.NewFiler(walDir, newWALFS())))
 	if err != nil {
 		meta.Close()
 		return fmt.Errorf("open raft log: %w", err)

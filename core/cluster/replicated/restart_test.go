@@ -3,8 +3,13 @@ package replicated
 import (
 	"context"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +88,81 @@ func TestRestartedSyncHoldsTheWholeLog(t *testing.T) {
 			t.Fatalf("round %d: Sync returned before the node caught up with its log", round)
 		}
 		d.crash()
+	}
+}
+
+// objectLike is how Sheepdog's functional suite recognises an object file
+// anywhere under a store dir (common.rc's _list_*_obj: find | grep -E).
+var objectLike = regexp.MustCompile(`/(00|8|4|2|08)[0-9a-f]{14}`)
+
+// A store of an earlier version has raft-wal's segment files under their
+// bare numeric names, which look like data objects to Sheepdog's tools. A
+// node restarted on such a store renames them and finds its whole log;
+// after that nothing under the store dir looks like an object.
+func TestRestartRenamesOldSegmentFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	t.Parallel()
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.BindAddr = "127.0.0.1"
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128}
+	cfg.SnapshotThreshold, cfg.SnapshotInterval = 1<<20, time.Hour // the state is in the log only
+	d, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a leader", d.Quorum)
+	ctx := context.Background()
+	if res, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, Nodes: d.Members(), Time: cluster.UnixNano(time.Now())}); err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+	addVdis(t, d, 1, 5)
+	d.crash()
+
+	// Back to the old layout: the segments under raft-wal's own names.
+	walDir := filepath.Join(cfg.Dir, "raft", "wal")
+	ents, err := os.ReadDir(walDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := 0
+	for _, e := range ents {
+		if n, ok := strings.CutPrefix(e.Name(), segmentPrefix); ok {
+			if err := os.Rename(filepath.Join(walDir, e.Name()), filepath.Join(walDir, n)); err != nil {
+				t.Fatal(err)
+			}
+			old++
+		}
+	}
+	if old == 0 {
+		t.Fatalf("no %s* segment file in %s", segmentPrefix, walDir)
+	}
+
+	d, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.crash()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := d.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	var vids int
+	d.View(func(s *cluster.State) { vids = len(s.SortedVids()) })
+	if vids != 5 {
+		t.Fatalf("restarted node has %d of the 5 VDIs of its old-layout log", vids)
+	}
+	err = filepath.WalkDir(cfg.Dir, func(p string, _ fs.DirEntry, err error) error {
+		if err == nil && objectLike.MatchString(p) {
+			t.Errorf("%s looks like an object to Sheepdog's tools", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

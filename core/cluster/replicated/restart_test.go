@@ -28,6 +28,28 @@ func addVdis(t *testing.T, d *Driver, first, n uint32) {
 	}
 }
 
+// formattedSingle opens a one-node driver in a fresh dir with the given
+// raft snapshot threshold and interval, waits for its leadership and
+// formats the cluster; it returns the config, for a restart.
+func formattedSingle(t *testing.T, threshold uint64, interval time.Duration) (Config, *Driver) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.BindAddr = "127.0.0.1"
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128}
+	cfg.SnapshotThreshold, cfg.SnapshotInterval = threshold, interval
+	d, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a leader", d.Quorum)
+	if res, err := d.Propose(context.Background(), &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, Nodes: d.Members(), Time: cluster.UnixNano(time.Now())}); err != nil || res != proto.ResSuccess {
+		t.Fatalf("format: %v %v", res, err)
+	}
+	return cfg, d
+}
+
 // A node restarted from a raft snapshot, with entries in its log after
 // it, must not let Sync return (nor be caught up) while its state lacks
 // them: a VDI lookup served from that state would answer NO_VDI for a VDI
@@ -37,21 +59,8 @@ func TestRestartedSyncHoldsTheWholeLog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts raft and memberlist")
 	}
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	cfg.BindAddr = "127.0.0.1"
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128}
-	cfg.SnapshotThreshold, cfg.SnapshotInterval = 16, 50*time.Millisecond
-	d, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a leader", d.Quorum)
+	cfg, d := formattedSingle(t, 16, 50*time.Millisecond)
 	ctx := context.Background()
-	if res, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, Nodes: d.Members(), Time: cluster.UnixNano(time.Now())}); err != nil || res != proto.ResSuccess {
-		t.Fatalf("format: %v %v", res, err)
-	}
 	addVdis(t, d, 1, 40)
 	waitFor(t, "a snapshot", func() bool {
 		snaps, err := d.snaps.List()
@@ -60,7 +69,7 @@ func TestRestartedSyncHoldsTheWholeLog(t *testing.T) {
 	d.crash()
 	// No snapshot of the next entries: they are in the log only.
 	cfg.SnapshotThreshold, cfg.SnapshotInterval = 1<<20, time.Hour
-	d, err = Open(cfg)
+	d, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,21 +113,8 @@ func TestRestartRenamesOldSegmentFiles(t *testing.T) {
 		t.Skip("starts raft and memberlist")
 	}
 	t.Parallel()
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	cfg.BindAddr = "127.0.0.1"
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Self = proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeBase(t))), NrVnodes: 128}
-	cfg.SnapshotThreshold, cfg.SnapshotInterval = 1<<20, time.Hour // the state is in the log only
-	d, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a leader", d.Quorum)
+	cfg, d := formattedSingle(t, 1<<20, time.Hour) // the state is in the log only
 	ctx := context.Background()
-	if res, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, Nodes: d.Members(), Time: cluster.UnixNano(time.Now())}); err != nil || res != proto.ResSuccess {
-		t.Fatalf("format: %v %v", res, err)
-	}
 	addVdis(t, d, 1, 5)
 	d.crash()
 

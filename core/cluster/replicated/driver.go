@@ -633,7 +633,11 @@ func (d *Driver) CaughtUp() bool {
 	if d.caughtUp.Load() {
 		return true
 	}
-	if d.r().AppliedIndex() < d.startLast || d.pendingCommand(d.startLast) > 0 {
+	// The state's own index, not raft's AppliedIndex: raft moves that
+	// only after handing a batch to the FSM, so it can trail a barrier
+	// that already returned. Entries that are not commands (no-ops,
+	// configurations, barriers) never reach the state.
+	if d.pendingCommand(d.startLast) > 0 {
 		return false
 	}
 	d.caughtUp.Store(true)

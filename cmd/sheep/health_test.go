@@ -13,8 +13,10 @@ func TestWatchStore(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "obj"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkStore(dir); err != nil {
-		t.Fatalf("healthy store: %v", err)
+	for _, sync := range []bool{false, true} {
+		if err := checkStore(dir, sync); err != nil {
+			t.Fatalf("healthy store (sync %v): %v", sync, err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "obj", storeProbe)); !os.IsNotExist(err) {
 		t.Fatalf("probe left behind: %v", err)

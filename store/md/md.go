@@ -105,6 +105,7 @@ type Store struct {
 	onLastFailed atomic.Pointer[func(error)]
 	lastFailed   atomic.Bool // the last disk failed (logged once)
 	failures     atomic.Uint64
+	checks       atomic.Uint64 // calls of CheckDisks, for syncEvery
 
 	ctx     context.Context // of the moves; cancelled by Close
 	cancel  context.CancelFunc

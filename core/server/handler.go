@@ -73,7 +73,7 @@ type Handler struct {
 	// past what a time.Duration holds is reported back as it was set.
 	throttleMs atomic.Uint64
 	stopping   atomic.Bool
-	ops        map[proto.Opcode]op
+	ops        *[256]op     // by opcode; fn nil: not an op of ours
 	stats      requestStats // STAT's counters (stat.go)
 	// badClients logs what a client can cause at will (refused
 	// proposals, failed requests), at most a line per message every 10 s.
@@ -134,8 +134,8 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	} else if c.req.ProtoVer > proto.ProtoVer {
 		return proto.ResVerMismatch
 	}
-	o, ok := h.ops[op]
-	if !ok {
+	o := &h.ops[op]
+	if o.fn == nil {
 		return proto.ResInvalidParms
 	}
 	if h.cfg.PeerAuth && !c.authPeer && peerOnly(op) {
@@ -191,8 +191,12 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	return res
 }
 
-func (h *Handler) table() map[proto.Opcode]op {
-	return map[proto.Opcode]op{
+// table is the ops by opcode. An array, not a map: the lookup is on
+// every request (a map's hash and probe were 5% of a replica's CPU under
+// 4 KiB writes).
+func (h *Handler) table() *[256]op {
+	var t [256]op
+	for code, o := range map[proto.Opcode]op{
 		proto.OpCreateAndWriteObj: {fn: h.createAndWrite},
 		proto.OpReadObj:           {fn: h.readObj},
 		proto.OpWriteObj:          {fn: h.writeObj},
@@ -260,7 +264,10 @@ func (h *Handler) table() map[proto.Opcode]op {
 		proto.OpStat:             {fn: h.stat},
 		proto.OpGetLoglevel:      {force: true, fn: h.getLoglevel},
 		proto.OpSetLoglevel:      {force: true, fn: h.setLoglevel},
+	} {
+		t[code] = o
 	}
+	return &t
 }
 
 func noop(context.Context, *call) error { return nil }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -466,6 +467,13 @@ func (c *conn) reply(r *request, iov ...[]byte) {
 		return
 	}
 	c.writing = true
+	if len(c.inflight) > 1 {
+		// Other requests are running: give them a turn to queue their
+		// replies behind this one, into the same writev.
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+	}
 	for len(c.queue) > 0 {
 		batch := c.queue
 		c.queue = c.spare[:0]

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -302,6 +303,10 @@ func (k Pending) Wait(ctx context.Context) (proto.Response, int, error) {
 	return rsp, n, nil
 }
 
+// batchPayload is the largest payload whose call waits a turn for others
+// to share its writev (send).
+const batchPayload = 64 << 10
+
 // send queues p, whose header is marshalled, for writing, and writes the
 // queue itself unless a writer is at work (flat combining). The caller
 // holds c.mu; send releases it.
@@ -312,6 +317,14 @@ func (c *Client) send(p *pending) {
 		return
 	}
 	c.writing = true
+	if len(c.pending) > 1 && len(p.wdata) <= batchPayload {
+		// Other calls are under way: give them a turn to queue their
+		// requests behind this one, into the same writev. (A large
+		// payload's copy costs more than a syscall: it goes at once.)
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
 	for len(c.queue) > 0 && c.err == nil {
 		batch := c.queue
 		c.queue = c.spare[:0]

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/volume"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
+	"github.com/sheepdog-go/sheepdog/internal/combine"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 )
 
@@ -34,15 +34,11 @@ type conn struct {
 	baseAllocation bool   // base:allocation selected ...
 	metaExport     string // ... for this export name
 
-	// Replies are written by whichever request finds no writer at work:
-	// it writes every queued reply in one writev, and keeps going while
-	// more arrive (flat combining). Under load this batches replies into
-	// few syscalls; idle, a reply goes out at once from its own request.
-	wmu     sync.Mutex
-	queue   []*request  // replies waiting to be written (wmu)
-	spare   []*request  // the writer's recycled queue
-	writing bool        // a writer is at work (wmu)
-	iovs    [][]byte    // the writer's scratch
+	// Replies are written by flat combining (internal/combine): under
+	// load, many share one writev; idle, a reply goes out at once from
+	// its own request.
+	replies combine.Queue[*request]
+	iovs    [][]byte    // the writer's scratch (the replies' writer only)
 	dead    atomic.Bool // a reply write failed; the socket is closed
 
 	// Requests run on long-lived workers, so that their stacks have
@@ -460,31 +456,9 @@ func extents(off uint64, n uint32, objSize int64, allocated func(idx uint32) boo
 
 func (c *conn) reply(r *request, iov ...[]byte) {
 	r.niov = copy(r.iov[:], iov)
-	c.wmu.Lock()
-	c.queue = append(c.queue, r)
-	if c.writing {
-		c.wmu.Unlock()
-		return
-	}
-	c.writing = true
-	if len(c.inflight) > 1 {
-		// Other requests are running: give them a turn to queue their
-		// replies behind this one, into the same writev.
-		c.wmu.Unlock()
-		runtime.Gosched()
-		c.wmu.Lock()
-	}
-	for len(c.queue) > 0 {
-		batch := c.queue
-		c.queue = c.spare[:0]
-		c.wmu.Unlock()
-		c.writeBatch(batch)
-		c.wmu.Lock()
-		clear(batch)
-		c.spare = batch[:0]
-	}
-	c.writing = false
-	c.wmu.Unlock()
+	// With other requests running, the writer waits a turn for their
+	// replies to join its writev.
+	c.replies.Push(r, len(c.inflight) > 1, c.writeBatch)
 }
 
 // writeBatch writes the replies of batch with one writev and releases

@@ -15,13 +15,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/bufpool"
+	"github.com/sheepdog-go/sheepdog/internal/combine"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
 )
 
@@ -188,19 +188,15 @@ func (s *Server) closeListenersLocked() {
 
 // conn is one client connection.
 //
-// Replies are written by whichever request finds no writer at work: it
-// writes every queued reply in one writev and keeps going while more
-// arrive (flat combining, as the NBD server does). Under load this batches
-// replies into few syscalls; idle, a reply goes out at once from its own
-// request. A reply's buffers and budget are given back once it is written.
+// Replies are written by flat combining (internal/combine), as the NBD
+// server writes its: under load, many share one writev; idle, a reply
+// goes out at once from its own request. A reply's buffers and budget
+// are given back once it is written.
 type conn struct {
 	c       net.Conn
 	gate    *netlimit.Gate
-	wmu     sync.Mutex
-	queue   []*outReply // replies waiting to be written (wmu)
-	spare   []*outReply // the writer's recycled queue (wmu)
-	writing bool        // a writer is at work (wmu)
-	iovs    [][]byte    // the writer's scratch
+	replies combine.Queue[*outReply]
+	iovs    [][]byte // the writer's scratch
 	dead    atomic.Bool
 	inflt   chan struct{}
 	peer    string
@@ -420,33 +416,10 @@ func (cn *conn) reply(req *proto.Request, rsp proto.Response, out []byte, epoch 
 	rsp.DataLength = uint32(len(out))
 	rsp.Marshal(r.hdr[:])
 	r.out = out
-	cn.wmu.Lock()
-	cn.queue = append(cn.queue, r)
-	if cn.writing {
-		cn.wmu.Unlock()
-		return
-	}
-	cn.writing = true
-	if len(cn.inflt) > 1 {
-		// Other requests are running: give them a turn to finish and
-		// queue their replies behind this one, so that one writev
-		// carries several (under 4 KiB writes at depth 32, one writev
-		// per reply was a fifth of a replica's CPU).
-		cn.wmu.Unlock()
-		runtime.Gosched()
-		cn.wmu.Lock()
-	}
-	for len(cn.queue) > 0 {
-		batch := cn.queue
-		cn.queue = cn.spare[:0]
-		cn.wmu.Unlock()
-		cn.writeBatch(batch)
-		cn.wmu.Lock()
-		clear(batch)
-		cn.spare = batch[:0]
-	}
-	cn.writing = false
-	cn.wmu.Unlock()
+	// With other requests running, the writer waits a turn for their
+	// replies to join its writev (under 4 KiB writes at depth 32, one
+	// writev per reply was a fifth of a replica's CPU).
+	cn.replies.Push(r, len(cn.inflt) > 1, cn.writeBatch)
 }
 
 // writeBatch writes the replies of batch with one writev (none once a

@@ -12,6 +12,9 @@ PORT    ?= 7000
 # deadline against busy workers and fails with "context deadline exceeded"
 # and no finding (golang/go#75804, unfixed in Go 1.26).
 FUZZTIME ?= 20000x
+# make test fuzzes each target for a smoke's worth (their seed corpora
+# also run in the unit phase); make fuzz runs FUZZTIME.
+TEST_FUZZTIME ?= 3000x
 # End-to-end tests marked parallel(t) that run at once: they wait mostly
 # on timers, so 4 overlap well on 2 cores.
 E2E_PARALLEL ?= 4
@@ -30,7 +33,7 @@ vet:
 # end-to-end tests, and last a line naming every test that was skipped.
 test: prereqs build vet
 	@rm -f $(LOGS)-*.log
-	@$(MAKE) --no-print-directory unit fuzz e2e; rc=$$?; \
+	@$(MAKE) --no-print-directory unit fuzz e2e FUZZTIME=$(TEST_FUZZTIME); rc=$$?; \
 		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-pure.log $(LOGS)-e2e.log; exit $$rc
 
 prereqs:
@@ -47,24 +50,11 @@ unit:
 	@scripts/gotest.sh $(LOGS)-pure.log $(GO) test -v -count=1 $(PURE_PKGS)
 
 # Packages with fuzz targets of decoders of untrusted bytes: every
-# func FuzzX in their _test.go files runs for FUZZTIME. A target that
-# fails without writing a crasher to testdata/fuzz (the fuzzing engine
-# itself gave up) is run once more; a real finding fails at once, with
-# its output.
+# func FuzzX in their _test.go files runs for FUZZTIME (scripts/fuzz.sh).
 FUZZ_PKGS ?= core/proto core/cluster/replicated core/erasure nbd store
 
 fuzz:
-	@for p in $(FUZZ_PKGS); do \
-		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | cut -d' ' -f2); do \
-			echo "fuzz $$p $$f ($(FUZZTIME))"; \
-			for try in 1 2; do \
-				if $(GO) test ./$$p -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -parallel=1 >/tmp/fuzz-$$f.log 2>&1; then break; fi; \
-				tail -20 /tmp/fuzz-$$f.log; \
-				if [ $$try = 2 ] || ls $$p/testdata/fuzz/$$f/* >/dev/null 2>&1; then exit 1; fi; \
-				echo "retrying $$f"; \
-			done; \
-		done; \
-	done
+	@scripts/fuzz.sh $(GO) $(FUZZTIME) $(FUZZ_PKGS)
 
 e2e:
 	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -parallel $(E2E_PARALLEL) -timeout 30m ./tests/

@@ -163,24 +163,38 @@ func (ino *Inode) MarshalRange(off int64, dst []byte) error {
 		ino.MarshalHeader(h[:])
 		copy(dst, h[off:min(end, InodeHeaderSize)])
 	}
-	for p := max(off, DataVdiIDOffset); p < min(end, GrefOffset); {
-		i := (p - DataVdiIDOffset) / 4
-		var e [4]byte
-		if ino.DataVdiID != nil {
-			le.PutUint32(e[:], ino.DataVdiID[i])
+	if lo, hi := max(off, DataVdiIDOffset), min(end, GrefOffset); lo < hi {
+		out := dst[lo-off : hi-off]
+		switch {
+		case ino.DataVdiID == nil:
+			clear(out)
+		case nativeLE:
+			copy(out, u32Bytes(ino.DataVdiID)[lo-DataVdiIDOffset:])
+		default:
+			for p := lo; p < hi; {
+				i := (p - DataVdiIDOffset) / 4
+				var e [4]byte
+				le.PutUint32(e[:], ino.DataVdiID[i])
+				p += int64(copy(dst[p-off:hi-off], e[(p-DataVdiIDOffset)%4:]))
+			}
 		}
-		n := copy(dst[p-off:], e[(p-DataVdiIDOffset)%4:])
-		p += int64(n)
 	}
-	for p := max(off, GrefOffset); p < end; {
-		i := (p - GrefOffset) / 8
-		var e [8]byte
-		if ino.Gref != nil {
-			le.PutUint32(e[0:], uint32(ino.Gref[i].Generation))
-			le.PutUint32(e[4:], uint32(ino.Gref[i].Count))
+	if lo := max(off, GrefOffset); lo < end {
+		out := dst[lo-off:]
+		switch {
+		case ino.Gref == nil:
+			clear(out)
+		case nativeLE:
+			copy(out, grefBytes(ino.Gref)[lo-GrefOffset:])
+		default:
+			for p := lo; p < end; {
+				i := (p - GrefOffset) / 8
+				var e [8]byte
+				le.PutUint32(e[0:], uint32(ino.Gref[i].Generation))
+				le.PutUint32(e[4:], uint32(ino.Gref[i].Count))
+				p += int64(copy(dst[p-off:], e[(p-GrefOffset)%8:]))
+			}
 		}
-		n := copy(dst[p-off:], e[(p-GrefOffset)%8:])
-		p += int64(n)
 	}
 	return nil
 }
@@ -209,27 +223,34 @@ func (ino *Inode) UnmarshalRange(off int64, src []byte) error {
 		if ino.DataVdiID == nil {
 			ino.DataVdiID = make([]uint32, MaxDataIndexes)
 		}
-		for p := max(off, DataVdiIDOffset); p < min(end, GrefOffset); {
-			i := (p - DataVdiIDOffset) / 4
-			var e [4]byte
-			le.PutUint32(e[:], ino.DataVdiID[i])
-			n := copy(e[(p-DataVdiIDOffset)%4:], src[p-off:])
-			ino.DataVdiID[i] = le.Uint32(e[:])
-			p += int64(n)
+		lo, hi := max(off, DataVdiIDOffset), min(end, GrefOffset)
+		if nativeLE {
+			copy(u32Bytes(ino.DataVdiID)[lo-DataVdiIDOffset:], src[lo-off:hi-off])
+		} else {
+			for p := lo; p < hi; {
+				i := (p - DataVdiIDOffset) / 4
+				var e [4]byte
+				le.PutUint32(e[:], ino.DataVdiID[i])
+				p += int64(copy(e[(p-DataVdiIDOffset)%4:], src[p-off:hi-off]))
+				ino.DataVdiID[i] = le.Uint32(e[:])
+			}
 		}
 	}
-	if max(off, GrefOffset) < end {
+	if lo := max(off, GrefOffset); lo < end {
 		if ino.Gref == nil {
 			ino.Gref = make([]Gref, MaxDataIndexes)
 		}
-		for p := max(off, GrefOffset); p < end; {
-			i := (p - GrefOffset) / 8
-			var e [8]byte
-			le.PutUint32(e[0:], uint32(ino.Gref[i].Generation))
-			le.PutUint32(e[4:], uint32(ino.Gref[i].Count))
-			n := copy(e[(p-GrefOffset)%8:], src[p-off:])
-			ino.Gref[i] = Gref{Generation: int32(le.Uint32(e[0:])), Count: int32(le.Uint32(e[4:]))}
-			p += int64(n)
+		if nativeLE {
+			copy(grefBytes(ino.Gref)[lo-GrefOffset:], src[lo-off:])
+		} else {
+			for p := lo; p < end; {
+				i := (p - GrefOffset) / 8
+				var e [8]byte
+				le.PutUint32(e[0:], uint32(ino.Gref[i].Generation))
+				le.PutUint32(e[4:], uint32(ino.Gref[i].Count))
+				p += int64(copy(e[(p-GrefOffset)%8:], src[p-off:]))
+				ino.Gref[i] = Gref{Generation: int32(le.Uint32(e[0:])), Count: int32(le.Uint32(e[4:]))}
+			}
 		}
 	}
 	return nil

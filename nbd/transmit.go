@@ -42,6 +42,7 @@ type conn struct {
 	spare   []*request  // the writer's recycled queue
 	writing bool        // a writer is at work (wmu)
 	iovs    [][]byte    // the writer's scratch
+	bufs    net.Buffers // iovs as WriteTo consumes them (a field: no allocation per batch)
 	dead    atomic.Bool // a reply write failed; the socket is closed
 
 	// Requests run on long-lived workers, so that their stacks have
@@ -487,9 +488,9 @@ func (c *conn) writeBatch(batch []*request) {
 		for _, r := range batch {
 			c.iovs = append(c.iovs, r.iov[:r.niov]...)
 		}
-		nb := net.Buffers(c.iovs)
+		c.bufs = net.Buffers(c.iovs)
 		c.gate.Stalled(c.nc)
-		if _, err := nb.WriteTo(c.nc); err != nil {
+		if _, err := c.bufs.WriteTo(c.nc); err != nil {
 			c.dead.Store(true)
 			c.raw.Close()
 		}

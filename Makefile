@@ -19,7 +19,7 @@ TEST_FUZZTIME ?= 3000x
 # on timers, so 4 overlap well on 2 cores.
 E2E_PARALLEL ?= 4
 
-.PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench vet clean install conformance
+.PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench bench-1node vet clean install conformance
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -87,6 +87,11 @@ conformance: build
 # (BenchmarkNBD: about 4 minutes on a quiet machine).
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 30m ./tests/
+
+# One sheep (copies=1) against nbdkit, random 4 KiB first writes and reads,
+# with the CPU time per request of each (a few minutes; ROUNDS, SECONDS).
+bench-1node: build
+	@scripts/bench-1node.sh $(or $(ROUNDS),3) $(or $(SECONDS),3)
 
 # Binaries to $(PREFIX)/bin and the systemd units sheep@.service (instance:
 # the store dir) and sheepfs@.service (instance: the mount point).

@@ -39,6 +39,7 @@ type conn struct {
 	// its own request.
 	replies combine.Queue[*request]
 	iovs    [][]byte    // the writer's scratch (the replies' writer only)
+	bufs    net.Buffers // iovs as WriteTo consumes them (a field: no allocation per batch)
 	dead    atomic.Bool // a reply write failed; the socket is closed
 
 	// Requests run on long-lived workers, so that their stacks have
@@ -469,9 +470,9 @@ func (c *conn) writeBatch(batch []*request) {
 		for _, r := range batch {
 			c.iovs = append(c.iovs, r.iov[:r.niov]...)
 		}
-		nb := net.Buffers(c.iovs)
+		c.bufs = net.Buffers(c.iovs)
 		c.gate.Stalled(c.nc)
-		if _, err := nb.WriteTo(c.nc); err != nil {
+		if _, err := c.bufs.WriteTo(c.nc); err != nil {
 			c.dead.Store(true)
 			c.raw.Close()
 		}

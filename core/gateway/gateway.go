@@ -141,45 +141,54 @@ type plan struct {
 
 func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	vid := proto.OidToVid(oid)
-	known := true
-	g.cluster.View(func(s *cluster.State) { known = s.VdiState(vid) != nil || !s.Formatted() })
-	if !known {
-		// A VDI created through another node moments ago: learn its
-		// copies and block size before placing its objects.
-		g.cluster.Sync(ctx)
+	// What the state says, read in one View into one variable: the
+	// closure escapes (View is an interface method), and each variable
+	// it sets would be an allocation of its own on every request.
+	var v struct {
+		known    bool
+		shift    uint8
+		copies   int
+		nodes    []proto.Node
+		epoch    uint32
+		strict   bool
+		readonly bool
+		policy   erasure.Policy
 	}
-	var p plan
-	var shift uint8
-	var copies int
-	var nodes []proto.Node
-	var epoch uint32
-	var strict bool
-	g.cluster.View(func(s *cluster.State) {
-		shift = s.BlockShift(vid)
-		copies = int(s.Copies(vid))
-		if v := s.VdiState(vid); v != nil {
+	view := func(s *cluster.State) {
+		v.known = s.VdiState(vid) != nil || !s.Formatted()
+		v.shift = s.BlockShift(vid)
+		v.copies = int(s.Copies(vid))
+		if st := s.VdiState(vid); st != nil {
 			// vdi_state.snapshot makes a snapshot's data (and vmstate)
 			// objects read-only; its inode stays writable (dog writes the
 			// tag after the snapshot exists).
-			p.readonly = v.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
+			v.readonly = st.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
 			if proto.IsErasureOid(oid) {
-				p.policy = erasure.Policy(v.CopyPolicy)
+				v.policy = erasure.Policy(st.CopyPolicy)
 			}
 		}
-		epoch = s.Epoch()
-		nodes = s.Nodes()
-		strict = s.Flags&proto.ClusterFlagStrict != 0
-	})
+		v.epoch = s.Epoch()
+		v.nodes = s.Nodes()
+		v.strict = s.Flags&proto.ClusterFlagStrict != 0
+	}
+	g.cluster.View(view)
+	if !v.known {
+		// A VDI created through another node moments ago: learn its
+		// copies and block size before placing its objects.
+		g.cluster.Sync(ctx)
+		v.readonly, v.policy = false, 0
+		g.cluster.View(view)
+	}
 	g.mu.Lock()
-	if g.ring == nil || g.ringEpoch != epoch {
-		g.ring, g.ringEpoch = placement.New(nodes), epoch
+	if g.ring == nil || g.ringEpoch != v.epoch {
+		g.ring, g.ringEpoch = placement.New(v.nodes), v.epoch
 	}
 	r := g.ring
 	g.mu.Unlock()
-	p.epoch, p.copies = epoch, copies
-	p.size = proto.ObjectSize(oid, shift)
-	p.targets = r.Locate(oid, copies)
-	p.strict = strict && r.Zones() < copies
+	p := plan{epoch: v.epoch, copies: v.copies, readonly: v.readonly, policy: v.policy}
+	p.size = proto.ObjectSize(oid, v.shift)
+	p.targets = r.Locate(oid, v.copies)
+	p.strict = v.strict && r.Zones() < v.copies
 	return p
 }
 
@@ -245,7 +254,9 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 	// Local first when this node is one of the copies: no network. A copy
 	// here that the epoch does not place here may be outdated.
 	localBad := false
-	var last error = fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
+	// last is the error to report if no copy answers; nil stands for
+	// NO_OBJ, built only then (a read served locally allocates nothing).
+	var last error
 	if g.isTarget(p) && g.trusted() && g.settled(ctx) && g.store.Exists(oid) {
 		err := g.store.ReadAt(ctx, oid, buf, off)
 		if err == nil {
@@ -304,6 +315,9 @@ func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf [
 		if n.NrVnodes > 0 && try(n) {
 			return nil
 		}
+	}
+	if last == nil {
+		return fmt.Errorf("read %016x: %w", oid, proto.ResNoObj)
 	}
 	return last
 }
@@ -495,35 +509,52 @@ func (g *Gateway) writeRange(ctx context.Context, oid uint64, off, n int64, flag
 // copy's change runs meanwhile on the calling goroutine (pipelined): no
 // goroutine and no wake-up per copy.
 func (g *Gateway) changeCopies(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error, start func(n proto.Node) (PeerCall, error)) error {
-	healed := func(n proto.Node) error {
-		return g.healedWrite(ctx, p, oid, n, func() error { return change(n) })
-	}
 	var missing []proto.Node
 	var err error
-	if start != nil && len(p.targets) > 1 {
+	switch {
+	case len(p.targets) == 1:
+		// One copy: changed on this goroutine, with nothing shared to
+		// collect (and nothing allocated for it).
+		n := p.targets[0]
+		if err = g.healedWrite(ctx, p, oid, n, func() error { return change(n) }); errors.Is(err, proto.ResNoObj) {
+			missing, err = p.targets, nil
+		}
+	case start != nil:
 		missing, err = g.changePipelined(ctx, p, oid, change, start)
-	} else {
-		var mu sync.Mutex
-		err = forEach(p.targets, func(n proto.Node) error {
-			err := healed(n)
-			if errors.Is(err, proto.ResNoObj) {
-				mu.Lock()
-				missing = append(missing, n)
-				mu.Unlock()
-				return nil
-			}
-			return err
-		})
+	default:
+		missing, err = g.changeEach(ctx, p, oid, change)
 	}
 	if err != nil {
 		return err
 	}
 	for _, n := range missing {
+		healed := func(n proto.Node) error {
+			return g.healedWrite(ctx, p, oid, n, func() error { return change(n) })
+		}
 		if err := g.fill(ctx, p, oid, n, healed); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// changeEach is changeCopies' first pass without start: every copy in
+// parallel (forEach). It returns the targets that answered NO_OBJ, and
+// the first other error, preferring a retryable one.
+func (g *Gateway) changeEach(ctx context.Context, p plan, oid uint64, change func(n proto.Node) error) ([]proto.Node, error) {
+	var mu sync.Mutex
+	var missing []proto.Node
+	err := forEach(p.targets, func(n proto.Node) error {
+		err := g.healedWrite(ctx, p, oid, n, func() error { return change(n) })
+		if errors.Is(err, proto.ResNoObj) {
+			mu.Lock()
+			missing = append(missing, n)
+			mu.Unlock()
+			return nil
+		}
+		return err
+	})
+	return missing, err
 }
 
 // changePipelined is changeCopies' first pass with start: it returns the

@@ -173,9 +173,7 @@ const settleWait = 10 * time.Second
 func (r *Recovery) Settle(ctx context.Context) bool {
 	var deadline <-chan time.Time
 	for {
-		var epoch uint32
-		var ctime uint64
-		r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
+		epoch, ctime := r.epochCtime()
 		r.settle.Lock()
 		// Settled, or no run coming for this epoch (none queued, and the
 		// epoch's OnApply has started one already: the state shows a new
@@ -202,6 +200,19 @@ func (r *Recovery) Settle(ctx context.Context) bool {
 	}
 }
 
+// epochCtime returns the current epoch and the format's ctime. Both are
+// read into one variable: the closure escapes (View is an interface
+// method), and each variable it set would be an allocation of its own on
+// every read and write, which call Settle and Trusted.
+func (r *Recovery) epochCtime() (uint32, uint64) {
+	var v struct {
+		epoch uint32
+		ctime uint64
+	}
+	r.cluster.View(func(s *cluster.State) { v.epoch, v.ctime = s.Epoch(), s.Ctime })
+	return v.epoch, v.ctime
+}
+
 // State reports progress as STAT_RECOVERY does. State carries the last
 // epoch this node finished recovering (our use of the field), which peers
 // wait for before dropping copies.
@@ -217,9 +228,7 @@ func (r *Recovery) State() proto.RecoveryState {
 // missed writes: until its recovery has moved its old copies aside, none
 // of them may be read, by a client or by a peer.
 func (r *Recovery) Trusted() bool {
-	var epoch uint32
-	var ctime uint64
-	r.cluster.View(func(s *cluster.State) { epoch, ctime = s.Epoch(), s.Ctime })
+	epoch, ctime := r.epochCtime()
 	settled := r.settled(ctime)
 	if epoch <= 1 || settled >= epoch {
 		return true

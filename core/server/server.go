@@ -196,7 +196,8 @@ type conn struct {
 	c       net.Conn
 	gate    *netlimit.Gate
 	replies combine.Queue[*outReply]
-	iovs    [][]byte // the writer's scratch
+	iovs    [][]byte    // the writer's scratch
+	bufs    net.Buffers // iovs as WriteTo consumes them (a field: no allocation per batch)
 	dead    atomic.Bool
 	inflt   chan struct{}
 	peer    string
@@ -434,9 +435,9 @@ func (cn *conn) writeBatch(batch []*outReply) {
 				cn.iovs = append(cn.iovs, r.out)
 			}
 		}
-		bufs := net.Buffers(cn.iovs)
+		cn.bufs = net.Buffers(cn.iovs)
 		cn.gate.Stalled(cn.c)
-		if _, err := bufs.WriteTo(cn.c); err != nil {
+		if _, err := cn.bufs.WriteTo(cn.c); err != nil {
 			cn.dead.Store(true)
 			cn.c.Close()
 		}

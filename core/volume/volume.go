@@ -240,6 +240,17 @@ func (v *Volume) split(p []byte, off int64) []chunk {
 	return cs
 }
 
+// within returns [off, off+len(p)) as one chunk when it falls inside one
+// object, as most requests do: they then run on the caller's goroutine
+// with no slice or closure allocated (split and each).
+func (v *Volume) within(p []byte, off int64) (chunk, bool) {
+	o := off % v.objSize
+	if len(p) == 0 || o+int64(len(p)) > v.objSize {
+		return chunk{}, false
+	}
+	return chunk{idx: uint32(off / v.objSize), off: o, buf: p}, true
+}
+
 // each runs f on every chunk, concurrently when there are several (the
 // object layer pipelines them), and returns the first error.
 func each(cs []chunk, f func(c chunk) error) error {
@@ -270,7 +281,12 @@ func (v *Volume) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	if n == 0 {
 		return 0, eof
 	}
-	err := each(v.split(p[:n], off), func(c chunk) error { return v.readChunk(ctx, c) })
+	var err error
+	if c, ok := v.within(p[:n], off); ok {
+		err = v.readChunk(ctx, c)
+	} else {
+		err = each(v.split(p[:n], off), func(c chunk) error { return v.readChunk(ctx, c) })
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -344,7 +360,12 @@ func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, flags uint16)
 	if off < 0 || off+int64(len(p)) > v.Size() {
 		return 0, fmt.Errorf("write [%d,+%d) beyond the VDI size %d: %w", off, len(p), v.Size(), proto.ResInvalidParms)
 	}
-	err := each(v.split(p, off), func(c chunk) error { return v.writeChunk(ctx, c, flags) })
+	var err error
+	if c, ok := v.within(p, off); ok {
+		err = v.writeChunk(ctx, c, flags)
+	} else {
+		err = each(v.split(p, off), func(c chunk) error { return v.writeChunk(ctx, c, flags) })
+	}
 	if err != nil {
 		return 0, err
 	}

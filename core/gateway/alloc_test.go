@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/store"
+)
+
+// oneNodeGateway is a gateway on a local store in a one-node, one-copy
+// cluster.
+func oneNodeGateway(t *testing.T) *Gateway {
+	t.Helper()
+	st, err := store.Open(store.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	self := node("127.0.0.1:1", 0)
+	cs := &cluster.State{}
+	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{self}}); res != proto.ResSuccess {
+		t.Fatal(res)
+	}
+	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindAddVdi, Vid: testVid, Copies: 1}); res != proto.ResSuccess {
+		t.Fatal(res)
+	}
+	peers := NewPeers()
+	t.Cleanup(peers.Close)
+	return New(self.NodeID, st, &fakeCluster{st: cs}, peers, &store.Locks{}, slog.New(slog.DiscardHandler))
+}
+
+// A read or write of a local copy allocates only what placing the object
+// costs: the state read into one variable by a closure that escapes
+// (View is an interface method) and the target list. Each allocation
+// here is paid by every NBD and native request.
+func TestLocalPathAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	g := oneNodeGateway(t)
+	ctx := context.Background()
+	oid := proto.VidToDataOid(testVid, 0)
+	buf := make([]byte, 4096)
+	if err := g.CreateAndWrite(ctx, oid, 0, 0, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	read := testing.AllocsPerRun(200, func() {
+		if err := g.ReadObject(ctx, oid, 8192, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	write := testing.AllocsPerRun(200, func() {
+		if err := g.WriteObject(ctx, oid, 8192, buf, proto.FlagCmdCache); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("allocations: read %.1f, write-back write %.1f", read, write)
+	if read > 3 || write > 8 {
+		t.Fatalf("allocations per request: read %.1f (want at most 3), write-back write %.1f (want at most 8)", read, write)
+	}
+}

@@ -56,7 +56,11 @@ func (r *Recovery) fetch(ctx context.Context, f Fetch, size int64, epoch uint32)
 		req := proto.NewRequest(proto.OpReadPeer)
 		req.Flags = proto.FlagCmdRecovery
 		req.Epoch = epoch
-		req.SetObj(proto.ObjArgs{Oid: f.Oid, TgtEpoch: epoch})
+		tgt := epoch
+		if f.Epoch != 0 {
+			tgt = f.Epoch // the source's stale copy of that epoch
+		}
+		req.SetObj(proto.ObjArgs{Oid: f.Oid, TgtEpoch: tgt})
 		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
 		if err != nil {
 			if proto.ResultOf(err) == proto.ResEIO {
@@ -89,6 +93,26 @@ func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, 
 		}
 		r.log.Warn("recovery: repaired bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String())
 	}
+}
+
+// staleList asks n for the copies in its stale area (OpGetStaleList),
+// growing the buffer on BUFFER_SMALL.
+func (r *Recovery) staleList(ctx context.Context, n proto.Node, epoch uint32) ([]proto.StaleEntry, error) {
+	for size := 64 << 10; size <= 1<<30; size *= 4 {
+		req := proto.NewRequest(proto.OpGetStaleList)
+		req.Epoch = epoch
+		req.Flags = proto.FlagCmdRecovery
+		buf := make([]byte, size)
+		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if rsp.Result == proto.ResBufferSmall {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return proto.ParseStaleList(buf[:got])
+	}
+	return nil, fmt.Errorf("stale list of %s too large", n.NodeID)
 }
 
 // size is the object's full size according to the vdi state.

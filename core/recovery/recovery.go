@@ -368,25 +368,51 @@ func (r *Recovery) local() (Local, error) {
 	return l, nil
 }
 
-// remote asks every other storing member for its object list.
+// remote asks every other member for its object list and the list of
+// its stale area (a member without vnodes stores no live copy, but may
+// keep stale ones from before).
 func (r *Recovery) remote(ctx context.Context, v View) Remote {
-	rm := Remote{Where: map[uint64][]proto.Node{}, Complete: true}
+	rm := Remote{Where: map[uint64][]proto.Node{}, Stale: map[uint64]StaleSource{}, Complete: true}
 	for _, n := range v.Nodes {
-		if n.Same(r.self) || n.NrVnodes == 0 {
+		if n.Same(r.self) {
 			continue
 		}
-		oids, err := r.objList(ctx, n, v.Epoch)
+		if n.NrVnodes > 0 {
+			oids, err := r.objList(ctx, n, v.Epoch)
+			if err != nil {
+				if ctx.Err() != nil {
+					rm.Complete = false
+					return rm
+				}
+				r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+				rm.Complete = false
+				continue
+			}
+			for _, oid := range oids {
+				rm.Where[oid] = append(rm.Where[oid], n)
+			}
+		}
+		stale, err := r.staleList(ctx, n, v.Epoch)
 		if err != nil {
 			if ctx.Err() != nil {
 				rm.Complete = false
 				return rm
 			}
-			r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+			r.log.Warn("recovery: stale list", "node", n.NodeID.String(), "err", err)
 			rm.Complete = false
 			continue
 		}
-		for _, oid := range oids {
-			rm.Where[oid] = append(rm.Where[oid], n)
+		for _, e := range stale {
+			if _, _, strip := proto.SplitKey(e.Key); strip {
+				continue // strips are rebuilt from the others (ec.go)
+			}
+			switch cur, ok := rm.Stale[e.Key]; {
+			case !ok || e.Epoch > cur.Epoch:
+				rm.Stale[e.Key] = StaleSource{Epoch: e.Epoch, Nodes: []proto.Node{n}}
+			case e.Epoch == cur.Epoch && !hasNode(cur.Nodes, n.NodeID):
+				cur.Nodes = append(cur.Nodes, n)
+				rm.Stale[e.Key] = cur
+			}
 		}
 	}
 	return rm
@@ -421,8 +447,8 @@ func (r *Recovery) run(ctx context.Context) {
 	// epoch (after recovery is enabled) must not set aside the copies
 	// written since.
 	stale := plan(v, local, nil, r.settled(v.Ctime)).Stale
-	for _, oid := range stale {
-		r.setAside(oid, v.Epoch)
+	for _, sc := range stale {
+		r.setAside(sc.Oid, sc.Epoch)
 	}
 	if len(stale) > 0 {
 		r.log.Info("recovery: set aside copies that may have missed writes", "epoch", v.Epoch, "copies", len(stale))
@@ -529,8 +555,9 @@ func (r *Recovery) retryLater(epoch uint32, why string) {
 	})
 }
 
-// unstale puts back the copy of sc.Oid set aside in sc.Epoch, unless a
-// copy appeared meanwhile.
+// unstale puts back the copy of sc.Oid that was current in sc.Epoch,
+// unless a copy appeared meanwhile. The stale copy stays until the purge,
+// for the members that fetch it from here (READ_PEER at sc.Epoch).
 func (r *Recovery) unstale(ctx context.Context, sc StaleCopy) {
 	r.locks.Lock(sc.Oid)
 	defer r.locks.Unlock(sc.Oid)
@@ -545,7 +572,7 @@ func (r *Recovery) unstale(ctx context.Context, sc StaleCopy) {
 		r.log.Warn("recovery: restore the only copy", "oid", fmt.Sprintf("%016x", sc.Oid), "err", err)
 		return
 	}
-	r.log.Warn("recovery: no other node has the object; kept this node's older copy", "oid", fmt.Sprintf("%016x", sc.Oid))
+	r.log.Warn("recovery: no node has a current copy; restored this node's, the newest left", "oid", fmt.Sprintf("%016x", sc.Oid), "epoch", sc.Epoch)
 }
 
 // setAside moves this node's copy of oid to the stale area of epoch.
@@ -588,7 +615,7 @@ func (r *Recovery) cleanup(ctx context.Context, v View) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.setAside(oid, v.Epoch)
+		r.setAside(oid, v.Epoch-1) // not a target in v.Epoch
 	}
 	if err := r.store.PurgeStale(v.Epoch); err != nil {
 		r.log.Warn("recovery: purge stale", "err", err)

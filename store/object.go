@@ -206,12 +206,15 @@ func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, m *sums, sync 
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
+	fd := int(f.Fd())
 	if len(data) > 0 {
-		if err := writeSpans(f, data, off); err != nil {
+		alloc := func(off, n int64) error {
+			return ignoringEINTR(func() error { return unix.Fallocate(fd, 0, off, n) })
+		}
+		if err := writeFreshSpans(f, data, off, alloc); err != nil {
 			return err
 		}
 	}
-	fd := int(f.Fd())
 	if m != nil && m.n > 0 {
 		if err := fsetxattr(fd, m.b); err != nil {
 			return &os.PathError{Op: "fsetxattr", Path: f.Name(), Err: err}

@@ -1,6 +1,9 @@
 package store
 
-import "io"
+import (
+	"bytes"
+	"io"
+)
 
 // Page-cache folio size of object data.
 //
@@ -32,6 +35,50 @@ func writeSpans(w io.WriterAt, data []byte, off int64) error {
 		n := min(int64(len(data)), writeSpan-off%writeSpan)
 		if _, err := w.WriteAt(data[:n], off); err != nil {
 			return err
+		}
+		data, off = data[n:], off+n
+	}
+	return nil
+}
+
+// isZero reports whether p is all zero bytes.
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeros))
+		if !bytes.Equal(p[:n], zeros[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}
+
+// writeFreshSpans is writeSpans into a fresh file (a hole where data
+// goes): the first writeSpan of data that is all zero has alloc reserve
+// the whole of [off, off+len(data)) (fallocate, which reads as zeros and
+// counts as used space as written data does), and from then on the zero
+// spans are not written. A copy that is mostly zeros (a preallocated or
+// sparse object copied in whole by recovery) then costs neither the
+// copying of its zeros into the page cache nor their writeback and
+// fsync. When alloc fails, zeros are written as writeSpans writes them.
+func writeFreshSpans(w io.WriterAt, data []byte, off int64, alloc func(off, n int64) error) error {
+	start, total := off, int64(len(data))
+	allocated := false
+	tried := false
+	for len(data) > 0 {
+		n := min(int64(len(data)), writeSpan-off%writeSpan)
+		zero := false
+		if !tried || allocated {
+			zero = isZero(data[:n])
+		}
+		if zero && !tried {
+			tried = true
+			allocated = alloc(start, total) == nil
+		}
+		if !zero || !allocated {
+			if _, err := w.WriteAt(data[:n], off); err != nil {
+				return err
+			}
 		}
 		data, off = data[n:], off+n
 	}

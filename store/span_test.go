@@ -2,10 +2,15 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"golang.org/x/sys/unix"
 )
 
 // spanRecorder is an io.WriterAt that records the writes it is given and
@@ -94,5 +99,69 @@ func TestWriteSpansBytesLandInPlace(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("bytes read back differ from those written")
+	}
+}
+
+// TestWriteFreshSpansSkipsZeros: once a zero span is met the range is
+// allocated and zero spans are no longer written; without allocation
+// every span is written.
+func TestWriteFreshSpansSkipsZeros(t *testing.T) {
+	const S = writeSpan
+	data := make([]byte, 4*S)
+	data[10] = 1    // span 0: data
+	data[2*S+5] = 2 // span 2: data; spans 1 and 3 zero
+	for _, allocOK := range []bool{true, false} {
+		var r spanRecorder
+		var allocs [][2]int64
+		alloc := func(off, n int64) error {
+			allocs = append(allocs, [2]int64{off, n})
+			if !allocOK {
+				return errors.New("EOPNOTSUPP")
+			}
+			return nil
+		}
+		if err := writeFreshSpans(&r, data, S, alloc); err != nil {
+			t.Fatal(err)
+		}
+		want := [][2]int64{{S, S}, {3 * S, S}}
+		if !allocOK {
+			want = spans(S, 4, S)
+		}
+		if len(allocs) != 1 || allocs[0] != [2]int64{S, 4 * S} {
+			t.Errorf("alloc ok=%v: allocations %v, want one of the whole range", allocOK, allocs)
+		}
+		if !slices.Equal(r.writes, want) {
+			t.Errorf("alloc ok=%v: writes %v, want %v", allocOK, r.writes, want)
+		}
+	}
+}
+
+// TestCreateMostlyZeros: an object created whole with mostly zeros reads
+// back as it was given, verifies, and takes the space a written one
+// takes (its zeros are allocated, not holes).
+func TestCreateMostlyZeros(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Skip(err)
+	}
+	defer s.Close()
+	const size = 4 << 20
+	data := make([]byte, size)
+	copy(data[1<<20:], "not zero")
+	oid := proto.VidToDataOid(7, 1)
+	if err := s.Create(ctx, oid, size, 0, data, true); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if err := s.ReadAt(ctx, oid, got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v, equal %v", err, bytes.Equal(got, data))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.objPath(oid), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 < size {
+		t.Errorf("the object takes %d bytes on disk, want its size %d (zeros allocated)", st.Blocks*512, size)
 	}
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // recoverOne copies f.Oid in from the first of its sources that has a
-// good copy. The whole-object read from a peer (and its retries over the
+// good copy, written without a sync (the run flushes every copy it
+// fetched before it reports the epoch recovered). The whole-object read from a peer (and its retries over the
 // sources) runs without the object's lock (store.Locks.LockAfter), so
 // the writers of the lock's stripe are not held up behind peer reads;
 // then, holding the lock, a copy that appeared meanwhile (a write filled
@@ -32,7 +33,7 @@ func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error 
 		return err
 	}
 	if !r.store.Exists(f.Oid) && buf != nil {
-		err = r.store.Create(ctx, f.Oid, size, 0, buf, true)
+		err = r.store.Create(ctx, f.Oid, size, 0, buf, false) // run flushes them all
 		if err == nil {
 			r.progress.Lock()
 			r.progress.moved += uint64(size)

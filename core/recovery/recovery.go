@@ -48,6 +48,8 @@ type LocalStore interface {
 	ReadStale(oid uint64, epoch uint32) ([]byte, error)
 	MoveToStale(oid uint64, epoch uint32) error
 	PurgeStale(maxEpoch uint32) error
+	// Flush syncs every object written without a sync so far.
+	Flush(ctx context.Context) error
 }
 
 // Recovery runs recovery for one node.
@@ -94,6 +96,9 @@ type Recovery struct {
 		moved     uint64 // bytes copied in, for throughput reports
 		startedAt time.Time
 		completed uint32 // the last epoch whose run finished
+		// done is closed, and replaced, whenever completed rises: it
+		// wakes WaitRecovered.
+		done chan struct{}
 	}
 
 	throttle atomic.Pointer[Throttle]
@@ -107,6 +112,7 @@ const checkedFile = "recovery_checked"
 func New(self proto.NodeID, st LocalStore, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
 	r := &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
 	r.settle.changed = make(chan struct{})
+	r.progress.done = make(chan struct{})
 	if b, err := os.ReadFile(filepath.Join(st.Dir(), checkedFile)); err == nil {
 		var ctime uint64
 		var epoch uint32
@@ -237,6 +243,28 @@ func (r *Recovery) Trusted() bool {
 	return present
 }
 
+// WaitRecovered waits until this node has finished recovering epoch (or
+// a later one), and reports whether it has; false when ctx ends or
+// recovery is stopped first.
+func (r *Recovery) WaitRecovered(ctx context.Context, epoch uint32) bool {
+	for {
+		r.runs.Lock()
+		stopped := r.runs.stopped
+		r.runs.Unlock()
+		r.progress.Lock()
+		ok, done := r.progress.completed >= epoch, r.progress.done
+		r.progress.Unlock()
+		if ok || stopped {
+			return ok
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // Throttle limits recovery to max objects per interval (0: unlimited).
 type Throttle struct {
 	Max      uint32
@@ -323,6 +351,10 @@ func (r *Recovery) Stop() {
 	r.runs.stopped = true
 	cancel, done := r.runs.cancel, r.runs.done
 	r.runs.Unlock()
+	r.progress.Lock()
+	close(r.progress.done) // wakes WaitRecovered, which sees stopped
+	r.progress.done = make(chan struct{})
+	r.progress.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
@@ -474,21 +506,9 @@ func (r *Recovery) run(ctx context.Context) {
 	r.progress.Lock()
 	r.progress.total = uint64(len(p.Fetch) + len(p.FetchStrips))
 	r.progress.Unlock()
-	failed := 0
-	for i, f := range p.Fetch {
-		if ctx.Err() != nil {
-			return
-		}
-		if i > 0 {
-			r.pace(ctx, i)
-		}
-		if err := r.recoverOne(ctx, f, v.Epoch); err != nil {
-			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", f.Oid), "err", err)
-			failed++
-		}
-		r.progress.Lock()
-		r.progress.finished++
-		r.progress.Unlock()
+	failed := r.fetchAll(ctx, p.Fetch, v.Epoch)
+	if ctx.Err() != nil {
+		return
 	}
 	if len(p.FetchStrips) > 0 {
 		ring := placement.New(v.Nodes)
@@ -513,6 +533,16 @@ func (r *Recovery) run(ctx context.Context) {
 			r.progress.Unlock()
 		}
 	}
+	// The copies fetched are written without a sync each (fetchAll): one
+	// flush makes them durable before this node reports the epoch
+	// recovered, after which the others may drop theirs.
+	flushStart := time.Now()
+	err = r.store.Flush(ctx)
+	flushed := time.Since(flushStart)
+	if err != nil {
+		r.retryLater(v.Epoch, fmt.Sprintf("flush the copies fetched: %v", err))
+		return
+	}
 	if failed > 0 || !remote.Complete {
 		// Not complete: peers must not drop copies this node may still
 		// need (cleanup waits for State >= epoch). Try again, backing off.
@@ -523,13 +553,57 @@ func (r *Recovery) run(ctx context.Context) {
 	el, moved := time.Since(r.progress.startedAt), r.progress.moved
 	r.progress.completed = v.Epoch
 	r.progress.running = false
+	close(r.progress.done)
+	r.progress.done = make(chan struct{})
 	r.progress.Unlock()
 	r.runs.Lock()
 	r.runs.retry = 0
 	r.runs.Unlock()
 	r.log.Info("recovery done", "epoch", v.Epoch, "objects", len(p.Fetch), "bytes", moved,
-		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
+		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)),
+		"took", el.Round(time.Millisecond), "flush", flushed.Round(time.Millisecond))
 	r.cleanup(ctx, v)
+}
+
+// fetchWorkers is how many objects a run copies in at once: a copy waits
+// mostly on the peer and on the disk, and a few in flight overlap those.
+const fetchWorkers = 4
+
+// fetchAll copies in the objects of fetches, fetchWorkers at a time, paced
+// by the throttle (which counts objects in order), and returns how many
+// failed. The copies are written without a sync each; the caller flushes.
+// It stops early when ctx ends.
+func (r *Recovery) fetchAll(ctx context.Context, fetches []Fetch, epoch uint32) int {
+	var failed atomic.Int32
+	var wg sync.WaitGroup
+	next := make(chan Fetch)
+	for range min(fetchWorkers, len(fetches)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range next {
+				if err := r.recoverOne(ctx, f, epoch); err != nil {
+					r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", f.Oid), "err", err)
+					failed.Add(1)
+				}
+				r.progress.Lock()
+				r.progress.finished++
+				r.progress.Unlock()
+			}
+		}()
+	}
+	for i, f := range fetches {
+		if ctx.Err() != nil {
+			break
+		}
+		if i > 0 {
+			r.pace(ctx, i)
+		}
+		next <- f
+	}
+	close(next)
+	wg.Wait()
+	return int(failed.Load())
 }
 
 // retryLater runs recovery again for epoch after a growing delay (1 s to
@@ -585,12 +659,19 @@ func (r *Recovery) setAside(oid uint64, epoch uint32) {
 	}
 }
 
-// cleanupPoll is how often cleanup asks a member whether it has finished
-// recovering the epoch.
+// cleanupPoll is how long cleanup waits before asking a member again
+// whether it has finished recovering the epoch, after the member's answer
+// came back without (each answer waits for it, up to recoveredWait on the
+// member's side; an error or a member that does not wait comes back at
+// once).
 const cleanupPoll = 500 * time.Millisecond
 
-// cleanup waits until every member has finished recovering v's epoch,
-// then drops the copies this node no longer holds (plan's Drop) and purges
+// RecoveredWait bounds how long a STAT_RECOVERY with FlagWaitRecovered is
+// held before it is answered.
+const RecoveredWait = 2 * time.Second
+
+// cleanup waits until every member has finished recovering v's epoch
+// (each member answers as soon as it has: peerRecovered), then drops the copies this node no longer holds (plan's Drop) and purges
 // the stale area. Invariant: a copy is dropped only once every node that
 // should hold the object has had the chance to copy it.
 func (r *Recovery) cleanup(ctx context.Context, v View) {
@@ -624,8 +705,11 @@ func (r *Recovery) cleanup(ctx context.Context, v View) {
 }
 
 // peerRecovered reports whether n says it has finished recovering epoch.
+// n holds the answer until it has, up to RecoveredWait.
 func (r *Recovery) peerRecovered(ctx context.Context, n proto.Node, epoch uint32) bool {
 	req := proto.NewRequest(proto.OpStatRecovery)
+	req.Flags = proto.FlagWaitRecovered
+	req.SetObj(proto.ObjArgs{TgtEpoch: epoch})
 	buf := make([]byte, proto.RecoveryStateSize)
 	_, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
 	var st proto.RecoveryState

@@ -67,6 +67,8 @@ type Recovery interface {
 	// Trusted reports whether the local copies may be served.
 	Trusted() bool
 	State() proto.RecoveryState
+	// WaitRecovered waits until the node has recovered epoch.
+	WaitRecovered(ctx context.Context, epoch uint32) bool
 	GetThrottle() recovery.Throttle
 	SetThrottle(t recovery.Throttle)
 }

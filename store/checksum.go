@@ -560,7 +560,7 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 			}
 			for k := i; k < j; k++ {
 				ks, kl := m.chunk(k)
-				if !m.matches(k, chunkSum(p[ks-pos:ks-pos+kl])) {
+				if !m.matches(k, chunkSumOrZero(p[ks-pos:ks-pos+kl])) {
 					clear(p) // no bad byte reaches a careless caller
 					return checksumError(op, h.oid, k, ks, kl)
 				}

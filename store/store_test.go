@@ -487,6 +487,16 @@ func TestCapacityAndUsed(t *testing.T) {
 	if d := used1 - used0; d < 8<<20+4096 || d > 9<<20 {
 		t.Fatalf("Used grew by %d after creating two 4 MiB data objects and an inode with 4 KiB", d)
 	}
+	if err := s.MoveToStale(2, 1); err != nil {
+		t.Fatal(err)
+	}
+	used2, err := s.Used()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := used1 - used2; d < 4<<20 || d > 4<<20+64<<10 {
+		t.Fatalf("Used went from %d to %d when a 4 MiB object went stale, want 4 MiB less (stale copies are not counted)", used1, used2)
+	}
 }
 
 func TestIOErrorKinds(t *testing.T) {

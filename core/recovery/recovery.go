@@ -491,7 +491,9 @@ func (r *Recovery) run(ctx context.Context) {
 		return
 	}
 
+	listStart := time.Now()
 	remote := r.remote(ctx, v)
+	listed := time.Since(listStart)
 	if ctx.Err() != nil {
 		return
 	}
@@ -561,7 +563,7 @@ func (r *Recovery) run(ctx context.Context) {
 	r.runs.Unlock()
 	r.log.Info("recovery done", "epoch", v.Epoch, "objects", len(p.Fetch), "bytes", moved,
 		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)),
-		"took", el.Round(time.Millisecond), "flush", flushed.Round(time.Millisecond))
+		"took", el.Round(time.Millisecond), "lists", listed.Round(time.Millisecond), "flush", flushed.Round(time.Millisecond))
 	r.cleanup(ctx, v)
 }
 

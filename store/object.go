@@ -212,8 +212,8 @@ func allocatedWhole(key uint64) bool {
 }
 
 // fillTmp sizes the fresh tmp file f of key, allocates it whole where
-// allocatedWhole says so, writes data at off (its zero spans only where
-// they are not allocated already: writeFreshSpans), stores the checksums
+// allocatedWhole says so, writes data at off (but its zero spans, which
+// read as zeros already: writeFreshSpans), stores the checksums
 // m (if any) and, when asked, syncs it: fsync, as the size and the xattr
 // are metadata.
 func (s *Store) fillTmp(f *os.File, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
@@ -221,22 +221,16 @@ func (s *Store) fillTmp(f *os.File, key uint64, size, off int64, data []byte, m 
 		return err
 	}
 	fd := int(f.Fd())
-	alloc := func(off, n int64) error {
-		return ignoringEINTR(func() error { return unix.Fallocate(fd, 0, off, n) })
-	}
 	if allocatedWhole(key) && size > 0 {
-		switch err := alloc(0, size); {
-		case err == nil:
-			alloc = func(int64, int64) error { return nil } // done
-		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
-			// As Sheepdog's prealloc: a sparse file where the
-			// filesystem cannot allocate.
-		default:
+		err := ignoringEINTR(func() error { return unix.Fallocate(fd, 0, 0, size) })
+		// As Sheepdog's prealloc: a sparse file where the filesystem
+		// cannot allocate.
+		if err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
 			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 		}
 	}
 	if len(data) > 0 {
-		if err := writeFreshSpans(f, data, off, alloc); err != nil {
+		if err := writeFreshSpans(f, data, off); err != nil {
 			return err
 		}
 	}

@@ -53,29 +53,17 @@ func isZero(p []byte) bool {
 	return true
 }
 
-// writeFreshSpans is writeSpans into a fresh file (a hole where data
-// goes): the first writeSpan of data that is all zero has alloc reserve
-// the whole of [off, off+len(data)) (fallocate, which reads as zeros and
-// counts as used space as written data does), and from then on the zero
-// spans are not written. A copy that is mostly zeros (a preallocated or
-// sparse object copied in whole by recovery) then costs neither the
-// copying of its zeros into the page cache nor their writeback and
-// fsync. When alloc fails, zeros are written as writeSpans writes them.
-func writeFreshSpans(w io.WriterAt, data []byte, off int64, alloc func(off, n int64) error) error {
-	start, total := off, int64(len(data))
-	allocated := false
-	tried := false
+// writeFreshSpans is writeSpans into a fresh file, sized and empty (a hole,
+// or space allocated as zeros, where data goes): the spans of data that
+// are all zero are not written, as they read as zeros already. A copy
+// that is mostly zeros (a preallocated or sparse object copied in whole
+// by recovery) then costs neither the copying of its zeros into the page
+// cache nor their writeback; an inode keeps its holes, as Sheepdog's
+// store trims zeros off what it writes.
+func writeFreshSpans(w io.WriterAt, data []byte, off int64) error {
 	for len(data) > 0 {
 		n := min(int64(len(data)), writeSpan-off%writeSpan)
-		zero := false
-		if !tried || allocated {
-			zero = isZero(data[:n])
-		}
-		if zero && !tried {
-			tried = true
-			allocated = alloc(start, total) == nil
-		}
-		if !zero || !allocated {
+		if !isZero(data[:n]) {
 			if _, err := w.WriteAt(data[:n], off); err != nil {
 				return err
 			}

@@ -102,37 +102,19 @@ func TestWriteSpansBytesLandInPlace(t *testing.T) {
 	}
 }
 
-// TestWriteFreshSpansSkipsZeros: once a zero span is met the range is
-// allocated and zero spans are no longer written; without allocation
-// every span is written.
+// TestWriteFreshSpansSkipsZeros: the spans that are all zero are not
+// written; the others are, whole.
 func TestWriteFreshSpansSkipsZeros(t *testing.T) {
 	const S = writeSpan
 	data := make([]byte, 4*S)
 	data[10] = 1    // span 0: data
 	data[2*S+5] = 2 // span 2: data; spans 1 and 3 zero
-	for _, allocOK := range []bool{true, false} {
-		var r spanRecorder
-		var allocs [][2]int64
-		alloc := func(off, n int64) error {
-			allocs = append(allocs, [2]int64{off, n})
-			if !allocOK {
-				return errors.New("EOPNOTSUPP")
-			}
-			return nil
-		}
-		if err := writeFreshSpans(&r, data, S, alloc); err != nil {
-			t.Fatal(err)
-		}
-		want := [][2]int64{{S, S}, {3 * S, S}}
-		if !allocOK {
-			want = spans(S, 4, S)
-		}
-		if len(allocs) != 1 || allocs[0] != [2]int64{S, 4 * S} {
-			t.Errorf("alloc ok=%v: allocations %v, want one of the whole range", allocOK, allocs)
-		}
-		if !slices.Equal(r.writes, want) {
-			t.Errorf("alloc ok=%v: writes %v, want %v", allocOK, r.writes, want)
-		}
+	var r spanRecorder
+	if err := writeFreshSpans(&r, data, S); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int64{{S, S}, {3 * S, S}}; !slices.Equal(r.writes, want) {
+		t.Errorf("writes %v, want %v", r.writes, want)
 	}
 }
 

@@ -74,7 +74,8 @@ func allocated(t *testing.T, s *Store, oid uint64) int64 {
 }
 
 // TestCreateIsSparseAndReadsZeros: an inode object (as a ledger) stays
-// sparse, as in Sheepdog's store; data objects are allocated whole
+// sparse, as in Sheepdog's store, even when created whole with mostly
+// zeros (as recovery copies it); data objects are allocated whole
 // (TestCreateAllocatesDataObjectsWhole).
 func TestCreateIsSparseAndReadsZeros(t *testing.T) {
 	s := openStore(t, Config{})
@@ -91,6 +92,11 @@ func TestCreateIsSparseAndReadsZeros(t *testing.T) {
 	}
 	if a := allocated(t, s, oid); a >= size/2 {
 		t.Fatalf("object of %d bytes with 5 bytes of data allocates %d bytes: not sparse", size, a)
+	}
+	const copied = 0x8000000100000009
+	mustCreate(t, s, copied, size, 0, want) // the same, created whole
+	if a := allocated(t, s, copied); a >= size/2 {
+		t.Fatalf("inode of %d bytes created whole with 5 bytes of data allocates %d bytes: not sparse", size, a)
 	}
 	if fi, err := os.Stat(filepath.Join(s.Dir(), "obj", "8000000100000007")); err != nil || fi.Size() != size {
 		t.Fatalf("object file: %v, %v; want a file of %d bytes named by the oid", fi, err, size)
@@ -477,9 +483,9 @@ func TestCapacityAndUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCreate(t, s, 1, 4<<20, 0, make([]byte, 1<<20))      // data objects: allocated whole
-	mustCreate(t, s, 2, 4<<20, 0, nil)                      //
-	mustCreate(t, s, 1<<63|3, 4<<20, 0, make([]byte, 4096)) // an inode: sparse
+	mustCreate(t, s, 1, 4<<20, 0, make([]byte, 1<<20))                 // data objects: allocated whole
+	mustCreate(t, s, 2, 4<<20, 0, nil)                                 //
+	mustCreate(t, s, 1<<63|3, 4<<20, 0, bytes.Repeat([]byte{1}, 4096)) // an inode: sparse
 	used1, err := s.Used()
 	if err != nil {
 		t.Fatal(err)

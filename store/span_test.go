@@ -113,8 +113,28 @@ func TestWriteFreshSpansSkipsZeros(t *testing.T) {
 	if err := writeFreshSpans(&r, data, S); err != nil {
 		t.Fatal(err)
 	}
-	if want := [][2]int64{{S, S}, {3 * S, S}}; !slices.Equal(r.writes, want) {
+	// only the 4 KiB pages with data
+	if want := [][2]int64{{S, 4096}, {3 * S, 4096}}; !slices.Equal(r.writes, want) {
 		t.Errorf("writes %v, want %v", r.writes, want)
+	}
+	for _, c := range []struct {
+		name    string
+		off, n  int64
+		nonzero []int64 // offsets in p of nonzero bytes
+		lo, hi  int64
+	}{
+		{"all zero", 0, 8192, nil, 8192, 8192},
+		{"one byte mid-page", 0, 3 * 4096, []int64{5000}, 4096, 8192},
+		{"unaligned span", 100, 8192, []int64{0}, 0, 3996},
+		{"both ends", 0, 4 * 4096, []int64{1, 4*4096 - 1}, 0, 4 * 4096},
+	} {
+		p := make([]byte, c.n)
+		for _, i := range c.nonzero {
+			p[i] = 1
+		}
+		if lo, hi := trimZeroPages(p, c.off); (lo != hi || c.lo != c.hi) && (lo != c.lo || hi != c.hi) {
+			t.Errorf("%s: trimZeroPages = [%d,%d), want [%d,%d)", c.name, lo, hi, c.lo, c.hi)
+		}
 	}
 }
 

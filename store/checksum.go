@@ -156,6 +156,16 @@ var le = binary.LittleEndian
 // chunkSum is the checksum of the chunk p: the low 32 bits of its XXH3-64.
 func chunkSum(p []byte) uint32 { return uint32(xxh3.Hash(p)) }
 
+// chunkSumOrZero is chunkSum, taken from the cache of zero chunks
+// (zeroSum) for a chunk of zeros: finding zeros is cheaper than hashing
+// them, and whole objects of zeros (preallocated, sparse) are common.
+func chunkSumOrZero(p []byte) uint32 {
+	if isZero(p) {
+		return zeroSum(int64(len(p)))
+	}
+	return chunkSum(p)
+}
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // chunkSumV1 is the checksum of the chunk p in a version 1 value.
@@ -272,7 +282,7 @@ func sumsFor(size, off int64, data []byte, maxN int) *sums {
 		case ws >= we:
 			c = zeroSum(cl)
 		case ws == cs && we == cs+cl:
-			c = chunkSum(data[ws-off : we-off])
+			c = chunkSumOrZero(data[ws-off : we-off])
 		default:
 			h := getHasher()
 			writeZeros(h, ws-cs)
@@ -349,6 +359,9 @@ func (m *sums) verify(data []byte) (int, bool) {
 	sum := chunkSum
 	if m.b[0] == sumVersionCRC {
 		sum = chunkSumV1
+	}
+	if m.b[0] != sumVersionCRC {
+		sum = chunkSumOrZero
 	}
 	for i := range m.n {
 		cs, cl := m.chunk(i)
@@ -547,7 +560,7 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 			}
 			for k := i; k < j; k++ {
 				ks, kl := m.chunk(k)
-				if !m.matches(k, chunkSum(p[ks-pos:ks-pos+kl])) {
+				if !m.matches(k, chunkSumOrZero(p[ks-pos:ks-pos+kl])) {
 					clear(p) // no bad byte reaches a careless caller
 					return checksumError(op, h.oid, k, ks, kl)
 				}

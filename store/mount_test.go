@@ -66,10 +66,12 @@ func TestFullDiskIsNoSpace(t *testing.T) {
 		t.Skipf("tmpfs here cannot hold a store: %v", err)
 	}
 	defer s.Close()
-	mustCreate(t, s, 1, 4<<20, 0, nil) // sparse: fits
+	const inode = 1<<63 | 1
+	mustCreate(t, s, inode, 4<<20, 0, nil) // an inode is sparse: fits
 	big := make([]byte, 2<<20)
-	wantResult(t, s.WriteAt(ctx, 1, big, 0, true), proto.ResNoSpace)
+	wantResult(t, s.WriteAt(ctx, inode, big, 0, true), proto.ResNoSpace)
 	wantResult(t, s.Create(ctx, 2, 4<<20, 0, big, true), proto.ResNoSpace)
+	wantResult(t, s.Create(ctx, 3, 4<<20, 0, nil, true), proto.ResNoSpace) // a data object is allocated whole
 	if s.Exists(2) {
 		t.Fatal("a failed Create left an object")
 	}

@@ -47,7 +47,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	if err != nil {
 		return ioError("create", oid, err)
 	}
-	if err := s.fillTmp(f, size, off, data, m, sync); err != nil {
+	if err := s.fillTmp(f, oid, size, off, data, m, sync); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return ioError("create", oid, err)
@@ -160,7 +160,7 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	if !sync {
 		stored = nil // kept in memory (see above)
 	}
-	if err := s.fillTmp(f, size, off, data, stored, sync); err != nil {
+	if err := s.fillTmp(f, oid, size, off, data, stored, sync); err != nil {
 		f.Close()
 		return ioError("create", oid, err)
 	}
@@ -199,19 +199,41 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	return nil
 }
 
-// fillTmp sizes the fresh tmp file f, writes data at off, stores the
-// checksums m (if any) and, when asked, syncs it: fsync, as the size and
-// the xattr are metadata.
-func (s *Store) fillTmp(f *os.File, size, off int64, data []byte, m *sums, sync bool) error {
+// allocatedWhole reports whether the object of key takes its whole size
+// on disk from its creation. Sheepdog's store allocates every object it
+// creates but inodes and ledger objects, which stay sparse (plain_store:
+// prealloc unless is_sparse_object): a node's Used counts a data object
+// whole however little of it was written (dog's vdi create -P writes
+// nothing else), and a full disk fails the create, not a later write into
+// a hole.
+func allocatedWhole(key uint64) bool {
+	oid, _, _ := proto.SplitKey(key)
+	return !proto.IsVdiObj(oid) && !proto.IsLedgerObj(oid)
+}
+
+// fillTmp sizes the fresh tmp file f of key, allocates it whole where
+// allocatedWhole says so, writes data at off (but its zero spans, which
+// read as zeros already: writeFreshSpans), stores the checksums
+// m (if any) and, when asked, syncs it: fsync, as the size and the xattr
+// are metadata.
+func (s *Store) fillTmp(f *os.File, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
+	fd := int(f.Fd())
+	if allocatedWhole(key) && size > 0 {
+		err := ignoringEINTR(func() error { return unix.Fallocate(fd, 0, 0, size) })
+		// As Sheepdog's prealloc: a sparse file where the filesystem
+		// cannot allocate.
+		if err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+		}
+	}
 	if len(data) > 0 {
-		if err := writeSpans(f, data, off); err != nil {
+		if err := writeFreshSpans(f, data, off); err != nil {
 			return err
 		}
 	}
-	fd := int(f.Fd())
 	if m != nil && m.n > 0 {
 		if err := fsetxattr(fd, m.b); err != nil {
 			return &os.PathError{Op: "fsetxattr", Path: f.Name(), Err: err}

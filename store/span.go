@@ -1,6 +1,9 @@
 package store
 
-import "io"
+import (
+	"bytes"
+	"io"
+)
 
 // Page-cache folio size of object data.
 //
@@ -36,4 +39,62 @@ func writeSpans(w io.WriterAt, data []byte, off int64) error {
 		data, off = data[n:], off+n
 	}
 	return nil
+}
+
+// isZero reports whether p is all zero bytes.
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeros))
+		if !bytes.Equal(p[:n], zeros[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}
+
+// writeFreshSpans is writeSpans into a fresh file, sized and empty (a hole,
+// or space allocated as zeros, where data goes): the zero pages at the
+// ends of each span, and spans that are all zero, are not written, as
+// they read as zeros already. A copy
+// that is mostly zeros (a preallocated or sparse object copied in whole
+// by recovery) then costs neither the copying of its zeros into the page
+// cache nor their writeback; an inode keeps its holes, as Sheepdog's
+// store trims zeros off what it writes.
+func writeFreshSpans(w io.WriterAt, data []byte, off int64) error {
+	for len(data) > 0 {
+		n := min(int64(len(data)), writeSpan-off%writeSpan)
+		if lo, hi := trimZeroPages(data[:n], off); lo < hi {
+			if _, err := w.WriteAt(data[lo:hi], off+lo); err != nil {
+				return err
+			}
+		}
+		data, off = data[n:], off+n
+	}
+	return nil
+}
+
+// zeroPage is the granularity writeFreshSpans trims zeros at.
+const zeroPage = 4096
+
+// trimZeroPages returns the part [lo, hi) of p (which sits at off) left
+// once the whole zero pages (zeroPage-aligned in the object) at both its
+// ends are cut off; lo == hi when p is all zero.
+func trimZeroPages(p []byte, off int64) (lo, hi int64) {
+	hi = int64(len(p))
+	for lo < hi {
+		e := min(hi, (off+lo)/zeroPage*zeroPage+zeroPage-off)
+		if !isZero(p[lo:e]) {
+			break
+		}
+		lo = e
+	}
+	for hi > lo {
+		b := max(lo, (off+hi-1)/zeroPage*zeroPage-off)
+		if !isZero(p[b:hi]) {
+			break
+		}
+		hi = b
+	}
+	return lo, hi
 }

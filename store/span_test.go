@@ -2,10 +2,15 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/sheepdog-go/sheepdog/core/proto"
+	"golang.org/x/sys/unix"
 )
 
 // spanRecorder is an io.WriterAt that records the writes it is given and
@@ -94,5 +99,71 @@ func TestWriteSpansBytesLandInPlace(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("bytes read back differ from those written")
+	}
+}
+
+// TestWriteFreshSpansSkipsZeros: the spans that are all zero are not
+// written; the others are, whole.
+func TestWriteFreshSpansSkipsZeros(t *testing.T) {
+	const S = writeSpan
+	data := make([]byte, 4*S)
+	data[10] = 1    // span 0: data
+	data[2*S+5] = 2 // span 2: data; spans 1 and 3 zero
+	var r spanRecorder
+	if err := writeFreshSpans(&r, data, S); err != nil {
+		t.Fatal(err)
+	}
+	// only the 4 KiB pages with data
+	if want := [][2]int64{{S, 4096}, {3 * S, 4096}}; !slices.Equal(r.writes, want) {
+		t.Errorf("writes %v, want %v", r.writes, want)
+	}
+	for _, c := range []struct {
+		name    string
+		off, n  int64
+		nonzero []int64 // offsets in p of nonzero bytes
+		lo, hi  int64
+	}{
+		{"all zero", 0, 8192, nil, 8192, 8192},
+		{"one byte mid-page", 0, 3 * 4096, []int64{5000}, 4096, 8192},
+		{"unaligned span", 100, 8192, []int64{0}, 0, 3996},
+		{"both ends", 0, 4 * 4096, []int64{1, 4*4096 - 1}, 0, 4 * 4096},
+	} {
+		p := make([]byte, c.n)
+		for _, i := range c.nonzero {
+			p[i] = 1
+		}
+		if lo, hi := trimZeroPages(p, c.off); (lo != hi || c.lo != c.hi) && (lo != c.lo || hi != c.hi) {
+			t.Errorf("%s: trimZeroPages = [%d,%d), want [%d,%d)", c.name, lo, hi, c.lo, c.hi)
+		}
+	}
+}
+
+// TestCreateMostlyZeros: an object created whole with mostly zeros reads
+// back as it was given, verifies, and takes the space a written one
+// takes (its zeros are allocated, not holes).
+func TestCreateMostlyZeros(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Skip(err)
+	}
+	defer s.Close()
+	const size = 4 << 20
+	data := make([]byte, size)
+	copy(data[1<<20:], "not zero")
+	oid := proto.VidToDataOid(7, 1)
+	if err := s.Create(ctx, oid, size, 0, data, true); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if err := s.ReadAt(ctx, oid, got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v, equal %v", err, bytes.Equal(got, data))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.objPath(oid), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 < size {
+		t.Errorf("the object takes %d bytes on disk, want its size %d (zeros allocated)", st.Blocks*512, size)
 	}
 }

@@ -73,9 +73,13 @@ func allocated(t *testing.T, s *Store, oid uint64) int64 {
 	return st.Blocks * 512
 }
 
+// TestCreateIsSparseAndReadsZeros: an inode object (as a ledger) stays
+// sparse, as in Sheepdog's store, even when created whole with mostly
+// zeros (as recovery copies it); data objects are allocated whole
+// (TestCreateAllocatesDataObjectsWhole).
 func TestCreateIsSparseAndReadsZeros(t *testing.T) {
 	s := openStore(t, Config{})
-	const oid, size = 0x0000000100000007, 4 << 20
+	const oid, size = 0x8000000100000007, 4 << 20
 	mustCreate(t, s, oid, size, 1000, []byte("hello"))
 
 	want := make([]byte, size)
@@ -89,7 +93,12 @@ func TestCreateIsSparseAndReadsZeros(t *testing.T) {
 	if a := allocated(t, s, oid); a >= size/2 {
 		t.Fatalf("object of %d bytes with 5 bytes of data allocates %d bytes: not sparse", size, a)
 	}
-	if fi, err := os.Stat(filepath.Join(s.Dir(), "obj", "0000000100000007")); err != nil || fi.Size() != size {
+	const copied = 0x8000000100000009
+	mustCreate(t, s, copied, size, 0, want) // the same, created whole
+	if a := allocated(t, s, copied); a >= size/2 {
+		t.Fatalf("inode of %d bytes created whole with 5 bytes of data allocates %d bytes: not sparse", size, a)
+	}
+	if fi, err := os.Stat(filepath.Join(s.Dir(), "obj", "8000000100000007")); err != nil || fi.Size() != size {
 		t.Fatalf("object file: %v, %v; want a file of %d bytes named by the oid", fi, err, size)
 	}
 }
@@ -444,6 +453,26 @@ func TestOpenRemovesLeftoverTmp(t *testing.T) {
 	}
 }
 
+// TestCreateAllocatesDataObjectsWhole: a data object (and a strip) takes
+// its whole size on disk from its creation, however little was written,
+// as Sheepdog's store allocates it (dog's vdi create -P writes nothing
+// else); it still reads as zeros around the data.
+func TestCreateAllocatesDataObjectsWhole(t *testing.T) {
+	s := openStore(t, Config{})
+	const size = 4 << 20
+	for _, oid := range []uint64{0x0000000100000007, proto.StripKey(0x0000000100000008, 2)} {
+		mustCreate(t, s, oid, size, 1000, []byte("hello"))
+		if a := allocated(t, s, oid); a < size {
+			t.Errorf("%016x: %d bytes allocated, want the whole %d", oid, a, size)
+		}
+		want := make([]byte, size)
+		copy(want[1000:], "hello")
+		if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, want) {
+			t.Errorf("%016x does not read as zeros around the created data", oid)
+		}
+	}
+}
+
 func TestCapacityAndUsed(t *testing.T) {
 	s := openStore(t, Config{NoSync: true})
 	size, free, err := s.Capacity()
@@ -454,14 +483,25 @@ func TestCapacityAndUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCreate(t, s, 1, 4<<20, 0, make([]byte, 1<<20)) // 1 MiB of data (zeros, but written)
-	mustCreate(t, s, 2, 4<<20, 0, nil)                 // all hole
+	mustCreate(t, s, 1, 4<<20, 0, make([]byte, 1<<20))                 // data objects: allocated whole
+	mustCreate(t, s, 2, 4<<20, 0, nil)                                 //
+	mustCreate(t, s, 1<<63|3, 4<<20, 0, bytes.Repeat([]byte{1}, 4096)) // an inode: sparse
 	used1, err := s.Used()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := used1 - used0; d < 1<<20 || d > 2<<20 {
-		t.Fatalf("Used grew by %d after writing 1 MiB into sparse objects", d)
+	if d := used1 - used0; d < 8<<20+4096 || d > 9<<20 {
+		t.Fatalf("Used grew by %d after creating two 4 MiB data objects and an inode with 4 KiB", d)
+	}
+	if err := s.MoveToStale(2, 1); err != nil {
+		t.Fatal(err)
+	}
+	used2, err := s.Used()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := used1 - used2; d < 4<<20 || d > 4<<20+64<<10 {
+		t.Fatalf("Used went from %d to %d when a 4 MiB object went stale, want 4 MiB less (stale copies are not counted)", used1, used2)
 	}
 }
 

@@ -44,3 +44,11 @@ func RepairRequest(epoch uint32, oid uint64, from NodeID, flags uint16) Request 
 func (f ForwArgs) Node() NodeID {
 	return NodeIDFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(f.Addr).Unmap(), f.Port))
 }
+
+// FlagWaitRecovered is a STAT_RECOVERY flag of ours (dog sends none): the
+// answer waits until the node has finished recovering epoch obj.tgt_epoch
+// (its State reaches it), or a bounded time has passed, whichever comes
+// first; the reply is STAT_RECOVERY's as ever. A node's cleanup asks its
+// peers so, to drop its surplus copies as soon as the last peer is done
+// instead of finding out at its next poll.
+const FlagWaitRecovered uint16 = 0x8000

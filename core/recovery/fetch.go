@@ -10,7 +10,8 @@ import (
 )
 
 // recoverOne copies f.Oid in from the first of its sources that has a
-// good copy. The whole-object read from a peer (and its retries over the
+// good copy, written without a sync (the run flushes every copy it
+// fetched before it reports the epoch recovered). The whole-object read from a peer (and its retries over the
 // sources) runs without the object's lock (store.Locks.LockAfter), so
 // the writers of the lock's stripe are not held up behind peer reads;
 // then, holding the lock, a copy that appeared meanwhile (a write filled
@@ -32,7 +33,7 @@ func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error 
 		return err
 	}
 	if !r.store.Exists(f.Oid) && buf != nil {
-		err = r.store.Create(ctx, f.Oid, size, 0, buf, true)
+		err = r.store.Create(ctx, f.Oid, size, 0, buf, false) // run flushes them all
 		if err == nil {
 			r.progress.Lock()
 			r.progress.moved += uint64(size)
@@ -56,7 +57,11 @@ func (r *Recovery) fetch(ctx context.Context, f Fetch, size int64, epoch uint32)
 		req := proto.NewRequest(proto.OpReadPeer)
 		req.Flags = proto.FlagCmdRecovery
 		req.Epoch = epoch
-		req.SetObj(proto.ObjArgs{Oid: f.Oid, TgtEpoch: epoch})
+		tgt := epoch
+		if f.Epoch != 0 {
+			tgt = f.Epoch // the source's stale copy of that epoch
+		}
+		req.SetObj(proto.ObjArgs{Oid: f.Oid, TgtEpoch: tgt})
 		_, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
 		if err != nil {
 			if proto.ResultOf(err) == proto.ResEIO {
@@ -89,6 +94,26 @@ func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, 
 		}
 		r.log.Warn("recovery: repaired bad copy", "oid", fmt.Sprintf("%016x", oid), "node", n.NodeID.String())
 	}
+}
+
+// staleList asks n for the copies in its stale area (OpGetStaleList),
+// growing the buffer on BUFFER_SMALL.
+func (r *Recovery) staleList(ctx context.Context, n proto.Node, epoch uint32) ([]proto.StaleEntry, error) {
+	for size := 64 << 10; size <= 1<<30; size *= 4 {
+		req := proto.NewRequest(proto.OpGetStaleList)
+		req.Epoch = epoch
+		req.Flags = proto.FlagCmdRecovery
+		buf := make([]byte, size)
+		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		if rsp.Result == proto.ResBufferSmall {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return proto.ParseStaleList(buf[:got])
+	}
+	return nil, fmt.Errorf("stale list of %s too large", n.NodeID)
 }
 
 // size is the object's full size according to the vdi state.

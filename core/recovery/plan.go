@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/sheepdog-go/sheepdog/core/erasure"
@@ -50,28 +51,43 @@ func (v *View) copies(oid uint64) int {
 
 // Local is this node's store as the run finds it.
 type Local struct {
-	Objects []uint64          // live copies (obj/): objects and strip keys
-	Stale   map[uint64]uint32 // per oid, the newest epoch a copy was set aside in
+	Objects []uint64 // live copies (obj/): objects and strip keys
+	// Stale holds, per key, the newest epoch a copy set aside here was
+	// current in (the "oid.epoch" of its name).
+	Stale map[uint64]uint32
 }
 
 // Remote is what the other storing members hold.
 type Remote struct {
-	Where    map[uint64][]proto.Node // oid → the members that listed it
-	Complete bool                    // every storing member answered
+	Where map[uint64][]proto.Node // oid → the members that listed it
+	// Stale holds, per object, the newest copy in the other members'
+	// stale areas: the epoch it was current in and the members that hold
+	// a copy of that epoch (replicated objects only).
+	Stale    map[uint64]StaleSource
+	Complete bool // every storing member answered both lists
+}
+
+// StaleSource is where the newest stale copy of an object is: the members
+// Nodes hold a copy that was current in Epoch.
+type StaleSource struct {
+	Epoch uint32
+	Nodes []proto.Node
 }
 
 // Plan is the to-do list of one run, in the order the executor carries it
 // out.
 type Plan struct {
 	// Stale: copies that cannot be current, set aside before anything of
-	// this epoch is served (the epoch's settling). Only when the epoch is
-	// not settled yet.
-	Stale []uint64
-	// Unstale: copies set aside earlier that are the only ones left (no
-	// member lists the object), put back. Only with a complete Remote.
+	// this epoch is served (the epoch's settling), each with the last
+	// epoch it was current in. Only when the epoch is not settled yet.
+	Stale []StaleCopy
+	// Unstale: copies set aside here earlier that are the newest left (no
+	// member lists the object live, and no member's stale copy is newer),
+	// put back. Only with a complete Remote.
 	Unstale []StaleCopy
 	// Fetch: objects this node should hold and lacks, each with its
-	// sources ranked newest first (placement.Rank).
+	// sources ranked newest first (placement.Rank); and objects no member
+	// holds live whose newest stale copy is on another member (Epoch set).
 	Fetch []Fetch
 	// FetchStrips: strips of erasure-coded objects this node should hold
 	// and lacks (copied from a past holder or rebuilt, ec.go).
@@ -81,7 +97,8 @@ type Plan struct {
 	Drop []uint64
 }
 
-// StaleCopy is a copy of Oid set aside in Epoch.
+// StaleCopy is a copy of Oid that was current up to and including Epoch
+// (and may have missed writes of later epochs).
 type StaleCopy struct {
 	Oid   uint64
 	Epoch uint32
@@ -93,10 +110,13 @@ type StripFetch struct {
 	Index int
 }
 
-// Fetch is one object to copy in and where from.
+// Fetch is one object to copy in and where from. Epoch 0: the sources'
+// live copies. Otherwise the sources' stale copies current in Epoch
+// (READ_PEER at that tgt_epoch), read when no live copy is left.
 type Fetch struct {
 	Oid     uint64
 	Sources []proto.Node
+	Epoch   uint32
 }
 
 // settledSpan is how many epochs before epoch its first run judges the
@@ -124,9 +144,17 @@ func settledSpan(settled, epoch uint32) int {
 //     now but was not a target of in one of them is a leftover that may
 //     have missed that epoch's writes, and goes aside too. Copies merely no
 //     longer placed here stay (others may still copy them) until Drop.
-//   - Unstale: an object placed here that no member lists and no live copy
-//     here holds comes back from the stale area, newest copy first. Only
-//     when every member answered: one that did not may have a newer copy.
+//     Each goes aside named by the last epoch it was current in
+//     (lastCurrent): the copies of an object that nobody holds live any
+//     more are ranked by it.
+//   - Unstale, or a fetch of a stale copy: an object placed here that no
+//     member lists live and no live copy here holds is restored from the
+//     newest stale copy among this node's and every member's: this node's
+//     own when none is newer (a tie keeps ours: same epoch, same writes),
+//     else fetched from a member that holds the newest. Every node that
+//     should hold the object decides alike on the same lists, so all end
+//     with the newest copy, never each with its own. Only when every
+//     member answered: one that did not may have a newer copy.
 //   - Fetch: every object placed here that a member lists and no live copy
 //     here holds, from the members that list it, newest target first.
 //   - Strips: the keys of an erasure-coded object's strips are judged
@@ -175,9 +203,12 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 		}
 		for _, oid := range sorted(local.Objects) {
 			if c := v.copies(oid); absent || holdsKey(ring, oid, c, v.Self) && !current(oid, c) {
-				p.Stale = append(p.Stale, oid)
+				e := lastCurrent(v, past, span, oid, c)
+				p.Stale = append(p.Stale, StaleCopy{Oid: oid, Epoch: e})
 				delete(live, oid)
-				stale[oid] = max(stale[oid], v.Epoch)
+				if old, ok := stale[oid]; !ok || e > old {
+					stale[oid] = e
+				}
 			}
 		}
 	}
@@ -186,12 +217,22 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 	}
 	if remote != nil {
 		if remote.Complete {
-			for _, oid := range sortedKeys(stale) {
+			keys := maps.Clone(stale)
+			for oid := range remote.Stale {
+				keys[oid] = 0
+			}
+			for _, oid := range sortedKeys(keys) {
 				plain, _, _ := proto.SplitKey(oid)
-				if holdsKey(ring, oid, v.copies(oid), v.Self) && len(remote.Where[plain]) == 0 && !live[oid] {
-					p.Unstale = append(p.Unstale, StaleCopy{Oid: oid, Epoch: stale[oid]})
-					live[oid] = true
+				if !holdsKey(ring, oid, v.copies(oid), v.Self) || len(remote.Where[plain]) > 0 || live[oid] {
+					continue
 				}
+				mine, ok := stale[oid]
+				if theirs, found := remote.Stale[oid]; found && (!ok || theirs.Epoch > mine) {
+					p.Fetch = append(p.Fetch, Fetch{Oid: oid, Sources: slices.Clone(theirs.Nodes), Epoch: theirs.Epoch})
+					continue
+				}
+				p.Unstale = append(p.Unstale, StaleCopy{Oid: oid, Epoch: mine})
+				live[oid] = true
 			}
 		}
 		for _, oid := range sortedKeys(remote.Where) {
@@ -213,6 +254,27 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 		}
 	}
 	return p
+}
+
+// lastCurrent is the last epoch before v's in which this node's copy of
+// oid (c copies) was current, that is received every write: the copy was
+// settled in the epoch S the span starts at (S-1 is what it is known
+// current in then), and stayed current through each following epoch in
+// which this node was a member and one of its targets. A span longer than
+// the history kept gives S-1.
+func lastCurrent(v View, past []*placement.Ring, span int, oid uint64, c int) uint32 {
+	first := v.Epoch - uint32(span) // S
+	e := first - 1
+	if span > len(past) {
+		return e
+	}
+	for i := span - 1; i >= 0; i-- { // History[i] is epoch v.Epoch-1-i
+		if !hasNode(v.History[i], v.Self) || !holdsKey(past[i], oid, c, v.Self) {
+			break
+		}
+		e = v.Epoch - 1 - uint32(i)
+	}
+	return e
 }
 
 func sorted(oids []uint64) []uint64 {

@@ -27,15 +27,21 @@ type planCase struct {
 	live     string            // objects this node holds: "X Y"
 	stale    map[string]uint32 // objects set aside here → newest epoch
 	remote   map[string]string // objects other members list → "AB"
-	partial  bool              // not every member answered
-	asked    bool              // remote given (the fetch phase); else nil
-	want     wantPlan
+	// remoteStale: the newest copy in the other members' stale areas,
+	// object → "AB:5" (A and B hold a copy current in epoch 5)
+	remoteStale map[string]string
+	partial     bool // not every member answered
+	asked       bool // remote given (the fetch phase); else nil
+	want        wantPlan
 }
 
 // wantPlan is a Plan in names: Fetch maps each object to its sources in
-// order, Unstale each object to its epoch.
+// order ("AB", or "AB:5" for the stale copies of epoch 5), Unstale each
+// object to its epoch. staleAt, when given, is the epoch each copy set
+// aside is named by.
 type wantPlan struct {
 	stale   string
+	staleAt map[string]uint32
 	unstale map[string]uint32
 	fetch   map[string]string
 	drop    string
@@ -86,7 +92,66 @@ var planCases = []planCase{
 		objects: map[string]string{"P": "3:C", "Q": "3:C", "R": "3:-C"},
 		live:    "P Q R",
 		remote:  map[string]string{"P": "A", "R": "AB"}, asked: true,
-		want: wantPlan{stale: "P Q R", unstale: map[string]uint32{"Q": 3}, fetch: map[string]string{"P": "A"}},
+		want: wantPlan{stale: "P Q R", unstale: map[string]uint32{"Q": 1}, fetch: map[string]string{"P": "A"}},
+	},
+	// Sheepdog's test 028: A and B hold X (epochs 1-2), are replaced by C
+	// and D one by one (3-5), X is rewritten on C and D, then A comes back
+	// and C leaves (6-7). In epoch 7 nobody holds X live: A's copy missed
+	// epochs 3-5, D's was no target in epoch 6 (so may have missed its
+	// writes). The newest copy is D's (current in 5), on both nodes.
+	{
+		name:   "no live copy left, the newest stale copy is another member's: fetched from it at its epoch",
+		epochs: []string{"AB", "ABC", "BC", "BCD", "CD", "ACD", "AD"}, self: 'A', copies: 2, settled: 2,
+		objects:     map[string]string{"X": "1:A 2:A 5:D 6:-D 7:A 7:D"},
+		live:        "X",
+		remoteStale: map[string]string{"X": "D:5"}, asked: true,
+		want: wantPlan{stale: "X", staleAt: map[string]uint32{"X": 2}, fetch: map[string]string{"X": "D:5"}},
+	},
+	{
+		name:   "no live copy left, the newest stale copy is ours: put back, the older one elsewhere ignored",
+		epochs: []string{"AB", "ABC", "BC", "BCD", "CD", "ACD", "AD"}, self: 'D', copies: 2, settled: 6,
+		objects:     map[string]string{"X": "5:D 6:-D 7:A 7:D"},
+		live:        "X",
+		remoteStale: map[string]string{"X": "A:2"}, asked: true,
+		want: wantPlan{stale: "X", staleAt: map[string]uint32{"X": 5}, unstale: map[string]uint32{"X": 5}},
+	},
+	{
+		name:   "stale copies of the same epoch: ours is put back, nothing fetched",
+		epochs: []string{"AB", "ABC"}, self: 'A', copies: 2, settled: 2,
+		objects:     map[string]string{"X": "2:A"},
+		stale:       map[string]uint32{"X": 1},
+		remoteStale: map[string]string{"X": "BC:1"}, asked: true,
+		want: wantPlan{unstale: map[string]uint32{"X": 1}},
+	},
+	{
+		name:   "no live copy and none here: the newest stale copy is fetched from the members that hold it",
+		epochs: []string{"AB", "ABC"}, self: 'A', copies: 2, settled: 2,
+		objects:     map[string]string{"X": "2:A", "Y": "2:-A"},
+		remoteStale: map[string]string{"X": "BC:1", "Y": "B:1"}, asked: true,
+		want: wantPlan{fetch: map[string]string{"X": "BC:1"}},
+	},
+	{
+		name:   "a live copy elsewhere wins over every stale copy",
+		epochs: []string{"AB", "ABC"}, self: 'A', copies: 2, settled: 2,
+		objects:     map[string]string{"X": "2:A"},
+		stale:       map[string]uint32{"X": 1},
+		remote:      map[string]string{"X": "C"},
+		remoteStale: map[string]string{"X": "B:1"}, asked: true,
+		want: wantPlan{fetch: map[string]string{"X": "C"}},
+	},
+	{
+		name:   "no live copy, a member did not answer: neither put back nor fetched",
+		epochs: []string{"AB", "ABC"}, self: 'A', copies: 2, settled: 2,
+		objects:     map[string]string{"X": "2:A"},
+		stale:       map[string]uint32{"X": 1},
+		remoteStale: map[string]string{"X": "B:2"}, asked: true, partial: true,
+	},
+	{
+		name:   "last current: a member and target through the settled epoch and after, until it was not",
+		epochs: []string{"ABCD", "ABCD", "ABCD", "ABCDE", "ABC"}, self: 'A', copies: 1, settled: 2,
+		objects: map[string]string{"X": "2:A 3:A 4:-A 5:A", "Y": "2:-A 5:A"},
+		live:    "X Y",
+		want:    wantPlan{stale: "X Y", staleAt: map[string]uint32{"X": 3, "Y": 1}},
 	},
 	{
 		name:   "return, a member did not answer: nothing comes back from the stale area",
@@ -251,6 +316,15 @@ func TestPlan(t *testing.T) {
 				for n, holders := range c.remote {
 					remote.Where[oid[n]] = members(holders)
 				}
+				remote.Stale = map[uint64]StaleSource{}
+				for n, src := range c.remoteStale {
+					holders, es, _ := strings.Cut(src, ":")
+					e, err := strconv.Atoi(es)
+					if err != nil {
+						t.Fatalf("bad remoteStale %q", src)
+					}
+					remote.Stale[oid[n]] = StaleSource{Epoch: uint32(e), Nodes: members(holders)}
+				}
 			}
 			p := plan(v, local, remote, c.settled)
 
@@ -263,12 +337,24 @@ func TestPlan(t *testing.T) {
 				slices.Sort(s)
 				return strings.Join(s, " ")
 			}
-			got.stale, got.drop = list(p.Stale), list(p.Drop)
+			var set []uint64
+			staleAt := map[string]uint32{}
+			for _, sc := range p.Stale {
+				set = append(set, sc.Oid)
+				staleAt[name[sc.Oid]] = sc.Epoch
+			}
+			got.stale, got.drop = list(set), list(p.Drop)
 			for _, u := range p.Unstale {
 				got.unstale[name[u.Oid]] = u.Epoch
 			}
 			for _, f := range p.Fetch {
 				got.fetch[name[f.Oid]] = names(f.Sources)
+				if f.Epoch != 0 {
+					got.fetch[name[f.Oid]] += fmt.Sprintf(":%d", f.Epoch)
+				}
+			}
+			if c.want.staleAt != nil && fmt.Sprint(staleAt) != fmt.Sprint(c.want.staleAt) {
+				t.Errorf("copies set aside as of epochs %v, want %v", staleAt, c.want.staleAt)
 			}
 			if g, w := fmt.Sprint(got.stale, got.unstale, got.fetch, got.drop),
 				fmt.Sprint(c.want.stale, orEmpty(c.want.unstale), orEmpty(c.want.fetch), c.want.drop); g != w {

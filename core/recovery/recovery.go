@@ -48,6 +48,8 @@ type LocalStore interface {
 	ReadStale(oid uint64, epoch uint32) ([]byte, error)
 	MoveToStale(oid uint64, epoch uint32) error
 	PurgeStale(maxEpoch uint32) error
+	// Flush syncs every object written without a sync so far.
+	Flush(ctx context.Context) error
 }
 
 // Recovery runs recovery for one node.
@@ -94,6 +96,9 @@ type Recovery struct {
 		moved     uint64 // bytes copied in, for throughput reports
 		startedAt time.Time
 		completed uint32 // the last epoch whose run finished
+		// done is closed, and replaced, whenever completed rises: it
+		// wakes WaitRecovered.
+		done chan struct{}
 	}
 
 	throttle atomic.Pointer[Throttle]
@@ -107,6 +112,7 @@ const checkedFile = "recovery_checked"
 func New(self proto.NodeID, st LocalStore, cl cluster.Driver, peers Caller, locks *store.Locks, log *slog.Logger) *Recovery {
 	r := &Recovery{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log}
 	r.settle.changed = make(chan struct{})
+	r.progress.done = make(chan struct{})
 	if b, err := os.ReadFile(filepath.Join(st.Dir(), checkedFile)); err == nil {
 		var ctime uint64
 		var epoch uint32
@@ -246,6 +252,28 @@ func (r *Recovery) Trusted() bool {
 	return present
 }
 
+// WaitRecovered waits until this node has finished recovering epoch (or
+// a later one), and reports whether it has; false when ctx ends or
+// recovery is stopped first.
+func (r *Recovery) WaitRecovered(ctx context.Context, epoch uint32) bool {
+	for {
+		r.runs.Lock()
+		stopped := r.runs.stopped
+		r.runs.Unlock()
+		r.progress.Lock()
+		ok, done := r.progress.completed >= epoch, r.progress.done
+		r.progress.Unlock()
+		if ok || stopped {
+			return ok
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // Throttle limits recovery to max objects per interval (0: unlimited).
 type Throttle struct {
 	Max      uint32
@@ -332,6 +360,10 @@ func (r *Recovery) Stop() {
 	r.runs.stopped = true
 	cancel, done := r.runs.cancel, r.runs.done
 	r.runs.Unlock()
+	r.progress.Lock()
+	close(r.progress.done) // wakes WaitRecovered, which sees stopped
+	r.progress.done = make(chan struct{})
+	r.progress.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
@@ -377,25 +409,51 @@ func (r *Recovery) local() (Local, error) {
 	return l, nil
 }
 
-// remote asks every other storing member for its object list.
+// remote asks every other member for its object list and the list of
+// its stale area (a member without vnodes stores no live copy, but may
+// keep stale ones from before).
 func (r *Recovery) remote(ctx context.Context, v View) Remote {
-	rm := Remote{Where: map[uint64][]proto.Node{}, Complete: true}
+	rm := Remote{Where: map[uint64][]proto.Node{}, Stale: map[uint64]StaleSource{}, Complete: true}
 	for _, n := range v.Nodes {
-		if n.Same(r.self) || n.NrVnodes == 0 {
+		if n.Same(r.self) {
 			continue
 		}
-		oids, err := r.objList(ctx, n, v.Epoch)
+		if n.NrVnodes > 0 {
+			oids, err := r.objList(ctx, n, v.Epoch)
+			if err != nil {
+				if ctx.Err() != nil {
+					rm.Complete = false
+					return rm
+				}
+				r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+				rm.Complete = false
+				continue
+			}
+			for _, oid := range oids {
+				rm.Where[oid] = append(rm.Where[oid], n)
+			}
+		}
+		stale, err := r.staleList(ctx, n, v.Epoch)
 		if err != nil {
 			if ctx.Err() != nil {
 				rm.Complete = false
 				return rm
 			}
-			r.log.Warn("recovery: object list", "node", n.NodeID.String(), "err", err)
+			r.log.Warn("recovery: stale list", "node", n.NodeID.String(), "err", err)
 			rm.Complete = false
 			continue
 		}
-		for _, oid := range oids {
-			rm.Where[oid] = append(rm.Where[oid], n)
+		for _, e := range stale {
+			if _, _, strip := proto.SplitKey(e.Key); strip {
+				continue // strips are rebuilt from the others (ec.go)
+			}
+			switch cur, ok := rm.Stale[e.Key]; {
+			case !ok || e.Epoch > cur.Epoch:
+				rm.Stale[e.Key] = StaleSource{Epoch: e.Epoch, Nodes: []proto.Node{n}}
+			case e.Epoch == cur.Epoch && !hasNode(cur.Nodes, n.NodeID):
+				cur.Nodes = append(cur.Nodes, n)
+				rm.Stale[e.Key] = cur
+			}
 		}
 	}
 	return rm
@@ -430,8 +488,8 @@ func (r *Recovery) run(ctx context.Context) {
 	// epoch (after recovery is enabled) must not set aside the copies
 	// written since.
 	stale := plan(v, local, nil, r.settled(v.Ctime)).Stale
-	for _, oid := range stale {
-		r.setAside(oid, v.Epoch)
+	for _, sc := range stale {
+		r.setAside(sc.Oid, sc.Epoch)
 	}
 	if len(stale) > 0 {
 		r.log.Info("recovery: set aside copies that may have missed writes", "epoch", v.Epoch, "copies", len(stale))
@@ -442,7 +500,9 @@ func (r *Recovery) run(ctx context.Context) {
 		return
 	}
 
+	listStart := time.Now()
 	remote := r.remote(ctx, v)
+	listed := time.Since(listStart)
 	if ctx.Err() != nil {
 		return
 	}
@@ -457,21 +517,9 @@ func (r *Recovery) run(ctx context.Context) {
 	r.progress.Lock()
 	r.progress.total = uint64(len(p.Fetch) + len(p.FetchStrips))
 	r.progress.Unlock()
-	failed := 0
-	for i, f := range p.Fetch {
-		if ctx.Err() != nil {
-			return
-		}
-		if i > 0 {
-			r.pace(ctx, i)
-		}
-		if err := r.recoverOne(ctx, f, v.Epoch); err != nil {
-			r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", f.Oid), "err", err)
-			failed++
-		}
-		r.progress.Lock()
-		r.progress.finished++
-		r.progress.Unlock()
+	failed := r.fetchAll(ctx, p.Fetch, v.Epoch)
+	if ctx.Err() != nil {
+		return
 	}
 	if len(p.FetchStrips) > 0 {
 		ring := placement.New(v.Nodes)
@@ -496,6 +544,16 @@ func (r *Recovery) run(ctx context.Context) {
 			r.progress.Unlock()
 		}
 	}
+	// The copies fetched are written without a sync each (fetchAll): one
+	// flush makes them durable before this node reports the epoch
+	// recovered, after which the others may drop theirs.
+	flushStart := time.Now()
+	err = r.store.Flush(ctx)
+	flushed := time.Since(flushStart)
+	if err != nil {
+		r.retryLater(v.Epoch, fmt.Sprintf("flush the copies fetched: %v", err))
+		return
+	}
 	if failed > 0 || !remote.Complete {
 		// Not complete: peers must not drop copies this node may still
 		// need (cleanup waits for State >= epoch). Try again, backing off.
@@ -506,13 +564,57 @@ func (r *Recovery) run(ctx context.Context) {
 	el, moved := time.Since(r.progress.startedAt), r.progress.moved
 	r.progress.completed = v.Epoch
 	r.progress.running = false
+	close(r.progress.done)
+	r.progress.done = make(chan struct{})
 	r.progress.Unlock()
 	r.runs.Lock()
 	r.runs.retry = 0
 	r.runs.Unlock()
 	r.log.Info("recovery done", "epoch", v.Epoch, "objects", len(p.Fetch), "bytes", moved,
-		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)))
+		"mib_per_s", fmt.Sprintf("%.1f", float64(moved)/(1<<20)/max(el.Seconds(), 1e-3)),
+		"took", el.Round(time.Millisecond), "lists", listed.Round(time.Millisecond), "flush", flushed.Round(time.Millisecond))
 	r.cleanup(ctx, v)
+}
+
+// fetchWorkers is how many objects a run copies in at once: a copy waits
+// mostly on the peer and on the disk, and a few in flight overlap those.
+const fetchWorkers = 4
+
+// fetchAll copies in the objects of fetches, fetchWorkers at a time, paced
+// by the throttle (which counts objects in order), and returns how many
+// failed. The copies are written without a sync each; the caller flushes.
+// It stops early when ctx ends.
+func (r *Recovery) fetchAll(ctx context.Context, fetches []Fetch, epoch uint32) int {
+	var failed atomic.Int32
+	var wg sync.WaitGroup
+	next := make(chan Fetch)
+	for range min(fetchWorkers, len(fetches)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range next {
+				if err := r.recoverOne(ctx, f, epoch); err != nil {
+					r.log.Warn("recovery: object", "oid", fmt.Sprintf("%016x", f.Oid), "err", err)
+					failed.Add(1)
+				}
+				r.progress.Lock()
+				r.progress.finished++
+				r.progress.Unlock()
+			}
+		}()
+	}
+	for i, f := range fetches {
+		if ctx.Err() != nil {
+			break
+		}
+		if i > 0 {
+			r.pace(ctx, i)
+		}
+		next <- f
+	}
+	close(next)
+	wg.Wait()
+	return int(failed.Load())
 }
 
 // retryLater runs recovery again for epoch after a growing delay (1 s to
@@ -538,8 +640,9 @@ func (r *Recovery) retryLater(epoch uint32, why string) {
 	})
 }
 
-// unstale puts back the copy of sc.Oid set aside in sc.Epoch, unless a
-// copy appeared meanwhile.
+// unstale puts back the copy of sc.Oid that was current in sc.Epoch,
+// unless a copy appeared meanwhile. The stale copy stays until the purge,
+// for the members that fetch it from here (READ_PEER at sc.Epoch).
 func (r *Recovery) unstale(ctx context.Context, sc StaleCopy) {
 	r.locks.Lock(sc.Oid)
 	defer r.locks.Unlock(sc.Oid)
@@ -554,7 +657,7 @@ func (r *Recovery) unstale(ctx context.Context, sc StaleCopy) {
 		r.log.Warn("recovery: restore the only copy", "oid", fmt.Sprintf("%016x", sc.Oid), "err", err)
 		return
 	}
-	r.log.Warn("recovery: no other node has the object; kept this node's older copy", "oid", fmt.Sprintf("%016x", sc.Oid))
+	r.log.Warn("recovery: no node has a current copy; restored this node's, the newest left", "oid", fmt.Sprintf("%016x", sc.Oid), "epoch", sc.Epoch)
 }
 
 // setAside moves this node's copy of oid to the stale area of epoch.
@@ -567,12 +670,19 @@ func (r *Recovery) setAside(oid uint64, epoch uint32) {
 	}
 }
 
-// cleanupPoll is how often cleanup asks a member whether it has finished
-// recovering the epoch.
+// cleanupPoll is how long cleanup waits before asking a member again
+// whether it has finished recovering the epoch, after the member's answer
+// came back without (each answer waits for it, up to recoveredWait on the
+// member's side; an error or a member that does not wait comes back at
+// once).
 const cleanupPoll = 500 * time.Millisecond
 
-// cleanup waits until every member has finished recovering v's epoch,
-// then drops the copies this node no longer holds (plan's Drop) and purges
+// RecoveredWait bounds how long a STAT_RECOVERY with FlagWaitRecovered is
+// held before it is answered.
+const RecoveredWait = 2 * time.Second
+
+// cleanup waits until every member has finished recovering v's epoch
+// (each member answers as soon as it has: peerRecovered), then drops the copies this node no longer holds (plan's Drop) and purges
 // the stale area. Invariant: a copy is dropped only once every node that
 // should hold the object has had the chance to copy it.
 func (r *Recovery) cleanup(ctx context.Context, v View) {
@@ -597,7 +707,7 @@ func (r *Recovery) cleanup(ctx context.Context, v View) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.setAside(oid, v.Epoch)
+		r.setAside(oid, v.Epoch-1) // not a target in v.Epoch
 	}
 	if err := r.store.PurgeStale(v.Epoch); err != nil {
 		r.log.Warn("recovery: purge stale", "err", err)
@@ -606,8 +716,11 @@ func (r *Recovery) cleanup(ctx context.Context, v View) {
 }
 
 // peerRecovered reports whether n says it has finished recovering epoch.
+// n holds the answer until it has, up to RecoveredWait.
 func (r *Recovery) peerRecovered(ctx context.Context, n proto.Node, epoch uint32) bool {
 	req := proto.NewRequest(proto.OpStatRecovery)
+	req.Flags = proto.FlagWaitRecovered
+	req.SetObj(proto.ObjArgs{TgtEpoch: epoch})
 	buf := make([]byte, proto.RecoveryStateSize)
 	_, _, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
 	var st proto.RecoveryState

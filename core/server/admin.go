@@ -11,6 +11,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/erasure"
 	"github.com/sheepdog-go/sheepdog/core/placement"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
 )
 
@@ -388,9 +389,14 @@ func (h *Handler) getStoreList(_ context.Context, c *call) error {
 	return nil
 }
 
-func (h *Handler) statRecovery(_ context.Context, c *call) error {
+func (h *Handler) statRecovery(ctx context.Context, c *call) error {
 	st := proto.RecoveryState{}
 	if h.cfg.Recovery != nil {
+		if e := c.req.Obj().TgtEpoch; c.req.Flags&proto.FlagWaitRecovered != 0 && e != 0 {
+			wctx, cancel := context.WithTimeout(ctx, recovery.RecoveredWait)
+			h.cfg.Recovery.WaitRecovered(wctx, e)
+			cancel()
+		}
 		st = h.cfg.Recovery.State()
 	}
 	c.out = st.Marshal()

@@ -29,6 +29,8 @@ type LocalStore interface {
 	Repair(ctx context.Context, oid uint64, good []byte) (int, error)
 	SHA1(oid uint64) ([20]byte, error)
 	List() ([]uint64, error)
+	ListStale() ([]store.StaleObject, error)
+	ReadStale(oid uint64, epoch uint32) ([]byte, error)
 	Capacity() (size, free uint64, err error)
 	Used() (uint64, error)
 }
@@ -65,6 +67,8 @@ type Recovery interface {
 	// Trusted reports whether the local copies may be served.
 	Trusted() bool
 	State() proto.RecoveryState
+	// WaitRecovered waits until the node has recovered epoch.
+	WaitRecovered(ctx context.Context, epoch uint32) bool
 	GetThrottle() recovery.Throttle
 	SetThrottle(t recovery.Throttle)
 }

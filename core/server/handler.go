@@ -210,6 +210,7 @@ func (h *Handler) table() *[256]op {
 		proto.OpWritePeer:          {force: true, fn: h.peer(h.writePeer)},
 		proto.OpRemovePeer:         {force: true, fn: h.peer(h.removePeer)},
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
+		proto.OpGetStaleList:       {force: true, fn: h.peer(h.getStaleList)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
 		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
@@ -468,10 +469,18 @@ func (h *Handler) createPeer(ctx context.Context, c *call) error {
 
 func (h *Handler) readPeer(ctx context.Context, c *call) error {
 	o := c.req.Obj()
-	if h.cfg.Recovery != nil && !h.cfg.Recovery.Trusted() {
+	trusted := h.cfg.Recovery == nil || h.cfg.Recovery.Trusted()
+	key, size := h.peerKey(o)
+	// Recovery reading an older epoch's copy (obj.tgt_epoch, as
+	// Sheepdog's default_read): the live copy when it may be served,
+	// else the stale copy that was current in that epoch.
+	if c.req.Flags&proto.FlagCmdRecovery != 0 && o.TgtEpoch != 0 && o.TgtEpoch < h.epoch() &&
+		(!trusted || !h.cfg.Store.Exists(key)) {
+		return h.readStale(c, key, o)
+	}
+	if !trusted {
 		return fmt.Errorf("read %016x: copies here are not trusted yet: %w", o.Oid, proto.ResNoObj)
 	}
-	key, size := h.peerKey(o)
 	if int64(o.Offset) > size {
 		return fmt.Errorf("read %s at %d: %w", proto.ObjectName(key), o.Offset, proto.ResInvalidParms)
 	}
@@ -484,6 +493,39 @@ func (h *Handler) readPeer(ctx context.Context, c *call) error {
 	}
 	c.out = buf
 	c.release = func() { bufpool.Put(bp) }
+	return nil
+}
+
+// readStale answers a READ_PEER from the stale copy of key that was
+// current in o.TgtEpoch (verified against its checksums).
+func (h *Handler) readStale(c *call, key uint64, o proto.ObjArgs) error {
+	data, err := h.cfg.Store.ReadStale(key, o.TgtEpoch)
+	if err != nil {
+		return err
+	}
+	if int(o.Offset) > len(data) {
+		return fmt.Errorf("read stale %s at %d: %w", proto.ObjectName(key), o.Offset, proto.ResInvalidParms)
+	}
+	n := min(int(c.req.DataLength), len(data)-int(o.Offset))
+	c.out = data[o.Offset : int(o.Offset)+n]
+	return nil
+}
+
+// getStaleList is OpGetStaleList: the copies in this node's stale area,
+// once its copies are settled for the epoch (peer waits for that).
+func (h *Handler) getStaleList(_ context.Context, c *call) error {
+	objs, err := h.cfg.Store.ListStale()
+	if err != nil {
+		return err
+	}
+	if err := c.needOut(proto.StaleEntrySize * len(objs)); err != nil {
+		return err
+	}
+	out := make([]byte, 0, proto.StaleEntrySize*len(objs))
+	for _, o := range objs {
+		out = proto.AppendStaleEntry(out, proto.StaleEntry{Key: o.Oid, Epoch: o.Epoch})
+	}
+	c.out = out
 	return nil
 }
 
@@ -528,7 +570,7 @@ func reportsStatus(op proto.Opcode) bool {
 func peerOnly(op proto.Opcode) bool {
 	switch op {
 	case proto.OpClusterPropose, proto.OpStopNode, proto.OpGetObjList, proto.OpRepairReplica, proto.OpCacheFlushPeer,
-		proto.OpReweightPeer:
+		proto.OpReweightPeer, proto.OpGetStaleList:
 		return true
 	}
 	return isPeerOp(op)

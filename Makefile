@@ -34,7 +34,7 @@ vet:
 test: prereqs build vet
 	@rm -f $(LOGS)-*.log
 	@$(MAKE) --no-print-directory unit fuzz e2e FUZZTIME=$(TEST_FUZZTIME); rc=$$?; \
-		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-pure.log $(LOGS)-e2e.log; exit $$rc
+		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-pure.log $(LOGS)-alloc.log $(LOGS)-e2e.log; exit $$rc
 
 prereqs:
 	@scripts/prereqs.sh
@@ -43,11 +43,16 @@ prereqs:
 # the race detector, which finds nothing there and makes their
 # whole-inode (12 MiB) checks take minutes.
 PURE_PKGS ?= ./core/proto ./core/placement
+# Allocation counts, which the race detector changes (those tests skip
+# under -race): run again without it.
+ALLOC_PKGS ?= ./core/gateway ./internal/bufpool
+ALLOC_TESTS ?= ^(TestLocalPathAllocations|TestNoAllocs)$$
 
 unit:
 	@scripts/gotest.sh $(LOGS)-unit.log $(GO) test -v -race -count=1 \
 		$$($(GO) list ./... | grep -v /tests | grep -vxF -f <($(GO) list $(PURE_PKGS)))
 	@scripts/gotest.sh $(LOGS)-pure.log $(GO) test -v -count=1 $(PURE_PKGS)
+	@scripts/gotest.sh $(LOGS)-alloc.log $(GO) test -v -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PKGS)
 
 # Packages with fuzz targets of decoders of untrusted bytes: every
 # func FuzzX in their _test.go files runs for FUZZTIME (scripts/fuzz.sh).

@@ -19,6 +19,12 @@ out=$(awk '
 	}
 	/^(=== RUN|--- )/ { last = "" }
 ' "$@" 2>/dev/null)
+# A test skipped in one run and passed in another (the allocation tests,
+# which skip under the race detector and run again without it) ran.
+passed=$(grep -ah -- '--- PASS: ' "$@" 2>/dev/null | awk '{print $3}' | sort -u)
+if [ -n "$out" ] && [ -n "$passed" ]; then
+	out=$(printf '%s\n' "$out" | awk 'NR == FNR { ok[$1] = 1; next } !($1 in ok)' <(printf '%s\n' "$passed") -)
+fi
 n=$(printf '%s' "$out" | grep -c . || true)
 if [ "$n" = 0 ]; then
 	echo "all tests ran: 0 tests skipped"

@@ -96,24 +96,33 @@ func (r *Recovery) repairHolders(ctx context.Context, oid uint64, epoch uint32, 
 	}
 }
 
-// staleList asks n for the copies in its stale area (OpGetStaleList),
-// growing the buffer on BUFFER_SMALL.
+// staleList asks n for the copies in its stale area (OpGetStaleList).
 func (r *Recovery) staleList(ctx context.Context, n proto.Node, epoch uint32) ([]proto.StaleEntry, error) {
-	for size := 64 << 10; size <= 1<<30; size *= 4 {
-		req := proto.NewRequest(proto.OpGetStaleList)
-		req.Epoch = epoch
-		req.Flags = proto.FlagCmdRecovery
+	req := proto.NewRequest(proto.OpGetStaleList)
+	req.Epoch = epoch
+	req.Flags = proto.FlagCmdRecovery
+	b, err := r.callGrowing(ctx, n, &req, 64<<10)
+	if err != nil {
+		return nil, err
+	}
+	return proto.ParseStaleList(b)
+}
+
+// callGrowing sends req to n with a reply buffer of first bytes, four
+// times larger on each BUFFER_SMALL (up to 1 GiB), and returns the reply.
+func (r *Recovery) callGrowing(ctx context.Context, n proto.Node, req *proto.Request, first int) ([]byte, error) {
+	for size := first; size <= 1<<30; size *= 4 {
 		buf := make([]byte, size)
-		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
+		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), req, nil, buf)
 		if rsp.Result == proto.ResBufferSmall {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		return proto.ParseStaleList(buf[:got])
+		return buf[:got], nil
 	}
-	return nil, fmt.Errorf("stale list of %s too large", n.NodeID)
+	return nil, fmt.Errorf("reply of %s to %v too large", n.NodeID, req.Opcode)
 }
 
 // size is the object's full size according to the vdi state.
@@ -128,25 +137,17 @@ func (r *Recovery) size(oid uint64) int64 {
 	return proto.ObjectSize(oid, shift)
 }
 
-// objList asks n for every object it stores, growing the buffer on
-// BUFFER_SMALL.
+// objList asks n for every object it stores.
 func (r *Recovery) objList(ctx context.Context, n proto.Node, epoch uint32) ([]uint64, error) {
-	for size := 1 << 20; size <= 1<<30; size *= 4 {
-		req := proto.NewRequest(proto.OpGetObjList)
-		req.Epoch = epoch
-		buf := make([]byte, size)
-		rsp, got, err := r.peers.Call(ctx, n.NodeID.String(), &req, nil, buf)
-		if rsp.Result == proto.ResBufferSmall {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		oids := make([]uint64, got/8)
-		for i := range oids {
-			oids[i] = binary.LittleEndian.Uint64(buf[8*i:])
-		}
-		return oids, nil
+	req := proto.NewRequest(proto.OpGetObjList)
+	req.Epoch = epoch
+	b, err := r.callGrowing(ctx, n, &req, 1<<20)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("object list of %s too large", n.NodeID)
+	oids := make([]uint64, len(b)/8)
+	for i := range oids {
+		oids[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return oids, nil
 }

@@ -63,19 +63,8 @@ func (p *slowPeer) Call(ctx context.Context, _ string, req *proto.Request, _, rb
 // later poll (Sheepdog's test 103 counts the copies right after a join).
 func TestCleanupDropsOnceThePeerIsDone(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
-	if err != nil {
-		t.Skip(err)
-	}
-	cl, err := cluster.OpenLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, b := node(7000), node(7001)
-	if res, err := cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}}); err != nil || res != proto.ResSuccess {
-		t.Fatal(res, err)
-	}
+	st, cl := formattedOne(t, a)
 	var oid uint64 // one that moves to B when B joins
 	for i, r2 := uint32(0), placement.New([]proto.Node{a, b}); ; i++ {
 		if oid = proto.VidToDataOid(0x7c2b25, i); r2.Holds(oid, 1, b.NodeID) {
@@ -116,17 +105,8 @@ func TestCleanupDropsOnceThePeerIsDone(t *testing.T) {
 // epoch, gives up when its context ends, and is released by Stop.
 func TestWaitRecovered(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
-	if err != nil {
-		t.Skip(err)
-	}
-	cl, err := cluster.OpenLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a := node(7000)
-	cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}})
+	st, cl := formattedOne(t, a)
 	rec := New(a.NodeID, st, cl, noPeers{}, &store.Locks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/store"
 )
@@ -39,19 +38,8 @@ func (p *gatedPeer) Call(ctx context.Context, _ string, req *proto.Request, _, r
 
 func fetchEnv(t *testing.T) (*Recovery, *store.Store, *store.Locks, *gatedPeer, uint64) {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
-	if err != nil {
-		t.Skip(err)
-	}
-	cl, err := cluster.OpenLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a := node(7000)
-	if res, err := cl.Propose(context.Background(), &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}}); err != nil || res != proto.ResSuccess {
-		t.Fatal(res, err)
-	}
+	st, cl := formattedOne(t, a)
 	peer := &gatedPeer{data: bytes.Repeat([]byte("peer"), 1<<20), entered: make(chan struct{}), release: make(chan struct{})}
 	locks := &store.Locks{}
 	rec := New(a.NodeID, st, cl, peer, locks, slog.New(slog.NewTextHandler(io.Discard, nil)))

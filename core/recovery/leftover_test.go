@@ -41,19 +41,8 @@ func itoa(p uint16) string {
 // and cleanup purges it.
 func TestLeftoverOnlyCopyLostWhenRecoveryDisabled(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
-	if err != nil {
-		t.Skip(err)
-	}
-	cl, err := cluster.OpenLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, d := node(7000), node(7001)
-	if res, err := cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}}); err != nil || res != proto.ResSuccess {
-		t.Fatal(res, err)
-	}
+	st, cl := formattedOne(t, a)
 	// an oid that ring {A,D} puts on D
 	ring2 := placement.New([]proto.Node{a, d})
 	var oid uint64

@@ -17,19 +17,8 @@ import (
 // waiter whose context ends gives up at once.
 func TestSettleWakesOnSettling(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
-	if err != nil {
-		t.Skip(err)
-	}
-	cl, err := cluster.OpenLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, b := node(7000), node(7001)
-	if res, err := cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}}); err != nil || res != proto.ResSuccess {
-		t.Fatal(res, err)
-	}
+	st, cl := formattedOne(t, a)
 	rec := New(a.NodeID, st, cl, noPeers{}, &store.Locks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer rec.Stop()
 	cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindEpoch, Nodes: []proto.Node{a, b}}) // epoch 2, no run yet
@@ -70,4 +59,23 @@ func TestSettleWakesOnSettling(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Settle did not give up when its context ended")
 	}
+}
+
+// formattedOne opens a store and a local cluster in a new dir and formats
+// the cluster with node a alone (copies 1, 4 MiB objects).
+func formattedOne(t *testing.T, a proto.Node) (*store.Store, *cluster.Local) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(store.Config{Dir: dir, NoSync: true})
+	if err != nil {
+		t.Skip(err)
+	}
+	cl, err := cluster.OpenLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := cl.Propose(context.Background(), &cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{a}}); err != nil || res != proto.ResSuccess {
+		t.Fatal(res, err)
+	}
+	return st, cl
 }

@@ -41,9 +41,16 @@ func (p prefixFS) ListDir(dir string) ([]string, error) {
 	return out, nil
 }
 
-// Create creates segment name (prefixed) in dir.
+// Create creates segment name (prefixed) in dir, empty: it grows as
+// entries are written instead of being allocated at its full size first.
+// A store's size is its objects plus its free space (node info, the space
+// automatic vnodes weigh), so a preallocated segment would be space taken
+// from the objects for entries not written yet. raft-wal reads a segment
+// up to its end or its first zero frame, whichever comes first, so a
+// short file is a segment whose tail is not written yet. Cluster entries
+// are rare: the allocation per append costs nothing that matters.
 func (p prefixFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
-	return p.VFS.Create(dir, segmentPrefix+name, size)
+	return p.VFS.Create(dir, segmentPrefix+name, 0)
 }
 
 // Delete deletes segment name (prefixed) in dir.

@@ -555,7 +555,7 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 				runEnd = js + jl
 			}
 			p := buf[pos-off : runEnd-off]
-			if _, err := h.f.ReadAt(p, pos); err != nil {
+			if err := readSparse(h.f, h.fd, p, pos); err != nil {
 				return ioError(op, h.oid, err)
 			}
 			for k := i; k < j; k++ {

@@ -310,7 +310,7 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 		}
 		return err
 	}
-	if _, err := h.f.ReadAt(buf, off); err != nil {
+	if err := readSparse(h.f, h.fd, buf, off); err != nil {
 		// io.EOF here means the file shrank under us, which only a
 		// foreign process can do.
 		return ioError("read", oid, err)

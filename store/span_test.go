@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -165,5 +166,58 @@ func TestCreateMostlyZeros(t *testing.T) {
 	}
 	if st.Blocks*512 < size {
 		t.Errorf("the object takes %d bytes on disk, want its size %d (zeros allocated)", st.Blocks*512, size)
+	}
+}
+
+// readSparse reads what a plain read does, over holes, space allocated
+// but never written, data written and not yet flushed, and the file's
+// end, with whatever the buffer held before cleared.
+func TestReadSparseMatchesPlainRead(t *testing.T) {
+	const size = 8 << 20
+	f, err := os.Create(filepath.Join(t.TempDir(), "obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 1<<20, 2<<20); err != nil {
+		t.Logf("fallocate: %v (holes only)", err)
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for _, w := range []struct{ off, n int64 }{{3<<20 + 100, 70000}, {6 << 20, 4096}, {1<<20 + 1<<19, 10}, {size - 5000, 5000}, {0, 1}} {
+		b := make([]byte, w.n)
+		for i := range b {
+			b[i] = byte(rnd.IntN(255) + 1)
+		}
+		if _, err := f.WriteAt(b, w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(off, n int64) {
+		want := make([]byte, n)
+		if _, err := f.ReadAt(want, off); err != nil {
+			t.Fatalf("ReadAt(%d, %d): %v", off, n, err)
+		}
+		got := bytes.Repeat([]byte{0xaa}, int(n))
+		if err := readSparse(f, fd, got, off); err != nil {
+			t.Fatalf("readSparse(%d, %d): %v", off, n, err)
+		}
+		if !bytes.Equal(got, want) {
+			i := 0
+			for got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("readSparse(%d, %d) differs at byte %d: %#x, want %#x", off, n, off+int64(i), got[i], want[i])
+		}
+	}
+	check(0, size)
+	check(4<<20, 4<<20)
+	check(1<<20, 2<<20)
+	for range 100 {
+		n := rnd.Int64N(3<<20) + 1
+		check(rnd.Int64N(size-n+1), n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
+	"github.com/sheepdog-go/sheepdog/internal/bufpool"
 )
 
 // recoverOne copies f.Oid in from the first of its sources that has a
@@ -19,6 +20,11 @@ import (
 // after the copy is stored applies on top of it, as on any copy.
 func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error {
 	size := r.size(f.Oid)
+	// A pooled buffer: a fresh 4 MiB one per object costs page faults on
+	// every page the reply is read into, which under memory pressure
+	// (the kernel compacting for the page cache) took most of a fetch.
+	pb := bufpool.Get(int(size))
+	defer bufpool.Put(pb)
 	var buf []byte
 	var bad []proto.Node
 	err := r.locks.LockAfter(f.Oid, func() (err error) {
@@ -26,7 +32,7 @@ func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error 
 		if r.store.Exists(f.Oid) {
 			return nil // nothing to read: the copy here wins
 		}
-		buf, bad, err = r.fetch(ctx, f, size, epoch)
+		buf, bad, err = r.fetch(ctx, f, *pb, epoch)
 		return err
 	})
 	if err != nil {
@@ -48,11 +54,11 @@ func (r *Recovery) recoverOne(ctx context.Context, f Fetch, epoch uint32) error 
 	return nil
 }
 
-// fetch reads the whole of f.Oid from the first source that returns it
-// all. bad lists the sources whose copy failed its checksums (EIO).
-func (r *Recovery) fetch(ctx context.Context, f Fetch, size int64, epoch uint32) (buf []byte, bad []proto.Node, err error) {
+// fetch reads the whole of f.Oid into buf (its length is the object's
+// size) from the first source that returns it all. bad lists the sources
+// whose copy failed its checksums (EIO).
+func (r *Recovery) fetch(ctx context.Context, f Fetch, buf []byte, epoch uint32) (_ []byte, bad []proto.Node, err error) {
 	var last error
-	buf = make([]byte, size)
 	for _, n := range f.Sources {
 		req := proto.NewRequest(proto.OpReadPeer)
 		req.Flags = proto.FlagCmdRecovery

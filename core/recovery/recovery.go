@@ -304,9 +304,11 @@ func (r *Recovery) pace(ctx context.Context, done int) {
 }
 
 // startDelay is how long a run waits before starting: epochs replayed
-// from the log at start-up arrive in a burst, and only the last one is
-// worth a run.
-const startDelay = 300 * time.Millisecond
+// from the log at start-up arrive in a burst (within milliseconds: they
+// are applied from the local log), and only the last one is worth a run.
+// Every node's run for a new epoch waits it, so it adds to the time a
+// joining node takes to hold its share.
+const startDelay = 100 * time.Millisecond
 
 // Start begins recovery for the current epoch, cancelling a run for an
 // older one. It returns at once.

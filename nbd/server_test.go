@@ -30,6 +30,27 @@ type memObjects struct {
 	// Object writes and creates with proto.FlagCmdCache (write-back) and
 	// without (stable when they return).
 	cached, stable atomic.Int64
+	// tried counts the reads TryReadObject served; noTry makes it refuse.
+	tried atomic.Int64
+	noTry atomic.Bool
+}
+
+// TryReadObject serves what ReadObject would at once, unless noTry is set,
+// reads block or fail, or the object is missing: then the reader must
+// hand the request to a worker.
+func (m *memObjects) TryReadObject(oid uint64, off int64, buf []byte) bool {
+	if m.noTry.Load() {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.objs[oid]
+	if m.block != nil || m.failRead[oid] || !ok || off+int64(len(buf)) > int64(len(o)) {
+		return false
+	}
+	copy(buf, o[off:])
+	m.tried.Add(1)
+	return true
 }
 
 func (m *memObjects) count(flags uint16) {
@@ -981,6 +1002,36 @@ func TestBytesInFlightBound(t *testing.T) {
 	for i := 0; i < n; i++ {
 		if r := c.recv(func(uint64) int { return maxPayload }); r.errno != 0 || r.data[0] != 1 {
 			t.Fatalf("read %d: errno %d", r.cookie, r.errno)
+		}
+	}
+}
+
+// A read the volume can answer at once is served by the connection's
+// reader (no worker); one it cannot (here: TryReadObject refuses) goes to
+// a worker. Both return the same bytes.
+func TestReadsServedInline(t *testing.T) {
+	_, cl, addr := startServer(t)
+	cl.create("Alice", 0x10, 4<<20)
+	c := dial(t, addr)
+	c.goExport("Alice", true)
+	data := pattern(8192, 7)
+	if r := c.do(cmdWrite, 0, 4096, uint32(len(data)), data); r.errno != 0 {
+		t.Fatalf("write: error %d", r.errno)
+	}
+	for _, inline := range []bool{true, false} {
+		cl.objs.noTry.Store(!inline)
+		before := cl.objs.tried.Load()
+		r := c.do(cmdRead, 0, 4096, uint32(len(data)), nil)
+		if r.errno != 0 || !bytes.Equal(r.data, data) {
+			t.Fatalf("inline %v: read error %d, %d bytes, equal %v", inline, r.errno, len(r.data), bytes.Equal(r.data, data))
+		}
+		// A hole of a working VDI is never served inline (it is checked
+		// against the inode first).
+		if r := c.do(cmdRead, 0, 2<<20, 4096, nil); r.errno != 0 || !bytes.Equal(r.data, make([]byte, 4096)) {
+			t.Fatalf("inline %v: hole read error %d", inline, r.errno)
+		}
+		if got := cl.objs.tried.Load() - before; inline && got != 1 || !inline && got != 0 {
+			t.Fatalf("inline %v: %d reads served by the reader", inline, got)
 		}
 	}
 }

@@ -537,9 +537,10 @@ func (s *Store) adoptSums(oid uint64, f *os.File, m *sums) (*sums, error) {
 
 // readChecked fills buf from h at off, verifying every chunk it touches:
 // runs of whole chunks are read straight into buf (and cleared again if
-// one is bad), partial chunks through a pooled buffer. The caller holds
-// h.mu for reading and has checked the range.
-func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
+// one is bad), partial chunks through a pooled buffer. With nowait, every
+// pread is preadNoWait's, and errWouldBlock says a byte was not in the
+// page cache. The caller holds h.mu for reading and has checked the range.
+func (s *Store) readChecked(h *handle, op string, buf []byte, off int64, nowait bool) error {
 	m := h.sums
 	end := off + int64(len(buf))
 	for pos := off; pos < end; {
@@ -555,7 +556,13 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 				runEnd = js + jl
 			}
 			p := buf[pos-off : runEnd-off]
-			if err := readSparse(h.f, h.fd, p, pos); err != nil {
+			var err error
+			if nowait {
+				err = preadNoWait(h.fd, p, pos)
+			} else {
+				err = readSparse(h.f, h.fd, p, pos)
+			}
+			if err != nil {
 				return ioError(op, h.oid, err)
 			}
 			for k := i; k < j; k++ {
@@ -570,7 +577,12 @@ func (s *Store) readChecked(h *handle, op string, buf []byte, off int64) error {
 		}
 		bp := getChunkBuf(cl)
 		c := (*bp)[:cl]
-		_, err := h.f.ReadAt(c, cs)
+		var err error
+		if nowait {
+			err = preadNoWait(h.fd, c, cs)
+		} else {
+			_, err = h.f.ReadAt(c, cs)
+		}
 		if err != nil {
 			err = ioError(op, h.oid, err)
 		} else if !m.matches(i, chunkSum(c)) {

@@ -219,6 +219,33 @@ func (c *fdCache) useLocked(h *handle) (*handle, error) {
 	return h, nil
 }
 
+// tryAcquire is acquire for an object whose file is open already: nil
+// when oid has no handle in the cache or its open has not finished (an
+// open waits for the disk).
+func (c *fdCache) tryAcquire(oid uint64) *handle {
+	c.mu.Lock()
+	h := c.mu.m[oid]
+	if c.mu.closed || h == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	select {
+	case <-h.ready:
+	default:
+		c.mu.Unlock()
+		return nil
+	}
+	if h.err != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	h.refs++
+	c.unlinkLocked(h)
+	c.pushFrontLocked(h)
+	c.mu.Unlock()
+	return h
+}
+
 // release gives back a reference taken by acquire.
 func (c *fdCache) release(h *handle) {
 	c.mu.Lock()

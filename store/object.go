@@ -304,7 +304,7 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 			s.stats.checksumFailures.Add(1)
 			return h.sumsErr
 		}
-		err := s.readChecked(h, "read", buf, off)
+		err := s.readChecked(h, "read", buf, off, false)
 		if err != nil && errors.Is(err, ErrChecksum) {
 			s.stats.checksumFailures.Add(1)
 		}
@@ -316,6 +316,37 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 		return ioError("read", oid, err)
 	}
 	return nil
+}
+
+// TryReadAt is ReadAt for a caller that must not wait (the NBD reader
+// serving a read before it reads the next request): it reports true when
+// buf holds the bytes of oid at off, verified against their checksums,
+// read without waiting for the disk or for a writer of the object. False
+// means it would have had to wait (the object's file is not open, a
+// write holds its checksums, or a byte is not in the page cache:
+// preadv2 with RWF_NOWAIT), or that something is wrong that ReadAt
+// reports properly; buf's contents are then undefined, and the caller
+// uses ReadAt where it may block.
+func (s *Store) TryReadAt(oid uint64, buf []byte, off int64) bool {
+	if s.closed.Load() || len(buf) == 0 {
+		return false
+	}
+	h := s.files.tryAcquire(oid)
+	if h == nil {
+		return false
+	}
+	defer s.files.release(h)
+	if !inRange(off, int64(len(buf)), h.size) {
+		return false
+	}
+	if h.sums == nil && h.sumsErr == nil {
+		return preadNoWait(h.fd, buf, off) == nil
+	}
+	if !h.mu.TryRLock() {
+		return false
+	}
+	defer h.mu.RUnlock()
+	return h.sumsErr == nil && s.readChecked(h, "read", buf, off, true) == nil
 }
 
 // WriteAt writes data into object oid at off and updates the checksums of

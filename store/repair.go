@@ -36,7 +36,7 @@ func (s *Store) scan(op string, oid uint64, fn func(p []byte)) error {
 	for pos := int64(0); pos < h.size; {
 		p := buf[:min(int64(len(buf)), h.size-pos)]
 		if h.sums != nil {
-			err = s.readChecked(h, op, p, pos)
+			err = s.readChecked(h, op, p, pos, false)
 		} else if _, err = h.f.ReadAt(p, pos); err != nil {
 			err = ioError(op, oid, err)
 		}

@@ -153,3 +153,23 @@ func readSparse(f *os.File, fd int, p []byte, off int64) error {
 	}
 	return nil
 }
+
+// errWouldBlock is preadNoWait's answer for bytes not all in the page
+// cache.
+var errWouldBlock = errors.New("store: read would wait for the disk")
+
+// preadNoWait fills p from fd at off only from the page cache (preadv2
+// with RWF_NOWAIT): errWouldBlock when any of it is not there (EAGAIN, or
+// a short read: part of it cached), or when the kernel has no RWF_NOWAIT
+// for the file (EOPNOTSUPP).
+func preadNoWait(fd int, p []byte, off int64) error {
+	iov := [1][]byte{p}
+	n, err := unix.Preadv2(fd, iov[:], off, unix.RWF_NOWAIT)
+	switch {
+	case err == nil && n == len(p):
+		return nil
+	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EOPNOTSUPP):
+		return errWouldBlock
+	}
+	return err
+}

@@ -221,3 +221,45 @@ func TestReadSparseMatchesPlainRead(t *testing.T) {
 		check(rnd.Int64N(size-n+1), n)
 	}
 }
+
+// TryReadAt serves what is open and in the page cache, verified like
+// ReadAt, and declines (false) an object not open yet, bytes the kernel
+// would have to read from the disk, or a range outside the object.
+func TestTryReadAt(t *testing.T) {
+	s := openStore(t, Config{})
+	oid := proto.VidToDataOid(7, 1)
+	data := bytes.Repeat([]byte("sheepdog"), 4096) // 32 KiB: two chunks
+	if err := s.Create(ctx, oid, 4<<20, 0, data, true); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if !s.TryReadAt(oid, buf, 5000) || !bytes.Equal(buf, data[5000:5000+4096]) {
+		t.Fatal("a cached 4 KiB read of an open object was not served, or served wrong bytes")
+	}
+	if s.TryReadAt(oid, buf, 4<<20-100) {
+		t.Fatal("a read past the object's end was served")
+	}
+	if s.TryReadAt(proto.VidToDataOid(7, 2), buf, 0) {
+		t.Fatal("a missing object was served")
+	}
+	// Out of the page cache: the data is synced, so DONTNEED drops it.
+	h := s.files.tryAcquire(oid)
+	if h == nil {
+		t.Fatal("the created object is not open")
+	}
+	err := unix.Fadvise(h.fd, 0, 0, unix.FADV_DONTNEED)
+	s.files.release(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.TryReadAt(oid, buf, 20000) {
+		t.Skip("the filesystem serves RWF_NOWAIT reads of evicted pages (tmpfs?)")
+	}
+	if err := s.ReadAt(ctx, oid, buf, 20000); err != nil || !bytes.Equal(buf, data[20000:20000+4096]) {
+		t.Fatalf("ReadAt after a declined TryReadAt: %v", err)
+	}
+	clear(buf)
+	if !s.TryReadAt(oid, buf, 20000) || !bytes.Equal(buf, data[20000:20000+4096]) {
+		t.Fatal("the bytes ReadAt brought into the page cache were not served")
+	}
+}

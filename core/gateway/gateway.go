@@ -47,10 +47,18 @@ type LocalStore interface {
 	Repair(ctx context.Context, oid uint64, good []byte) (int, error)
 }
 
+// TryReader is a LocalStore that can also read without waiting
+// (store.Store.TryReadAt): true when buf holds the bytes, false when it
+// would have had to wait.
+type TryReader interface {
+	TryReadAt(oid uint64, buf []byte, off int64) bool
+}
+
 // Gateway reads and writes objects for any VDI.
 type Gateway struct {
 	self    proto.NodeID
 	store   LocalStore
+	try     TryReader // store, when it is one
 	cluster cluster.Driver
 	peers   *Peers
 	trust   atomic.Pointer[func() bool]
@@ -77,7 +85,9 @@ type Gateway struct {
 // New returns a gateway for the node self over its local store.
 // Writes to the local copy hold locks' stripe for the object.
 func New(self proto.NodeID, st LocalStore, cl cluster.Driver, peers *Peers, locks *store.Locks, log *slog.Logger) *Gateway {
-	return &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log, sampled: netlimit.NewSampler(log, 10*time.Second)}
+	g := &Gateway{self: self, store: st, cluster: cl, peers: peers, locks: locks, log: log, sampled: netlimit.NewSampler(log, 10*time.Second)}
+	g.try, _ = st.(TryReader)
+	return g
 }
 
 // SetTrust installs the check that this node's copies may be served (see
@@ -248,6 +258,32 @@ func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []b
 		}
 		return g.read(ctx, p, oid, off, buf)
 	})
+}
+
+// doneCtx has ended: a wait given it returns at once, having only
+// checked whether there is anything to wait for.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// TryReadObject is ReadObject for a caller that must not wait (the NBD
+// reader serving a read before it reads the next request): true when buf
+// holds oid's bytes at off, read from this node's own copy without
+// waiting for the disk, a lock, a peer or the cluster. False when that
+// cannot be done now (no copy placed here, copies not settled for the
+// epoch, bytes not in the page cache, an erasure-coded object ...); the
+// caller then uses ReadObject, which may wait.
+func (g *Gateway) TryReadObject(oid uint64, off int64, buf []byte) bool {
+	if g.try == nil {
+		return false
+	}
+	p := g.plan(doneCtx, oid)
+	if off < 0 || off+int64(len(buf)) > p.size || p.policy.Erasure() || !g.isTarget(p) || !g.trusted() || !g.settled(doneCtx) {
+		return false
+	}
+	return g.try.TryReadAt(oid, buf, off)
 }
 
 func (g *Gateway) read(ctx context.Context, p plan, oid uint64, off int64, buf []byte) error {

@@ -48,9 +48,17 @@ var ErrReadOnly = fmt.Errorf("volume is a snapshot: %w", proto.ResReadonly)
 // stripes is the number of per-index locks. Index i uses stripe i%stripes.
 const stripes = 256
 
+// TryReader is an ObjectIO that can read without waiting
+// (gateway.Gateway.TryReadObject): true when buf holds the bytes, false
+// when it would have had to wait.
+type TryReader interface {
+	TryReadObject(oid uint64, off int64, buf []byte) bool
+}
+
 // Volume is an open VDI.
 type Volume struct {
 	io       ObjectIO
+	try      TryReader // io, when it is one
 	vid      uint32
 	ino      proto.Inode // header + DataVdiID
 	objSize  int64
@@ -97,6 +105,7 @@ func Open(ctx context.Context, oio ObjectIO, vid uint32, readOnly bool) (*Volume
 		return nil, fmt.Errorf("open vdi %x: %w", vid, err)
 	}
 	v := &Volume{io: oio, vid: vid}
+	v.try, _ = oio.(TryReader)
 	if err := v.ino.UnmarshalRange(0, buf); err != nil {
 		return nil, err
 	}
@@ -331,6 +340,38 @@ func (v *Volume) readChunk(ctx context.Context, c chunk) error {
 		return nil
 	}
 	return err
+}
+
+// TryReadAt is ReadAtContext for a caller that must not wait (the NBD
+// reader, which then reads the next request): true when p holds the
+// len(p) bytes at off, read without waiting for the disk, a lock, a peer
+// or the cluster; false when that cannot be done now, and the caller uses
+// ReadAtContext, which may wait. Only a read within one object of a
+// flat-indexed volume is tried: a hole of a working VDI must be checked
+// against the inode ("Other writers"), and a hyper volume's tree has a
+// lock of its own.
+func (v *Volume) TryReadAt(p []byte, off int64) bool {
+	if v.try == nil || v.tree != nil || off < 0 || off+int64(len(p)) > v.Size() {
+		return false
+	}
+	c, ok := v.within(p, off)
+	if !ok {
+		return false
+	}
+	l := &v.locks[c.idx%stripes]
+	if !l.TryRLock() {
+		return false
+	}
+	defer l.RUnlock()
+	owner := v.entry(c.idx)
+	if owner == 0 {
+		if !v.fixed() {
+			return false
+		}
+		clear(c.buf)
+		return true
+	}
+	return v.try.TryReadObject(proto.VidToDataOid(owner, c.idx), c.off, c.buf)
 }
 
 // ReadAt implements io.ReaderAt.

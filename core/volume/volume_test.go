@@ -540,3 +540,57 @@ func TestFailedAllocation(t *testing.T) {
 		}
 	})
 }
+
+// tryObjects is memObjects that can also read without waiting, and counts
+// the reads it served that way.
+type tryObjects struct {
+	*memObjects
+	served int
+}
+
+func (o *tryObjects) TryReadObject(oid uint64, off int64, buf []byte) bool {
+	if o.ReadObject(ctx, oid, off, buf) != nil {
+		return false
+	}
+	o.served++
+	return true
+}
+
+// TryReadAt serves a read within one allocated object through the
+// ObjectIO's TryReadObject, and a hole of a snapshot as zeros; it leaves
+// to ReadAtContext a hole of a working VDI (checked against the inode
+// first), a read across objects and one outside the VDI.
+func TestTryReadAt(t *testing.T) {
+	m := newMemObjects(shift)
+	o := &tryObjects{memObjects: m}
+	putInode(t, m, inode{vid: vid, name: "test", size: 3 * objSize})
+	vol, err := Open(ctx, o, vid, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(5, 8192)
+	mustWrite(t, vol, data, objSize+100)
+	buf := make([]byte, 4096)
+	if !vol.TryReadAt(buf, objSize+200) || !bytes.Equal(buf, data[100:100+4096]) || o.served != 1 {
+		t.Fatalf("an allocated range: served %d, bytes equal %v", o.served, bytes.Equal(buf, data[100:100+4096]))
+	}
+	for name, off := range map[string]int64{"a hole": 2*objSize + 10, "across objects": objSize - 100, "past the end": 3*objSize - 100, "negative": -1} {
+		if vol.TryReadAt(buf, off) {
+			t.Errorf("%s was served", name)
+		}
+	}
+	putInode(t, m, inode{vid: snapVid, name: "test", size: 3 * objSize, snapshot: true, table: map[uint32]uint32{1: vid}})
+	snap, err := Open(ctx, o, snapVid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range buf {
+		buf[i] = 0xff
+	}
+	if !snap.TryReadAt(buf, 2*objSize) || !bytes.Equal(buf, make([]byte, len(buf))) {
+		t.Fatal("a hole of a snapshot was not served as zeros")
+	}
+	if !snap.TryReadAt(buf, objSize+100) || !bytes.Equal(buf, data[:4096]) {
+		t.Fatal("a snapshot's object was not served")
+	}
+}

@@ -400,6 +400,17 @@ func (s *Store) ReadAt(ctx context.Context, oid uint64, buf []byte, off int64) e
 	return s.on(oid, func(st *store.Store) error { return st.ReadAt(ctx, oid, buf, off) })
 }
 
+// TryReadAt is store.Store.TryReadAt on the disk of oid; false while a
+// change of the disks holds oid's gate.
+func (s *Store) TryReadAt(oid uint64, buf []byte, off int64) bool {
+	g := s.gate(oid)
+	if !g.TryRLock() {
+		return false
+	}
+	defer g.RUnlock()
+	return s.find(oid).st.TryReadAt(oid, buf, off)
+}
+
 // WriteAt is store.Store.WriteAt on the disk of oid.
 func (s *Store) WriteAt(ctx context.Context, oid uint64, data []byte, off int64, sync bool) error {
 	return s.on(oid, func(st *store.Store) error { return st.WriteAt(ctx, oid, data, off, sync) })

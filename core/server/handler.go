@@ -202,6 +202,7 @@ func (h *Handler) table() *[256]op {
 		proto.OpWriteObj:          {fn: h.writeObj},
 		proto.OpRemoveObj:         {fn: h.removeObj},
 		proto.OpDiscardObj:        {fn: h.discardObj},
+		proto.OpDecrefObj:         {fn: h.decrefObj},
 
 		// Peer ops are gated by the sender's epoch, not by our status: a
 		// node that has not applied the format yet waits for its epoch.
@@ -212,6 +213,7 @@ func (h *Handler) table() *[256]op {
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpGetStaleList:       {force: true, fn: h.peer(h.getStaleList)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
+		proto.OpDecrefPeer:         {force: true, fn: h.peer(h.decrefPeer)},
 		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
 		proto.OpStopNode:           {force: true, fn: h.stopNode},

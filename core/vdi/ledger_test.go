@@ -166,7 +166,7 @@ func TestLedgerZeroCheckedByScan(t *testing.T) {
 	e.write(a, 0, 'a')
 	w, s := e.snapshot("disk", "")
 	oid := proto.VidToDataOid(s, 0)
-	e.dogDelete("disk", "", 1) // ledger [0, 1]: the working VDI's copy is left
+	e.dogDelete("disk", "", 1)                             // ledger [0, 1]: the working VDI's copy is left
 	if err := e.svc.Decref(e.ctx, oid, 1, 0); err != nil { // a duplicate drop
 		t.Fatal(err)
 	}

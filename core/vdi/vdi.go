@@ -163,7 +163,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	entry := &cluster.Entry{Kind: cluster.KindAddVdi, Vid: r.free, Copies: p.Copies,
 		CopyPolicy: p.CopyPolicy, BlockSizeShift: p.BlockSizeShift, ParentVid: p.BaseVid}
 
-	var table []uint32 // data_vdi_id of the new inode
+	var table []uint32   // data_vdi_id of the new inode
 	var shareFrom uint32 // the inode table is copied from: its grefs count the copy
 	var oldVid uint32
 	// restore: the working VDI the entry makes a snapshot (a snapshot's

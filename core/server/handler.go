@@ -423,7 +423,14 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 	}
 	var zero [4]byte
 	vid, idx := proto.OidToVid(oid), proto.DataIndex(oid)
-	if err := h.cfg.Gateway.WriteObject(ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx)), zero[:], 0); err != nil {
+	ino, off := proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx))
+	write := h.cfg.Gateway.WriteObject // with a cache: it routes the table write to core/vdi
+	if h.cfg.Cache == nil {
+		// core/vdi drops the reference the entry held (its ledger, if
+		// shared) and resets its gref.
+		write = h.cfg.Vdi.WriteTable
+	}
+	if err := write(ctx, ino, off, zero[:], 0); err != nil {
 		return err
 	}
 	if err := h.cfg.Gateway.RemoveObject(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {

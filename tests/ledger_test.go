@@ -122,3 +122,38 @@ func waitLedger(t *testing.T, sheeps []*Sheep, oid uint64, want []int32) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLedgerNBDCopyOnWrite: a copy-on-write through the NBD front-end
+// drops its reference like QEMU's and dog's table writes: once the
+// snapshot and the VDI are deleted, no data object or ledger is left.
+func TestLedgerNBDCopyOnWrite(t *testing.T) {
+	parallel(t)
+	needTools(t, "qemu-io")
+	s, addr := nbdSheep(t)
+	s.must(t, nil, "vdi", "create", "Alice", "8M")
+	qemuIO(t, nbdURI(addr, "Alice"), "write -P 0x01 0 8M")
+	s.must(t, nil, "vdi", "snapshot", "Alice")
+	qemuIO(t, nbdURI(addr, "Alice"), "write -P 0x02 4M 4k") // copy-on-write of object 1
+	snap := proto.VdiNameHash("Alice")
+	sheeps := []*Sheep{s}
+	waitLedger1(t, s, proto.VidToDataOid(snap, 1), true)
+	s.must(t, nil, "vdi", "delete", "-s", "1", "Alice")
+	s.must(t, nil, "vdi", "delete", "Alice")
+	waitObjects(t, sheeps, snap, 0)
+	waitObjects(t, sheeps, snap+1, 0)
+	waitLedger1(t, s, proto.VidToDataOid(snap, 1), false)
+}
+
+// waitLedger1 waits until the one copy of the ledger of oid on s exists
+// (or not).
+func waitLedger1(t *testing.T, s *Sheep, oid uint64, exists bool) {
+	t.Helper()
+	name := fmt.Sprintf("%016x", proto.LedgerOid(oid))
+	deadline := time.Now().Add(10 * time.Second)
+	for (len(storeObjects([]*Sheep{s}, name)) > 0) != exists {
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger %s exists: %v, want %v", name, !exists, exists)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -219,3 +219,47 @@ func TestLedgerNoScan(t *testing.T) {
 		t.Errorf("%d ledger drops, want 2", e.obj.decrefs)
 	}
 }
+
+// TestLedgerRebaseCountsInBase: a rebase (snapshot request with an older
+// base) counts its copy in the base's grefs, not in the working VDI's it
+// turns into a snapshot.
+func TestLedgerRebaseCountsInBase(t *testing.T) {
+	e := newEnv(t, 0)
+	a := e.create("disk", 4<<20)
+	e.write(a, 0, 'a')
+	w1, s1 := e.snapshot("disk", "one") // s1 {0,1}, w1 {1,0}
+	info, err := e.svc.New(e.ctx, NewParams{Name: "disk", SnapID: 1, BaseVid: s1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.grefs(s1, 1)[0], (proto.Gref{Count: 2}); got != want {
+		t.Errorf("base's gref %v, want %v", got, want)
+	}
+	if got, want := e.grefs(w1, 1)[0], (proto.Gref{Generation: 1}); got != want {
+		t.Errorf("old working VDI's gref %v, want %v (nothing copied from it)", got, want)
+	}
+	if got, want := e.grefs(info.Vid, 1)[0], (proto.Gref{Generation: 1}); got != want {
+		t.Errorf("new working VDI's gref %v, want %v", got, want)
+	}
+}
+
+// TestLedgerUnchangedEntriesKeepGrefs: a table write covering entries it
+// does not change (QEMU writes the min..max dirty range) resets only the
+// grefs of the entries it changed.
+func TestLedgerUnchangedEntriesKeepGrefs(t *testing.T) {
+	e := newEnv(t, 0)
+	a := e.create("disk", 8<<20)
+	e.write(a, 0, 'a')
+	e.write(a, 1, 'a')
+	w, s := e.snapshot("disk", "")
+	e.obj.objs[proto.VidToDataOid(w, 1)] = []byte{'w'} // the copy-on-write of entry 1
+	if err := e.svc.WriteTable(e.ctx, proto.VidToVdiOid(w), int64(proto.DataVdiIDOff(0)), le32(s, w), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.grefs(w, 2), []proto.Gref{{Generation: 1}, {}}; !slices.Equal(got, want) {
+		t.Errorf("grefs %v, want %v", got, want)
+	}
+	if e.obj.decrefs != 1 {
+		t.Errorf("%d drops, want 1", e.obj.decrefs)
+	}
+}

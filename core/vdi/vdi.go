@@ -289,15 +289,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		}
 	}
 	ino.DataVdiID = table
-	var err2 error
-	if shareFrom != 0 {
-		// Counted in the base before the copy exists (shareRefs).
-		ino.Gref, err2 = s.shareRefs(ctx, shareFrom, table)
-	}
-	if err2 == nil {
-		err2 = s.writeNewInode(ctx, &ino)
-	}
-	if err := err2; err != nil {
+	if err := s.writeCopy(ctx, &ino, shareFrom); err != nil {
 		// All or nothing: a vid without an inode would trip up every
 		// listing. Give the vid up (deleted, as if created and deleted);
 		// the client's ctx may be what failed, so this gets its own.
@@ -439,6 +431,19 @@ func (s *Service) writeNewInode(ctx context.Context, ino *proto.Inode) error {
 		}
 	}
 	return nil
+}
+
+// writeCopy writes the new inode ino, whose table was copied from inode
+// base (0: none), once base's grefs count the copy (shareRefs).
+func (s *Service) writeCopy(ctx context.Context, ino *proto.Inode, base uint32) error {
+	if base != 0 {
+		g, err := s.shareRefs(ctx, base, ino.DataVdiID)
+		if err != nil {
+			return err
+		}
+		ino.Gref = g
+	}
+	return s.writeNewInode(ctx, ino)
 }
 
 func lastNonZeroGref(g []proto.Gref) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/internal/fanout"
@@ -28,9 +29,10 @@ import (
 // (both read it before either wrote), apply a drop twice, and a ledger
 // that reached zero early would free an object a live inode still names.
 // So a ledger's zero is checked against the live inodes' tables before the
-// data object is removed (freeShared): the ledger decides when an object
-// may go, the scan can only keep it. The check costs one small read per
-// live VDI, once per shared object, when its last reference goes.
+// data object is removed (dropRefs, Decref): the ledger decides when an
+// object may go, the scan can only keep it. The check costs one small read
+// per live VDI per table write (or delete) that freed shared objects,
+// however many (a dog delete batch frees up to 128).
 // Inodes written before this accounting existed (every gref zero) are the
 // other reason: their copied references are not counted anywhere.
 
@@ -89,9 +91,13 @@ type drop struct {
 }
 
 // dropRefs acts on the references inode holder (a snapshot or not) just
-// stopped naming. It returns the first error; the other drops go on.
+// stopped naming. The objects whose ledgers reach zero are checked against
+// the live inodes together with the drops dropFor sends to the scan: one
+// read of each live table per call, however many objects. It returns the
+// first error; the other drops go on.
 func (s *Service) dropRefs(ctx context.Context, holder uint32, snapshot bool, drops []drop) error {
-	var scan []Ref
+	var mu sync.Mutex
+	var scan, zeros []Ref
 	var act []drop
 	for _, d := range drops {
 		if dropFor(holder, snapshot, d.Vid, d.gref) == dropScan {
@@ -102,60 +108,80 @@ func (s *Service) dropRefs(ctx context.Context, holder uint32, snapshot bool, dr
 	}
 	err := fanout.Run(len(act), 16, func(i int) error {
 		d := act[i]
-		oid := proto.VidToDataOid(d.Vid, d.Index)
-		return s.Decref(ctx, oid, uint32(d.gref.Generation), uint32(d.gref.Count))
+		zero, err := s.countDrop(ctx, proto.VidToDataOid(d.Vid, d.Index), uint32(d.gref.Generation), uint32(d.gref.Count))
+		if zero {
+			mu.Lock()
+			zeros = append(zeros, d.Ref)
+			mu.Unlock()
+		}
+		return err
 	})
-	if serr := s.Reclaim(ctx, scan); err == nil {
+	kept, serr := s.scanFree(ctx, append(scan, zeros...))
+	s.keptAtZero(kept, zeros)
+	if err == nil {
 		err = serr
 	}
 	return err
 }
 
 // Decref drops a reference of generation gen, copied count times, to the
-// data object dataOid (Sheepdog's sd_dec_object_refcnt): generation 0
-// copied by nobody is the only reference, and the object is removed;
-// otherwise the object's ledger counts the drop, and when it is all zero
-// the object is freed (freeShared).
+// data object dataOid (DECREF_OBJ), and frees the object if that was its
+// last reference (countDrop, then the check of the live inodes).
 func (s *Service) Decref(ctx context.Context, dataOid uint64, gen, count uint32) error {
 	if !proto.IsDataObj(dataOid) {
 		return fmt.Errorf("decref %016x: not a data object: %w", dataOid, proto.ResInvalidParms)
 	}
-	if gen == 0 && count == 0 {
-		if err := s.objects.RemoveObject(ctx, dataOid); err != nil && !errors.Is(err, proto.ResNoObj) {
-			return err
+	zero, err := s.countDrop(ctx, dataOid, gen, count)
+	if zero {
+		r := []Ref{{Vid: proto.OidToVid(dataOid), Index: proto.DataIndex(dataOid)}}
+		kept, serr := s.scanFree(ctx, r)
+		s.keptAtZero(kept, r)
+		if err == nil {
+			err = serr
 		}
-		return nil
-	}
-	zero, err := s.objects.Decref(ctx, proto.LedgerOid(dataOid), gen, count)
-	if err != nil {
-		// Some copies may have counted the drop: a zero among them
-		// still frees the object (a copy that missed a drop is never
-		// zero early).
-		s.log.Warn("decref: not every copy of the ledger counted the drop", "oid", fmt.Sprintf("%016x", dataOid), "err", err)
-	}
-	if !zero {
-		return err
-	}
-	if ferr := s.freeShared(ctx, dataOid); ferr != nil {
-		return ferr
 	}
 	return err
 }
 
-// freeShared removes the data object dataOid, whose ledger has just become
-// all zero, and what is left of the ledger (copies that missed a drop),
-// unless a live inode still names the object (see the top of this file):
-// then both stay, and the disagreement is logged.
-func (s *Service) freeShared(ctx context.Context, dataOid uint64) error {
-	r := Ref{Vid: proto.OidToVid(dataOid), Index: proto.DataIndex(dataOid)}
-	kept, err := s.scanFree(ctx, []Ref{r})
+// countDrop counts the drop of a reference of generation gen, copied
+// count times, to data object oid (Sheepdog's sd_dec_object_refcnt):
+// generation 0 copied by nobody is the only reference, and the object is
+// removed here; otherwise the object's ledger counts the drop, and zero
+// reports that a copy of it became all zero: no reference is left, and
+// the caller frees the object once the live inodes agree.
+func (s *Service) countDrop(ctx context.Context, oid uint64, gen, count uint32) (zero bool, err error) {
+	if gen == 0 && count == 0 {
+		if err := s.objects.RemoveObject(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {
+			return false, err
+		}
+		return false, nil
+	}
+	zero, err = s.objects.Decref(ctx, proto.LedgerOid(oid), gen, count)
 	if err != nil {
-		return err
+		// Some copies may have counted the drop: a zero among them
+		// still frees the object (a copy that missed a drop is never
+		// zero early).
+		s.log.Warn("decref: not every copy of the ledger counted the drop", "oid", fmt.Sprintf("%016x", oid), "err", err)
 	}
-	if len(kept) != 0 {
-		s.log.Warn("ledger reached zero while a live VDI still names the object; object kept", "oid", fmt.Sprintf("%016x", dataOid))
+	return zero, err
+}
+
+// keptAtZero logs the objects whose ledger reached zero (zeros) that a
+// live inode still names (kept, from scanFree): the counts and the tables
+// disagree, and the object stays (see the top of this file).
+func (s *Service) keptAtZero(kept, zeros []Ref) {
+	if len(kept) == 0 || len(zeros) == 0 {
+		return
 	}
-	return nil
+	zero := make(map[Ref]bool, len(zeros))
+	for _, z := range zeros {
+		zero[z] = true
+	}
+	for _, k := range kept {
+		if zero[k] {
+			s.log.Warn("ledger reached zero while a live VDI still names the object; object kept", "oid", fmt.Sprintf("%016x", proto.VidToDataOid(k.Vid, k.Index)))
+		}
+	}
 }
 
 // shareRefs counts a new inode's copy of table, read from inode base, in

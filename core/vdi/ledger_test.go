@@ -263,3 +263,35 @@ func TestLedgerUnchangedEntriesKeepGrefs(t *testing.T) {
 		t.Errorf("%d drops, want 1", e.obj.decrefs)
 	}
 }
+
+// TestLedgerZerosCheckedTogether: the objects one table write frees by
+// their ledgers are checked against the live VDIs in one pass: one table
+// read per live VDI, not one per object.
+func TestLedgerZerosCheckedTogether(t *testing.T) {
+	e := newEnv(t, 0)
+	for _, name := range []string{"x1", "x2", "x3"} {
+		e.create(name, 4<<20)
+	}
+	a := e.create("disk", 8<<20)
+	for i := uint32(0); i < 4; i++ {
+		e.write(a, i, 'a')
+	}
+	w, s := e.snapshot("disk", "")
+	for i := uint32(0); i < 4; i++ {
+		e.write(w, i, 'w') // every shared object copied away: ledgers [1, -1]
+	}
+	c := &countingObjects{Objects: e.obj, except: proto.VidToVdiOid(s)}
+	svc := New(c, e.cl, slog.New(slog.DiscardHandler))
+	// dog's delete of the snapshot: zero its table in one write.
+	if err := svc.WriteTable(e.ctx, proto.VidToVdiOid(s), proto.DataVdiIDOffset, le32(0, 0, 0, 0), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint32(0); i < 4; i++ {
+		if e.obj.has(proto.VidToDataOid(s, i)) {
+			t.Errorf("object %d of the snapshot left", i)
+		}
+	}
+	if n := c.reads.Load(); n != 4 { // x1, x2, x3, w
+		t.Errorf("%d table reads of other VDIs, want 4", n)
+	}
+}

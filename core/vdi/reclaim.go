@@ -29,7 +29,7 @@ type Ref struct{ Vid, Index uint32 }
 // Reclaim removes, on every replica, each data object of refs that no live
 // VDI references any more, with its ledger if it has one. Callers pass
 // references they just dropped that the reference counts do not account
-// for (dropFor), and freeShared a ledger's zero to check.
+// for (dropFor), and the objects whose ledgers reached zero, to check.
 func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
 	_, err := s.scanFree(ctx, refs)
 	return err

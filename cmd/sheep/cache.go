@@ -63,10 +63,10 @@ func parseCacheOptions(v, storeDir string) (*cacheOptions, error) {
 	return o, nil
 }
 
-// cacheBackend is what the object cache pushes to: the NBD front-end's
-// quorum-gated gateway, with writes into an inode's data_vdi_id table
-// going through core/vdi, which reclaims what they unreference (as the
-// native handler's table writes do without a cache).
+// cacheBackend is the NBD front-end's object layer, and what the object
+// cache pushes to: the quorum-gated gateway, with writes into an inode's
+// data_vdi_id table going through core/vdi, which drops the references
+// they replace (as the native handler's table writes do without a cache).
 type cacheBackend struct {
 	quorumObjects
 	vdis *vdi.Service

@@ -346,7 +346,9 @@ func (n *Node) open(ctx context.Context) error {
 		Propose: cl.ProposeEncoded, LogLevel: n.level, Stop: stopSheep, Metrics: native, PeerMetrics: peer,
 		PeerAuth: peerTLS != nil, DegradedReads: gw.DegradedReads, Disks: st,
 	}
-	var nbdObjects volume.ObjectIO = quorumObjects{gw, cl}
+	// Table writes go through core/vdi, which drops the references they
+	// replace (as the native handler's do).
+	var nbdObjects volume.ObjectIO = cacheBackend{quorumObjects{gw, cl}, vdis}
 	if cfg.Cache != nil {
 		oc, err := objcache.Open(objcache.Config{
 			Dir: cfg.Cache.Dir, Size: cfg.Cache.Size, DirectIO: cfg.Cache.DirectIO,

@@ -58,6 +58,8 @@ type VDIs interface {
 	// WriteTable writes into an inode's data_vdi_id table and reclaims
 	// what the write dropped.
 	WriteTable(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error
+	// Decref drops a reference to a data object (DECREF_OBJ).
+	Decref(ctx context.Context, dataOid uint64, gen, count uint32) error
 }
 
 // Recovery is this node's recovery (recovery.Recovery).

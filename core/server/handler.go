@@ -202,6 +202,7 @@ func (h *Handler) table() *[256]op {
 		proto.OpWriteObj:          {fn: h.writeObj},
 		proto.OpRemoveObj:         {fn: h.removeObj},
 		proto.OpDiscardObj:        {fn: h.discardObj},
+		proto.OpDecrefObj:         {fn: h.decrefObj},
 
 		// Peer ops are gated by the sender's epoch, not by our status: a
 		// node that has not applied the format yet waits for its epoch.
@@ -212,6 +213,7 @@ func (h *Handler) table() *[256]op {
 		proto.OpFlushPeer:          {force: true, fn: h.peer(h.flushPeer)},
 		proto.OpGetStaleList:       {force: true, fn: h.peer(h.getStaleList)},
 		proto.OpPunchPeer:          {force: true, fn: h.peer(h.punchPeer)},
+		proto.OpDecrefPeer:         {force: true, fn: h.peer(h.decrefPeer)},
 		proto.OpClusterPropose:     {force: true, fn: h.clusterPropose},
 		proto.OpGetGossipNodes:     {force: true, fn: h.getGossipNodes},
 		proto.OpStopNode:           {force: true, fn: h.stopNode},
@@ -421,7 +423,14 @@ func (h *Handler) discardObj(ctx context.Context, c *call) error {
 	}
 	var zero [4]byte
 	vid, idx := proto.OidToVid(oid), proto.DataIndex(oid)
-	if err := h.cfg.Gateway.WriteObject(ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx)), zero[:], 0); err != nil {
+	ino, off := proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx))
+	write := h.cfg.Gateway.WriteObject // with a cache: it routes the table write to core/vdi
+	if h.cfg.Cache == nil {
+		// core/vdi drops the reference the entry held (its ledger, if
+		// shared) and resets its gref.
+		write = h.cfg.Vdi.WriteTable
+	}
+	if err := write(ctx, ino, off, zero[:], 0); err != nil {
 		return err
 	}
 	if err := h.cfg.Gateway.RemoveObject(ctx, oid); err != nil && !errors.Is(err, proto.ResNoObj) {

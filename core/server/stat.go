@@ -221,6 +221,7 @@ var MetricsOps = map[uint8]string{
 	uint8(proto.OpWritePeer): "write_peer", uint8(proto.OpRemovePeer): "remove_peer",
 	uint8(proto.OpPunchPeer): "punch_peer", uint8(proto.OpFlushPeer): "flush_peer",
 	uint8(proto.OpGetObjList): "get_obj_list", uint8(proto.OpRepairReplica): "repair_replica",
+	uint8(proto.OpDecrefObj): "decref_obj", uint8(proto.OpDecrefPeer): "decref_peer",
 }
 
 // observe records a finished request in the metrics of its class: peer

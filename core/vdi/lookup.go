@@ -21,6 +21,9 @@ type Objects interface {
 	WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error
 	CreateAndWrite(ctx context.Context, oid, cowFrom uint64, off int64, data []byte, flags uint16) error
 	RemoveObject(ctx context.Context, oid uint64) error
+	// Decref applies a dropped reference to every copy of a ledger and
+	// reports whether one became all zero (gateway.Decref).
+	Decref(ctx context.Context, ledgerOid uint64, gen, count uint32) (zero bool, err error)
 }
 
 // headerProbeSize is how much of an inode lookup reads: the fixed fields.

@@ -23,6 +23,7 @@ type memObjects struct {
 	// failCreate, if set, fails the creates it returns an error for (a
 	// full store, say).
 	failCreate func(oid uint64) error
+	decrefs    int // ledger drops applied (Decref calls)
 }
 
 func newMemObjects(shift uint8) *memObjects {
@@ -125,6 +126,41 @@ func (m *memObjects) dataOids() []uint64 {
 	var out []uint64
 	for oid := range m.objs {
 		if proto.IsDataObj(oid) {
+			out = append(out, oid)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Decref applies a drop to the one copy of a ledger, as a replica does
+// (gateway.ApplyDecref).
+func (m *memObjects) Decref(ctx context.Context, ledgerOid uint64, gen, count uint32) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.decrefs++
+	l := make([]byte, proto.LedgerSize)
+	o, ok := m.objs[ledgerOid]
+	copy(l, o)
+	zero, _, hi, err := proto.LedgerDecref(l, !ok, gen, count)
+	if err != nil {
+		return false, err
+	}
+	if zero {
+		delete(m.objs, ledgerOid)
+		return true, nil
+	}
+	m.objs[ledgerOid] = l[:max(len(o), hi)]
+	return false, nil
+}
+
+// ledgerOids lists the ledger objects held, sorted.
+func (m *memObjects) ledgerOids() []uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []uint64
+	for oid := range m.objs {
+		if proto.IsLedgerObj(oid) && !proto.IsVdiObj(oid) {
 			out = append(out, oid)
 		}
 	}

@@ -10,12 +10,11 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
-// Space reclamation. Instead of Sheepdog's generational reference counts
-// (gref and ledger objects, docs/protocol.md §4.7), a dropped reference is
-// checked against every live inode: the data object (vid, idx) is removed
-// when no live (not deleted) inode's data_vdi_id[idx] names vid any more.
-// Object idx of any VDI can only be named at index idx, so one range of
-// each table is enough.
+// The scan (see ledger.go for when it is used): a dropped reference is
+// checked against every live inode, and the data object (vid, idx) is
+// removed when no live (not deleted) inode's data_vdi_id[idx] names vid
+// any more. Object idx of any VDI can only be named at index idx, so one
+// range of each table is enough.
 //
 // Invariant kept: an object is removed only when no live inode names it.
 // References only move between inodes by copying a table (snapshot, clone,
@@ -27,34 +26,36 @@ import (
 // Ref names data object Index of VDI Vid.
 type Ref struct{ Vid, Index uint32 }
 
-// reclaim checks every reference of table, the data_vdi_id of an inode
-// that was just deleted.
-func (s *Service) reclaim(ctx context.Context, table []uint32) error {
-	var refs []Ref
-	for i, v := range table {
-		if v != 0 {
-			refs = append(refs, Ref{Vid: v, Index: uint32(i)})
-		}
-	}
-	return s.Reclaim(ctx, refs)
+// Reclaim removes, on every replica, each data object of refs that no live
+// VDI references any more, with its ledger if it has one. Callers pass
+// references they just dropped that the reference counts do not account
+// for (dropFor), and the objects whose ledgers reached zero, to check.
+func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
+	_, err := s.scanFree(ctx, refs)
+	return err
 }
 
-// Reclaim removes, on every replica, each data object of refs that no live
-// VDI references any more. Callers pass the references they just dropped:
-// a delete, a discard writing 0 into a table, dog zeroing a table before
-// DEL_VDI, a copy-on-write replacing a shared object with an own one.
+// scanFree is Reclaim; it returns the references a live inode still names
+// (their objects kept).
 //
 // The owner of an object is checked first: a live snapshot names its own
 // objects until it is deleted, so the common case (a copy-on-write away
 // from a snapshot) costs one small read.
-func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
+func (s *Service) scanFree(ctx context.Context, refs []Ref) (kept []Ref, err error) {
 	if len(refs) == 0 {
-		return nil
+		return nil, nil
 	}
 	cand := make(map[Ref]bool, len(refs))
 	for _, r := range refs {
 		cand[r] = true
 	}
+	defer func() {
+		for _, r := range refs {
+			if !cand[r] {
+				kept = append(kept, r)
+			}
+		}
+	}()
 	owners := map[uint32]bool{}
 	s.cluster.View(func(st *cluster.State) {
 		for r := range cand {
@@ -65,11 +66,11 @@ func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
 	})
 	for v := range owners {
 		if err := s.dropNamed(ctx, v, cand); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(cand) == 0 {
-		return nil
+		return nil, nil
 	}
 	var live []uint32
 	s.cluster.View(func(st *cluster.State) {
@@ -81,20 +82,23 @@ func (s *Service) Reclaim(ctx context.Context, refs []Ref) error {
 	})
 	for _, v := range live {
 		if len(cand) == 0 {
-			return nil
+			return nil, nil
 		}
 		if err := s.dropNamed(ctx, v, cand); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var firstErr error
 	for c := range cand {
-		err := s.objects.RemoveObject(ctx, proto.VidToDataOid(c.Vid, c.Index))
-		if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
-			firstErr = err
+		oid := proto.VidToDataOid(c.Vid, c.Index)
+		for _, o := range []uint64{oid, proto.LedgerOid(oid)} {
+			err := s.objects.RemoveObject(ctx, o)
+			if err != nil && !errors.Is(err, proto.ResNoObj) && firstErr == nil {
+				firstErr = err
+			}
 		}
 	}
-	return firstErr
+	return nil, firstErr
 }
 
 // dropNamed reads the part of vid's table that covers the candidates and

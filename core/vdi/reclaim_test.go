@@ -10,44 +10,28 @@ import (
 )
 
 // dogDelete deletes a VDI or snapshot the way dog does (docs/protocol.md §4.6):
-// zero its data_vdi_id with a write, let the server drop those references
-// (core/server calls Reclaim after such a write), then DEL_VDI.
+// zero its data_vdi_id with a write, which drops those references
+// (WriteTable, as core/server sends it), then DEL_VDI.
 func (e *env) dogDelete(name, tag string, snapid uint32) {
 	e.t.Helper()
 	vid := e.lookup(name, tag, snapid)
 	table := e.inode(vid).DataVdiID
-	last := lastNonZero(table)
-	var dropped []Ref
-	if last >= 0 {
+	if last := lastNonZero(table); last >= 0 {
 		zeros := make([]byte, 4*(last+1))
-		if err := e.obj.WriteObject(e.ctx, proto.VidToVdiOid(vid), proto.DataVdiIDOffset, zeros, 0); err != nil {
+		if err := e.svc.WriteTable(e.ctx, proto.VidToVdiOid(vid), proto.DataVdiIDOffset, zeros, 0); err != nil {
 			e.t.Fatal(err)
 		}
-		for i, v := range table[:last+1] {
-			if v != 0 {
-				dropped = append(dropped, Ref{Vid: v, Index: uint32(i)})
-			}
-		}
-	}
-	if err := e.svc.Reclaim(e.ctx, dropped); err != nil {
-		e.t.Fatalf("reclaim after zeroing %x: %v", vid, err)
 	}
 	if _, err := e.svc.Delete(e.ctx, name, tag, snapid); err != nil {
 		e.t.Fatalf("delete %q tag %q snap %d: %v", name, tag, snapid, err)
 	}
 }
 
-// cow writes idx of vid like a client, then drops the reference the write
-// replaced, as the server does after the table update.
+// cow writes idx of vid like a client: a copy-on-write when another VDI's
+// object is there; the table write drops the reference it replaced.
 func (e *env) cow(vid, idx uint32, fill byte) {
 	e.t.Helper()
-	old := e.inode(vid).DataVdiID[idx]
 	e.write(vid, idx, fill)
-	if old != 0 && old != vid {
-		if err := e.svc.Reclaim(e.ctx, []Ref{{old, idx}}); err != nil {
-			e.t.Fatal(err)
-		}
-	}
 }
 
 // TestReclaimDogDeletes: a snapshot deleted the dog way (its table zeroed

@@ -70,15 +70,24 @@ func (s *Service) WriteTable(ctx context.Context, oid uint64, off int64, data []
 	if err != nil || len(dropped) == 0 {
 		return err
 	}
-	if err := s.Reclaim(ctx, dropped); err != nil {
-		s.log.Warn("reclaim dropped references", "vid", fmt.Sprintf("%x", vid), "err", err)
+	if err := s.dropRefs(ctx, vid, s.isSnapshot(vid), dropped); err != nil {
+		s.log.Warn("drop references", "vid", fmt.Sprintf("%x", vid), "err", err)
 	}
 	return nil
 }
 
 // writeTable is WriteTable's locked read-write-read; it returns the
-// references the write dropped.
-func (s *Service) writeTable(ctx context.Context, oid uint64, lo, hi uint32, off int64, data []byte, flags uint16) ([]Ref, error) {
+// references the write dropped, with their grefs, and resets those grefs:
+// an entry the write changed names the VDI's own new object (generation
+// 0, copied by nobody) or nothing. Only the changed entries' grefs are
+// reset (Sheepdog resets the whole range written, so an entry written
+// unchanged would lose its generation).
+//
+// Invariant: the grefs are read after the table write and reset before
+// the lock is released, so a drop is handed on exactly once per gref
+// read on this node; a crash in between leaves a gref that no longer
+// matches its entry, which dropFor sends to the scan.
+func (s *Service) writeTable(ctx context.Context, oid uint64, lo, hi uint32, off int64, data []byte, flags uint16) ([]drop, error) {
 	vid := proto.OidToVid(oid)
 	mu := &s.tables[vid%tableLocks]
 	mu.Lock()
@@ -103,14 +112,46 @@ func (s *Service) writeTable(ctx context.Context, oid uint64, lo, hi uint32, off
 	if err := s.objects.ReadObject(ctx, oid, int64(proto.DataVdiIDOff(lo)), after); err != nil {
 		return nil, nil // the write is done; reclamation waits for the next chance
 	}
-	var dropped []Ref
+	var dropped []drop
 	for i := uint32(0); i < hi-lo; i++ {
 		old, cur := binary.LittleEndian.Uint32(before[4*i:]), binary.LittleEndian.Uint32(after[4*i:])
 		if old != 0 && old != cur {
-			dropped = append(dropped, Ref{Vid: old, Index: lo + i})
+			dropped = append(dropped, drop{Ref: Ref{Vid: old, Index: lo + i}})
 		}
 	}
+	if len(dropped) == 0 {
+		return nil, nil
+	}
+	first, last := dropped[0].Index, dropped[len(dropped)-1].Index
+	g, err := s.readGrefs(ctx, vid, first, last+1)
+	if err != nil {
+		// Unknown grefs: every drop goes to the scan.
+		s.log.Warn("table write: grefs unreadable, dropped references checked by scan", "vid", fmt.Sprintf("%x", vid), "err", err)
+		for i := range dropped {
+			dropped[i].gref = proto.Gref{Generation: -1}
+		}
+		return dropped, nil
+	}
+	for i := range dropped {
+		at := dropped[i].Index - first
+		dropped[i].gref, g[at] = g[at], proto.Gref{}
+	}
+	if err := s.objects.WriteObject(ctx, oid, proto.GrefOff(first), proto.EncodeGrefs(g), flags); err != nil {
+		// The grefs stay as they were: a later drop of the new entries
+		// finds a gref that does not match them (dropFor: the scan).
+		s.log.Warn("table write: resetting grefs failed", "vid", fmt.Sprintf("%x", vid), "err", err)
+	}
 	return dropped, nil
+}
+
+// isSnapshot reports whether vid is a live snapshot in the cluster state.
+func (s *Service) isSnapshot(vid uint32) bool {
+	snapshot := false
+	s.cluster.View(func(st *cluster.State) {
+		v := st.VdiState(vid)
+		snapshot = v != nil && v.Snapshot && !v.Deleted
+	})
+	return snapshot
 }
 
 // addsSnapshotRefs reports whether writing data at off into the inode of

@@ -163,7 +163,8 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 	entry := &cluster.Entry{Kind: cluster.KindAddVdi, Vid: r.free, Copies: p.Copies,
 		CopyPolicy: p.CopyPolicy, BlockSizeShift: p.BlockSizeShift, ParentVid: p.BaseVid}
 
-	var table []uint32 // data_vdi_id of the new inode
+	var table []uint32   // data_vdi_id of the new inode
+	var shareFrom uint32 // the inode table is copied from: its grefs count the copy
 	var oldVid uint32
 	// restore: the working VDI the entry makes a snapshot (a snapshot's
 	// old vid, a clone's base that was not one yet); a failed create
@@ -196,6 +197,10 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		}
 		oldVid = r.vid
 		table = src.DataVdiID
+		shareFrom = r.vid
+		if src != old {
+			shareFrom = p.BaseVid
+		}
 		ino.VdiSize = src.VdiSize
 		if src != old && p.Size != 0 {
 			ino.VdiSize = p.Size
@@ -248,6 +253,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 				return Info{}, fmt.Errorf("clone of hyper volume %x: %w", p.BaseVid, proto.ResInvalidParms)
 			}
 			table = base.DataVdiID
+			shareFrom = p.BaseVid
 			if p.Size == 0 {
 				ino.VdiSize = base.VdiSize
 			}
@@ -283,7 +289,7 @@ func (s *Service) newOnce(ctx context.Context, p NewParams) (Info, error) {
 		}
 	}
 	ino.DataVdiID = table
-	if err := s.writeNewInode(ctx, &ino); err != nil {
+	if err := s.writeCopy(ctx, &ino, shareFrom); err != nil {
 		// All or nothing: a vid without an inode would trip up every
 		// listing. Give the vid up (deleted, as if created and deleted);
 		// the client's ctx may be what failed, so this gets its own.
@@ -419,7 +425,34 @@ func (s *Service) writeNewInode(ctx context.Context, ino *proto.Inode) error {
 	if err := s.objects.CreateAndWrite(ctx, proto.VidToVdiOid(ino.VdiID), 0, 0, buf, 0); err != nil {
 		return fmt.Errorf("write inode %x: %w", ino.VdiID, err)
 	}
+	if last := lastNonZeroGref(ino.Gref); last >= 0 {
+		if err := s.objects.WriteObject(ctx, proto.VidToVdiOid(ino.VdiID), proto.GrefOffset, proto.EncodeGrefs(ino.Gref[:last+1]), 0); err != nil {
+			return fmt.Errorf("write grefs of inode %x: %w", ino.VdiID, err)
+		}
+	}
 	return nil
+}
+
+// writeCopy writes the new inode ino, whose table was copied from inode
+// base (0: none), once base's grefs count the copy (shareRefs).
+func (s *Service) writeCopy(ctx context.Context, ino *proto.Inode, base uint32) error {
+	if base != 0 {
+		g, err := s.shareRefs(ctx, base, ino.DataVdiID)
+		if err != nil {
+			return err
+		}
+		ino.Gref = g
+	}
+	return s.writeNewInode(ctx, ino)
+}
+
+func lastNonZeroGref(g []proto.Gref) int {
+	for i := len(g) - 1; i >= 0; i-- {
+		if g[i] != (proto.Gref{}) {
+			return i
+		}
+	}
+	return -1
 }
 
 func lastNonZero(t []uint32) int {
@@ -460,6 +493,11 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	if err != nil {
 		return 0, err
 	}
+	if last := lastNonZero(ino.DataVdiID); last >= 0 && ino.StorePolicy == 0 {
+		if ino.Gref, err = s.readGrefs(ctx, r.vid, 0, uint32(last)+1); err != nil {
+			s.log.Warn("delete: grefs unreadable, its references are checked by scan", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+		}
+	}
 	res, err := s.cluster.Propose(ctx, &cluster.Entry{Kind: cluster.KindDelVdi, Vid: r.vid})
 	if err != nil {
 		return 0, err
@@ -481,8 +519,8 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 		if err := s.removeHyper(ctx, r.vid, ino); err != nil {
 			s.log.Warn("remove objects of deleted hyper volume", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 		}
-	} else if err := s.reclaim(ctx, ino.DataVdiID); err != nil {
-		s.log.Warn("reclaim after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
+	} else if err := s.dropTable(ctx, r.vid, ino); err != nil {
+		s.log.Warn("drop references after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
 	}
 	if err := s.removeVMState(ctx, r.vid, ino); err != nil {
 		s.log.Warn("remove vmstate after delete", "vid", fmt.Sprintf("%x", r.vid), "err", err)
@@ -492,6 +530,29 @@ func (s *Service) Delete(ctx context.Context, name, tag string, snapid uint32) (
 	}
 	s.log.Info("vdi deleted", "name", name, "vid", fmt.Sprintf("%x", r.vid))
 	return r.vid, nil
+}
+
+// dropTable drops every reference still in the table of ino, the inode
+// of vid just deleted, with the grefs read before (ino.Gref; entries past
+// its end are unknown). dog zeroes a table before DEL_VDI, so this is for
+// other clients.
+func (s *Service) dropTable(ctx context.Context, vid uint32, ino *proto.Inode) error {
+	last := lastNonZero(ino.DataVdiID)
+	if last < 0 {
+		return nil
+	}
+	var drops []drop
+	for i, v := range ino.DataVdiID[:last+1] {
+		if v == 0 {
+			continue
+		}
+		g := proto.Gref{Generation: -1} // unknown: dropFor sends it to the scan
+		if i < len(ino.Gref) {
+			g = ino.Gref[i]
+		}
+		drops = append(drops, drop{Ref: Ref{Vid: v, Index: uint32(i)}, gref: g})
+	}
+	return s.dropRefs(ctx, vid, ino.IsSnapshot(), drops)
 }
 
 // Lock locks vid for owner when the cluster uses locks; otherwise it only

@@ -153,7 +153,9 @@ func (e *env) write(vid, idx uint32, fill byte) {
 	}
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], vid)
-	if err := e.obj.WriteObject(e.ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx)), b[:], 0); err != nil {
+	// The index update goes where the server sends it: core/vdi, which
+	// drops the reference it replaces (core/server's writeObj).
+	if err := e.svc.WriteTable(e.ctx, proto.VidToVdiOid(vid), int64(proto.DataVdiIDOff(idx)), b[:], 0); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -69,6 +69,12 @@ type Driver struct {
 	// leader seeing a membership change).
 	waitMu   sync.Mutex
 	joinWait bool
+	// gathered is set when this restarted node's join wait ended because
+	// every node of the last epoch is back, and cleared once an epoch
+	// committed after the start is applied: until then the leader takes
+	// every pending change into one epoch (NextMembers), as Sheepdog's
+	// cluster does when it leaves its wait.
+	gathered atomic.Bool
 
 	// leaderMu guards the leader notification: leaderCh is closed and
 	// replaced when raft reports a leader change; leaderless is when the
@@ -769,6 +775,9 @@ func (d *Driver) WaitingForJoin() bool {
 			return true
 		}
 	}
+	if d.hasState {
+		d.gathered.Store(true)
+	}
 	d.endJoinWait()
 	return false
 }
@@ -781,6 +790,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 		case cluster.KindEpoch:
 			if e.Time >= d.started.UnixNano() {
 				d.endJoinWait()
+				d.gathered.Store(false)
 			}
 			d.peersChanged(e)
 			if e.Forced {
@@ -798,6 +808,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 				// A format names the nodes live now as the epoch: nobody
 				// is left to wait for.
 				d.endJoinWait()
+				d.gathered.Store(false)
 			}
 			d.syncIdentity()
 		}

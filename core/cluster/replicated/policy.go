@@ -4,6 +4,9 @@ import (
 	"slices"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
 // VoterCount is how many of n live nodes vote: an odd number (an even one
@@ -86,4 +89,29 @@ func Voters(current []raft.Server, live map[raft.ServerID]raft.ServerAddress, se
 		}
 	}
 	return out
+}
+
+// NextMembers is the node list of the next epoch: cur, the current
+// epoch's nodes, with the first of changes applied (cluster.PendingChanges
+// order), so that changes noticed together still get an epoch each; or,
+// when gathered, with every change applied at once. It returns the nodes
+// and how many changes they take in (0: no epoch to commit).
+//
+// gathered is a cluster leaving the wait of a whole-cluster restart: every
+// node of its last epoch is back. Sheepdog's cluster then starts with one
+// epoch of every node that joined during the wait (its SD_STATUS_WAIT
+// collects them without epochs), not one epoch per node in the order they
+// came back.
+func NextMembers(cur []proto.Node, changes []cluster.Change, gathered bool) ([]proto.Node, int) {
+	if len(changes) == 0 {
+		return cur, 0
+	}
+	if !gathered {
+		return changes[0].Apply(cur), 1
+	}
+	nodes := cur
+	for _, c := range changes {
+		nodes = c.Apply(nodes)
+	}
+	return nodes, len(changes)
 }

@@ -2,10 +2,14 @@ package replicated
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
 func TestVoterCount(t *testing.T) {
@@ -60,5 +64,42 @@ func TestVoters(t *testing.T) {
 				t.Fatalf("Voters(%s, live %s) = %s, want %s", tc.current, tc.live, fmt.Sprint(got), fmt.Sprint(tc.want))
 			}
 		})
+	}
+}
+
+func TestNextMembers(t *testing.T) {
+	node := func(port uint16) proto.Node {
+		return proto.Node{NodeID: proto.NodeIDFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)), NrVnodes: 128}
+	}
+	nodes := func(ports ...uint16) []proto.Node {
+		var out []proto.Node
+		for _, p := range ports {
+			out = append(out, node(p))
+		}
+		return out
+	}
+	join := func(p uint16) cluster.Change { return cluster.Change{Node: node(p), Join: true} }
+	leave := func(p uint16) cluster.Change { return cluster.Change{Node: node(p)} }
+	for _, tc := range []struct {
+		name     string
+		cur      []proto.Node
+		changes  []cluster.Change
+		gathered bool
+		want     []proto.Node
+		taken    int
+	}{
+		{"no change", nodes(7000), nil, false, nodes(7000), 0},
+		{"no change, gathered", nodes(7000), nil, true, nodes(7000), 0},
+		{"one join", nodes(7000), []cluster.Change{join(7001)}, false, nodes(7000, 7001), 1},
+		{"two changes, the first only", nodes(7000, 7001), []cluster.Change{leave(7001), join(7002)}, false, nodes(7000), 1},
+		// Sheepdog's 001: the last epoch [7002] is back, 7000 and 7001
+		// came back first: one epoch of the three.
+		{"restart gathered", nodes(7002), []cluster.Change{join(7000), join(7001)}, true, nodes(7000, 7001, 7002), 2},
+		{"restart gathered, one gone meanwhile", nodes(7000, 7001), []cluster.Change{leave(7001), join(7002)}, true, nodes(7000, 7002), 2},
+	} {
+		got, n := NextMembers(tc.cur, tc.changes, tc.gathered)
+		if n != tc.taken || !slices.EqualFunc(got, tc.want, func(a, b proto.Node) bool { return a.NodeID == b.NodeID }) {
+			t.Errorf("%s: NextMembers = %v (%d changes), want %v (%d)", tc.name, got, n, tc.want, tc.taken)
+		}
 	}
 }

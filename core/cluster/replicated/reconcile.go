@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -113,7 +114,8 @@ func (d *Driver) reconfigure() error {
 
 // nextEpoch builds the entry of the next membership change, if any: one
 // change only (cluster.PendingChanges), so that changes noticed together
-// still get an epoch each. With forced and no change, the entry repeats
+// still get an epoch each, except for the first epoch after a
+// whole-cluster restart, which takes in every node (NextMembers). With forced and no change, the entry repeats
 // the current node list (the epoch then only records the re-forming).
 func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	var formatted, auto bool
@@ -141,12 +143,16 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 		}
 		return cluster.NewEpoch(base, cur, auto, true, time.Now()), "none", true
 	}
-	c := changes[0]
-	what := "left " + c.Node.NodeID.String()
-	if c.Join {
-		what = "joined " + c.Node.NodeID.String()
+	nodes, n := NextMembers(cur, changes, !forced && d.gathered.Load())
+	var what []string
+	for _, c := range changes[:n] {
+		if c.Join {
+			what = append(what, "joined "+c.Node.NodeID.String())
+		} else {
+			what = append(what, "left "+c.Node.NodeID.String())
+		}
 	}
-	return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), what, true
+	return cluster.NewEpoch(base, nodes, auto, forced, time.Now()), strings.Join(what, ", "), true
 }
 
 func (d *Driver) logEpoch(change string, forced bool) {

@@ -398,6 +398,47 @@ func TestLocalDriverConcurrentStart(t *testing.T) {
 	}
 }
 
+// Two -c local sheeps have one raft voter, the first. Killed with
+// SIGKILL, it leaves the other without a majority; as Sheepdog's local
+// driver, the survivor carries on by itself: the registry says the
+// voter's process is gone, so it re-forms the cluster (a new epoch of
+// itself alone) and takes writes with no command typed. The killed sheep,
+// restarted, rejoins.
+func TestLocalDriverVoterKilled(t *testing.T) {
+	parallel(t)
+	reg, tmp := t.TempDir(), t.TempDir()
+	start := func(name string, port int) *Sheep {
+		dir := filepath.Join(tmp, name)
+		return startSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none",
+			"-p", strconv.Itoa(port), "-z", name)
+	}
+	pa, pb := freePort(t), freePort(t)
+	a := start("1", pa) // finds nobody: bootstraps, the one voter
+	b := start("2", pb)
+	waitNodes(t, b, 2)
+	a.must(t, nil, "cluster", "format", "--copies=2")
+	data := seedVdi(t, b, "Alice", 4<<20)
+	before := len(epochLog(t, b))
+
+	killed := time.Now()
+	a.Kill()
+	waitEpochNodes(t, b, []*Sheep{b}, 20*time.Second)
+	patchVdi(t, b, "Alice", data, 1<<20, 0x5a) // a write needs a leader
+	t.Logf("survivor wrote %v after the voter was killed", time.Since(killed).Round(time.Millisecond))
+	if got := len(epochLog(t, b)); got != before+1 {
+		t.Errorf("%d epochs after the kill, want %d (one: the voter gone)", got, before+1)
+	}
+	log, _ := os.ReadFile(filepath.Join(b.Dir, "sheep.log"))
+	if !strings.Contains(string(log), "every missing voter is dead") {
+		t.Errorf("the survivor's log does not say why it re-formed the cluster")
+	}
+	mustRead(t, b, "Alice", data, "after the voter was killed")
+
+	again := start("1", pa)
+	waitEpochNodes(t, b, []*Sheep{again, b}, 20*time.Second)
+	mustRead(t, again, "Alice", data, "through the killed voter, restarted")
+}
+
 // A -c local sheep with its own --gossip-port is found through the
 // registry, which records its gossip address: the next sheep joins it.
 func TestLocalDriverOwnGossipPort(t *testing.T) {

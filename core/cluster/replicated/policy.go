@@ -115,3 +115,45 @@ func NextMembers(cur []proto.Node, changes []cluster.Change, gathered bool) ([]p
 	}
 	return nodes, len(changes)
 }
+
+// AutoRecover decides whether this node (self), without a raft leader,
+// re-forms its cluster by itself, as `cluster recover force` would: only
+// where the cluster driver can tell a dead sheep from a silent one
+// (Config.Dead: -c local, every sheep on one host, a process that is gone
+// is a fact). servers is raft's configuration as this node knows it, live
+// the servers gossip sees alive (this node among them), dead those known
+// gone for good.
+//
+// Invariants kept here:
+//   - Never while a majority of the voters may be alive: a voter that is
+//     not live is only discounted when it is dead, so a partition (a voter
+//     silent but not known dead) always leaves the decision to raft or
+//     the operator.
+//   - At most one survivor re-forms: the one with the lowest id among
+//     the configuration's servers that are live and not dead. Every
+//     survivor computes the same choice from the same configuration and
+//     the same host-local facts; the others see its newer generation and
+//     rejoin it (rejoinIfLeftBehind).
+func AutoRecover(servers []raft.Server, live, dead map[raft.ServerID]bool, self raft.ServerID) bool {
+	voters, alive := 0, 0
+	var first raft.ServerID
+	in := false
+	for _, s := range servers {
+		up := live[s.ID] && !dead[s.ID]
+		if s.Suffrage == raft.Voter {
+			voters++
+			if up {
+				alive++
+			} else if !dead[s.ID] {
+				return false // silent, not known dead: maybe a partition
+			}
+		}
+		if s.ID == self {
+			in = true
+		}
+		if up && (first == "" || s.ID < first) {
+			first = s.ID
+		}
+	}
+	return in && alive*2 <= voters && first == self
+}

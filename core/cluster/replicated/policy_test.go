@@ -103,3 +103,44 @@ func TestNextMembers(t *testing.T) {
 		}
 	}
 }
+
+func TestAutoRecover(t *testing.T) {
+	set := func(ids string) map[raft.ServerID]bool {
+		m := map[raft.ServerID]bool{}
+		for _, c := range ids {
+			m[raft.ServerID(string(c))] = true
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name       string
+		servers    string // id:suffrage, as servers()
+		live, dead string
+		self       raft.ServerID
+		want       bool
+	}{
+		// Two nodes, one voter: the voter killed, the survivor goes on.
+		{"only voter dead", "a:v b:n", "b", "a", "b", true},
+		{"only voter silent, not known dead", "a:v b:n", "b", "", "b", false},
+		{"voter alive", "a:v b:n", "ab", "", "b", false},
+		// A process gone while gossip still has it alive: dead wins.
+		{"voter dead, gossip not caught up", "a:v b:n", "ab", "a", "b", true},
+		// Three voters: one dead leaves a majority, raft goes on.
+		{"majority alive", "a:v b:v c:v", "bc", "a", "b", false},
+		{"two of three dead", "a:v b:v c:v", "c", "ab", "c", true},
+		{"two of three gone, one silent", "a:v b:v c:v", "c", "a", "c", false},
+		// Several survivors: only the lowest id re-forms.
+		{"lowest survivor re-forms", "a:v b:n c:n", "bc", "a", "b", true},
+		{"other survivor waits", "a:v b:n c:n", "bc", "a", "c", false},
+		{"lowest survivor is a dead non-voter", "a:v b:n c:n", "c", "ab", "c", true},
+		// A node the configuration does not name has no say.
+		{"self not in the configuration", "a:v b:n", "bc", "a", "c", false},
+		// Five voters, three dead: two survivors are no majority.
+		{"three of five dead", "a:v b:v c:v d:v e:v", "de", "abc", "d", true},
+		{"two of five dead", "a:v b:v c:v d:v e:v", "cde", "ab", "c", false},
+	} {
+		if got := AutoRecover(servers(tc.servers), set(tc.live), set(tc.dead), tc.self); got != tc.want {
+			t.Errorf("%s: AutoRecover = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

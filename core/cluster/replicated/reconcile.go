@@ -37,6 +37,7 @@ func (d *Driver) reconcileLoop() {
 			continue
 		}
 		d.rejoinIfLeftBehind()
+		d.autoRecover()
 	}
 }
 
@@ -193,6 +194,49 @@ func (d *Driver) rejoinIfLeftBehind() {
 	}
 	if err := d.startRaft(false); err != nil {
 		d.cfg.Log.Error("rejoin: restart raft", "err", err)
+	}
+}
+
+// autoRecover runs on a node without a leader where dead sheeps are
+// known as such (Config.Dead): when every voter missing from a majority
+// is dead and this node is the survivor AutoRecover names, it re-forms the
+// cluster as `cluster recover force` does. Not during the wait of a
+// restart (WaitingForJoin): a node restarted alone must wait for the
+// nodes of its last epoch, whose state may be newer than its own, as
+// Sheepdog's do.
+func (d *Driver) autoRecover() {
+	if d.cfg.Dead == nil || d.stopping.Load() || d.leaderlessFor() < d.cfg.NoLeaderWait || d.WaitingForJoin() {
+		return
+	}
+	formatted := false
+	d.View(func(s *cluster.State) { formatted = s.Formatted() })
+	if !formatted {
+		return // nothing to keep: a new format bootstraps again
+	}
+	cf := d.r().GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	servers := cf.Configuration().Servers
+	live, dead := map[raft.ServerID]bool{}, map[raft.ServerID]bool{}
+	for _, n := range d.Members() {
+		live[raft.ServerID(n.NodeID.String())] = true
+	}
+	var gone []string
+	for _, s := range servers {
+		if s.ID != raft.ServerID(d.cfg.Self.NodeID.String()) && d.cfg.Dead(string(s.ID)) {
+			dead[s.ID] = true
+			gone = append(gone, string(s.ID))
+		}
+	}
+	if !AutoRecover(servers, live, dead, raft.ServerID(d.cfg.Self.NodeID.String())) {
+		return
+	}
+	d.cfg.Log.Warn("no raft majority and every missing voter is dead: re-forming the cluster from this node", "dead", gone)
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProposeTimeout)
+	defer cancel()
+	if _, err := d.ForceRecover(ctx); err != nil {
+		d.cfg.Log.Error("re-forming the cluster after its voters died", "err", err)
 	}
 }
 

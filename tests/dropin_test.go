@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -402,8 +403,11 @@ func TestLocalDriverConcurrentStart(t *testing.T) {
 // SIGKILL, it leaves the other without a majority; as Sheepdog's local
 // driver, the survivor carries on by itself: the registry says the
 // voter's process is gone, so it re-forms the cluster (a new epoch of
-// itself alone) and takes writes with no command typed. The killed sheep,
-// restarted, rejoins.
+// itself alone) and takes writes with no command typed. Then the survivor
+// is killed too, and both restart, the old voter first: it waits for the
+// other node of its last epoch, and once that one is back the newer
+// history (the survivor's) wins, as Sheepdog's latest epoch does: epochs
+// [a b], [b], [a b], the write made after the first kill readable.
 func TestLocalDriverVoterKilled(t *testing.T) {
 	parallel(t)
 	reg, tmp := t.TempDir(), t.TempDir()
@@ -434,9 +438,19 @@ func TestLocalDriverVoterKilled(t *testing.T) {
 	}
 	mustRead(t, b, "Alice", data, "after the voter was killed")
 
-	again := start("1", pa)
-	waitEpochNodes(t, b, []*Sheep{again, b}, 20*time.Second)
-	mustRead(t, again, "Alice", data, "through the killed voter, restarted")
+	b.Kill()
+	a = start("1", pa)
+	b = start("2", pb)
+	waitEpochNodes(t, b, []*Sheep{a, b}, 20*time.Second)
+	both := []int{min(pa, pb), max(pa, pb)}
+	want := []epochRow{{1, both}, {2, []int{pb}}, {3, both}}
+	for _, s := range []*Sheep{a, b} {
+		waitEpochNodes(t, s, []*Sheep{a, b}, 10*time.Second)
+		if got := epochLog(t, s); fmt.Sprint(got[len(got)-3:]) != fmt.Sprint(want[:]) || len(got) != before+2 {
+			t.Errorf("%s: epochs %v after both restarted, want %v", s.Addr(), got, want)
+		}
+	}
+	mustRead(t, a, "Alice", data, "through the old voter, after both restarted")
 }
 
 // A -c local sheep with its own --gossip-port is found through the

@@ -158,9 +158,11 @@ func Open(cfg Config) (*Driver, error) {
 	if len(cfg.GossipSeeds) > 0 {
 		peers = cfg.GossipSeeds
 	}
-	if len(peers) == 0 && hasState {
+	if len(peers) == 0 && hasState && cfg.Dead == nil {
 		// A restarted node finds its cluster through the raft
-		// configuration it stored.
+		// configuration it stored. (With -c local, whose registry
+		// names every live sheep, none is live: the next to start
+		// joins this one.)
 		peers = gossipAddrs(d.storedPeers())
 	}
 	if len(peers) > 0 {
@@ -186,6 +188,9 @@ func Open(cfg Config) (*Driver, error) {
 				return nil, err
 			}
 		}
+	}
+	if cfg.Dead != nil && hasState && !d.rejoined.Load() {
+		d.waitOlderYield()
 	}
 	bootstrap := !hasState && len(cfg.Join) == 0
 	if d.startLast, err = d.wal.LastIndex(); err != nil {
@@ -249,6 +254,9 @@ func (d *Driver) closeLog() {
 
 // dropLog deletes raft's log and snapshots and empties the state: this
 // node rejoins its cluster as a new member and gets both from the leader.
+// Until the leader's snapshot names its cluster again, it gossips no
+// identity, as a new node: it holds no history of any generation (a node
+// of the newer one waits for that before it starts raft, waitOlderYield).
 func (d *Driver) dropLog() error {
 	d.closeLog()
 	for _, p := range []string{"wal", "snapshots"} {
@@ -260,6 +268,8 @@ func (d *Driver) dropLog() error {
 		return err
 	}
 	d.fsm.reset()
+	d.setIdentity(Identity{})
+	d.gathered.Store(false)
 	d.rejoined.Store(true)
 	d.caughtUp.Store(true) // a new member: nothing of its own to catch up with
 	d.endJoinWait()
@@ -765,6 +775,14 @@ func (d *Driver) WaitingForJoin() bool {
 	d.View(func(s *cluster.State) { last, formatted = s.Nodes(), s.Formatted() })
 	if !formatted {
 		return d.hasState // a new node waits for the format, not for joins
+	}
+	if d.cfg.Dead != nil {
+		if _, peer := d.newerGeneration(); peer != "" {
+			// A newer history of this cluster is back: this node
+			// rejoins it (RejoinNewer) rather than end its wait with
+			// an epoch of its own history.
+			return true
+		}
 	}
 	live := map[string]bool{}
 	for _, n := range d.Members() {

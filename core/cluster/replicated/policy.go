@@ -157,3 +157,23 @@ func AutoRecover(servers []raft.Server, live, dead map[raft.ServerID]bool, self 
 	}
 	return in && alive*2 <= voters && first == self
 }
+
+// RejoinNewer says when a node that sees a live peer of its cluster with a
+// newer generation drops its raft log to rejoin that peer's cluster. Such
+// a peer re-formed the cluster (recover force) while this node was cut
+// off or down, so this node's log is of a cluster that is no more.
+//
+//   - Without a leader (leaderless: none for NoLeaderWait), always: this
+//     node can commit nothing, and the peer's cluster goes on.
+//   - With a leader only where dead sheeps are known as such (local: -c
+//     local) and this node waits for the nodes of its last epoch after a
+//     restart (waiting): it has committed nothing since it started, so
+//     nothing is lost, and the newer history decides, as in Sheepdog
+//     (the latest epoch wins). A node restarted alone before the
+//     survivors that re-formed the cluster elects itself when it was the
+//     only voter; without this it would lead a second history.
+//   - Otherwise never: a leader that has gone on committing holds writes
+//     that exist nowhere else (split brain, logged by warnSplitBrain).
+func RejoinNewer(leaderless, local, waiting bool) bool {
+	return leaderless || (local && waiting)
+}

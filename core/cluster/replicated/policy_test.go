@@ -144,3 +144,20 @@ func TestAutoRecover(t *testing.T) {
 		}
 	}
 }
+
+func TestRejoinNewer(t *testing.T) {
+	for _, tc := range []struct {
+		leaderless, local, waiting, want bool
+	}{
+		{true, false, false, true},  // no leader: the newer cluster goes on, this node rejoins it
+		{true, true, false, true},   // likewise with -c local
+		{false, false, true, false}, // a leader, across hosts: never (split brain is the operator's)
+		{false, true, true, true},   // -c local, still waiting after a restart: nothing committed, the newer history wins
+		{false, true, false, false}, // -c local, committing again: its writes exist nowhere else
+		{false, false, false, false},
+	} {
+		if got := RejoinNewer(tc.leaderless, tc.local, tc.waiting); got != tc.want {
+			t.Errorf("RejoinNewer(leaderless %v, local %v, waiting %v) = %v, want %v", tc.leaderless, tc.local, tc.waiting, got, tc.want)
+		}
+	}
+}

@@ -30,13 +30,15 @@ func (d *Driver) reconcileLoop() {
 		// becomes leader later must not wait for a node that has left
 		// since.
 		d.WaitingForJoin()
+		if d.rejoinIfLeftBehind() {
+			continue
+		}
 		if d.r().State() == raft.Leader {
 			if err := d.reconcile(); err != nil {
 				d.cfg.Log.Warn("membership reconcile", "err", err)
 			}
 			continue
 		}
-		d.rejoinIfLeftBehind()
 		d.autoRecover()
 	}
 }
@@ -167,19 +169,24 @@ func (d *Driver) logEpoch(change string, forced bool) {
 	d.cfg.Log.Info("new epoch", "epoch", epoch, "change", change, "nodes", n)
 }
 
-// rejoinIfLeftBehind runs on a node without a leader: when live peers of
-// its cluster are of a newer generation (they re-formed the cluster with
-// recover force while this node could not reach a majority), its log is of
-// the old cluster and can never be committed to again: it drops the log
-// and rejoins as a fresh member. A node with a leader is a member of the
-// cluster that leader leads, however late its state, and stays.
-func (d *Driver) rejoinIfLeftBehind() {
-	if d.leaderlessFor() < d.cfg.NoLeaderWait || d.r().LastIndex() == 0 {
-		return
+// rejoinIfLeftBehind runs on a node without a leader (RejoinNewer says
+// when else): when live peers of its cluster are of a newer generation
+// (they re-formed the cluster with recover force while this node could not
+// reach a majority), its log is of the old cluster and can never be
+// committed to again: it drops the log and rejoins as a fresh member. A
+// node with a leader is a member of the cluster that leader leads, however
+// late its state, and stays. It reports whether it dropped the log.
+func (d *Driver) rejoinIfLeftBehind() bool {
+	if d.r().LastIndex() == 0 {
+		return false
+	}
+	leaderless := d.leaderlessFor() >= d.cfg.NoLeaderWait
+	if !RejoinNewer(leaderless, d.cfg.Dead != nil, d.WaitingForJoin()) {
+		return false
 	}
 	gen, peer := d.newerGeneration()
 	if peer == "" {
-		return
+		return false
 	}
 	d.cfg.Log.Warn("the cluster was re-formed without this node (recover force): dropping its raft log to rejoin",
 		"our_generation", d.Identity().Generation, "their_generation", gen, "peer", peer)
@@ -190,11 +197,12 @@ func (d *Driver) rejoinIfLeftBehind() {
 	}
 	if err := d.dropLog(); err != nil {
 		d.cfg.Log.Error("rejoin: drop the raft log", "err", err)
-		return
+		return true
 	}
 	if err := d.startRaft(false); err != nil {
 		d.cfg.Log.Error("rejoin: restart raft", "err", err)
 	}
+	return true
 }
 
 // autoRecover runs on a node without a leader where dead sheeps are

@@ -453,6 +453,38 @@ func TestLocalDriverVoterKilled(t *testing.T) {
 	mustRead(t, a, "Alice", data, "through the old voter, after both restarted")
 }
 
+// A -c local sheep started while its formatted cluster is down finds
+// nobody and starts a cluster of its own, unformatted. When a node of the
+// formatted cluster comes back, the new one joins that cluster instead of
+// refusing it (as Sheepdog's new nodes take in the formatted cluster's
+// nodes, its test 070): one epoch of both, the VDI readable through the
+// new node.
+func TestLocalDriverNewNodeAdoptsFormatted(t *testing.T) {
+	parallel(t)
+	reg, tmp := t.TempDir(), t.TempDir()
+	start := func(name string, port int) *Sheep {
+		dir := filepath.Join(tmp, name)
+		return startSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none",
+			"-p", strconv.Itoa(port), "-z", name)
+	}
+	pa, pb := freePort(t), freePort(t)
+	a := start("1", pa)
+	a.must(t, nil, "cluster", "format", "--copies=1")
+	data := seedVdi(t, a, "Alice", 4<<20)
+	a.Stop()
+	b := start("2", pb)
+	if info := b.collie(t, nil, "cluster", "info").Stdout; !strings.Contains(info, "formatted") {
+		t.Fatalf("the new node alone: %q, want a cluster waiting for its format", info)
+	}
+	a = start("1", pa)
+	waitEpochNodes(t, a, []*Sheep{a, b}, 20*time.Second)
+	waitEpochNodes(t, b, []*Sheep{a, b}, 10*time.Second)
+	if got := epochLog(t, b); len(got) != 2 || len(got[0].ports) != 1 || got[0].ports[0] != pa {
+		t.Errorf("epochs on the new node %v, want the formatted cluster's [a] then [a b]", got)
+	}
+	mustRead(t, b, "Alice", data, "through the new node")
+}
+
 // A -c local sheep with its own --gossip-port is found through the
 // registry, which records its gossip address: the next sheep joins it.
 func TestLocalDriverOwnGossipPort(t *testing.T) {

@@ -97,6 +97,9 @@ type Driver struct {
 	// gossipAddr is the gossip address each peer was last seen at, to
 	// reach it again after a partition (reconnectLoop).
 	gossipAddr map[string]string
+	// adopt is a formatted peer this node of an unformatted cluster
+	// refused (-c local): adoptFormatted joins its cluster.
+	adopt *adoption
 	// splitWarned is when warnSplitBrain last logged (reconnectLoop only).
 	splitWarned time.Time
 

@@ -164,7 +164,9 @@ func (d *Driver) setMember(n *memberlist.Node) {
 
 // NotifyAlive refuses peers of another cluster (Identity.Conflicts), and
 // says so in the log, at most every 10 s per peer. The peer refuses this
-// node the same way, and logs it on its side.
+// node the same way, and logs it on its side. With -c local, a node of an
+// unformatted cluster notes a formatted peer it refused: it joins that
+// peer's cluster next (adoptFormatted).
 func (g delegate) NotifyAlive(peer *memberlist.Node) error {
 	if peer.Name == g.d.cfg.Self.NodeID.String() {
 		return nil
@@ -173,8 +175,13 @@ func (g delegate) NotifyAlive(peer *memberlist.Node) error {
 	if err != nil {
 		return err
 	}
-	if why := g.d.Identity().Conflicts(m.Identity); why != "" {
+	mine := g.d.Identity()
+	if why := mine.Conflicts(m.Identity); why != "" {
 		g.d.noticeMu.Lock()
+		if g.d.cfg.Dead != nil && Adopt(mine, m.Identity) {
+			g.d.adopt = &adoption{id: m.Identity, peer: peer.Name, addr: peer.Address()}
+			g.d.poke()
+		}
 		last := g.d.refused[peer.Name]
 		logIt := time.Since(last) > 10*time.Second
 		if logIt {

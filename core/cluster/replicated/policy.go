@@ -177,3 +177,12 @@ func AutoRecover(servers []raft.Server, live, dead map[raft.ServerID]bool, self 
 func RejoinNewer(leaderless, local, waiting bool) bool {
 	return leaderless || (local && waiting)
 }
+
+// Adopt says whether a node of identity mine joins the cluster of a peer
+// of identity peer that gossip refused (-c local only): when mine was never
+// formatted (no ctime: no VDI, no data) and peer's was. A formatted node
+// never gives up its cluster for another, and two unformatted ones keep
+// apart, as across hosts (Identity.Conflicts).
+func Adopt(mine, peer Identity) bool {
+	return mine.Ctime == 0 && peer.Ctime != 0 && mine.Conflicts(peer) != ""
+}

@@ -161,3 +161,24 @@ func TestRejoinNewer(t *testing.T) {
 		}
 	}
 }
+
+func TestAdopt(t *testing.T) {
+	fresh := Identity{ClusterID: "x"}
+	formatted := Identity{ClusterID: "y", Ctime: 5}
+	for _, tc := range []struct {
+		name       string
+		mine, peer Identity
+		want       bool
+	}{
+		{"unformatted meets formatted", fresh, formatted, true},
+		{"formatted never gives up its cluster", formatted, fresh, false},
+		{"two formatted clusters", formatted, Identity{ClusterID: "z", Ctime: 6}, false},
+		{"two unformatted clusters", fresh, Identity{ClusterID: "z"}, false},
+		{"same cluster, no conflict", Identity{ClusterID: "y"}, formatted, false},
+		{"no identity yet conflicts with none", Identity{}, formatted, false},
+	} {
+		if got := Adopt(tc.mine, tc.peer); got != tc.want {
+			t.Errorf("%s: Adopt = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -30,7 +30,7 @@ func (d *Driver) reconcileLoop() {
 		// becomes leader later must not wait for a node that has left
 		// since.
 		d.WaitingForJoin()
-		if d.rejoinIfLeftBehind() {
+		if d.rejoinIfLeftBehind() || d.adoptFormatted() {
 			continue
 		}
 		if d.r().State() == raft.Leader {
@@ -202,6 +202,48 @@ func (d *Driver) rejoinIfLeftBehind() bool {
 	if err := d.startRaft(false); err != nil {
 		d.cfg.Log.Error("rejoin: restart raft", "err", err)
 	}
+	return true
+}
+
+// adoption is a formatted cluster met by a node of an unformatted one.
+type adoption struct {
+	id         Identity
+	peer, addr string // the peer's name and gossip address
+}
+
+// adoptFormatted runs where dead sheeps are known (-c local): a node of a
+// cluster that was never formatted, which met a node of a formatted one
+// (gossip refused it: another cluster id), drops its raft log, takes that
+// cluster's identity and joins it through that node, as a new member. Its
+// cluster holds nothing to lose; Sheepdog's new nodes likewise wait and
+// take in the formatted cluster's nodes when they come back (its
+// functional test 070), where two raft clusters would stay apart. It
+// reports whether it did.
+func (d *Driver) adoptFormatted() bool {
+	d.noticeMu.Lock()
+	a := d.adopt
+	d.adopt = nil
+	d.noticeMu.Unlock()
+	if a == nil || d.cfg.Dead == nil || !Adopt(d.Identity(), a.id) {
+		return false
+	}
+	d.cfg.Log.Warn("this node's cluster was never formatted: joining the formatted cluster of a peer", "peer", a.peer, "cluster_id", a.id.ClusterID)
+	d.raftMu.Lock()
+	if err := d.r().Shutdown().Error(); err != nil {
+		d.cfg.Log.Error("stop raft to join a formatted cluster", "err", err)
+	}
+	err := d.dropLog()
+	if err == nil {
+		d.setIdentity(a.id)
+		err = d.startRaft(false)
+	}
+	d.raftMu.Unlock()
+	if err != nil {
+		d.cfg.Log.Error("join a formatted cluster", "err", err)
+		return true
+	}
+	// Gossip refused the peer: meet it again, now as one cluster.
+	go d.ml.Join([]string{a.addr})
 	return true
 }
 

@@ -440,6 +440,18 @@ func TestLocalDriverVoterKilled(t *testing.T) {
 
 	b.Kill()
 	a = start("1", pa)
+	// Waiting for b, the node list is the nodes that have joined so far
+	// (Sheepdog's, which its suite counts), not the last epoch's.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.HasPrefix(a.collie(t, nil, "cluster", "info").Stdout, "Cluster status: Waiting for other nodes to join cluster") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old voter restarted alone does not wait for the other node: %q", a.collie(t, nil, "cluster", "info").Stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if list := a.must(t, nil, "node", "list", "-r"); strings.Count(list, "\n") != 1 {
+		t.Errorf("node list while waiting for the other node: %q, want this node only", list)
+	}
 	b = start("2", pb)
 	waitEpochNodes(t, b, []*Sheep{a, b}, 20*time.Second)
 	both := []int{min(pa, pb), max(pa, pb)}

@@ -118,8 +118,9 @@ func (d *Driver) reconfigure() error {
 // nextEpoch builds the entry of the next membership change, if any: one
 // change only (cluster.PendingChanges), so that changes noticed together
 // still get an epoch each, except for the first epoch after a
-// whole-cluster restart, which takes in every node (NextMembers). With forced and no change, the entry repeats
-// the current node list (the epoch then only records the re-forming).
+// whole-cluster restart, which takes in every node (NextMembers). With
+// forced and no change, the entry repeats the current node list (the
+// epoch then only records the re-forming).
 func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	var formatted, auto bool
 	var cur []proto.Node

@@ -33,18 +33,29 @@ func clusterDriver(v string) (string, error) {
 }
 
 // localRegistry is -c local's host-local registry: a directory with one
-// file per running sheep, named by its protocol address and holding
+// file per running sheep, "sheep-ADDR" (its protocol address) holding
 // "PID ADDR GOSSIPADDR". A sheep registers itself before it starts its cluster
-// driver and takes the live entries it finds as its join seeds; its file
-// is removed when it stops, and a file whose pid is gone is removed by the
-// next sheep that reads the registry.
+// driver and takes the live entries it finds as its join seeds. When it
+// stops, its file becomes "gone-ADDR"; so does a file whose pid is gone,
+// at the next sheep's registration. Dead reads the registry.
 //
-// Invariant: registration (read the others, write this sheep's file) runs
-// under an exclusive flock of DIR/lock, so of sheeps starting together
-// exactly one finds nobody and bootstraps the cluster; the others join it.
+// Invariants: registration (read the others, write this sheep's file)
+// runs under an exclusive flock of DIR/lock, so of sheeps starting
+// together exactly one finds nobody and bootstraps the cluster; the
+// others join it. A sheep's entry says dead only after its process is
+// gone (a pid that kill(pid, 0) finds no process for, or a "gone-" file
+// with no live "sheep-" file for the address): a sheep that is slow or
+// stuck is never reported dead.
 type localRegistry struct {
+	dir  string
+	addr string // this sheep's protocol address
 	path string // this sheep's file
 }
+
+const (
+	livePrefix = "sheep-"
+	gonePrefix = "gone-"
+)
 
 // registerLocal registers the sheep at addr (its protocol address) with
 // its gossip address in dir, and returns the protocol and the gossip
@@ -65,35 +76,62 @@ func registerLocal(dir, addr, gossip string) (*localRegistry, []string, []string
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
-	self := "sheep-" + addr
+	self := livePrefix + addr
 	var peers, seeds []string
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasPrefix(name, "sheep-") || name == self {
+		if !strings.HasPrefix(name, livePrefix) || name == self {
 			continue
 		}
 		p := filepath.Join(dir, name)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b))
-		if len(f) != 3 {
+		f, ok := readEntry(p)
+		if !ok {
 			os.Remove(p) // not ours to read
 			continue
 		}
-		pid, err := strconv.Atoi(f[0])
-		if err != nil || !alive(pid) {
-			os.Remove(p) // its sheep is gone
+		if pid, _ := strconv.Atoi(f[0]); !alive(pid) {
+			// Its sheep is gone: kept as such for Dead.
+			os.Rename(p, filepath.Join(dir, gonePrefix+strings.TrimPrefix(name, livePrefix)))
 			continue
 		}
 		peers, seeds = append(peers, f[1]), append(seeds, f[2])
 	}
-	r := &localRegistry{path: filepath.Join(dir, self)}
+	r := &localRegistry{dir: dir, addr: addr, path: filepath.Join(dir, self)}
 	if err := os.WriteFile(r.path, []byte(strconv.Itoa(os.Getpid())+" "+addr+" "+gossip+"\n"), 0o644); err != nil {
 		return nil, nil, nil, fmt.Errorf("local cluster registry: %w", err)
 	}
+	os.Remove(filepath.Join(dir, gonePrefix+addr)) // this address lives again
 	return r, peers, seeds, nil
+}
+
+// readEntry reads a registry file: PID ADDR GOSSIPADDR.
+func readEntry(path string) ([]string, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return nil, false
+	}
+	if _, err := strconv.Atoi(f[0]); err != nil {
+		return nil, false
+	}
+	return f, true
+}
+
+// Dead reports whether the sheep at protocol address addr is known gone:
+// its entry names a process that no longer exists, or it has only a
+// "gone-" entry (it stopped, or a later sheep found its process gone). A
+// sheep this registry never held (one joined with --join from elsewhere)
+// is not known dead. (replicated.Config.Dead.)
+func (r *localRegistry) Dead(addr string) bool {
+	if f, ok := readEntry(filepath.Join(r.dir, livePrefix+addr)); ok {
+		pid, _ := strconv.Atoi(f[0])
+		return !alive(pid)
+	}
+	_, err := os.Stat(filepath.Join(r.dir, gonePrefix+addr))
+	return err == nil
 }
 
 // alive reports whether process pid exists.
@@ -105,10 +143,10 @@ func alive(pid int) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-// Remove takes this sheep out of the registry (at exit).
+// Remove marks this sheep gone in the registry (at exit).
 func (r *localRegistry) Remove() {
 	if r != nil {
-		os.Remove(r.path)
+		os.Rename(r.path, filepath.Join(r.dir, gonePrefix+r.addr))
 	}
 }
 

@@ -207,6 +207,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 
 	var gossipSeeds []string // -c local's, with their gossip ports
+	var dead func(string) bool
 	if cfg.LocalDir != "" {
 		gossip := net.JoinHostPort(addr.String(), strconv.Itoa(cmp.Or(cfg.GossipPort, replicated.DefaultGossipPort(cfg.Port))))
 		reg, peers, seeds, err := registerLocal(cfg.LocalDir, n.self.NodeID.String(), gossip)
@@ -214,7 +215,7 @@ func (n *Node) open(ctx context.Context) error {
 			return err
 		}
 		n.onClose(func() { reg.Remove() })
-		cfg.Join, gossipSeeds = peers, seeds
+		cfg.Join, gossipSeeds, dead = peers, seeds, reg.Dead
 		log.Info("local cluster driver", "registry", cfg.LocalDir, "peers", peers)
 	}
 	if err := checkJoin(ctx, cfg.Join, cfg.Dir); err != nil {
@@ -269,7 +270,7 @@ func (n *Node) open(ctx context.Context) error {
 	started := time.Now()
 	ccfg := replicated.DefaultConfig()
 	ccfg.Dir, ccfg.Self, ccfg.BindAddr, ccfg.Join, ccfg.Log = cfg.Dir, n.self, cfg.BindAddr, cfg.Join, log
-	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds = cfg.GossipPort, cfg.RaftPort, gossipSeeds
+	ccfg.GossipPort, ccfg.RaftPort, ccfg.GossipSeeds, ccfg.Dead = cfg.GossipPort, cfg.RaftPort, gossipSeeds, dead
 	if peerTLS != nil {
 		ccfg.GossipKey, ccfg.RaftServerTLS, ccfg.RaftClientTLS = gossipKey, peerTLS.Server, peerTLS.Client
 	}

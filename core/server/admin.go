@@ -160,7 +160,10 @@ func (h *Handler) members() []proto.Node {
 func (h *Handler) getNodeList(_ context.Context, c *call) error {
 	var nodes []proto.Node
 	h.cfg.Cluster.View(func(s *cluster.State) { nodes = slices.Clone(s.Nodes()) })
-	if len(nodes) == 0 {
+	if len(nodes) == 0 || h.waitingForJoin() {
+		// Before the cluster runs (not formatted, or waiting for the
+		// nodes of its last epoch after a restart), the nodes that have
+		// joined so far, as Sheepdog's node list during its wait.
 		nodes = h.members()
 		if !h.cfg.FixedVnodes {
 			nodes = placement.AutoVnodes(nodes)

@@ -8,7 +8,8 @@
 // on by itself. Without one, reads of local copies go on (Sync answers from
 // the local state), writes wait for a leader (Quorum) and `cluster recover
 // force` re-forms the cluster from the survivors (ForceRecover, raft's
-// RecoverCluster). A node whose log was left behind by such a re-forming
+// RecoverCluster). Where the missing voters are known dead (Config.Dead,
+// -c local), one survivor does that by itself (AutoRecover). A node whose log was left behind by such a re-forming
 // (an older State.Generation than its peers', and no leader of its own)
 // drops its raft state and rejoins the new cluster as a fresh member; its
 // copies are then set aside by recovery as any returning node's.
@@ -105,7 +106,16 @@ type Config struct {
 	// fails over from a down peer at once (gateway.Peers). It must not
 	// block: it runs inside gossip's and raft's callbacks.
 	OnPeer func(addr string, alive bool)
-	Log    *slog.Logger
+	// Dead, when set, reports whether the sheep at a protocol address is
+	// gone for good, not merely silent: -c local's registry, where every
+	// sheep runs on this host and a process that no longer exists is a
+	// fact. With it, survivors left without a majority of raft voters
+	// re-form the cluster by themselves once every missing voter is dead
+	// (AutoRecover), as Sheepdog's local driver carries on. Unset (sheeps
+	// on several hosts, where a dead peer and a partition look alike),
+	// that stays the operator's call: `cluster recover force`.
+	Dead func(addr string) bool
+	Log  *slog.Logger
 
 	// With a cluster key: GossipKey (32 bytes) encrypts and signs every
 	// gossip message, and raft's connections are mutual TLS with

@@ -69,6 +69,12 @@ type Driver struct {
 	// leader seeing a membership change).
 	waitMu   sync.Mutex
 	joinWait bool
+	// gathered is set when this restarted node's join wait ended because
+	// every node of the last epoch is back, and cleared once an epoch
+	// committed after the start is applied: until then the leader takes
+	// every pending change into one epoch (NextMembers), as Sheepdog's
+	// cluster does when it leaves its wait.
+	gathered atomic.Bool
 
 	// leaderMu guards the leader notification: leaderCh is closed and
 	// replaced when raft reports a leader change; leaderless is when the
@@ -91,6 +97,9 @@ type Driver struct {
 	// gossipAddr is the gossip address each peer was last seen at, to
 	// reach it again after a partition (reconnectLoop).
 	gossipAddr map[string]string
+	// adopt is a formatted peer this node of an unformatted cluster
+	// refused (-c local): adoptFormatted joins its cluster.
+	adopt *adoption
 	// splitWarned is when warnSplitBrain last logged (reconnectLoop only).
 	splitWarned time.Time
 
@@ -152,9 +161,11 @@ func Open(cfg Config) (*Driver, error) {
 	if len(cfg.GossipSeeds) > 0 {
 		peers = cfg.GossipSeeds
 	}
-	if len(peers) == 0 && hasState {
+	if len(peers) == 0 && hasState && cfg.Dead == nil {
 		// A restarted node finds its cluster through the raft
-		// configuration it stored.
+		// configuration it stored. (With -c local, whose registry
+		// names every live sheep, none is live: the next to start
+		// joins this one.)
 		peers = gossipAddrs(d.storedPeers())
 	}
 	if len(peers) > 0 {
@@ -180,6 +191,9 @@ func Open(cfg Config) (*Driver, error) {
 				return nil, err
 			}
 		}
+	}
+	if cfg.Dead != nil && hasState && !d.rejoined.Load() {
+		d.waitOlderYield()
 	}
 	bootstrap := !hasState && len(cfg.Join) == 0
 	if d.startLast, err = d.wal.LastIndex(); err != nil {
@@ -246,6 +260,9 @@ func (d *Driver) closeLog() {
 
 // dropLog deletes raft's log and snapshots and empties the state: this
 // node rejoins its cluster as a new member and gets both from the leader.
+// Until the leader's snapshot names its cluster again, it gossips no
+// identity, as a new node: it holds no history of any generation (a node
+// of the newer one waits for that before it starts raft, waitOlderYield).
 func (d *Driver) dropLog() error {
 	d.closeLog()
 	for _, p := range []string{"wal", "snapshots"} {
@@ -257,6 +274,8 @@ func (d *Driver) dropLog() error {
 		return err
 	}
 	d.fsm.reset()
+	d.setIdentity(Identity{})
+	d.gathered.Store(false)
 	d.rejoined.Store(true)
 	d.caughtUp.Store(true) // a new member: nothing of its own to catch up with
 	d.endJoinWait()
@@ -763,6 +782,14 @@ func (d *Driver) WaitingForJoin() bool {
 	if !formatted {
 		return d.hasState // a new node waits for the format, not for joins
 	}
+	if d.cfg.Dead != nil {
+		if _, peer := d.newerGeneration(); peer != "" {
+			// A newer history of this cluster is back: this node
+			// rejoins it (RejoinNewer) rather than end its wait with
+			// an epoch of its own history.
+			return true
+		}
+	}
 	live := map[string]bool{}
 	for _, n := range d.Members() {
 		live[n.NodeID.String()] = true
@@ -771,6 +798,9 @@ func (d *Driver) WaitingForJoin() bool {
 		if !live[n.NodeID.String()] {
 			return true
 		}
+	}
+	if d.hasState {
+		d.gathered.Store(true)
 	}
 	d.endJoinWait()
 	return false
@@ -784,6 +814,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 		case cluster.KindEpoch:
 			if e.Time >= d.started.UnixNano() {
 				d.endJoinWait()
+				d.gathered.Store(false)
 			}
 			d.peersChanged(e)
 			if e.Forced {
@@ -801,6 +832,7 @@ func (d *Driver) applied(e *cluster.Entry, res proto.Result) {
 				// A format names the nodes live now as the epoch: nobody
 				// is left to wait for.
 				d.endJoinWait()
+				d.gathered.Store(false)
 			}
 			d.syncIdentity()
 		}

@@ -31,6 +31,14 @@ func loadIdentity(dir string) Identity {
 // syncIdentity takes the identity from the state once it has one (an
 // empty state, before replay or after a rejoin, keeps the last known),
 // persists it and re-gossips it when it changed.
+//
+// Invariant: the generation of one cluster id never goes back. A node
+// restarted from a snapshot taken before its last forced epoch (raft's
+// RecoverCluster snapshots first) holds that epoch in its log only until
+// a leader commits it; gossiping the snapshot's older generation
+// meanwhile would make it look like a node left behind, and the node of
+// the older history it meets at a restart would not yield to it
+// (RejoinNewer), or it would yield itself.
 func (d *Driver) syncIdentity() {
 	var id Identity
 	d.View(func(s *cluster.State) {
@@ -39,6 +47,15 @@ func (d *Driver) syncIdentity() {
 	if id.ClusterID == "" && id.Ctime == 0 {
 		return
 	}
+	if cur := d.Identity(); cur.ClusterID == id.ClusterID && cur.Generation > id.Generation {
+		id.Generation = cur.Generation
+	}
+	d.setIdentity(id)
+}
+
+// setIdentity makes id this node's identity: persisted, and gossiped when
+// it changed.
+func (d *Driver) setIdentity(id Identity) {
 	if cur := d.ident.Load(); cur != nil && *cur == id {
 		return
 	}
@@ -147,7 +164,9 @@ func (d *Driver) setMember(n *memberlist.Node) {
 
 // NotifyAlive refuses peers of another cluster (Identity.Conflicts), and
 // says so in the log, at most every 10 s per peer. The peer refuses this
-// node the same way, and logs it on its side.
+// node the same way, and logs it on its side. With -c local, a node of an
+// unformatted cluster notes a formatted peer it refused: it joins that
+// peer's cluster next (adoptFormatted).
 func (g delegate) NotifyAlive(peer *memberlist.Node) error {
 	if peer.Name == g.d.cfg.Self.NodeID.String() {
 		return nil
@@ -156,8 +175,13 @@ func (g delegate) NotifyAlive(peer *memberlist.Node) error {
 	if err != nil {
 		return err
 	}
-	if why := g.d.Identity().Conflicts(m.Identity); why != "" {
+	mine := g.d.Identity()
+	if why := mine.Conflicts(m.Identity); why != "" {
 		g.d.noticeMu.Lock()
+		if g.d.cfg.Dead != nil && Adopt(mine, m.Identity) {
+			g.d.adopt = &adoption{id: m.Identity, peer: peer.Name, addr: peer.Address()}
+			g.d.poke()
+		}
 		last := g.d.refused[peer.Name]
 		logIt := time.Since(last) > 10*time.Second
 		if logIt {
@@ -241,4 +265,43 @@ func (d *Driver) newerGeneration() (uint32, string) {
 		}
 	}
 	return gen, peer
+}
+
+// olderGeneration returns a live peer of this cluster of an older
+// generation than this node's, or "". A node that knows no cluster yet
+// (the zero Identity) holds no history and is none.
+func (d *Driver) olderGeneration() string {
+	mine := d.Identity()
+	for _, m := range d.liveMetas() {
+		if m.Node.NodeID != d.cfg.Self.NodeID && m.Identity != (Identity{}) && mine.Conflicts(m.Identity) == "" && m.Generation < mine.Generation {
+			return m.Node.NodeID.String()
+		}
+	}
+	return ""
+}
+
+// olderYieldWait bounds how long a restarted node waits before it starts
+// raft for live peers of an older generation of its cluster to drop their
+// logs (waitOlderYield).
+const olderYieldWait = 5 * time.Second
+
+// waitOlderYield runs before a restarted node starts raft where dead
+// sheeps are known (-c local): a live peer of an older generation that
+// waits after its own restart drops its log once it sees this node
+// (RejoinNewer). Until it has, its raft may still lead the old history
+// and would replicate that to this node's raft as soon as it listens:
+// two histories of one cluster must never exchange raft messages.
+func (d *Driver) waitOlderYield() {
+	deadline := time.Now().Add(olderYieldWait)
+	for {
+		peer := d.olderGeneration()
+		if peer == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.cfg.Log.Warn("a node of an older generation of this cluster has not rejoined it: starting raft anyway", "peer", peer)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -29,13 +30,16 @@ func (d *Driver) reconcileLoop() {
 		// becomes leader later must not wait for a node that has left
 		// since.
 		d.WaitingForJoin()
+		if d.rejoinIfLeftBehind() || d.adoptFormatted() {
+			continue
+		}
 		if d.r().State() == raft.Leader {
 			if err := d.reconcile(); err != nil {
 				d.cfg.Log.Warn("membership reconcile", "err", err)
 			}
 			continue
 		}
-		d.rejoinIfLeftBehind()
+		d.autoRecover()
 	}
 }
 
@@ -113,8 +117,10 @@ func (d *Driver) reconfigure() error {
 
 // nextEpoch builds the entry of the next membership change, if any: one
 // change only (cluster.PendingChanges), so that changes noticed together
-// still get an epoch each. With forced and no change, the entry repeats
-// the current node list (the epoch then only records the re-forming).
+// still get an epoch each, except for the first epoch after a
+// whole-cluster restart, which takes in every node (NextMembers). With
+// forced and no change, the entry repeats the current node list (the
+// epoch then only records the re-forming).
 func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	var formatted, auto bool
 	var cur []proto.Node
@@ -141,12 +147,16 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 		}
 		return cluster.NewEpoch(base, cur, auto, true, time.Now()), "none", true
 	}
-	c := changes[0]
-	what := "left " + c.Node.NodeID.String()
-	if c.Join {
-		what = "joined " + c.Node.NodeID.String()
+	nodes, n := NextMembers(cur, changes, !forced && d.gathered.Load())
+	var what []string
+	for _, c := range changes[:n] {
+		if c.Join {
+			what = append(what, "joined "+c.Node.NodeID.String())
+		} else {
+			what = append(what, "left "+c.Node.NodeID.String())
+		}
 	}
-	return cluster.NewEpoch(base, c.Apply(cur), auto, forced, time.Now()), what, true
+	return cluster.NewEpoch(base, nodes, auto, forced, time.Now()), strings.Join(what, ", "), true
 }
 
 func (d *Driver) logEpoch(change string, forced bool) {
@@ -160,19 +170,24 @@ func (d *Driver) logEpoch(change string, forced bool) {
 	d.cfg.Log.Info("new epoch", "epoch", epoch, "change", change, "nodes", n)
 }
 
-// rejoinIfLeftBehind runs on a node without a leader: when live peers of
-// its cluster are of a newer generation (they re-formed the cluster with
-// recover force while this node could not reach a majority), its log is of
-// the old cluster and can never be committed to again: it drops the log
-// and rejoins as a fresh member. A node with a leader is a member of the
-// cluster that leader leads, however late its state, and stays.
-func (d *Driver) rejoinIfLeftBehind() {
-	if d.leaderlessFor() < d.cfg.NoLeaderWait || d.r().LastIndex() == 0 {
-		return
+// rejoinIfLeftBehind runs on a node without a leader (RejoinNewer says
+// when else): when live peers of its cluster are of a newer generation
+// (they re-formed the cluster with recover force while this node could not
+// reach a majority), its log is of the old cluster and can never be
+// committed to again: it drops the log and rejoins as a fresh member. A
+// node with a leader is a member of the cluster that leader leads, however
+// late its state, and stays. It reports whether it dropped the log.
+func (d *Driver) rejoinIfLeftBehind() bool {
+	if d.r().LastIndex() == 0 {
+		return false
+	}
+	leaderless := d.leaderlessFor() >= d.cfg.NoLeaderWait
+	if !RejoinNewer(leaderless, d.cfg.Dead != nil, d.WaitingForJoin()) {
+		return false
 	}
 	gen, peer := d.newerGeneration()
 	if peer == "" {
-		return
+		return false
 	}
 	d.cfg.Log.Warn("the cluster was re-formed without this node (recover force): dropping its raft log to rejoin",
 		"our_generation", d.Identity().Generation, "their_generation", gen, "peer", peer)
@@ -183,10 +198,96 @@ func (d *Driver) rejoinIfLeftBehind() {
 	}
 	if err := d.dropLog(); err != nil {
 		d.cfg.Log.Error("rejoin: drop the raft log", "err", err)
-		return
+		return true
 	}
 	if err := d.startRaft(false); err != nil {
 		d.cfg.Log.Error("rejoin: restart raft", "err", err)
+	}
+	return true
+}
+
+// adoption is a formatted cluster met by a node of an unformatted one.
+type adoption struct {
+	id         Identity
+	peer, addr string // the peer's name and gossip address
+}
+
+// adoptFormatted runs where dead sheeps are known (-c local): a node of a
+// cluster that was never formatted, which met a node of a formatted one
+// (gossip refused it: another cluster id), drops its raft log, takes that
+// cluster's identity and joins it through that node, as a new member. Its
+// cluster holds nothing to lose; Sheepdog's new nodes likewise wait and
+// take in the formatted cluster's nodes when they come back (its
+// functional test 070), where two raft clusters would stay apart. It
+// reports whether it did.
+func (d *Driver) adoptFormatted() bool {
+	d.noticeMu.Lock()
+	a := d.adopt
+	d.adopt = nil
+	d.noticeMu.Unlock()
+	if a == nil || d.cfg.Dead == nil || !Adopt(d.Identity(), a.id) {
+		return false
+	}
+	d.cfg.Log.Warn("this node's cluster was never formatted: joining the formatted cluster of a peer", "peer", a.peer, "cluster_id", a.id.ClusterID)
+	d.raftMu.Lock()
+	if err := d.r().Shutdown().Error(); err != nil {
+		d.cfg.Log.Error("stop raft to join a formatted cluster", "err", err)
+	}
+	err := d.dropLog()
+	if err == nil {
+		d.setIdentity(a.id)
+		err = d.startRaft(false)
+	}
+	d.raftMu.Unlock()
+	if err != nil {
+		d.cfg.Log.Error("join a formatted cluster", "err", err)
+		return true
+	}
+	// Gossip refused the peer: meet it again, now as one cluster.
+	go d.ml.Join([]string{a.addr})
+	return true
+}
+
+// autoRecover runs on a node without a leader where dead sheeps are
+// known as such (Config.Dead): when every voter missing from a majority
+// is dead and this node is the survivor AutoRecover names, it re-forms the
+// cluster as `cluster recover force` does. Not during the wait of a
+// restart (WaitingForJoin): a node restarted alone must wait for the
+// nodes of its last epoch, whose state may be newer than its own, as
+// Sheepdog's do.
+func (d *Driver) autoRecover() {
+	if d.cfg.Dead == nil || d.stopping.Load() || d.leaderlessFor() < d.cfg.NoLeaderWait || d.WaitingForJoin() {
+		return
+	}
+	formatted := false
+	d.View(func(s *cluster.State) { formatted = s.Formatted() })
+	if !formatted {
+		return // nothing to keep: a new format bootstraps again
+	}
+	cf := d.r().GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	servers := cf.Configuration().Servers
+	live, dead := map[raft.ServerID]bool{}, map[raft.ServerID]bool{}
+	for _, n := range d.Members() {
+		live[raft.ServerID(n.NodeID.String())] = true
+	}
+	var gone []string
+	for _, s := range servers {
+		if s.ID != raft.ServerID(d.cfg.Self.NodeID.String()) && d.cfg.Dead(string(s.ID)) {
+			dead[s.ID] = true
+			gone = append(gone, string(s.ID))
+		}
+	}
+	if !AutoRecover(servers, live, dead, raft.ServerID(d.cfg.Self.NodeID.String())) {
+		return
+	}
+	d.cfg.Log.Warn("no raft majority and every missing voter is dead: re-forming the cluster from this node", "dead", gone)
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProposeTimeout)
+	defer cancel()
+	if _, err := d.ForceRecover(ctx); err != nil {
+		d.cfg.Log.Error("re-forming the cluster after its voters died", "err", err)
 	}
 }
 

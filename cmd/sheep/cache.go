@@ -11,6 +11,7 @@ import (
 	"github.com/sheepdog-go/sheepdog/core/objcache"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 	"github.com/sheepdog-go/sheepdog/core/vdi"
+	"github.com/sheepdog-go/sheepdog/core/volume"
 )
 
 // cacheOptions are sheep 0.x's -w size=SIZE[,dir=PATH][,directio]: the
@@ -71,6 +72,10 @@ type cacheBackend struct {
 	quorumObjects
 	vdis *vdi.Service
 }
+
+// The NBD reader serves cached reads itself only through a TryReader
+// (nbd's readInline): keep the gateway's TryReadObject visible.
+var _ volume.TryReader = cacheBackend{}
 
 func (b cacheBackend) WriteObject(ctx context.Context, oid uint64, off int64, data []byte, flags uint16) error {
 	if _, _, ok := vdi.TableRange(oid, off, len(data)); ok {

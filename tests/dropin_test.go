@@ -399,6 +399,18 @@ func TestLocalDriverConcurrentStart(t *testing.T) {
 	}
 }
 
+// localDriverSheeps returns a start function for sheeps of one -c local
+// registry (a fresh one), each in a dir of its name under a fresh temp dir,
+// zone its name.
+func localDriverSheeps(t *testing.T) func(name string, port int) *Sheep {
+	reg, tmp := t.TempDir(), t.TempDir()
+	return func(name string, port int) *Sheep {
+		dir := filepath.Join(tmp, name)
+		return startSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none",
+			"-p", strconv.Itoa(port), "-z", name)
+	}
+}
+
 // Two -c local sheeps have one raft voter, the first. Killed with
 // SIGKILL, it leaves the other without a majority; as Sheepdog's local
 // driver, the survivor carries on by itself: the registry says the
@@ -410,12 +422,7 @@ func TestLocalDriverConcurrentStart(t *testing.T) {
 // [a b], [b], [a b], the write made after the first kill readable.
 func TestLocalDriverVoterKilled(t *testing.T) {
 	parallel(t)
-	reg, tmp := t.TempDir(), t.TempDir()
-	start := func(name string, port int) *Sheep {
-		dir := filepath.Join(tmp, name)
-		return startSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none",
-			"-p", strconv.Itoa(port), "-z", name)
-	}
+	start := localDriverSheeps(t)
 	pa, pb := freePort(t), freePort(t)
 	a := start("1", pa) // finds nobody: bootstraps, the one voter
 	b := start("2", pb)
@@ -473,12 +480,7 @@ func TestLocalDriverVoterKilled(t *testing.T) {
 // new node.
 func TestLocalDriverNewNodeAdoptsFormatted(t *testing.T) {
 	parallel(t)
-	reg, tmp := t.TempDir(), t.TempDir()
-	start := func(name string, port int) *Sheep {
-		dir := filepath.Join(tmp, name)
-		return startSheepArgv(t, port, dir, dir, "-f", "-n", "-c", "local:"+reg, "-b", "127.0.0.1", "--nbd", "none",
-			"-p", strconv.Itoa(port), "-z", name)
-	}
+	start := localDriverSheeps(t)
 	pa, pb := freePort(t), freePort(t)
 	a := start("1", pa)
 	a.must(t, nil, "cluster", "format", "--copies=1")

@@ -14,6 +14,14 @@ import (
 // cluster.
 func oneNodeGateway(t *testing.T) *Gateway {
 	t.Helper()
+	return localGateway(t, 1)
+}
+
+// localGateway is a gateway on a local store, node 127.0.0.1:1 of a
+// cluster of it and others, formatted with copies copies and holding VDI
+// testVid.
+func localGateway(t *testing.T, copies int, others ...proto.Node) *Gateway {
+	t.Helper()
 	st, err := store.Open(store.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -21,10 +29,10 @@ func oneNodeGateway(t *testing.T) *Gateway {
 	t.Cleanup(func() { st.Close() })
 	self := node("127.0.0.1:1", 0)
 	cs := &cluster.State{}
-	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 1, BlockSizeShift: 22, Nodes: []proto.Node{self}}); res != proto.ResSuccess {
+	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: uint8(copies), BlockSizeShift: 22, Nodes: append([]proto.Node{self}, others...)}); res != proto.ResSuccess {
 		t.Fatal(res)
 	}
-	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindAddVdi, Vid: testVid, Copies: 1}); res != proto.ResSuccess {
+	if res := cs.Apply(&cluster.Entry{Kind: cluster.KindAddVdi, Vid: testVid, Copies: uint8(copies)}); res != proto.ResSuccess {
 		t.Fatal(res)
 	}
 	peers := NewPeers()

@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
 
-	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
-	"github.com/sheepdog-go/sheepdog/store"
 )
 
 // TestDecrefLocal: drops applied through the gateway to the one copy of a
@@ -108,18 +105,7 @@ func TestDecrefAtMostOncePerNode(t *testing.T) {
 		}
 		c.Close()
 	})
-	st, err := store.Open(store.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	self := node("127.0.0.1:1", 0)
-	cs := &cluster.State{}
-	cs.Apply(&cluster.Entry{Kind: cluster.KindFormat, Ctime: 1, Copies: 2, BlockSizeShift: 22, Nodes: []proto.Node{self, node(addr, 1)}})
-	cs.Apply(&cluster.Entry{Kind: cluster.KindAddVdi, Vid: testVid, Copies: 2})
-	peers := NewPeers()
-	t.Cleanup(peers.Close)
-	g2 := New(self.NodeID, st, &fakeCluster{st: cs}, peers, &store.Locks{}, slog.New(slog.DiscardHandler))
+	g2 := localGateway(t, 2, node(addr, 1))
 	if _, err := g2.Decref(ctx, ledger, 1, 0); err == nil {
 		t.Fatal("a drop whose answer was lost reported success")
 	}

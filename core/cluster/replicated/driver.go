@@ -213,14 +213,16 @@ func Open(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-// walSegmentSize is the size at which a raft log segment is sealed and the
-// next one started. Segments are not preallocated (prefixFS.Create), so
-// this bounds the file, it does not allocate it. raft-wal's default, 64
-// MiB, is more than the small store filesystems Sheepdog runs on can
-// spare (its functional suite makes 30 MiB ones); our entries are cluster
-// operations of a few hundred bytes, so a segment holds hundreds of them,
-// and a larger entry is still written whole (raft-wal seals the segment
-// after it). A segment keeps the size limit it was created with.
+// walSegmentSize is the size of a raft log segment file, allocated in full
+// when the segment starts (prefixFS.Create): room for the cluster's
+// entries that a full store filesystem cannot take away. raft-wal's
+// default, 64 MiB, would not fit the small store filesystems Sheepdog
+// runs on (its functional suite makes 30 MiB ones), and the space is
+// taken from what a node reports as its size (its objects plus its free
+// space, as Sheepdog reports it): 4 MiB was 4% of a 100 MiB store. Our
+// entries are cluster operations of a few hundred bytes, so 256 KiB holds
+// hundreds of them; a larger entry is still written whole (raft-wal seals
+// the segment after it). A segment keeps the size it was created with.
 const walSegmentSize = 256 << 10
 
 // openLog opens raft's log and snapshot stores in Dir/raft.

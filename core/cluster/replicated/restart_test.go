@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sheepdog-go/sheepdog/core/cluster"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -162,59 +160,5 @@ func TestRestartRenamesOldSegmentFiles(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// A raft log segment takes the space of its entries, not its size limit
-// (a store's size is its objects plus its free space, as Sheepdog reports
-// it), and a node restarted on segments that were never preallocated
-// finds its whole log in them.
-func TestSegmentsTakeTheSpaceOfTheirEntries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts raft and memberlist")
-	}
-	t.Parallel()
-	cfg, d := formattedSingle(t, 1<<20, time.Hour) // the state is in the log only
-	addVdis(t, d, 1, 20)
-	d.crash()
-
-	walDir := filepath.Join(cfg.Dir, "raft", "wal")
-	ents, err := os.ReadDir(walDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	segs := 0
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), segmentPrefix) {
-			continue
-		}
-		segs++
-		var st unix.Stat_t
-		if err := unix.Stat(filepath.Join(walDir, e.Name()), &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Size >= walSegmentSize/4 || st.Blocks*512 >= walSegmentSize/4 {
-			t.Errorf("%s: %d bytes long, %d allocated, for 22 small entries (limit %d)", e.Name(), st.Size, st.Blocks*512, walSegmentSize)
-		}
-	}
-	if segs == 0 {
-		t.Fatalf("no %s* segment file in %s", segmentPrefix, walDir)
-	}
-
-	d, err = Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.crash()
-	addVdis(t, d, 21, 5) // appends to the segment it recovered
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := d.Sync(sctx); err != nil {
-		t.Fatal(err)
-	}
-	var vids int
-	d.View(func(s *cluster.State) { vids = len(s.SortedVids()) })
-	if vids != 25 {
-		t.Fatalf("restarted node has %d of the 25 VDIs", vids)
 	}
 }

@@ -41,16 +41,14 @@ func (p prefixFS) ListDir(dir string) ([]string, error) {
 	return out, nil
 }
 
-// Create creates segment name (prefixed) in dir, empty: it grows as
-// entries are written instead of being allocated at its full size first.
-// A store's size is its objects plus its free space (node info, the space
-// automatic vnodes weigh), so a preallocated segment would be space taken
-// from the objects for entries not written yet. raft-wal reads a segment
-// up to its end or its first zero frame, whichever comes first, so a
-// short file is a segment whose tail is not written yet. Cluster entries
-// are rare: the allocation per append costs nothing that matters.
+// Create creates segment name (prefixed) in dir, allocated at its full
+// size: the log's room is taken when the segment starts, so that a node
+// whose store filesystem fills up (another process's files, or its own
+// objects) still appends cluster entries until the segment is full, and
+// stays a working member (Sheepdog's functional test 042 fills two
+// stores with dd and creates a VDI through one of them).
 func (p prefixFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
-	return p.VFS.Create(dir, segmentPrefix+name, 0)
+	return p.VFS.Create(dir, segmentPrefix+name, size)
 }
 
 // Delete deletes segment name (prefixed) in dir.

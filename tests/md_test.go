@@ -194,13 +194,13 @@ func TestMultiDiskSpreadUnplugPlug(t *testing.T) {
 	}
 
 	s.must(t, nil, "node", "md", "plug", "-f", disks[1])
+	// A move copies an object to its new disk before it removes the old
+	// one: wait for both ends of the moves.
 	waitFor(t, 20, "plug", func() (bool, string) {
 		n := objectsIn(t, disks[1])
-		return n == on1, fmt.Sprintf("%d objects on the plugged disk, want %d", n, on1)
+		all := objectsIn(t, disks[0]) + n + objectsIn(t, disks[2])
+		return n == on1 && all == total, fmt.Sprintf("%d objects on the plugged disk, want %d; %d in all, want %d", n, on1, all, total)
 	})
-	if n := objectsIn(t, disks[0]) + objectsIn(t, disks[1]) + objectsIn(t, disks[2]); n != total {
-		t.Errorf("%d objects after plug, want %d", n, total)
-	}
 	checkOnRing(t, disks)
 	mustRead(t, s, "md", data, "after plug")
 }

@@ -216,8 +216,11 @@ func TestReadSparseMatchesPlainRead(t *testing.T) {
 	check(0, size)
 	check(4<<20, 4<<20)
 	check(1<<20, 2<<20)
-	for range 100 {
-		n := rnd.Int64N(3<<20) + 1
+	// Random ranges of up to 1 MiB: every one crosses or ends in some of
+	// the layout's edges above (the race detector makes every byte
+	// copied cost, so the test keeps its ranges short).
+	for range 60 {
+		n := rnd.Int64N(1<<20) + 1
 		check(rnd.Int64N(size-n+1), n)
 	}
 }

@@ -437,7 +437,7 @@ func TestFlushCoversAckedWrites(t *testing.T) {
 			acked.Store(n)
 		}
 	}()
-	for range 200 {
+	for range 80 {
 		want := acked.Load()
 		if err := c.Flush(ctx); err != nil {
 			t.Fatal(err)

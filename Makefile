@@ -18,6 +18,11 @@ TEST_FUZZTIME ?= 3000x
 # End-to-end tests marked parallel(t) that run at once: they wait mostly
 # on timers, so 4 overlap well on 2 cores.
 E2E_PARALLEL ?= 4
+# The longest end-to-end tests (1-3 minutes each under the suite's load)
+# and the network namespace ones (30-60 s each, not parallel(t)) run one
+# at a time in a lane of their own (scripts/e2e.sh), beside the others,
+# which run E2E_PARALLEL - 1 at a time.
+E2E_LONG ?= ^(TestErasureCoding|TestNBDNodeFailureDuringCopy|TestAlterCopy|TestObjectCacheSmall|TestClusterSnapshotSaveLoad|TestNetLab|TestPartition.*)$$
 
 .PHONY: build test prereqs unit e2e e2e-key soak fuzz run bench bench-1node vet clean install conformance
 
@@ -34,7 +39,7 @@ vet:
 test: prereqs build vet
 	@rm -f $(LOGS)-*.log
 	@$(MAKE) --no-print-directory unit fuzz e2e FUZZTIME=$(TEST_FUZZTIME); rc=$$?; \
-		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-pure.log $(LOGS)-alloc.log $(LOGS)-e2e.log; exit $$rc
+		scripts/skipped.sh $(LOGS)-unit.log $(LOGS)-pure.log $(LOGS)-alloc.log $(LOGS)-e2e.log $(LOGS)-e2e-long.log; exit $$rc
 
 prereqs:
 	@scripts/prereqs.sh
@@ -62,7 +67,7 @@ fuzz:
 	@scripts/fuzz.sh $(GO) $(FUZZTIME) $(FUZZ_PKGS)
 
 e2e:
-	@scripts/gotest.sh $(LOGS)-e2e.log $(GO) test -v -count=1 -parallel $(E2E_PARALLEL) -timeout 30m ./tests/
+	@scripts/e2e.sh $(LOGS) $(E2E_PARALLEL) '$(E2E_LONG)' $(GO)
 
 # The cluster, recovery and QEMU suites again, every sheep started with
 # one --cluster-key (not part of make test: it repeats those suites).

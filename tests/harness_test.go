@@ -55,7 +55,7 @@ func freePort(t testing.TB) int {
 	defer portMu.Unlock()
 	for i := 0; i < 1000; i++ {
 		p := 11000 + portRand.Intn(32768-20000-11000)
-		if !portTaken[p] && portsFree(p) {
+		if inLane(p) && !portTaken[p] && portsFree(p) {
 			portTaken[p] = true
 			return p
 		}
@@ -73,6 +73,22 @@ var (
 )
 
 var portRand = mrand.New(mrand.NewSource(time.Now().UnixNano() + int64(os.Getpid())))
+
+// portLane, from SHEEPDOG_PORT_LANE=I/N, is this process's share of the
+// ports when N test processes run at once (make e2e runs two lanes):
+// it takes only ports P with P%N == I, so two processes never hand out
+// the same port (portTaken is per process). Unset: every port.
+var portLane = func() (i, n int) {
+	if _, err := fmt.Sscanf(os.Getenv("SHEEPDOG_PORT_LANE"), "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n {
+		return 0, 1
+	}
+	return i, n
+}
+
+func inLane(p int) bool {
+	i, n := portLane()
+	return p%n == i
+}
 
 func portsFree(p int) bool {
 	var ls []io.Closer

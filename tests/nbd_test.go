@@ -37,7 +37,7 @@ func freeTCPPort(t testing.TB) int {
 	defer portMu.Unlock()
 	for i := 0; i < 1000; i++ {
 		p := 5000 + portRand.Intn(11000-5000)
-		if portTaken[p] {
+		if portTaken[p] || !inLane(p) {
 			continue
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

@@ -88,10 +88,11 @@ run: build
 
 # Sheepdog 1.0's functional suite against our sheep and collie (not part of
 # make test): SUITE is its tests/functional at sheepdog/sheepdog 3ebe5ea7;
-# TESTS="001 002" runs only those.
+# TESTS="001 002" runs only those; CONF_BIN=DIR runs it against the sheep,
+# dog and sheepfs in DIR instead (e.g. the original, built by the user).
 conformance: build
 	@test -n "$(SUITE)" || { echo "make conformance SUITE=path/to/sheepdog/tests/functional"; exit 2; }
-	@scripts/conformance.sh $(SUITE) $(TESTS)
+	@CONF_BIN=$(CONF_BIN) scripts/conformance.sh $(SUITE) $(TESTS)
 
 # Every benchmark measures once, however many iterations it is asked for
 # (BenchmarkNBD: about 4 minutes on a quiet machine).

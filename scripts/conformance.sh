@@ -20,7 +20,11 @@
 # /tmp/wd/sheepdog, on a loop-mounted ext4 image of its own (see below).
 #
 # Environment: CONF_TIMEOUT (seconds per test, default 300; the suite's tests
-# take 20-130 s each on a loaded 2-core machine).
+# take 20-130 s each on a loaded 2-core machine). CONF_BIN=DIR runs the
+# suite against another implementation instead of ours: DIR holds its
+# sheep, dog and (optionally; without it the sheepfs tests fail) sheepfs,
+# e.g. the original Sheepdog built by the user (tests/conformance/original.tsv
+# says how the original fares on the development machine).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 skips=$here/tests/conformance/skip.tsv
@@ -38,17 +42,20 @@ if [ -z "${SDCONF_PRIV:-}" ]; then
 	for t in unshare ip mount netstat perl bc openssl pgrep mkfs.ext4; do
 		command -v $t >/dev/null || { echo "conformance: $t not found" >&2; exit 2; }
 	done
-	for b in sheep collie sheepfs; do
-		[ -x "$here/bin/$b" ] || { echo "conformance: $here/bin/$b missing (make build)" >&2; exit 2; }
+	# Ours: sheep, collie as dog, sheepfs; CONF_BIN's: sheep, dog, sheepfs if any.
+	bin=$here/bin dog=collie need="sheep collie sheepfs"
+	[ -n "${CONF_BIN:-}" ] && bin=$(readlink -f "$CONF_BIN") dog=dog need="sheep dog"
+	for b in $need; do
+		[ -x "$bin/$b" ] || { echo "conformance: $bin/$b missing${CONF_BIN:- (make build)}" >&2; exit 2; }
 	done
 	suite=$(readlink -f "$1"); shift
 	priv=$(mktemp -d /tmp/sdconf.XXXXXX)
 	mkdir -p "$priv/src/tests" "$priv/src/sheep" "$priv/src/dog" "$priv/src/sheepfs" "$priv/path"
 	cp -a "$suite" "$priv/src/tests/functional"
 	# Copies, so that a rebuild during the run changes nothing.
-	cp "$here/bin/sheep" "$priv/src/sheep/sheep"
-	cp "$here/bin/collie" "$priv/src/dog/dog"
-	cp "$here/bin/sheepfs" "$priv/src/sheepfs/sheepfs"
+	cp "$bin/sheep" "$priv/src/sheep/sheep"
+	cp "$bin/$dog" "$priv/src/dog/dog"
+	[ ! -x "$bin/sheepfs" ] || cp "$bin/sheepfs" "$priv/src/sheepfs/sheepfs"
 	ln -s ../src/dog/dog "$priv/path/dog"
 	ln -s ../src/dog/dog "$priv/path/collie" # what our sheepfs runs
 	cat >"$priv/path/losetup" <<'EOF'
@@ -92,7 +99,7 @@ EOF
 	sed -e '/^[[:space:]]*\(small\|floppy\) = {/a\		inode_size = 128' \
 		"${MKE2FS_CONFIG:-/etc/mke2fs.conf}" >"$priv/mke2fs.conf" || exit 1
 	truncate -s 40G "$priv/wd.img" && mkfs.ext4 -q -F -O ^has_journal "$priv/wd.img" || exit 1
-	echo "conformance: work dir $priv (mounted on /tmp inside the run)"
+	echo "conformance: work dir $priv (mounted on /tmp inside the run)${CONF_BIN:+, binaries of $bin}"
 	SDCONF_PRIV=$priv exec unshare --kill-child --pid --fork --mount-proc --net --mount --propagation private "$0" "$@"
 fi
 
@@ -112,7 +119,8 @@ declare -A skip diff
 while IFS=$'\t' read -r t why; do
 	[[ $t =~ ^[0-9]+$ ]] && skip[$t]=$why
 done <"$skips"
-if [ -f "$diffs" ]; then
+# differences.tsv says why ours differs: no reason for another's binaries.
+if [ -f "$diffs" ] && [ -z "${CONF_BIN:-}" ]; then
 	while IFS=$'\t' read -r t why; do
 		[[ $t =~ ^[0-9]+$ ]] && diff[$t]=$why
 	done <"$diffs"

@@ -78,17 +78,14 @@ var portRand = mrand.New(mrand.NewSource(time.Now().UnixNano() + int64(os.Getpid
 // ports when N test processes run at once (make e2e runs two lanes):
 // it takes only ports P with P%N == I, so two processes never hand out
 // the same port (portTaken is per process). Unset: every port.
-var portLane = func() (i, n int) {
+var portLane, portLanes = func() (i, n int) {
 	if _, err := fmt.Sscanf(os.Getenv("SHEEPDOG_PORT_LANE"), "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n {
 		return 0, 1
 	}
 	return i, n
-}
+}()
 
-func inLane(p int) bool {
-	i, n := portLane()
-	return p%n == i
-}
+func inLane(p int) bool { return p%portLanes == portLane }
 
 func portsFree(p int) bool {
 	var ls []io.Closer

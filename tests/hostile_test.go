@@ -505,9 +505,18 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 	}
 	s.must(t, nil, "cluster", "check")
 	// Cluster entries still commit on the full store, more of them than
-	// the last block of a log file has room for: raft's log segment was
-	// allocated in full when it started (walfs.go).
-	for i := range 40 {
+	// the last block of a log file has room for and into a new segment:
+	// raft's log segment was allocated in full when it started, and the
+	// next one takes the room of the log's reserve (walfs.go).
+	segments := func() int {
+		m, _ := filepath.Glob(filepath.Join(s.Dir, "raft", "wal", "raftlog-*"))
+		return len(m)
+	}
+	before := segments()
+	for i := 0; i < 40 || segments() <= before; i++ {
+		if i == 600 {
+			t.Fatalf("600 cluster entries did not start a new raft log segment (%d segments)", segments())
+		}
 		c := struct{ cmd, want string }{"disable", "auto-recovery disabled"}
 		if i%2 == 1 {
 			c = struct{ cmd, want string }{"enable", "auto-recovery enabled"}
@@ -517,6 +526,7 @@ func TestHostileCreateOnFullStore(t *testing.T) {
 			t.Fatalf("cluster recover %s on a full store: cluster info says\n%s", c.cmd, out)
 		}
 	}
+	t.Logf("raft log: %d segments before the store filled, %d after", before, segments())
 	// A snapshot on the full store fails and leaves "ok" a working VDI
 	// (its new inode cannot be written; the old one is not left marked).
 	if r := s.collie(t, nil, "vdi", "snapshot", "ok"); r.Code == 0 {

@@ -136,6 +136,12 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 	SnapshotThreshold  uint64
+	// TrailingLogs is how many entries raft keeps in its log behind a
+	// snapshot (raft's default, 10240, when zero), for a follower that
+	// fell behind by fewer to catch up from the log; one further behind
+	// installs the snapshot, a few KiB. The log comes out of the store
+	// filesystem: at a few hundred bytes an entry, 1024 is under 1 MiB.
+	TrailingLogs uint64
 	// SnapshotInterval is how often raft checks whether the log has grown
 	// by SnapshotThreshold entries since the last snapshot (raft's default
 	// when zero).
@@ -175,6 +181,7 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
 		SnapshotThreshold:  1024,
+		TrailingLogs:       1024,
 		ProbeInterval:      500 * time.Millisecond,
 		ProbeTimeout:       250 * time.Millisecond,
 		SuspicionMult:      2,

@@ -19,10 +19,10 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 
 	"github.com/sheepdog-go/sheepdog/core/cluster"
+	"github.com/sheepdog-go/sheepdog/core/cluster/replicated/walmeta"
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
 
@@ -42,7 +42,7 @@ type Driver struct {
 	raftMu  sync.Mutex
 	raft    atomic.Pointer[raft.Raft]
 	wal     *wal.WAL
-	walMeta *metadb.BoltMetaDB
+	walMeta *walmeta.Store
 	snaps   *raft.FileSnapshotStore
 	obs     chan raft.Observation
 
@@ -214,16 +214,19 @@ func Open(cfg Config) (*Driver, error) {
 }
 
 // walSegmentSize is the size of a raft log segment file, allocated in full
-// when the segment starts (prefixFS.Create): room for the cluster's
-// entries that a full store filesystem cannot take away. raft-wal's
-// default, 64 MiB, would not fit the small store filesystems Sheepdog
-// runs on (its functional suite makes 30 MiB ones), and the space is
-// taken from what a node reports as its size (its objects plus its free
-// space, as Sheepdog reports it): 4 MiB was 4% of a 100 MiB store. Our
-// entries are cluster operations of a few hundred bytes, so 256 KiB holds
-// hundreds of them; a larger entry is still written whole (raft-wal seals
-// the segment after it). A segment keeps the size it was created with.
-const walSegmentSize = 256 << 10
+// when the segment starts (prefixFS.Create, with some slack), and of the
+// reserve beside the log (logReserve) that makes room for the next segment on a full store:
+// room for the cluster's entries that a full store filesystem cannot take
+// away. raft-wal's default, 64 MiB, would not fit the small store
+// filesystems Sheepdog runs on (its functional suite makes 30 MiB ones),
+// and the space is taken from what a node reports as its size (its
+// objects plus its free space, as Sheepdog reports it): Sheepdog's test
+// 113 expects a 100 MiB store with 1 KiB blocks to keep all but about
+// 80 KB for objects. Our entries are cluster operations of a few hundred
+// bytes in JSON, so a segment holds tens of them; a larger entry is still
+// written whole (raft-wal seals the segment after it). A segment keeps the
+// size it was created with.
+const walSegmentSize = 16 << 10
 
 // openLog opens raft's log and snapshot stores in Dir/raft.
 func (d *Driver) openLog() error {
@@ -234,12 +237,14 @@ func (d *Driver) openLog() error {
 	if err := migrateSegmentNames(walDir); err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
-	// WAL.Close leaves its meta store (a locked bolt file) open: the
-	// driver keeps it to close it, or reopening the log in this process
-	// (dropLog, a test) would wait on the lock for ever.
-	meta := &metadb.BoltMetaDB{}
+	reserve := &logReserve{path: filepath.Join(d.raftDir(), logReserveName), size: walSegmentSize + segmentSlack}
+	reserve.fill()
+	// WAL.Close leaves its meta store open: the driver keeps it to close
+	// it, or reopening the log in this process (dropLog, a test) would
+	// find its files still open.
+	meta := &walmeta.Store{}
 	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithSegmentSize(walSegmentSize),
-		wal.WithSegmentFiler(segment.NewFiler(walDir, newWALFS())))
+		wal.WithSegmentFiler(segment.NewFiler(walDir, newWALFS(reserve))))
 	if err != nil {
 		meta.Close()
 		return fmt.Errorf("open raft log: %w", err)
@@ -292,6 +297,9 @@ func (d *Driver) raftConfig() *raft.Config {
 	rc.LeaderLeaseTimeout = d.cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = d.cfg.CommitTimeout
 	rc.SnapshotThreshold = d.cfg.SnapshotThreshold
+	if d.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = d.cfg.TrailingLogs
+	}
 	if d.cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = d.cfg.SnapshotInterval
 	}

@@ -226,7 +226,7 @@ func Open(cfg Config) (*Driver, error) {
 // bytes in JSON, so a segment holds tens of them; a larger entry is still
 // written whole (raft-wal seals the segment after it). A segment keeps the
 // size it was created with.
-const walSegmentSize = 16 << 10
+const walSegmentSize = 12 << 10
 
 // openLog opens raft's log and snapshot stores in Dir/raft.
 func (d *Driver) openLog() error {

@@ -51,9 +51,12 @@ func (p prefixFS) ListDir(dir string) ([]string, error) {
 // segmentSlack is the room a segment file is given past its size: raft-wal
 // writes the batch of entries that crosses a segment's size limit whole,
 // into the same segment, before it seals it, so a segment's last batch
-// goes past the size it was made with. Our batches are a few entries of a
-// few hundred bytes (a node list of many nodes, a few KiB).
-const segmentSlack = 8 << 10
+// goes past the size it was made with. A leader's batches are the few
+// entries proposed together, of a few hundred bytes each; a follower
+// catching up may append more at once, and what does not fit the slack
+// takes its blocks when written (which a full store may refuse: the
+// append fails, and the leader sends it again).
+const segmentSlack = 4 << 10
 
 // Create creates segment name (prefixed) in dir, allocated at its full
 // size and segmentSlack past it: the log's room is taken when the segment

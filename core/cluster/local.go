@@ -20,6 +20,14 @@ type Driver interface {
 	Propose(ctx context.Context, e *Entry) (proto.Result, error)
 	// View runs f with the current state; f must not keep or modify it.
 	View(f func(s *State))
+	// ReadState returns the current state, held for reading until
+	// ReleaseState: View without a function, for the request path, where
+	// View's function escapes through this interface and costs an
+	// allocation (and what it captures another) on every call. The caller
+	// must not keep or modify the state, and calls ReleaseState before any
+	// other call into the driver.
+	ReadState() *State
+	ReleaseState()
 	// Sync waits until this node has applied every entry the cluster had
 	// committed when Sync was called, so that a request arriving here sees
 	// what was acknowledged through any other node.
@@ -146,6 +154,15 @@ func (l *Local) View(f func(s *State)) {
 	defer l.mu.RUnlock()
 	f(l.st)
 }
+
+// ReadState implements Driver.
+func (l *Local) ReadState() *State {
+	l.mu.RLock()
+	return l.st
+}
+
+// ReleaseState implements Driver.
+func (l *Local) ReleaseState() { l.mu.RUnlock() }
 
 func (l *Local) persist() error {
 	b, err := json.Marshal(l.st)

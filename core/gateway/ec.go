@@ -66,7 +66,7 @@ func (g *Gateway) readStrip(ctx context.Context, p plan, n proto.Node, oid uint6
 		return g.store.ReadAt(ctx, proto.StripKey(oid, i), buf, off)
 	}
 	r := stripReq(proto.OpReadPeer, p, oid, i, off)
-	_, got, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, buf)
+	_, got, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, buf)
 	if err != nil {
 		return err
 	}
@@ -334,7 +334,7 @@ func (g *Gateway) putStrip(ctx context.Context, p plan, n proto.Node, oid uint64
 	if !replace {
 		r.Flags |= proto.FlagCmdExcl
 	}
-	_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, data, nil)
+	_, _, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, data, nil)
 	return err
 }
 
@@ -447,7 +447,7 @@ func (g *Gateway) dropUnplaced(ctx context.Context, p plan, oid uint64, from int
 				err = g.localWrite(ctx, key, func() error { return g.store.Remove(ctx, key) })
 			} else {
 				r := stripReq(proto.OpRemovePeer, p, oid, i, 0)
-				_, _, err = g.peers.Call(ctx, n.NodeID.String(), &r, nil, nil)
+				_, _, err = g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, nil)
 			}
 			if err != nil && !errors.Is(err, proto.ResNoObj) {
 				return fmt.Errorf("drop unplaced strip %d of %016x on %s: %w", i, oid, n.NodeID, err)
@@ -503,7 +503,7 @@ func (g *Gateway) writeStrip(ctx context.Context, p plan, n proto.Node, oid uint
 	if !synced {
 		r.Flags |= proto.FlagCmdCache
 	}
-	_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, data, nil)
+	_, _, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, data, nil)
 	return err
 }
 
@@ -520,7 +520,7 @@ func (g *Gateway) ecRemove(ctx context.Context, oid uint64) error {
 				err = g.localWrite(ctx, key, func() error { return g.store.Remove(ctx, key) })
 			} else {
 				r := stripReq(proto.OpRemovePeer, p, oid, i, 0)
-				_, _, err = g.peers.Call(ctx, n.NodeID.String(), &r, nil, nil)
+				_, _, err = g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, nil)
 			}
 			if errors.Is(err, proto.ResNoObj) {
 				return nil
@@ -572,7 +572,7 @@ func (g *Gateway) ecPunch(ctx context.Context, oid uint64, off, n int64, flags u
 				}
 				var b [8]byte
 				binary.LittleEndian.PutUint64(b[:], uint64(span.StripLen))
-				_, _, err := g.peers.Call(ctx, t.NodeID.String(), &r, b[:], nil)
+				_, _, err := g.peers.Call(ctx, g.peers.Addr(t.NodeID), &r, b[:], nil)
 				return err
 			})
 		})

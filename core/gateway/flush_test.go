@@ -25,6 +25,8 @@ func (f *fakeCluster) Propose(context.Context, *cluster.Entry) (proto.Result, er
 	return proto.ResSuccess, nil
 }
 func (f *fakeCluster) View(fn func(*cluster.State)) { f.mu.Lock(); defer f.mu.Unlock(); fn(f.st) }
+func (f *fakeCluster) ReadState() *cluster.State    { f.mu.Lock(); return f.st }
+func (f *fakeCluster) ReleaseState()                { f.mu.Unlock() }
 func (f *fakeCluster) Sync(context.Context) error   { return nil }
 
 // fakePeer is a peer sheep that records the requests it gets and answers

@@ -141,8 +141,8 @@ func (g *Gateway) Close() { g.peers.Close() }
 // plan is where an object's copies live in one epoch.
 type plan struct {
 	epoch    uint32
-	targets  []proto.Node
-	copies   int // wanted, as the VDI says
+	targets  []proto.Node // shared with the ring's table (Ring.Targets): read-only
+	copies   int          // wanted, as the VDI says
 	size     int64
 	readonly bool
 	strict   bool           // fewer zones than copies and the cluster is strict
@@ -150,44 +150,12 @@ type plan struct {
 }
 
 func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
-	vid := proto.OidToVid(oid)
-	// What the state says, read in one View into one variable: the
-	// closure escapes (View is an interface method), and each variable
-	// it sets would be an allocation of its own on every request.
-	var v struct {
-		known    bool
-		shift    uint8
-		copies   int
-		nodes    []proto.Node
-		epoch    uint32
-		strict   bool
-		readonly bool
-		policy   erasure.Policy
-	}
-	view := func(s *cluster.State) {
-		v.known = s.VdiState(vid) != nil || !s.Formatted()
-		v.shift = s.BlockShift(vid)
-		v.copies = int(s.Copies(vid))
-		if st := s.VdiState(vid); st != nil {
-			// vdi_state.snapshot makes a snapshot's data (and vmstate)
-			// objects read-only; its inode stays writable (dog writes the
-			// tag after the snapshot exists).
-			v.readonly = st.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
-			if proto.IsErasureOid(oid) {
-				v.policy = erasure.Policy(st.CopyPolicy)
-			}
-		}
-		v.epoch = s.Epoch()
-		v.nodes = s.Nodes()
-		v.strict = s.Flags&proto.ClusterFlagStrict != 0
-	}
-	g.cluster.View(view)
+	v := g.planState(oid)
 	if !v.known {
 		// A VDI created through another node moments ago: learn its
 		// copies and block size before placing its objects.
 		g.cluster.Sync(ctx)
-		v.readonly, v.policy = false, 0
-		g.cluster.View(view)
+		v = g.planState(oid)
 	}
 	g.mu.Lock()
 	if g.ring == nil || g.ringEpoch != v.epoch {
@@ -197,9 +165,42 @@ func (g *Gateway) plan(ctx context.Context, oid uint64) plan {
 	g.mu.Unlock()
 	p := plan{epoch: v.epoch, copies: v.copies, readonly: v.readonly, policy: v.policy}
 	p.size = proto.ObjectSize(oid, v.shift)
-	p.targets = r.Locate(oid, v.copies)
+	p.targets = r.Targets(oid, v.copies) // shared: read-only
 	p.strict = v.strict && r.Zones() < v.copies
 	return p
+}
+
+// planInputs is what the cluster state says about placing an object.
+type planInputs struct {
+	known    bool // its VDI is in the state (or the cluster is not formatted)
+	shift    uint8
+	copies   int
+	nodes    []proto.Node // the current epoch's (state-owned: not modified)
+	epoch    uint32
+	strict   bool
+	readonly bool
+	policy   erasure.Policy
+}
+
+// planState reads what placing oid needs from the cluster state, with
+// ReadState: this runs on every request, and View would allocate.
+func (g *Gateway) planState(oid uint64) planInputs {
+	vid := proto.OidToVid(oid)
+	s := g.cluster.ReadState()
+	defer g.cluster.ReleaseState()
+	st := s.VdiState(vid)
+	v := planInputs{known: st != nil || !s.Formatted(), shift: s.BlockShift(vid), copies: int(s.Copies(vid)),
+		epoch: s.Epoch(), nodes: s.Nodes(), strict: s.Flags&proto.ClusterFlagStrict != 0}
+	if st != nil {
+		// vdi_state.snapshot makes a snapshot's data (and vmstate)
+		// objects read-only; its inode stays writable (dog writes the
+		// tag after the snapshot exists).
+		v.readonly = st.Snapshot && !proto.IsVdiObj(oid) && !proto.IsAttrObj(oid)
+		if proto.IsErasureOid(oid) {
+			v.policy = erasure.Policy(st.CopyPolicy)
+		}
+	}
+	return v
 }
 
 func (g *Gateway) isTarget(p plan) bool {
@@ -668,7 +669,7 @@ func (g *Gateway) fill(ctx context.Context, p plan, oid uint64, n proto.Node, ch
 	} else {
 		r := peerReq(proto.OpCreateAndWritePeer, p.epoch, oid, 0)
 		r.Flags |= proto.FlagCmdExcl
-		_, _, err = g.peers.Call(ctx, n.NodeID.String(), &r, full, nil)
+		_, _, err = g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, full, nil)
 	}
 	if err != nil {
 		return err
@@ -781,7 +782,7 @@ func (g *Gateway) Flush(ctx context.Context) error {
 			}
 			r := proto.NewRequest(proto.OpFlushPeer)
 			r.Epoch = epoch
-			_, _, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, nil)
+			_, _, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, nil)
 			return err
 		})
 		if err == nil && !self {

@@ -150,7 +150,7 @@ func (g *Gateway) decrefOne(ctx context.Context, p plan, n proto.Node, ledgerOid
 	r.Epoch = p.epoch
 	r.SetRef(proto.RefArgs{Oid: ledgerOid, Generation: gen, Count: count})
 	var reply [1]byte
-	_, got, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, reply[:])
+	_, got, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, reply[:])
 	if err != nil {
 		return false, err
 	}

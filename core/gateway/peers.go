@@ -45,6 +45,29 @@ type Peers struct {
 	conns    map[string]*client.Client
 	down     map[string]bool
 	ioFailed map[string]time.Time // peers whose IO NIC failed, and when
+
+	namesMu sync.RWMutex
+	names   map[proto.NodeID]string // Addr's answers
+}
+
+// Addr is id's address as Peers names it (id.String()), kept once made:
+// every peer request names its peer, and a new string each time would be
+// an allocation per request. One entry per node ever addressed.
+func (p *Peers) Addr(id proto.NodeID) string {
+	p.namesMu.RLock()
+	a, ok := p.names[id]
+	p.namesMu.RUnlock()
+	if ok {
+		return a
+	}
+	a = id.String()
+	p.namesMu.Lock()
+	if p.names == nil {
+		p.names = map[proto.NodeID]string{}
+	}
+	p.names[id] = a
+	p.namesMu.Unlock()
+	return a
 }
 
 // ioRetry is how long connections to a peer whose IO NIC failed to
@@ -231,7 +254,7 @@ func peerReq(op proto.Opcode, epoch uint32, oid uint64, off int64) proto.Request
 
 func (g *Gateway) peerRead(ctx context.Context, n proto.Node, epoch uint32, oid uint64, off int64, buf []byte) error {
 	r := peerReq(proto.OpReadPeer, epoch, oid, off)
-	_, got, err := g.peers.Call(ctx, n.NodeID.String(), &r, nil, buf)
+	_, got, err := g.peers.Call(ctx, g.peers.Addr(n.NodeID), &r, nil, buf)
 	if err != nil {
 		return err
 	}
@@ -262,5 +285,5 @@ func (g *Gateway) startPeerWrite(ctx context.Context, n proto.Node, epoch uint32
 	if data == nil && op != proto.OpRemovePeer {
 		data = []byte{}
 	}
-	return g.peers.Start(ctx, n.NodeID.String(), &r, data, nil)
+	return g.peers.Start(ctx, g.peers.Addr(n.NodeID), &r, data, nil)
 }

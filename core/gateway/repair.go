@@ -66,7 +66,7 @@ func (g *Gateway) repairWith(ctx context.Context, oid uint64, from proto.Node, g
 // repairPeer asks node bad to repair its copy of oid from node from.
 func (g *Gateway) repairPeer(ctx context.Context, p plan, oid uint64, bad, from proto.Node) error {
 	r := proto.RepairRequest(p.epoch, oid, from.NodeID, proto.FlagRepairBadChunks)
-	if _, _, err := g.peers.Call(ctx, bad.NodeID.String(), &r, nil, nil); err != nil {
+	if _, _, err := g.peers.Call(ctx, g.peers.Addr(bad.NodeID), &r, nil, nil); err != nil {
 		return fmt.Errorf("repair %016x on %s from %s: %w", oid, bad.NodeID, from.NodeID, err)
 	}
 	g.log.Warn("repaired copy on peer", "oid", fmt.Sprintf("%016x", oid), "node", bad.NodeID.String(), "from", from.NodeID.String())

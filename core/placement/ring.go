@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/sheepdog-go/sheepdog/core/proto"
 )
@@ -24,6 +25,8 @@ type Ring struct {
 	nodes  []proto.Node
 	vnodes []vnode // sorted by hash
 	zones  int
+	// tables[n] holds Targets' answers for n copies once built.
+	tables [maxZones + 1]atomic.Pointer[[][]proto.Node]
 }
 
 // New builds the ring. Nodes with no vnodes (gateways) hold no data.
@@ -65,22 +68,72 @@ func (r *Ring) Locate(oid uint64, nrCopies int) []proto.Node {
 	if n == 0 || len(r.vnodes) == 0 {
 		return nil
 	}
+	return r.walk(make([]proto.Node, 0, n), r.start(oid), n)
+}
+
+// start is the index of the first vnode clockwise from oid's hash.
+func (r *Ring) start(oid uint64) int {
 	h := proto.HashOid(oid)
 	i := sort.Search(len(r.vnodes), func(i int) bool { return r.vnodes[i].hash >= h })
 	if i == len(r.vnodes) {
 		i = 0
 	}
-	out := make([]proto.Node, 0, n)
+	return i
+}
+
+// walk appends to out the n nodes of distinct zones met clockwise from
+// vnode i.
+func (r *Ring) walk(out []proto.Node, i, n int) []proto.Node {
 	var used [maxZones]uint32
-	for steps := 0; len(out) < n && steps < len(r.vnodes); steps++ {
+	for steps, k := 0, 0; k < n && steps < len(r.vnodes); steps++ {
 		nd := r.nodes[r.vnodes[(i+steps)%len(r.vnodes)].node]
-		if slices.Contains(used[:len(out)], nd.Zone) {
+		if slices.Contains(used[:k], nd.Zone) {
 			continue
 		}
-		used[len(out)] = nd.Zone
+		used[k] = nd.Zone
 		out = append(out, nd)
+		k++
 	}
 	return out
+}
+
+// maxTargetTable bounds the nodes a ring's table for one copy count
+// holds (64 bytes each): rings of more vnodes answer Targets by walking.
+const maxTargetTable = 1 << 16
+
+// Targets is Locate without an allocation, for the request path: the
+// nodes come from a table the ring builds at the first call for each copy
+// count, one entry per vnode (the walk depends only on where it starts).
+// The slice is shared: the caller must not modify it (an append copies
+// it). A ring whose table would pass maxTargetTable nodes walks, as
+// Locate.
+func (r *Ring) Targets(oid uint64, nrCopies int) []proto.Node {
+	n := r.Copies(nrCopies)
+	if n == 0 || len(r.vnodes) == 0 {
+		return nil
+	}
+	if len(r.vnodes)*n > maxTargetTable {
+		return r.Locate(oid, nrCopies)
+	}
+	t := r.tables[n].Load()
+	if t == nil {
+		t = r.buildTable(n)
+	}
+	return (*t)[r.start(oid)]
+}
+
+// buildTable makes and keeps the targets of every starting vnode for n
+// copies. Two callers may build it at once; both tables are the same.
+func (r *Ring) buildTable(n int) *[][]proto.Node {
+	all := make([]proto.Node, 0, len(r.vnodes)*n)
+	t := make([][]proto.Node, len(r.vnodes))
+	for i := range r.vnodes {
+		from := len(all)
+		all = r.walk(all, i, n)
+		t[i] = all[from:len(all):len(all)]
+	}
+	r.tables[n].Store(&t)
+	return &t
 }
 
 // Holds reports whether id is among oid's copies.

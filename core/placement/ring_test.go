@@ -192,3 +192,35 @@ func TestAutoVnodesAsSheepdog(t *testing.T) {
 		}
 	}
 }
+
+// Targets answers as Locate does, from its table or (for a ring too large
+// for one) by walking, and allocates nothing once its table is built.
+func TestTargetsMatchLocate(t *testing.T) {
+	var big []proto.Node
+	for i := range 600 {
+		big = append(big, node(fmt.Sprintf("10.0.%d.%d:7000", i/250, i%250+1), uint32(i%5+1), 128))
+	}
+	small := []proto.Node{node("127.0.0.1:7000", 1, 128), node("127.0.0.1:7001", 1, 128), node("127.0.0.1:7002", 2, 128), node("127.0.0.1:7003", 3, 64)}
+	for _, c := range []struct {
+		name  string
+		nodes []proto.Node
+	}{{"small", small}, {"beyond the table", big}} {
+		r := New(c.nodes)
+		for copies := 1; copies <= 4; copies++ {
+			for i := uint64(0); i < 3000; i++ {
+				oid := proto.VidToDataOid(uint32(0x7c2b25+i%3), uint32(i*7919))
+				got, want := r.Targets(oid, copies), r.Locate(oid, copies)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: oid %x copies %d: Targets %v, Locate %v", c.name, oid, copies, got, want)
+				}
+				// An append by a caller copies: the table keeps its answer.
+				_ = append(got, proto.Node{})
+			}
+		}
+	}
+	r := New(small)
+	r.Targets(1, 3)
+	if n := testing.AllocsPerRun(100, func() { r.Targets(0x7c2b2500000011, 3) }); n != 0 {
+		t.Fatalf("Targets allocates %v times a call", n)
+	}
+}

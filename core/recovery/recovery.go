@@ -206,17 +206,13 @@ func (r *Recovery) Settle(ctx context.Context) bool {
 	}
 }
 
-// epochCtime returns the current epoch and the format's ctime. Both are
-// read into one variable: the closure escapes (View is an interface
-// method), and each variable it set would be an allocation of its own on
-// every read and write, which call Settle and Trusted.
+// epochCtime returns the current epoch and the format's ctime (every
+// read and write asks, through Settle and Trusted).
 func (r *Recovery) epochCtime() (uint32, uint64) {
-	var v struct {
-		epoch uint32
-		ctime uint64
-	}
-	r.cluster.View(func(s *cluster.State) { v.epoch, v.ctime = s.Epoch(), s.Ctime })
-	return v.epoch, v.ctime
+	s := r.cluster.ReadState()
+	epoch, ctime := s.Epoch(), s.Ctime
+	r.cluster.ReleaseState()
+	return epoch, ctime
 }
 
 // State reports progress as STAT_RECOVERY does. State carries the last

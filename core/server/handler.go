@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,9 +111,15 @@ func NewHandler(cfg Config) *Handler {
 	return h
 }
 
+func (h *Handler) status() uint8 {
+	st := h.cfg.Cluster.ReadState().Status()
+	h.cfg.Cluster.ReleaseState()
+	return st
+}
+
 func (h *Handler) epoch() uint32 {
-	var e uint32
-	h.cfg.Cluster.View(func(s *cluster.State) { e = s.Epoch() })
+	e := h.cfg.Cluster.ReadState().Epoch()
+	h.cfg.Cluster.ReleaseState()
 	return e
 }
 
@@ -120,10 +127,20 @@ func (h *Handler) epoch() uint32 {
 // payload and a function to call once the payload was sent (or nil).
 // authPeer says the connection authenticated as a peer of this cluster.
 func (h *Handler) Handle(ctx context.Context, req *proto.Request, data []byte, peer string, authPeer bool) (proto.Response, []byte, func()) {
-	c := &call{req: *req, data: data, peer: peer, authPeer: authPeer}
+	c := callPool.Get().(*call)
+	*c = call{req: *req, data: data, peer: peer, authPeer: authPeer}
 	c.rsp.Result = h.run(ctx, c)
-	return c.rsp, c.out, c.release
+	rsp, out, release := c.rsp, c.out, c.release
+	*c = call{}
+	callPool.Put(c)
+	return rsp, out, release
 }
+
+// callPool holds calls between requests: Handle is on every request's
+// path. Invariant: an op keeps no reference to its call after it returns
+// (none starts a goroutine with it; a release function captures only the
+// buffer it gives back).
+var callPool = sync.Pool{New: func() any { return new(call) }}
 
 func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	op := c.req.Opcode
@@ -148,8 +165,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 	if h.stopping.Load() {
 		return proto.ResShutdown
 	}
-	var status uint8
-	h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
+	status := h.status()
 	if status == proto.StatusOK && !o.force && h.waitingForJoin() {
 		return proto.ResWaitForJoin
 	}
@@ -167,7 +183,7 @@ func (h *Handler) run(ctx context.Context, c *call) proto.Result {
 		// and CLUSTER_INFO report the status, so they catch up too).
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := h.cfg.Cluster.Sync(sctx); err == nil {
-			h.cfg.Cluster.View(func(s *cluster.State) { status = s.Status() })
+			status = h.status()
 		}
 		cancel()
 		if status == proto.StatusWait && !o.force {
@@ -457,8 +473,8 @@ var le = binary.LittleEndian
 func peerSync(c *call) bool { return c.req.Flags&proto.FlagCmdCache == 0 }
 
 func (h *Handler) objectSize(oid uint64) int64 {
-	var size int64
-	h.cfg.Cluster.View(func(s *cluster.State) { size = s.ObjectSize(oid) })
+	size := h.cfg.Cluster.ReadState().ObjectSize(oid)
+	h.cfg.Cluster.ReleaseState()
 	return size
 }
 

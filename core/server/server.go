@@ -312,11 +312,13 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			g.Spoke(c)
 			rd = bufio.NewReaderSize(c, 32<<10)
 		}
-		var req proto.Request
+		t := taskPool.Get().(*task)
+		t.s, t.cn, t.ctx, t.reqs = s, cn, ctx, &reqs
+		req := &t.req
 		req.Unmarshal(hb[:])
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > maxPayload {
 			g.Log().Warn("request payload too large; closing connection", "peer", cn.peer, "op", fmt.Sprintf("%#x", req.Opcode), "len", req.DataLength)
-			cn.reply(&req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch(), nil)
+			cn.reply(req, proto.Response{Result: proto.ResInvalidParms}, nil, s.h.epoch(), nil)
 			reqs.Wait() // the reply may be queued behind those in flight
 			return
 		}
@@ -334,27 +336,26 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 			own.Release(ownTaken)
 			return
 		}
-		var data []byte
-		var dp *[]byte
+		t.own, t.ownTaken, t.shared, t.sharedTaken = own, ownTaken, shared, sharedTaken
 		if req.Flags&proto.FlagCmdWrite != 0 && req.DataLength > 0 {
 			// Payload buffers come from internal/bufpool: the data path
 			// does not allocate per request.
-			dp = bufpool.Get(int(req.DataLength))
-			data = *dp
+			t.dp = bufpool.Get(int(req.DataLength))
+			t.data = *t.dp
 			// The payload holds budget while it trickles in: it must
 			// arrive within the stall timeout. One already read into rd
 			// needs no deadline (setting and clearing one costs two
 			// timer updates per request).
-			stall := lim.StallTimeout > 0 && buffered(rd) < len(data)
+			stall := lim.StallTimeout > 0 && buffered(rd) < len(t.data)
 			if stall {
 				c.SetReadDeadline(time.Now().Add(lim.StallTimeout))
 			}
-			_, err := io.ReadFull(rd, data)
+			_, err := io.ReadFull(rd, t.data)
 			if stall {
 				c.SetReadDeadline(time.Time{})
 			}
 			if err != nil {
-				bufpool.Put(dp)
+				bufpool.Put(t.dp)
 				own.Release(ownTaken)
 				shared.Release(sharedTaken)
 				s.log.Debug("truncated payload", "peer", cn.peer, "err", err)
@@ -363,28 +364,52 @@ func (s *Server) serveConn(g *netlimit.Gate, c net.Conn) {
 		}
 		cn.inflt <- struct{}{}
 		reqs.Add(1)
-		s.workers.run(func() {
-			defer reqs.Done()
-			defer func() { <-cn.inflt }()
-			rsp, out, release := s.h.Handle(ctx, &req, data, cn.peer, cn.authPeer)
-			if dp != nil {
-				bufpool.Put(dp)
-			}
-			if rsp.Result == proto.ResWaitForJoin && clientIO(req.Opcode) && s.h.outside() {
-				// QEMU turns any error on I/O into EIO in the guest, but
-				// resends every request in flight over a new connection
-				// once one is lost (docs/qemu-client.md §9): for a node
-				// the cluster left out, closing is the retry QEMU knows.
-				// (Not for a restarted node that waits for its log: a
-				// resend there could come before the log is applied.)
-				cn.dead.Store(true)
-				cn.c.Close()
-			}
-			r := outReplyPool.Get().(*outReply)
-			r.release, r.own, r.ownTaken, r.shared, r.sharedTaken = release, own, ownTaken, shared, sharedTaken
-			cn.reply(&req, rsp, out, s.h.epoch(), r)
-		})
+		s.workers.run(t)
 	}
+}
+
+// task is a request read from a connection, with its payload and the
+// budget it holds, for a worker to run. Tasks are pooled: the request path
+// allocates none (a closure over the request was several allocations).
+type task struct {
+	s    *Server
+	cn   *conn
+	ctx  context.Context
+	reqs *sync.WaitGroup
+	req  proto.Request
+	data []byte
+	dp   *[]byte // data's pooled buffer
+
+	own, shared           *netlimit.Budget
+	ownTaken, sharedTaken int64
+}
+
+var taskPool = sync.Pool{New: func() any { return new(task) }}
+
+// run handles t, queues its reply and gives t back to the pool.
+func (t *task) run() {
+	s, cn, reqs := t.s, t.cn, t.reqs
+	defer reqs.Done()
+	defer func() { <-cn.inflt }()
+	rsp, out, release := s.h.Handle(t.ctx, &t.req, t.data, cn.peer, cn.authPeer)
+	if t.dp != nil {
+		bufpool.Put(t.dp)
+	}
+	if rsp.Result == proto.ResWaitForJoin && clientIO(t.req.Opcode) && s.h.outside() {
+		// QEMU turns any error on I/O into EIO in the guest, but
+		// resends every request in flight over a new connection
+		// once one is lost (docs/qemu-client.md §9): for a node
+		// the cluster left out, closing is the retry QEMU knows.
+		// (Not for a restarted node that waits for its log: a
+		// resend there could come before the log is applied.)
+		cn.dead.Store(true)
+		cn.c.Close()
+	}
+	r := outReplyPool.Get().(*outReply)
+	r.release, r.own, r.ownTaken, r.shared, r.sharedTaken = release, t.own, t.ownTaken, t.shared, t.sharedTaken
+	cn.reply(&t.req, rsp, out, s.h.epoch(), r)
+	*t = task{}
+	taskPool.Put(t)
 }
 
 // buffered is how many bytes r holds already read.

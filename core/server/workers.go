@@ -6,6 +6,15 @@ import "time"
 // before it exits.
 const workerIdle = 2 * time.Second
 
+// runner is a task for the workers: a *task, or a func (runFunc). A
+// pointer or a func in an interface costs no allocation.
+type runner interface{ run() }
+
+// runFunc runs a func as a task.
+type runFunc func()
+
+func (f runFunc) run() { f() }
+
 // workers runs the requests of a server on goroutines kept between
 // requests. A new goroutine per request paid for its start and, deeper
 // in the handler, for growing its stack again by copying: about a tenth
@@ -13,33 +22,33 @@ const workerIdle = 2 * time.Second
 // the handler grew. Idle ones exit after workerIdle, so a burst leaves
 // nothing behind.
 type workers struct {
-	tasks chan func() // unbuffered: a send succeeds only into an idle worker
+	tasks chan runner // unbuffered: a send succeeds only into an idle worker
 	idle  time.Duration
 }
 
 func newWorkers(idle time.Duration) *workers {
-	return &workers{tasks: make(chan func()), idle: idle}
+	return &workers{tasks: make(chan runner), idle: idle}
 }
 
-// run runs f on an idle worker, or on a new one when none is idle. It
+// run runs k on an idle worker, or on a new one when none is idle. It
 // never waits.
-func (w *workers) run(f func()) {
+func (w *workers) run(k runner) {
 	select {
-	case w.tasks <- f:
+	case w.tasks <- k:
 	default:
-		go w.loop(f)
+		go w.loop(k)
 	}
 }
 
-func (w *workers) loop(f func()) {
+func (w *workers) loop(k runner) {
 	t := time.NewTimer(w.idle)
 	defer t.Stop()
 	for {
-		f()
-		f = nil // not kept alive while idle
+		k.run()
+		k = nil // not kept alive while idle
 		t.Reset(w.idle)
 		select {
-		case f = <-w.tasks:
+		case k = <-w.tasks:
 		case <-t.C:
 			return
 		}

@@ -18,14 +18,14 @@ func TestWorkersRunEveryTaskAndExitIdle(t *testing.T) {
 	// worker of its own.
 	for range 20 {
 		wg.Add(1)
-		w.run(func() { defer wg.Done(); <-block; ran.Add(1) })
+		w.run(runFunc(func() { defer wg.Done(); <-block; ran.Add(1) }))
 	}
 	close(block)
 	wg.Wait()
 	// Then many short ones, reusing the idle workers.
 	for range 1000 {
 		wg.Add(1)
-		w.run(func() { defer wg.Done(); ran.Add(1) })
+		w.run(runFunc(func() { defer wg.Done(); ran.Add(1) }))
 	}
 	wg.Wait()
 	if got := ran.Load(); got != 1020 {

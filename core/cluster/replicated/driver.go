@@ -472,6 +472,15 @@ func (d *Driver) View(f func(s *cluster.State)) {
 	f(d.fsm.st)
 }
 
+// ReadState implements cluster.Driver.
+func (d *Driver) ReadState() *cluster.State {
+	d.fsm.mu.RLock()
+	return d.fsm.st
+}
+
+// ReleaseState implements cluster.Driver.
+func (d *Driver) ReleaseState() { d.fsm.mu.RUnlock() }
+
 // WaitApplied blocks until the local state holds the command at index (or
 // a later one) or ctx ends. index must be a command's index (what the
 // leader's Apply returned): raft's no-op and configuration entries never

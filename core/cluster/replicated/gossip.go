@@ -86,6 +86,11 @@ func (d *Driver) startGossip() error {
 	mc.GossipInterval = d.cfg.GossipInterval
 	mc.PushPullInterval = d.cfg.PushPullInterval
 	mc.LogOutput = nil
+	// Our gossip messages are pings, acks and a few hundred bytes of
+	// metadata: LZW would save little, and memberlist makes a compressor
+	// of 72 KB for every message it sends (a sheep's largest allocations
+	// while idle). Compressed messages of other nodes are still read.
+	mc.EnableCompression = false
 	mc.Logger = log.New(d.mlLog, "", 0)
 	if len(d.cfg.GossipKey) > 0 {
 		// Messages that do not decrypt with the key are dropped and

@@ -61,7 +61,16 @@ func (p *slowPeer) Call(ctx context.Context, _ string, req *proto.Request, _, rb
 // dropped as soon as the last member finishes recovering the epoch, told
 // by the member's answer to one waiting STAT_RECOVERY, not found out at a
 // later poll (Sheepdog's test 103 counts the copies right after a join).
+// A copy the member placed to hold it lists live already is set aside at
+// once (handed over), and its stale copy is kept until then.
 func TestCleanupDropsOnceThePeerIsDone(t *testing.T) {
+	for _, listed := range []bool{false, true} {
+		name := map[bool]string{false: "peer has not copied it", true: "peer holds it"}[listed]
+		t.Run(name, func(t *testing.T) { testCleanupDrops(t, listed) })
+	}
+}
+
+func testCleanupDrops(t *testing.T, listed bool) {
 	ctx := context.Background()
 	a, b := node(7000), node(7001)
 	st, cl := formattedOne(t, a)
@@ -74,7 +83,10 @@ func TestCleanupDropsOnceThePeerIsDone(t *testing.T) {
 	if err := st.Create(ctx, oid, 4<<20, 0, []byte("moved"), true); err != nil {
 		t.Fatal(err)
 	}
-	peer := &slowPeer{oids: []uint64{oid}, epoch: 2, finish: make(chan struct{})}
+	peer := &slowPeer{epoch: 2, finish: make(chan struct{})}
+	if listed {
+		peer.oids = []uint64{oid}
+	}
 	rec := New(a.NodeID, st, cl, peer, &store.Locks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer rec.Stop()
 	cl.Propose(ctx, &cluster.Entry{Kind: cluster.KindEpoch, Nodes: []proto.Node{a, b}}) // epoch 2: B joins
@@ -83,15 +95,31 @@ func TestCleanupDropsOnceThePeerIsDone(t *testing.T) {
 	if !rec.WaitRecovered(ctx, 2) {
 		t.Fatal("A did not finish recovering epoch 2")
 	}
+	staleHeld := func() bool {
+		list, err := st.ListStale()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range list {
+			if o.Oid == oid {
+				return true
+			}
+		}
+		return false
+	}
 	time.Sleep(1200 * time.Millisecond) // B is still recovering
-	if !st.Exists(oid) {
+	if listed {
+		if st.Exists(oid) || !staleHeld() {
+			t.Fatalf("B holds the copy: A's should be set aside at once, and kept stale (live %v, stale %v)", st.Exists(oid), staleHeld())
+		}
+	} else if !st.Exists(oid) {
 		t.Fatal("A dropped its copy before B finished recovering")
 	}
 	finished := time.Now()
 	close(peer.finish)
-	for st.Exists(oid) {
+	for st.Exists(oid) || staleHeld() {
 		if time.Since(finished) > 5*time.Second {
-			t.Fatal("A kept its copy 5 s after B finished recovering")
+			t.Fatalf("A kept its copy 5 s after B finished recovering (live %v, stale %v)", st.Exists(oid), staleHeld())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -95,6 +95,14 @@ type Plan struct {
 	// Drop: copies no longer placed here, set aside once every member has
 	// finished recovering the epoch (cleanup).
 	Drop []uint64
+	// Handover: the copies of Drop that a member placed to hold them in
+	// this epoch lists live already (with a complete Remote), set aside at
+	// once, as Sheepdog's recovery moves every copy no longer placed on
+	// its node to .stale when it starts: the object stays readable and
+	// writable through that member, and the stale copy still serves
+	// recovery reads until cleanup purges it. Not strips (each index has
+	// its own holder).
+	Handover []uint64
 }
 
 // StaleCopy is a copy of Oid that was current up to and including Epoch
@@ -164,7 +172,9 @@ func settledSpan(settled, epoch uint32) int {
 //   - Drop: every live copy not placed here. The executor carries it out
 //     only once every member has recovered the epoch, so no copy is
 //     dropped before every node that should hold the object could copy
-//     it.
+//     it. Handover: those of them another member placed here already
+//     holds live, set aside at once (their stale copies stay until the
+//     same point).
 //
 // The later decisions see the earlier ones: a copy set aside by Stale is
 // no live copy for Unstale, Fetch and Drop, and is a stale copy of Epoch.
@@ -251,9 +261,26 @@ func plan(v View, local Local, remote *Remote, settled uint32) Plan {
 	for _, oid := range sortedKeys(live) {
 		if c := v.copies(oid); !holdsKey(ring, oid, c, v.Self) && !unplaced(ring, oid, c) {
 			p.Drop = append(p.Drop, oid)
+			if remote != nil && remote.Complete && keptElsewhere(ring, oid, c, remote.Where[oid]) {
+				p.Handover = append(p.Handover, oid)
+			}
 		}
 	}
 	return p
+}
+
+// keptElsewhere reports whether one of holders (members listing oid live)
+// is placed to hold oid in ring, so keeps its copy through the epoch.
+func keptElsewhere(ring *placement.Ring, oid uint64, copies int, holders []proto.Node) bool {
+	if _, _, strip := proto.SplitKey(oid); strip {
+		return false
+	}
+	for _, n := range holders {
+		if ring.Holds(oid, copies, n.NodeID) {
+			return true
+		}
+	}
+	return false
 }
 
 // lastCurrent is the last epoch before v's in which this node's copy of

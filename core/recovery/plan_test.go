@@ -397,3 +397,53 @@ func TestPlanIsPure(t *testing.T) {
 		t.Fatalf("C was absent from epoch 2: %d of %d copies set aside", len(p1.Stale), len(objs))
 	}
 }
+
+// TestPlanHandover: of the copies no longer placed here, those a member
+// placed to hold them lists live are handed over at once; not with an
+// incomplete Remote, and not when only a member not placed to hold it
+// lists it.
+func TestPlanHandover(t *testing.T) {
+	a, b, c, d := letterNode('A'), letterNode('B'), letterNode('C'), letterNode('D')
+	v := View{Epoch: 2, Self: a.NodeID, Nodes: []proto.Node{a, b, c, d}, History: [][]proto.Node{{a, b, c}}, DefaultCopies: 2}
+	ring := placement.New(v.Nodes)
+	var moved []uint64 // placed on A in epoch 1 (of A, B, C), not in epoch 2
+	old := placement.New(v.History[0])
+	for i := uint32(0); len(moved) < 20; i++ {
+		oid := proto.VidToDataOid(0x7c2b25, i)
+		if old.Holds(oid, 2, a.NodeID) && !ring.Holds(oid, 2, a.NodeID) {
+			moved = append(moved, oid)
+		}
+	}
+	local := Local{Objects: moved, Stale: map[uint64]uint32{}}
+	remote := &Remote{Where: map[uint64][]proto.Node{}, Stale: map[uint64]StaleSource{}, Complete: true}
+	var want []uint64
+	for i, oid := range moved {
+		targets := ring.Locate(oid, 2)
+		switch i % 3 {
+		case 0: // a target holds it: handed over
+			remote.Where[oid] = targets[:1]
+			want = append(want, oid)
+		case 1: // only a member not placed to hold it lists it
+			for _, n := range v.Nodes {
+				if !n.Same(a.NodeID) && !ring.Holds(oid, 2, n.NodeID) {
+					remote.Where[oid] = []proto.Node{n}
+				}
+			}
+		case 2: // nobody lists it (the targets are still copying)
+		}
+	}
+	slices.Sort(want)
+	p := plan(v, local, remote, 2)
+	if len(p.Drop) != len(moved) {
+		t.Fatalf("drop %d copies, want all %d", len(p.Drop), len(moved))
+	}
+	got := slices.Clone(p.Handover)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("handover %x, want %x", got, want)
+	}
+	remote.Complete = false
+	if p := plan(v, local, remote, 2); len(p.Handover) != 0 {
+		t.Fatalf("incomplete lists: handover %x, want none", p.Handover)
+	}
+}

@@ -512,6 +512,15 @@ func (r *Recovery) run(ctx context.Context) {
 	for _, sc := range p.Unstale {
 		r.unstale(ctx, sc)
 	}
+	for _, oid := range p.Handover {
+		if ctx.Err() != nil {
+			return
+		}
+		r.setAside(oid, v.Epoch-1) // not a target in v.Epoch
+	}
+	if len(p.Handover) > 0 {
+		r.log.Info("recovery: set aside copies now held elsewhere", "epoch", v.Epoch, "copies", len(p.Handover))
+	}
 	r.progress.Lock()
 	r.progress.total = uint64(len(p.Fetch) + len(p.FetchStrips))
 	r.progress.Unlock()

@@ -50,8 +50,8 @@ prereqs:
 PURE_PKGS ?= ./core/proto ./core/placement
 # Allocation counts, which the race detector changes (those tests skip
 # under -race): run again without it.
-ALLOC_PKGS ?= ./core/gateway ./internal/bufpool
-ALLOC_TESTS ?= ^(TestLocalPathAllocations|TestNoAllocs)$$
+ALLOC_PKGS ?= ./core/gateway ./core/server ./internal/bufpool
+ALLOC_TESTS ?= ^(TestLocalPathAllocations|TestWritePathAllocations|TestNoAllocs)$$
 
 unit:
 	@scripts/gotest.sh $(LOGS)-unit.log $(GO) test -v -race -count=1 \
@@ -61,7 +61,7 @@ unit:
 
 # Packages with fuzz targets of decoders of untrusted bytes: every
 # func FuzzX in their _test.go files runs for FUZZTIME (scripts/fuzz.sh).
-FUZZ_PKGS ?= core/proto core/cluster/replicated core/erasure nbd store
+FUZZ_PKGS ?= core/proto core/cluster/replicated core/cluster/replicated/walmeta core/erasure nbd store
 
 fuzz:
 	@scripts/fuzz.sh $(GO) $(FUZZTIME) $(FUZZ_PKGS)

@@ -540,8 +540,16 @@ func TestSheepfsDaemon(t *testing.T) {
 
 	// fusermount3 -u ends a foreground one.
 	m := mountSheepfs(t, s)
-	if out, err := exec.Command("fusermount3", "-u", m.Dir).CombinedOutput(); err != nil {
-		t.Fatalf("fusermount3 -u: %v %s", err, out)
+	// A mount just made can be busy for a moment (the full suite saw
+	// EBUSY once, with other tests' processes at work): retry that.
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command("fusermount3", "-u", m.Dir).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if !strings.Contains(string(out), "busy") || time.Since(start) > 5*time.Second {
+			t.Fatalf("fusermount3 -u: %v %s", err, out)
+		}
 	}
 	select {
 	case <-m.exited:

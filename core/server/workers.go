@@ -6,14 +6,9 @@ import "time"
 // before it exits.
 const workerIdle = 2 * time.Second
 
-// runner is a task for the workers: a *task, or a func (runFunc). A
-// pointer or a func in an interface costs no allocation.
+// runner is a task for the workers (a *task). A pointer in an interface
+// costs no allocation.
 type runner interface{ run() }
-
-// runFunc runs a func as a task.
-type runFunc func()
-
-func (f runFunc) run() { f() }
 
 // workers runs the requests of a server on goroutines kept between
 // requests. A new goroutine per request paid for its start and, deeper

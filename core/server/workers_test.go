@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+// runFunc runs a func as a task.
+type runFunc func()
+
+func (f runFunc) run() { f() }
+
 func TestWorkersRunEveryTaskAndExitIdle(t *testing.T) {
 	before := runtime.NumGoroutine()
 	w := newWorkers(50 * time.Millisecond)

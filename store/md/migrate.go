@@ -50,14 +50,16 @@ func (s *Store) migrator() {
 			if same {
 				nl := &layout{disks: l.disks, ring: l.ring, settled: left == 0}
 				s.lay.Store(nl)
+				// Closed under the admin lock: a plug of the same path
+				// right after the layout settles must find it unlocked.
+				for _, d := range l.draining {
+					d.close()
+					s.log.Info("md: unplugged disk let go", "path", d.path)
+				}
 			}
 			s.admin.Unlock()
 			if !same {
 				continue
-			}
-			for _, d := range l.draining {
-				d.close()
-				s.log.Info("md: unplugged disk let go", "path", d.path)
 			}
 			s.log.Info("md: objects moved to their disks", "moved", moved, "left_to_recovery", lost, "not_moved", left,
 				"disks", len(l.disks), "took", time.Since(start).Round(time.Millisecond))

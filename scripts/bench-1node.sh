@@ -4,7 +4,8 @@
 # in the same run. Jobs (JOBS, default "fw rr"): fw = random 4 KiB writes
 # at depth 32 on a VDI just created (and a file just truncated), rr =
 # random 4 KiB reads at depth 32 of a filled 1 GiB device; also ow (random
-# 4 KiB overwrites) and sr (sequential 1 MiB reads at depth 8). Each line
+# 4 KiB overwrites), sr (sequential 1 MiB reads at depth 8) and fs
+# (sequential 1 MiB first writes at depth 8, like fw). Each line
 # gives, for both targets, IOPS, the server's CPU time per request (user
 # + system, from /proc: steadier than IOPS on a shared machine), and p50
 # / p99 completion latency in ms, then the IOPS ratio and the load.
@@ -64,6 +65,12 @@ for r in $(seq "$rounds"); do
 			truncate -s 0 "$dir/kitf.img"; truncate -s 1G "$dir/kitf.img"
 			s=$(run $spid nbd://127.0.0.1:$nbd/fresh$n randwrite 4k 32 1)
 			k=$(run $kfpid nbd://127.0.0.1:$kfport/ randwrite 4k 32 1) ;;
+		fs)
+			n=$((n + 1)); col vdi create fresh$n 1G
+			if [ $n -gt 1 ]; then col vdi delete fresh$((n - 1)); fi
+			truncate -s 0 "$dir/kitf.img"; truncate -s 1G "$dir/kitf.img"
+			s=$(run $spid nbd://127.0.0.1:$nbd/fresh$n write 1M 8 1)
+			k=$(run $kfpid nbd://127.0.0.1:$kfport/ write 1M 8 1) ;;
 		rr) s=$(run $spid $suri randread 4k 32 0); k=$(run $kpid $kuri randread 4k 32 0) ;;
 		ow) s=$(run $spid $suri randwrite 4k 32 0); k=$(run $kpid $kuri randwrite 4k 32 0) ;;
 		sr) s=$(run $spid $suri read 1M 8 0); k=$(run $kpid $kuri read 1M 8 0) ;;

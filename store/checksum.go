@@ -632,10 +632,22 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 				writeZeros(h, cs+cl-we)
 				c = sumHasher(h)
 			}
+		} else if h.written.zero(cs, ws-cs) && h.written.zero(we, cs+cl-we) {
+			// Zeros around the write (written.go): the chunk as it
+			// will be needs no read. Its bytes before the write are
+			// those cur describes, as for a whole chunk.
+			c, prev = zeroSum(cl), m.cur(i)
+			if data != nil {
+				h := getHasher()
+				writeZeros(h, ws-cs)
+				h.Write(data[ws-off : we-off])
+				writeZeros(h, cs+cl-we)
+				c = sumHasher(h)
+			}
 		} else {
 			bp := getChunkBuf(cl)
 			old := (*bp)[:cl]
-			_, err := h.f.ReadAt(old, cs)
+			err := s.readOld(h, old, cs)
 			if err == nil {
 				prev = chunkSum(old)
 				// The chunk as it will be, assembled where it was
@@ -784,6 +796,9 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync boo
 	}
 	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
+	}
+	if data != nil {
+		h.written.add(off, n)
 	}
 	if err := s.changeData(h, op, off, n, data); err != nil {
 		s.resum(h, off, n)

@@ -51,6 +51,10 @@ type handle struct {
 	// that a flush clears the unflushed flag only if none came after
 	// its sync began (checksum.go).
 	unflushedGen uint64
+	// written is the set of pages that may hold data, for an object
+	// this process created with part of its data; nil when unknown.
+	// Changed only under mu (written.go).
+	written pageSet
 
 	// Guarded by fdCache.mu.
 	refs       int     // requests using f; f is closed only when refs == 0

@@ -112,6 +112,7 @@ type Stats struct {
 type stats struct {
 	syncs, marks, flushes, flushed atomic.Uint64
 	checksumFailures, repaired     atomic.Uint64
+	readBacks                      atomic.Uint64 // pages updateSums read (written.go)
 }
 
 // Stats returns the durability counters.

@@ -52,7 +52,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 		os.Remove(tmp)
 		return ioError("create", oid, err)
 	}
-	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady, sums: m}
+	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
 	h.sync.init()
 	h.metaDirty.Store(!sync) // a later Sync must be an fsync
 
@@ -164,7 +164,7 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 		f.Close()
 		return ioError("create", oid, err)
 	}
-	h := &handle{oid: oid, f: f, fd: fd, size: size, ready: closedReady, sums: m}
+	h := &handle{oid: oid, f: f, fd: fd, size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
 	h.sync.init()
 	h.metaDirty.Store(!sync)
 	h.sumsDirty.Store(m != nil && stored == nil)

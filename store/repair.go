@@ -132,6 +132,7 @@ func (s *Store) repairChunks(h *handle, good []byte) ([]int, error) {
 	h.metaDirty.Store(true)
 	for _, i := range bad {
 		cs, cl := m.chunk(i)
+		h.written.add(cs, cl)
 		if err := writeSpans(h.f, good[cs:cs+cl], cs); err != nil {
 			s.resum(h, cs, cl)
 			return nil, ioError("repair", h.oid, err)

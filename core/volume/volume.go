@@ -422,29 +422,32 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 func (v *Volume) writeChunk(ctx context.Context, c chunk, flags uint16) error {
 	l := &v.locks[c.idx%stripes]
 	oid := proto.VidToDataOid(v.vid, c.idx)
-	l.RLock()
 	missing := false
-	if v.entry(c.idx) == v.vid {
-		err := v.writeOwn(ctx, c, flags)
-		l.RUnlock()
-		if !errors.Is(err, proto.ResNoObj) {
-			return err
+	for {
+		l.RLock()
+		if v.entry(c.idx) == v.vid {
+			err := v.writeOwn(ctx, c, flags)
+			l.RUnlock()
+			if !errors.Is(err, proto.ResNoObj) {
+				return err
+			}
+			// Removed from under the entry (a discard by another
+			// writer): allocate it again, below.
+			missing = true
+		} else {
+			l.RUnlock()
 		}
-		// Removed from under the entry (a discard by another writer):
-		// allocate it again, below.
-		missing = true
-	} else {
-		l.RUnlock()
-	}
-	l.Lock()
-	defer l.Unlock()
-	if !missing && v.entry(c.idx) == v.vid {
+		l.Lock()
+		if missing || v.entry(c.idx) != v.vid {
+			break
+		}
 		// This volume allocated the object while we waited for the
-		// lock: the table names its own object, trusted as above.
-		if err := v.writeOwn(ctx, c, flags); !errors.Is(err, proto.ResNoObj) {
-			return err
-		}
+		// lock: write it under the shared lock, as above, beside the
+		// other writes that waited for the same allocation (under
+		// this one they would go one at a time).
+		l.Unlock()
 	}
+	defer l.Unlock()
 	// Another writer may have allocated the object (or this volume, while
 	// we waited): the inode decides, not the cached entry.
 	owner, err := v.refreshLocked(ctx, c.idx)

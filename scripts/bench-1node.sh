@@ -42,6 +42,7 @@ run() {
 	local args=(--name=j --ioengine=nbd --uri=$2 --rw=$3 --bs=$4 --iodepth=$5 --size=1G --runtime=$rt
 		--randrepeat=0 --output-format=json) a b
 	[ "$6" = 1 ] || args+=(--time_based)
+	sync # no dirty pages of the run before: each server pays its own writeback
 	a=$(awk '{print $14 + $15}' /proc/$1/stat)
 	fio "${args[@]}" | sed -n '/^{/,$p' >"$dir/out.json"
 	b=$(awk '{print $14 + $15}' /proc/$1/stat)

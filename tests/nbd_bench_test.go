@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -141,6 +142,13 @@ func hostLimit(b testing.TB, dir string, n int, runtime time.Duration) (fresh, o
 	return fresh, over
 }
 
+// cleanPageCache writes back every dirty page of the machine (sync), so
+// that the job measured next starts clean: a first write of 1 MiB blocks
+// leaves gigabytes dirty, and the next target would otherwise be
+// throttled by the kernel while they are written back, paying for the
+// target before it.
+func cleanPageCache() { syscall.Sync() }
+
 // benchTarget is an NBD server under measurement. fresh returns the URI
 // of a device of size bytes never written, for a first-write job.
 type benchTarget struct {
@@ -258,7 +266,8 @@ var nbdBench struct {
 //
 // All targets run side by side and every job is run against each in turn,
 // several rounds, keeping the median: a shared machine's noise then hits
-// all targets alike. NBD_BENCH_RUNTIME (seconds per run, default 3) and
+// all targets alike. Each run starts after a sync (cleanPageCache), so
+// that none inherits the writeback of the one before. NBD_BENCH_RUNTIME (seconds per run, default 3) and
 // NBD_BENCH_ROUNDS (default 3) tune it. The measurement runs once, however
 // many iterations the harness asks for.
 func BenchmarkNBD(b *testing.B) {
@@ -370,6 +379,7 @@ func runNBDBench(b *testing.B) {
 	var limFresh, limOver [2][]float64  // 1 and 3 writers
 	for r := 0; r < rounds; r++ {
 		for k, n := range []int{1, 3} {
+			cleanPageCache()
 			f, o := hostLimit(b, dir, n, runtime)
 			limFresh[k] = append(limFresh[k], f)
 			limOver[k] = append(limOver[k], o)
@@ -383,6 +393,7 @@ func runNBDBench(b *testing.B) {
 				if j.fresh {
 					uri = t.fresh(j.freshSize)
 				}
+				cleanPageCache()
 				runs[t.name][i] = append(runs[t.name][i], runFio(b, uri, j, runtime))
 				if t.flush != nil && strings.Contains(j.rw, "write") {
 					if flushes[t.name] == nil {
@@ -405,6 +416,7 @@ func runNBDBench(b *testing.B) {
 	ref := results["nbdkit file"]
 	fmt.Printf("\nNBD: fio nbd engine, median of %d rounds of %s per job and target (%s in all), nbdkit file on the same disk.\n",
 		rounds, runtime, time.Since(t0).Round(time.Second))
+	fmt.Println("Every job (and limit pass) starts after a sync, with no dirty page left by the one before.")
 	fmt.Printf("First writes go to a device never written (a VDI just created, a file just truncated: %d GiB sequential, %d MiB random); the others to a %d MiB device filled once.\n",
 		nbdFreshMax>>30, nbdBenchSize>>20, nbdBenchSize>>20)
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {

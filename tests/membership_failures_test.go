@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -143,6 +144,18 @@ func TestMinorityForceRecover(t *testing.T) {
 		t.Fatal("a write was acknowledged by a minority")
 	}
 	t.Logf("write without quorum refused after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(r.Stderr))
+	// Refused, the write may still have reached the survivor's copy: when
+	// it came before the failures were detected, the survivor wrote its
+	// copy while its peers' failed ("Network error"), and a write that
+	// fails leaves its range holding old or new data. Whichever it holds
+	// is what every node must serve from now on.
+	switch b := s0.must(t, nil, "vdi", "read", "Alice", "0", "1"); {
+	case b == "x":
+		t.Log("the refused write reached the survivor's copy")
+		data[0] = 'x'
+	case b != string(data[:1]):
+		t.Fatalf("byte 0 reads %q after the refused write of %q, want the old %q or the new", b, "x", data[:1])
+	}
 	if list := s0.must(t, nil, "node", "list", "-r"); strings.Count(list, "\n") != 3 {
 		t.Fatalf("node list shows %q: the decided membership is still the three nodes", list)
 	}
@@ -311,6 +324,22 @@ func TestFourOfSixEpochs(t *testing.T) {
 	}
 }
 
+// waitClusterID waits until s has stored the id of its cluster
+// (raft/identity.json), which its leader chooses after a bootstrap.
+func waitClusterID(t *testing.T, s *Sheep) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		var id struct{ ClusterID string }
+		if b, err := os.ReadFile(filepath.Join(s.Dir, "raft", "identity.json")); err == nil && json.Unmarshal(b, &id) == nil && id.ClusterID != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no cluster id after 20 s", s.Addr())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestOneClusterPerGossipPool: a formatted 3-node cluster and a fresh
 // cluster of 3 (bootstrapped without --join) meet in one gossip pool when
 // a node of the first is restarted pointed at both. They refuse each other
@@ -321,6 +350,16 @@ func TestOneClusterPerGossipPool(t *testing.T) {
 	xs[0].must(t, nil, "cluster", "format", "--copies=3")
 	data := seedVdi(t, xs[0], "Alice", 8<<20)
 	fs := startCluster(t, 3)
+	// The fresh cluster has named itself (every node holds its cluster
+	// id, and has had a second to gossip it) before the pools meet: in
+	// the first moments after a bootstrap, before its leader has named
+	// it, a node knows no identity and conflicts with nobody, and the two
+	// clusters would take in each other's nodes (a known weakness, noted
+	// on issue 12).
+	for _, s := range fs {
+		waitClusterID(t, s)
+	}
+	time.Sleep(time.Second)
 
 	xs[2].Kill()
 	xs[2].start("-z", "2", "--join", fs[0].Addr()+","+xs[0].Addr())

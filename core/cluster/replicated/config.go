@@ -148,10 +148,17 @@ type Config struct {
 	SnapshotInterval time.Duration
 
 	// Gossip timings (hashicorp/memberlist's Config fields). Failure
-	// detection takes about ProbeInterval × (1 + SuspicionMult×log10(n)).
+	// detection takes about ProbeInterval × (1 + SuspicionMult×log10(n))
+	// once another node confirms the suspicion, and up to
+	// SuspicionMaxMult times that suspicion timeout while none does
+	// (memberlist's Lifeguard: SuspicionMult - 2 confirmations are
+	// expected, so at 2 a suspicion never waits for one, and a node that
+	// hears nothing, cut off one way, makes the healthy ones it suspects
+	// leave unless they refute within the minimum).
 	ProbeInterval    time.Duration
 	ProbeTimeout     time.Duration
 	SuspicionMult    int
+	SuspicionMaxMult int
 	GossipInterval   time.Duration
 	PushPullInterval time.Duration
 
@@ -173,7 +180,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the timings sheep runs with: failure detection in
-// about 1.5 s on a LAN, leader election in about a second.
+// about 2 s on a LAN, leader election in about a second.
 func DefaultConfig() Config {
 	return Config{
 		HeartbeatTimeout:   500 * time.Millisecond,
@@ -184,7 +191,8 @@ func DefaultConfig() Config {
 		TrailingLogs:       1024,
 		ProbeInterval:      500 * time.Millisecond,
 		ProbeTimeout:       250 * time.Millisecond,
-		SuspicionMult:      2,
+		SuspicionMult:      3,
+		SuspicionMaxMult:   2,
 		GossipInterval:     100 * time.Millisecond,
 		PushPullInterval:   5 * time.Second,
 		MaxVoters:          5,

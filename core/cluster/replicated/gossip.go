@@ -83,6 +83,9 @@ func (d *Driver) startGossip() error {
 	mc.ProbeInterval = d.cfg.ProbeInterval
 	mc.ProbeTimeout = d.cfg.ProbeTimeout
 	mc.SuspicionMult = d.cfg.SuspicionMult
+	if d.cfg.SuspicionMaxMult > 0 {
+		mc.SuspicionMaxTimeoutMult = d.cfg.SuspicionMaxMult
+	}
 	mc.GossipInterval = d.cfg.GossipInterval
 	mc.PushPullInterval = d.cfg.PushPullInterval
 	mc.LogOutput = nil

@@ -156,6 +156,10 @@ type benchTarget struct {
 	copies int // 0: not a sheep
 	uri    string
 	fresh  func(size int) string
+	// drop deletes the fresh device fresh returned last, so that its
+	// pages leave the page cache before the next target runs (each first
+	// write then starts with the same memory free).
+	drop func()
 	// flush, for a target with the object cache on, flushes the VDI of
 	// uri (FLUSH_VDI through collie) after every write job and returns
 	// how long it took.
@@ -267,7 +271,9 @@ var nbdBench struct {
 // All targets run side by side and every job is run against each in turn,
 // several rounds, keeping the median: a shared machine's noise then hits
 // all targets alike. Each run starts after a sync (cleanPageCache), so
-// that none inherits the writeback of the one before. NBD_BENCH_RUNTIME (seconds per run, default 3) and
+// that none inherits the writeback of the one before, and each fresh
+// device is deleted once its job is done, so that the next target's
+// first writes find as much memory free as this one's did. NBD_BENCH_RUNTIME (seconds per run, default 3) and
 // NBD_BENCH_ROUNDS (default 3) tune it. The measurement runs once, however
 // many iterations the harness asks for.
 func BenchmarkNBD(b *testing.B) {
@@ -327,15 +333,12 @@ func runNBDBench(b *testing.B) {
 			}
 		}
 		return benchTarget{name: name, copies: copies, uri: nbdURI(addr, "bench"), flush: flush, fresh: func(size int) string {
-			// The previous fresh VDI is deleted, so that the sheeps'
-			// disk and page cache do not fill up over the rounds.
-			if last != "" {
-				sheeps[0].must(b, nil, "vdi", "delete", last)
-			}
 			seq++
 			last = "fresh" + strconv.Itoa(seq)
 			createVdi(b, sheeps[0], last, size)
 			return nbdURI(addr, last)
+		}, drop: func() {
+			sheeps[0].must(b, nil, "vdi", "delete", last)
 		}}
 	}
 	kitURI, _ := startNbdkit(b, dir, nbdBenchSize)
@@ -354,6 +357,10 @@ func runNBDBench(b *testing.B) {
 				b.Fatal(err)
 			}
 			return kitFreshURI
+		}, drop: func() {
+			if err := os.Truncate(kitFresh, 0); err != nil {
+				b.Fatal(err)
+			}
 		}},
 		sheepTarget("1 node copies=1", 1, 1, "--copies=1"),
 		sheepTarget("3 nodes copies=3", 3, 3, "--copies=3"),
@@ -401,6 +408,9 @@ func runNBDBench(b *testing.B) {
 					}
 					flushes[t.name][i] = append(flushes[t.name][i], t.flush(uri).Seconds())
 				}
+				if j.fresh {
+					t.drop()
+				}
 			}
 		}
 	}
@@ -416,7 +426,7 @@ func runNBDBench(b *testing.B) {
 	ref := results["nbdkit file"]
 	fmt.Printf("\nNBD: fio nbd engine, median of %d rounds of %s per job and target (%s in all), nbdkit file on the same disk.\n",
 		rounds, runtime, time.Since(t0).Round(time.Second))
-	fmt.Println("Every job (and limit pass) starts after a sync, with no dirty page left by the one before.")
+	fmt.Println("Every job (and limit pass) starts after a sync, with no dirty page left by the one before; each fresh device is deleted after its job.")
 	fmt.Printf("First writes go to a device never written (a VDI just created, a file just truncated: %d GiB sequential, %d MiB random); the others to a %d MiB device filled once.\n",
 		nbdFreshMax>>30, nbdBenchSize>>20, nbdBenchSize>>20)
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {

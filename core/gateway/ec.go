@@ -509,7 +509,7 @@ func (g *Gateway) writeStrip(ctx context.Context, p plan, n proto.Node, oid uint
 
 // ecRemove removes every strip of oid from its node.
 func (g *Gateway) ecRemove(ctx context.Context, oid uint64) error {
-	return withRetry(ctx, func() error {
+	return g.withWriteRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		var found atomic.Bool
 		err := forEachIndex(min(len(p.targets), p.policy.Total()), func(i int) error {

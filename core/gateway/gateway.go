@@ -247,6 +247,25 @@ func withRetry(ctx context.Context, f func() error) error {
 	}
 }
 
+// withWriteRetry is withRetry for a change of the copies. A node that
+// lost its quorum after the change was admitted (its peers died moments
+// before, or it was cut off) refuses it with HALT between attempts, as
+// admission would have (cluster.AwaitQuorum: after waiting for a quorum
+// to come back), instead of retrying toward unreachable copies for 30 s.
+// What the first attempt changed stays changed: a failed write leaves
+// its range holding the old or the new data.
+func (g *Gateway) withWriteRetry(ctx context.Context, f func() error) error {
+	return withRetry(ctx, func() error {
+		err := f()
+		if err != nil && retryable(err) {
+			if qerr := cluster.AwaitQuorum(ctx, g.cluster); qerr != nil {
+				return fmt.Errorf("%w (after: %v)", qerr, err)
+			}
+		}
+		return err
+	})
+}
+
 // ReadObject fills buf from oid at off.
 func (g *Gateway) ReadObject(ctx context.Context, oid uint64, off int64, buf []byte) error {
 	return withRetry(ctx, func() error {
@@ -523,7 +542,7 @@ func (g *Gateway) writeRange(ctx context.Context, oid uint64, off, n int64, flag
 	if !synced {
 		defer g.cached.Add(1)
 	}
-	return withRetry(ctx, func() error {
+	return g.withWriteRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		if err := g.writable(oid, p); err != nil {
 			return err
@@ -717,7 +736,7 @@ func (g *Gateway) RemoveObject(ctx context.Context, oid uint64) error {
 	if g.ecPolicy(ctx, oid).Erasure() {
 		return g.ecRemove(ctx, oid)
 	}
-	return withRetry(ctx, func() error {
+	return g.withWriteRetry(ctx, func() error {
 		p := g.plan(ctx, oid)
 		found := false
 		var mu sync.Mutex
@@ -770,7 +789,7 @@ func (g *Gateway) Flush(ctx context.Context) error {
 	if gen == g.flushed.Load() {
 		return nil
 	}
-	err := withRetry(ctx, func() error {
+	err := g.withWriteRetry(ctx, func() error {
 		var nodes []proto.Node
 		var epoch uint32
 		g.cluster.View(func(s *cluster.State) { nodes, epoch = s.Nodes(), s.Epoch() })

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,7 +132,7 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	if !formatted {
 		return nil, "", false
 	}
-	live := d.Members()
+	live := d.liveNotDead()
 	changes := cluster.PendingChanges(cur, live, d.noticedSeq)
 	if n, ok := vnodeChange(cur, live); ok && len(changes) == 0 && !auto {
 		c := cluster.Change{Node: n, Join: true} // Apply replaces the node
@@ -157,6 +158,21 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 		}
 	}
 	return cluster.NewEpoch(base, nodes, auto, forced, time.Now()), strings.Join(what, ", "), true
+}
+
+// liveNotDead is the live members as gossip sees them, less those
+// Config.Dead knows are gone (-c local: a sheep whose process ended).
+// Gossip takes a few seconds to agree when no other node can confirm
+// the suspicion (two nodes), and the epoch a survivor forces meanwhile
+// (autoRecover) must not keep the dead node only to drop it one epoch
+// later.
+func (d *Driver) liveNotDead() []proto.Node {
+	live := d.Members()
+	if d.cfg.Dead == nil {
+		return live
+	}
+	self := d.cfg.Self.NodeID
+	return slices.DeleteFunc(live, func(n proto.Node) bool { return !n.Same(self) && d.cfg.Dead(n.NodeID.String()) })
 }
 
 func (d *Driver) logEpoch(change string, forced bool) {

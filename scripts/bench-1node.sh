@@ -55,23 +55,22 @@ print("%7.0f %6.1f %6.2f %7.2f" % (s["iops"], (b - a) / hz * 1e6 / max(s["total_
       p.get("50.000000", 0) / 1e6, p.get("99.000000", 0) / 1e6))
 PY
 }
+# first RW BS DEPTH: sets s and k to the runs of both servers on devices
+# never written (a VDI just created, a file just truncated).
+first() {
+	n=$((n + 1)); col vdi create fresh$n 1G
+	if [ $n -gt 1 ]; then col vdi delete fresh$((n - 1)); fi
+	truncate -s 0 "$dir/kitf.img"; truncate -s 1G "$dir/kitf.img"
+	s=$(run $spid nbd://127.0.0.1:$nbd/fresh$n "$@" 1)
+	k=$(run $kfpid nbd://127.0.0.1:$kfport/ "$@" 1)
+}
 echo "round job | sheep: IOPS us/req p50 p99 | nbdkit: IOPS us/req p50 p99 | ratio | load"
 n=0
 for r in $(seq "$rounds"); do
 	for j in $jobs; do
 		case $j in
-		fw)
-			n=$((n + 1)); col vdi create fresh$n 1G
-			if [ $n -gt 1 ]; then col vdi delete fresh$((n - 1)); fi
-			truncate -s 0 "$dir/kitf.img"; truncate -s 1G "$dir/kitf.img"
-			s=$(run $spid nbd://127.0.0.1:$nbd/fresh$n randwrite 4k 32 1)
-			k=$(run $kfpid nbd://127.0.0.1:$kfport/ randwrite 4k 32 1) ;;
-		fs)
-			n=$((n + 1)); col vdi create fresh$n 1G
-			if [ $n -gt 1 ]; then col vdi delete fresh$((n - 1)); fi
-			truncate -s 0 "$dir/kitf.img"; truncate -s 1G "$dir/kitf.img"
-			s=$(run $spid nbd://127.0.0.1:$nbd/fresh$n write 1M 8 1)
-			k=$(run $kfpid nbd://127.0.0.1:$kfport/ write 1M 8 1) ;;
+		fw) first randwrite 4k 32 ;;
+		fs) first write 1M 8 ;;
 		rr) s=$(run $spid $suri randread 4k 32 0); k=$(run $kpid $kuri randread 4k 32 0) ;;
 		ow) s=$(run $spid $suri randwrite 4k 32 0); k=$(run $kpid $kuri randwrite 4k 32 0) ;;
 		sr) s=$(run $spid $suri read 1M 8 0); k=$(run $kpid $kuri read 1M 8 0) ;;

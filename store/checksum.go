@@ -624,26 +624,12 @@ func (s *Store) updateSums(h *handle, op string, off, n int64, data []byte, sync
 			// (the read of a hole is most of a first 4 KiB write's
 			// cost). A chunk whose bytes differ all the same was bad
 			// already and fails its next read, as it would have here.
-			c, prev = zeroSum(cl), zs
-			if data != nil {
-				h := getHasher()
-				writeZeros(h, ws-cs)
-				h.Write(data[ws-off : we-off])
-				writeZeros(h, cs+cl-we)
-				c = sumHasher(h)
-			}
+			c, prev = sumBetweenZeros(data, off, cs, cl, ws, we), zs
 		} else if h.written.zero(cs, ws-cs) && h.written.zero(we, cs+cl-we) {
 			// Zeros around the write (written.go): the chunk as it
 			// will be needs no read. Its bytes before the write are
 			// those cur describes, as for a whole chunk.
-			c, prev = zeroSum(cl), m.cur(i)
-			if data != nil {
-				h := getHasher()
-				writeZeros(h, ws-cs)
-				h.Write(data[ws-off : we-off])
-				writeZeros(h, cs+cl-we)
-				c = sumHasher(h)
-			}
+			c, prev = sumBetweenZeros(data, off, cs, cl, ws, we), m.cur(i)
 		} else {
 			bp := getChunkBuf(cl)
 			old := (*bp)[:cl]
@@ -780,6 +766,20 @@ func (s *Store) resum(h *handle, off, n int64) {
 		h.sumsDirty.Store(false)
 		h.metaDirty.Store(true)
 	}
+}
+
+// sumBetweenZeros is the checksum of the chunk [cs, cs+cl) holding
+// data[ws-off:we-off] at [ws, we) and zeros around it; of zeros only when
+// data is nil (a punch).
+func sumBetweenZeros(data []byte, off, cs, cl, ws, we int64) uint32 {
+	if data == nil {
+		return zeroSum(cl)
+	}
+	h := getHasher()
+	writeZeros(h, ws-cs)
+	h.Write(data[ws-off : we-off])
+	writeZeros(h, cs+cl-we)
+	return sumHasher(h)
 }
 
 // change writes data (or punches n bytes when data is nil) at off in h,

@@ -192,14 +192,7 @@ func TestPartialWriteIntoFreshChunk(t *testing.T) {
 	if err := s.Punch(ctx, oid, 3*ck+5, 100, true); err != nil { // a fresh chunk punched
 		t.Fatal(err)
 	}
-	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
-		t.Fatal("content differs")
-	}
-	if err := s.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = openStore(t, Config{Dir: dir})
+	s = flushedReopen(t, s, dir, oid, model)
 	if err := s.Verify(oid); err != nil {
 		t.Fatal(err)
 	}

@@ -50,15 +50,7 @@ func TestWrittenPagesSkipTheReadBack(t *testing.T) {
 		off := rand.Int64N(size/4096) * 4096
 		write(off, 4096, rand.IntN(4) == 0)
 	}
-	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
-		t.Fatal("content differs")
-	}
-	if err := s.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-
-	s = openStore(t, Config{Dir: dir})
+	s = flushedReopen(t, s, dir, oid, model)
 	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
 		t.Fatal("content differs after reopen")
 	}
@@ -86,6 +78,20 @@ func TestWrittenPagesDoNotBlessACorruptNeighbour(t *testing.T) {
 	if err := s.ReadAt(ctx, oid, make([]byte, 4096), 4*ck); err != nil {
 		t.Fatalf("another chunk: %v", err)
 	}
+}
+
+// flushedReopen checks that oid reads as model, flushes and closes s,
+// and returns the store opened again on dir.
+func flushedReopen(t *testing.T, s *Store, dir string, oid uint64, model []byte) *Store {
+	t.Helper()
+	if got := mustRead(t, s, oid, 0, len(model)); !bytes.Equal(got, model) {
+		t.Fatal("content differs")
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return openStore(t, Config{Dir: dir})
 }
 
 func TestPageSet(t *testing.T) {

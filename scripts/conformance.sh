@@ -39,7 +39,7 @@ if [ -z "${SDCONF_PRIV:-}" ]; then
 		echo "conformance: the suite needs root (namespaces, loop devices, mount)" >&2
 		exit 2
 	fi
-	for t in unshare ip mount netstat perl bc openssl pgrep mkfs.ext4; do
+	for t in unshare ip iptables mount netstat perl bc openssl pgrep mkfs.ext4; do
 		command -v $t >/dev/null || { echo "conformance: $t not found" >&2; exit 2; }
 	done
 	# Ours: sheep, collie as dog, sheepfs; CONF_BIN's: sheep, dog, sheepfs if any.

@@ -13,12 +13,12 @@ import (
 // storeProbe is the file the health check writes in the object dir.
 const storeProbe = ".health"
 
-// syncEvery is how many checks of watchStore go by between two that
+// syncEvery is how many probes of watchStore go by between two that
 // also fsync the probe. An fsync of a new file commits the filesystem's
 // journal, which waits for the data of every file written since the last
 // commit; every 500 ms on each sheep, that stalled the writes of all of
 // them (13 sheeps of a bench: 26 forced commits a second). A removed,
-// read-only or immutable dir fails the create, which every check does;
+// read-only or immutable dir fails the create, which every probe does;
 // the fsync only adds a disk that fails writeback with EIO.
 const syncEvery = 20
 
@@ -26,15 +26,10 @@ const syncEvery = 20
 // still takes writes: it exists, and a small file can be created, written
 // and removed in it; with sync, the file is also synced.
 func checkStore(dir string, sync bool) error {
-	obj := filepath.Join(dir, "obj")
-	fi, err := os.Stat(obj)
-	if err != nil {
+	if err := checkObjDir(dir); err != nil {
 		return err
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", obj)
-	}
-	p := filepath.Join(obj, storeProbe)
+	p := filepath.Join(dir, "obj", storeProbe)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		if full(err) {
@@ -57,6 +52,20 @@ func checkStore(dir string, sync bool) error {
 	return nil
 }
 
+// checkObjDir reports whether the object directory of the store at dir
+// is there.
+func checkObjDir(dir string) error {
+	obj := filepath.Join(dir, "obj")
+	fi, err := os.Stat(obj)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", obj)
+	}
+	return nil
+}
+
 // full reports a filesystem out of space or quota: the store is full, not
 // failed. It keeps serving reads and answers writes NO_SPACE, as
 // Sheepdog's does; leaving the cluster would move its objects onto the
@@ -64,6 +73,12 @@ func checkStore(dir string, sync bool) error {
 func full(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// probeEvery is how many checks of watchStore go by between two that
+// write the probe file (checkStore); the others only stat the object
+// dir, which costs no inode: a removed dir is seen within two short
+// intervals, a dir that takes no writes within two probes.
+const probeEvery = 5
 
 // watchStore checks the store every interval; after failures checks in a
 // row it calls fail once with the last error and returns. A node whose
@@ -80,7 +95,12 @@ func watchStore(ctx context.Context, dir string, interval time.Duration, failure
 			return
 		case <-t.C:
 		}
-		err := checkStore(dir, n%syncEvery == 0)
+		var err error
+		if bad > 0 || n%probeEvery == 0 {
+			err = checkStore(dir, n%(probeEvery*syncEvery) == 0)
+		} else {
+			err = checkObjDir(dir)
+		}
 		n++
 		if err == nil {
 			bad = 0

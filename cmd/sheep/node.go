@@ -539,7 +539,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !n.cfg.Gateway {
-		go watchStore(wctx, n.cfg.Dir, 500*time.Millisecond, 2, func(err error) {
+		go watchStore(wctx, n.cfg.Dir, 100*time.Millisecond, 2, func(err error) {
 			log.Error("store failed: leaving the cluster so that its objects are recovered on the other nodes", "dir", n.cfg.Dir, "err", err)
 			n.h.Fail()
 			n.cl.Leave()

@@ -132,7 +132,10 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	if !formatted {
 		return nil, "", false
 	}
-	live := d.liveNotDead()
+	live := d.Members()
+	if forced {
+		live = d.liveNotDead(live)
+	}
 	changes := cluster.PendingChanges(cur, live, d.noticedSeq)
 	if n, ok := vnodeChange(cur, live); ok && len(changes) == 0 && !auto {
 		c := cluster.Change{Node: n, Join: true} // Apply replaces the node
@@ -160,14 +163,15 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	return cluster.NewEpoch(base, nodes, auto, forced, time.Now()), strings.Join(what, ", "), true
 }
 
-// liveNotDead is the live members as gossip sees them, less those
-// Config.Dead knows are gone (-c local: a sheep whose process ended).
-// Gossip takes a few seconds to agree when no other node can confirm
-// the suspicion (two nodes), and the epoch a survivor forces meanwhile
-// (autoRecover) must not keep the dead node only to drop it one epoch
-// later.
-func (d *Driver) liveNotDead() []proto.Node {
-	live := d.Members()
+// liveNotDead is live, the members as gossip sees them, less those
+// Config.Dead knows are gone (-c local: a sheep whose process ended), for
+// a forced epoch. Gossip takes a few seconds to agree when no other node
+// can confirm the suspicion (two nodes), and the epoch a survivor forces
+// meanwhile (autoRecover) must not keep the dead node only to drop it one
+// epoch later. Other epochs follow gossip alone, in the order it noticed
+// the changes (a node leaving on a disk error before another is killed
+// keeps its epoch first, as Sheepdog's suite expects).
+func (d *Driver) liveNotDead(live []proto.Node) []proto.Node {
 	if d.cfg.Dead == nil {
 		return live
 	}

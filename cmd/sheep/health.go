@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // storeProbe is the file the health check writes in the object dir.
@@ -52,6 +54,39 @@ func checkStore(dir string, sync bool) error {
 	return nil
 }
 
+// watchGone returns a channel that receives when the directory obj is
+// deleted, moved or unmounted (inotify), until ctx ends; a channel that
+// never receives if it cannot be watched (the periodic check remains).
+func watchGone(ctx context.Context, obj string) <-chan struct{} {
+	wake := make(chan struct{}, 1)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return wake
+	}
+	if _, err := unix.InotifyAddWatch(fd, obj, unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_UNMOUNT); err != nil {
+		unix.Close(fd)
+		return wake
+	}
+	f := os.NewFile(uintptr(fd), "inotify:"+obj)
+	go func() {
+		<-ctx.Done()
+		f.Close()
+	}()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return wake
+}
+
 // checkObjDir reports whether the object directory of the store at dir
 // is there.
 func checkObjDir(dir string) error {
@@ -85,17 +120,39 @@ const probeEvery = 5
 // disk is gone must leave the cluster (a new epoch), so that its objects
 // are recovered on the others, instead of answering EIO while recovery
 // retries forever.
+//
+// The object dir is also watched with inotify: its removal, a rename or
+// an unmount wakes the check at once, and its failures are then counted
+// back to back, so the node leaves before the next requests are served
+// from handles of files that no longer have a name (Sheepdog's leaves at
+// the failing I/O, which it opens per request).
 func watchStore(ctx context.Context, dir string, interval time.Duration, failures int, fail func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	wake := watchGone(ctx, filepath.Join(dir, "obj"))
 	bad, n := 0, 0
 	for {
+		now := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
+			now = true
 		}
 		var err error
+		for range failures {
+			if err = checkObjDir(dir); err == nil || !now {
+				break
+			}
+			if bad++; bad >= failures {
+				fail(err)
+				return
+			}
+		}
+		if now && err != nil {
+			continue
+		}
 		if bad > 0 || n%probeEvery == 0 {
 			err = checkStore(dir, n%(probeEvery*syncEvery) == 0)
 		} else {

@@ -38,3 +38,28 @@ func TestWatchStore(t *testing.T) {
 		t.Fatal("a removed object dir was not reported")
 	}
 }
+
+// A removed object dir is reported at once (inotify), not at the next
+// periodic check.
+func TestWatchStoreSeesRemovalAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "obj"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	failed := make(chan error, 1)
+	go watchStore(ctx, dir, time.Hour, 2, func(err error) { failed <- err })
+	time.Sleep(50 * time.Millisecond) // the watch is set up
+	start := time.Now()
+	os.RemoveAll(filepath.Join(dir, "obj"))
+	select {
+	case err := <-failed:
+		if !os.IsNotExist(err) {
+			t.Fatalf("failure reported as %v", err)
+		}
+		t.Logf("reported %v after the removal", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("a removed object dir was not reported within 5 s with hourly checks")
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sheepdog-go/sheepdog/core/cluster/replicated"
 )
 
 // epochRow is one epoch of `cluster info -r`: its number and the protocol
@@ -329,7 +331,7 @@ func TestFourOfSixEpochs(t *testing.T) {
 func waitClusterID(t *testing.T, s *Sheep) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		var id struct{ ClusterID string }
+		var id replicated.Identity
 		if b, err := os.ReadFile(filepath.Join(s.Dir, "raft", "identity.json")); err == nil && json.Unmarshal(b, &id) == nil && id.ClusterID != "" {
 			return
 		}

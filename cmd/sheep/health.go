@@ -121,38 +121,29 @@ const probeEvery = 5
 // are recovered on the others, instead of answering EIO while recovery
 // retries forever.
 //
-// The object dir is also watched with inotify: its removal, a rename or
-// an unmount wakes the check at once, and its failures are then counted
-// back to back, so the node leaves before the next requests are served
-// from handles of files that no longer have a name (Sheepdog's leaves at
-// the failing I/O, which it opens per request).
+// The object dir is also watched with inotify: after its removal, a
+// rename or an unmount, a dir that is not there is a fact, not a
+// transient failure, and the node leaves at once, before more requests
+// are served from handles of files that no longer have a name
+// (Sheepdog's leaves at the failing I/O, which it opens per request).
 func watchStore(ctx context.Context, dir string, interval time.Duration, failures int, fail func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	wake := watchGone(ctx, filepath.Join(dir, "obj"))
+	gone := watchGone(ctx, filepath.Join(dir, "obj"))
 	bad, n := 0, 0
 	for {
-		now := false
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		case <-wake:
-			now = true
-		}
-		var err error
-		for range failures {
-			if err = checkObjDir(dir); err == nil || !now {
-				break
-			}
-			if bad++; bad >= failures {
+		case <-gone:
+			if err := checkObjDir(dir); err != nil {
 				fail(err)
 				return
 			}
+			continue // put back already
+		case <-t.C:
 		}
-		if now && err != nil {
-			continue
-		}
+		var err error
 		if bad > 0 || n%probeEvery == 0 {
 			err = checkStore(dir, n%(probeEvery*syncEvery) == 0)
 		} else {

@@ -351,14 +351,18 @@ func (c *client) goExport(name string, structured bool) {
 // send queues one request.
 func (c *client) send(typ, flags uint16, cookie, off uint64, length uint32, data []byte) {
 	c.t.Helper()
-	b := make([]byte, requestLen, requestLen+len(data))
-	be.PutUint32(b[0:], magicRequest)
-	be.PutUint16(b[4:], flags)
-	be.PutUint16(b[6:], typ)
-	be.PutUint64(b[8:], cookie)
-	be.PutUint64(b[16:], off)
-	be.PutUint32(b[24:], length)
-	c.write(append(b, data...))
+	c.write(appendRequest(nil, typ, flags, cookie, off, length, data))
+}
+
+// appendRequest appends one request (and its payload) to b.
+func appendRequest(b []byte, typ, flags uint16, cookie, off uint64, length uint32, data []byte) []byte {
+	b = be.AppendUint32(b, magicRequest)
+	b = be.AppendUint16(b, flags)
+	b = be.AppendUint16(b, typ)
+	b = be.AppendUint64(b, cookie)
+	b = be.AppendUint64(b, off)
+	b = be.AppendUint32(b, length)
+	return append(b, data...)
 }
 
 type reply struct {
@@ -1032,6 +1036,68 @@ func TestReadsServedInline(t *testing.T) {
 		}
 		if got := cl.objs.tried.Load() - before; inline && got != 1 || !inline && got != 0 {
 			t.Fatalf("inline %v: %d reads served by the reader", inline, got)
+		}
+	}
+}
+
+// Requests sent together, as a client at queue depth sends them: the
+// reader holds the replies of a run of inline reads back to write them
+// together, and never waits with one held. Reads, a write between them,
+// a read refused before the volume, a read too big to be served inline
+// and a read at the end with no request after it are all answered, each
+// with its own bytes; with more reads in a run than maxHeld too.
+func TestPipelinedRequestsAllAnswered(t *testing.T) {
+	for _, structured := range []bool{false, true} {
+		_, cl, addr := startServer(t)
+		cl.create("Alice", 0x10, 8<<20)
+		c := dial(t, addr)
+		c.goExport("Alice", structured)
+		data := pattern(1<<20, 3)
+		if r := c.do(cmdWrite, 0, 0, uint32(len(data)), data); r.errno != 0 {
+			t.Fatalf("write: error %d", r.errno)
+		}
+		type want struct {
+			off, n int
+			errno  uint32
+		}
+		wants := map[uint64]want{}
+		var b []byte
+		add := func(typ uint16, off, n int, payload []byte, errno uint32) {
+			cookie := uint64(len(wants) + 1)
+			wants[cookie] = want{off, n, errno}
+			if typ != cmdRead {
+				wants[cookie] = want{-1, 0, errno}
+			}
+			b = appendRequest(b, typ, 0, cookie, uint64(off), uint32(n), payload)
+		}
+		for i := range 2*maxHeld + 3 {
+			add(cmdRead, i*4096, 4096, nil, 0)
+		}
+		add(cmdWrite, 6<<20, 4, []byte("abcd"), 0) // nothing here reads it: it may run after them
+		add(cmdRead, 8<<20, 4096, nil, errInval)
+		add(cmdRead, 4096, 4096, nil, 0)
+		add(cmdRead, 0, 512<<10, nil, 0)
+		for i := range 5 {
+			add(cmdRead, 64<<10+i*8192, 8192, nil, 0)
+		}
+		before := cl.objs.tried.Load()
+		c.write(b)
+		for range len(wants) {
+			r := c.recv(func(cookie uint64) int { return wants[cookie].n })
+			w, ok := wants[r.cookie]
+			if !ok {
+				t.Fatalf("structured %v: reply to cookie %d, unknown or answered twice", structured, r.cookie)
+			}
+			delete(wants, r.cookie)
+			if r.errno != w.errno {
+				t.Fatalf("structured %v: cookie %d: errno %d, want %d", structured, r.cookie, r.errno, w.errno)
+			}
+			if w.off >= 0 && w.errno == 0 && !bytes.Equal(r.data, data[w.off:w.off+w.n]) {
+				t.Fatalf("structured %v: cookie %d: wrong bytes", structured, r.cookie)
+			}
+		}
+		if got := cl.objs.tried.Load() - before; got < 2*maxHeld {
+			t.Fatalf("structured %v: %d reads served inline, want at least %d", structured, got, 2*maxHeld)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type conn struct {
 	// its own request.
 	replies combine.Queue[*request]
 	iovs    [][]byte    // the writer's scratch (the replies' writer only)
+	held    []*request  // inline READs answered, replies not yet queued (the reader only)
 	bufs    net.Buffers // iovs as WriteTo consumes them (a field: no allocation per batch)
 	dead    atomic.Bool // a reply write failed; the socket is closed
 
@@ -74,6 +75,14 @@ func (b *budget) take(n int64) {
 	}
 	b.free -= n
 	b.mu.Unlock()
+}
+
+// has reports whether take(n) would not wait. Only the reader takes, so
+// the answer holds until it does.
+func (b *budget) has(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.free >= n
 }
 
 func (b *budget) give(n int64) {
@@ -152,6 +161,7 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 // been answered before returning.
 func (c *conn) transmit(e *export) error {
 	defer func() {
+		c.flushHeld()
 		c.reqs.Wait()
 		close(c.work)
 	}()
@@ -174,21 +184,32 @@ func (c *conn) transmit(e *export) error {
 			requestPool.Put(r)
 			return nil
 		}
+		if len(c.held) > 0 && (r.typ != cmdRead || r.length > inlineMax || len(c.inflight) == cap(c.inflight)) {
+			c.flushHeld()
+		}
 		c.inflight <- struct{}{}
 		c.reqs.Add(1)
 		r.charge, r.shared = 0, 0
 		if (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= maxPayload {
 			r.charge = min(int64(r.length), c.bytes.size)
+			if len(c.held) > 0 && !c.bytes.has(r.charge) {
+				c.flushHeld()
+			}
 			c.bytes.take(r.charge)
-			var err error
-			if r.shared, err = c.shared.Acquire(c.srv.ctx, r.charge); err != nil {
-				c.release(r)
-				return err
+			var ok bool
+			if r.shared, ok = c.shared.TryAcquire(r.charge); !ok {
+				c.flushHeld()
+				var err error
+				if r.shared, err = c.shared.Acquire(c.srv.ctx, r.charge); err != nil {
+					c.release(r)
+					return err
+				}
 			}
 		}
 		if r.typ == cmdRead && c.readInline(e, r) {
 			continue
 		}
+		c.flushHeld()
 		if r.typ == cmdWrite {
 			if r.length > maxPayload {
 				// The payload cannot be skipped without reading it all;
@@ -235,8 +256,41 @@ func (c *conn) readInline(e *export, r *request) bool {
 		return false
 	}
 	c.srv.observe(cmdRead, r.length, start, nil)
-	c.sendRead(r)
+	c.hold(r)
 	return true
+}
+
+// maxHeld bounds the inline READ replies the reader holds back.
+const maxHeld = 16
+
+// hold keeps the reply of the inline READ r back while the next request
+// header is already in the reader's buffer (a client at queue depth
+// sends its requests together), so that the replies of a run of inline
+// reads go out in one writev: one syscall and one wakeup of the client
+// instead of one each. Measured on one node, 4 KiB random reads at depth
+// 32 spent 55% of the sheep's CPU in per-reply writev.
+//
+// Invariant: the reader never waits with replies held, since what it
+// waits for may be those replies (a client that stops sending until it
+// hears back, or budget their requests hold). Before anything that may
+// block (a header not yet buffered, a token, budget, a worker, a write
+// payload, the end of transmission) it calls flushHeld.
+func (c *conn) hold(r *request) {
+	c.fillRead(r)
+	c.held = append(c.held, r)
+	if len(c.held) == maxHeld || c.br.Buffered() < requestLen {
+		c.flushHeld()
+	}
+}
+
+// flushHeld queues the held replies for writing, together.
+func (c *conn) flushHeld() {
+	if len(c.held) == 0 {
+		return
+	}
+	c.replies.PushAll(c.held, false, c.writeBatch)
+	clear(c.held)
+	c.held = c.held[:0]
 }
 
 // dispatch hands r to an idle worker, starting one when none is idle.
@@ -544,21 +598,27 @@ func (c *conn) sendOK(r *request) {
 // all the data is in hand, so a failed read is an error reply rather than
 // a torn stream.
 func (c *conn) sendRead(r *request) {
+	c.fillRead(r)
+	c.replies.Push(r, len(c.inflight) > 1, c.writeBatch)
+}
+
+// fillRead puts the reply of a successful READ in r.iov.
+func (c *conn) fillRead(r *request) {
 	data := *r.data
-	if c.structured {
-		if len(data) == 0 {
-			c.sendOK(r)
-			return
-		}
+	switch {
+	case c.structured && len(data) == 0:
+		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeNone, r.cookie, 0)
+		r.iov[0], r.niov = r.hdr[:structReplyLen], 1
+	case c.structured:
 		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeOffsetData, r.cookie, uint32(8+len(data)))
 		be.PutUint64(r.hdr[structReplyLen:], r.offset)
-		c.reply(r, r.hdr[:structReplyLen+8], data)
-		return
+		r.iov[0], r.iov[1], r.niov = r.hdr[:structReplyLen+8], data, 2
+	default:
+		be.PutUint32(r.hdr[0:], magicSimpleReply)
+		be.PutUint32(r.hdr[4:], 0)
+		be.PutUint64(r.hdr[8:], r.cookie)
+		r.iov[0], r.iov[1], r.niov = r.hdr[:simpleReplyLen], data, 2
 	}
-	be.PutUint32(r.hdr[0:], magicSimpleReply)
-	be.PutUint32(r.hdr[4:], 0)
-	be.PutUint64(r.hdr[8:], r.cookie)
-	c.reply(r, r.hdr[:simpleReplyLen], data)
 }
 
 // sendError answers r with errno; structured replies carry the message.

@@ -31,6 +31,20 @@ type Queue[T any] struct {
 func (q *Queue[T]) Push(t T, yield bool, write func(batch []T)) {
 	q.mu.Lock()
 	q.queue = append(q.queue, t)
+	q.drain(yield, write)
+}
+
+// PushAll is Push for several items at once, queued in order and
+// adjacent (so that, idle, they go out in one batch). ts is not kept.
+func (q *Queue[T]) PushAll(ts []T, yield bool, write func(batch []T)) {
+	q.mu.Lock()
+	q.queue = append(q.queue, ts...)
+	q.drain(yield, write)
+}
+
+// drain becomes the writer unless one is at work (Push). q.mu is held on
+// entry and released on return.
+func (q *Queue[T]) drain(yield bool, write func(batch []T)) {
 	if q.writing {
 		q.mu.Unlock()
 		return

@@ -75,3 +75,16 @@ func TestIdleWritesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// PushAll queues its items adjacent and in order; idle, they are written
+// in one batch before PushAll returns.
+func TestPushAllOneBatch(t *testing.T) {
+	var q Queue[int]
+	var batches [][]int
+	write := func(b []int) { batches = append(batches, append([]int(nil), b...)) }
+	q.PushAll([]int{1, 2, 3}, false, write)
+	q.Push(4, false, write)
+	if len(batches) != 2 || len(batches[0]) != 3 || batches[0][0] != 1 || batches[0][2] != 3 || batches[1][0] != 4 {
+		t.Fatalf("batches %v, want [[1 2 3] [4]]", batches)
+	}
+}

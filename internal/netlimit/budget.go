@@ -39,6 +39,25 @@ func (b *Budget) Used() int64 {
 // takes the whole budget (it runs alone rather than never).
 func (b *Budget) Clamp(n int64) int64 { return min(max(n, 0), b.size) }
 
+// TryAcquire is Acquire for a caller that must not wait: ok is false,
+// and nothing is taken, when Clamp(n) bytes are not free right now.
+func (b *Budget) TryAcquire(n int64) (taken int64, ok bool) {
+	if b == nil {
+		return 0, true
+	}
+	n = b.Clamp(n)
+	if n == 0 {
+		return 0, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.size {
+		return 0, false
+	}
+	b.used += n
+	return n, true
+}
+
 // Acquire waits until Clamp(n) bytes are free and takes them, or returns
 // ctx's error. It returns the amount taken, to be given to Release. A nil
 // budget takes nothing.

@@ -45,6 +45,25 @@ func TestBudget(t *testing.T) {
 	}
 }
 
+// TryAcquire takes what fits at once and nothing otherwise.
+func TestBudgetTryAcquire(t *testing.T) {
+	b := NewBudget(100)
+	if n, ok := b.TryAcquire(70); n != 70 || !ok {
+		t.Fatalf("TryAcquire(70) = %d, %v", n, ok)
+	}
+	if n, ok := b.TryAcquire(40); n != 0 || ok || b.Used() != 70 {
+		t.Fatalf("TryAcquire(40) past the budget = %d, %v, used %d", n, ok, b.Used())
+	}
+	b.Release(70)
+	if n, ok := b.TryAcquire(1000); n != 100 || !ok {
+		t.Fatalf("TryAcquire(1000) on a free budget = %d, %v, want it clamped to 100", n, ok)
+	}
+	var nilB *Budget
+	if n, ok := nilB.TryAcquire(5); n != 0 || !ok {
+		t.Fatal("a nil budget takes nothing and never refuses")
+	}
+}
+
 func TestSampler(t *testing.T) {
 	var buf bytes.Buffer
 	s := NewSampler(slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)

@@ -177,6 +177,11 @@ func (s *Sheep) start(extra ...string) {
 		s.Kill()
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(s.Dir, "sheep.log"))
+			if dir := os.Getenv("SHEEPDOG_KEEP_LOGS"); dir != "" {
+				// The whole log of a failed test, for reading later.
+				name := strings.NewReplacer("/", "_", ":", "_").Replace(t.Name() + "-" + s.Addr())
+				os.WriteFile(filepath.Join(dir, name+".log"), log, 0o644)
+			}
 			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
 			// The sheep's own lines: raft and memberlist retry loudly
 			// when a peer is gone and would hide them.

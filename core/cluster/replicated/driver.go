@@ -94,6 +94,9 @@ type Driver struct {
 	members  map[string]meta
 	seq      int64
 	refused  map[string]time.Time // peers refused, for rate-limited logging
+	// left holds the peers gossip reported gone less than leaveGrace ago,
+	// while this node checks them itself (checkLeft).
+	left map[string]*leftPeer
 	// gossipAddr is the gossip address each peer was last seen at, to
 	// reach it again after a partition (reconnectLoop).
 	gossipAddr map[string]string
@@ -124,7 +127,7 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("cluster driver config: %w", err)
 	}
 	d := &Driver{cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), noticed: map[string]int64{}, members: map[string]meta{},
-		refused: map[string]time.Time{}, gossipAddr: map[string]string{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
+		refused: map[string]time.Time{}, gossipAddr: map[string]string{}, left: map[string]*leftPeer{}, leaderCh: make(chan struct{}), obs: make(chan raft.Observation, 16)}
 	d.raftLog = newLibLog(cfg.Log, "raft", cfg.LogRate)
 	d.mlLog = newLibLog(cfg.Log, "memberlist", cfg.LogRate)
 	d.fsm = newFSM()

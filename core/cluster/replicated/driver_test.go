@@ -2,6 +2,7 @@ package replicated
 
 import (
 	"context"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"io"
 	"log/slog"
@@ -294,4 +295,62 @@ func TestLeavingVoterHandsOver(t *testing.T) {
 	if res, err := other.Propose(ctx, &cluster.Entry{Kind: cluster.KindRecovery, DisableRecovery: true}); err != nil || res != proto.ResSuccess {
 		t.Fatalf("propose on the node left alone: %v %v", res, err)
 	}
+}
+
+// A peer gossip reports dead while it still answers the leader's ping is
+// held: no epoch while it comes back (gossip's refutation, here a
+// NotifyJoin), and a peer that really stopped answering leaves within a
+// ping's timeout of the report, not leaveGrace.
+func TestFalseDeathHeld(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	ds := startDrivers(t, 3)
+	waitFor(t, "three members", func() bool { return len(ds[0].Members()) == 3 && len(ds[2].Members()) == 3 })
+	formatDrivers(t, ds, 3)
+	var leader *Driver
+	var rest []*Driver
+	waitFor(t, "a leader at epoch 1", func() bool {
+		leader, rest = nil, nil
+		for _, d := range ds {
+			if e, _ := epochNodes(d); e != 1 {
+				return false
+			}
+			if d.r().State() == raft.Leader {
+				leader = d
+			} else {
+				rest = append(rest, d)
+			}
+		}
+		return leader != nil
+	})
+	node := func(d *Driver) memberlist.Node {
+		for _, n := range leader.ml.Members() {
+			if n.Name == d.cfg.Self.NodeID.String() {
+				return *n
+			}
+		}
+		t.Fatalf("%s is not a member", d.cfg.Self.NodeID)
+		return memberlist.Node{}
+	}
+	// A third node's "dead" broadcast about rest[0], accepted by the
+	// leader's gossip; rest[0] is alive and answers.
+	accused := node(rest[0])
+	dead := accused
+	dead.State = memberlist.StateDead
+	delegate{leader}.NotifyLeave(&dead)
+	time.Sleep(2 * time.Second)
+	if e, n := epochNodes(leader); e != 1 || n != 3 {
+		t.Fatalf("epoch %d with %d nodes 2 s after a false death, want epoch 1 with 3", e, n)
+	}
+	delegate{leader}.NotifyJoin(&accused) // its refutation
+	time.Sleep(leaveGrace)
+	if e, n := epochNodes(leader); e != 1 || n != 3 {
+		t.Fatalf("epoch %d with %d nodes after the refutation, want epoch 1 with 3", e, n)
+	}
+	// A real death: the peer stops; the leave is committed soon.
+	rest[1].crash()
+	start := time.Now()
+	waitFor(t, "the epoch without the crashed node", func() bool { e, n := epochNodes(leader); return e == 2 && n == 2 })
+	t.Logf("crashed node left the epochs %v after the crash", time.Since(start).Round(time.Millisecond))
 }

@@ -126,6 +126,9 @@ func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 // they keep the decoded copy Members uses.
 
 func (g delegate) NotifyJoin(n *memberlist.Node) {
+	g.d.noticeMu.Lock()
+	delete(g.d.left, n.Name)
+	g.d.noticeMu.Unlock()
 	g.d.setMember(n)
 	g.d.notice(n.Name)
 	g.d.cfg.Log.Info("gossip: node joined", "node", n.Name)
@@ -135,6 +138,11 @@ func (g delegate) NotifyJoin(n *memberlist.Node) {
 
 func (g delegate) NotifyLeave(n *memberlist.Node) {
 	g.d.noticeMu.Lock()
+	if m, ok := g.d.members[n.Name]; ok && n.State == memberlist.StateDead {
+		lp := &leftPeer{meta: m, addr: n.Address(), at: time.Now()}
+		g.d.left[n.Name] = lp
+		go g.d.checkLeft(n.Name, lp)
+	}
 	delete(g.d.members, n.Name)
 	g.d.noticeMu.Unlock()
 	g.d.notice(n.Name)
@@ -249,10 +257,82 @@ func (d *Driver) Members() []proto.Node {
 	return out
 }
 
-// liveServers maps the live members to their raft addresses.
+// leaveGrace bounds how long a peer that gossip reports dead, but that
+// answers this node's own ping, stays in the epochs and raft voters this
+// node (the leader) makes (held).
+const leaveGrace = 5 * time.Second
+
+// leftPeer is a peer gossip reported dead, as checkLeft sees it.
+type leftPeer struct {
+	meta     meta
+	addr     string    // its gossip address
+	at       time.Time // when gossip reported it dead
+	checked  bool      // a ping has been answered or timed out since
+	answered bool      // the last ping was answered
+}
+
+// checkLeft pings the peer name, reported dead by gossip, every
+// ProbeInterval until it fails to answer, is alive in gossip again, or
+// leaveGrace has passed, and pokes the reconciler after each answer.
+//
+// Why: gossip can declare a healthy node dead on the word of a third
+// node that hears nothing. A node cut off inbound suspects everyone; its
+// suspicion of a peer can start after the others have declared it dead,
+// and then it reaches them only as its "dead" broadcast, which they
+// accept at once, before the accused node has refuted anything. The
+// accused refutes within a gossip round or two and is alive again; an
+// epoch for its leave and another for its return, with a recovery each,
+// would be for nothing (TestPartitionOneWay). A node really gone does
+// not answer: its leave waits ProbeTimeout more.
+func (d *Driver) checkLeft(name string, lp *leftPeer) {
+	addr, err := net.ResolveUDPAddr("udp", lp.addr)
+	for err == nil && time.Since(lp.at) < leaveGrace && !d.stopping.Load() {
+		_, perr := d.ml.Ping(name, addr)
+		d.noticeMu.Lock()
+		if d.left[name] != lp {
+			d.noticeMu.Unlock()
+			return // alive in gossip again, or reported dead anew
+		}
+		first := !lp.checked
+		lp.checked, lp.answered = true, perr == nil
+		d.noticeMu.Unlock()
+		if first && perr == nil {
+			d.cfg.Log.Info("gossip reports a peer dead that answers this node: keeping it in the epochs while it refutes", "node", name, "for_at_most", leaveGrace)
+		}
+		d.poke()
+		if perr != nil {
+			return
+		}
+		time.Sleep(d.cfg.ProbeInterval)
+	}
+	d.noticeMu.Lock()
+	if d.left[name] == lp {
+		lp.checked, lp.answered = true, false
+	}
+	d.noticeMu.Unlock()
+	d.poke()
+}
+
+// held returns the metadata of the peers gossip reported dead that this
+// node still counts as members: within leaveGrace of the report, while
+// the first ping is under way or the last one was answered (checkLeft).
+func (d *Driver) held() []meta {
+	d.noticeMu.Lock()
+	defer d.noticeMu.Unlock()
+	var out []meta
+	for _, lp := range d.left {
+		if time.Since(lp.at) < leaveGrace && (!lp.checked || lp.answered) {
+			out = append(out, lp.meta)
+		}
+	}
+	return out
+}
+
+// liveServers maps the live members, and those held, to their raft
+// addresses.
 func (d *Driver) liveServers() map[raft.ServerID]raft.ServerAddress {
 	live := map[raft.ServerID]raft.ServerAddress{}
-	for _, m := range d.liveMetas() {
+	for _, m := range append(d.liveMetas(), d.held()...) {
 		live[raft.ServerID(m.Node.NodeID.String())] = raft.ServerAddress(net.JoinHostPort(m.Node.IP().String(), strconv.Itoa(int(m.RaftPort))))
 	}
 	return live

@@ -135,6 +135,10 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	live := d.Members()
 	if forced {
 		live = d.liveNotDead(live)
+	} else {
+		for _, m := range d.held() {
+			live = append(live, m.Node)
+		}
 	}
 	changes := cluster.PendingChanges(cur, live, d.noticedSeq)
 	if n, ok := vnodeChange(cur, live); ok && len(changes) == 0 && !auto {

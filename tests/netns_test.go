@@ -408,7 +408,8 @@ func cutNodeScenario(t *testing.T, l *netLab, cut, heal func()) {
 		mustRead(t, s, "Alice", want, "after the heal")
 	}
 	rows := epochAddrs(t, s0)
-	t.Logf("epochs from the cut to the end: %d (%v)", len(rows)-epochsBefore, rows[epochsBefore:])
+	t.Logf("epochs from the cut to the end: %d (%v); node 0 held a peer gossip reported dead %d times", len(rows)-epochsBefore, rows[epochsBefore:],
+		strings.Count(sheepLog(t, s0), "keeping it in the epochs"))
 	if n := len(rows) - epochsBefore; n != 2 {
 		t.Errorf("%d epochs from the cut to the end, want 2 (node 2 out, node 2 back)", n)
 	}

@@ -152,6 +152,15 @@ func Open(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d.hasState = hasState
+	// A node that bootstraps a cluster names it now, before it gossips:
+	// a node that knows no identity conflicts with nobody, and another
+	// cluster whose gossip reached it in the moments before its leader
+	// named the cluster would take it in (Identity.Conflicts). The leader
+	// proposes this name (reconcile).
+	if !hasState && len(cfg.Join) == 0 && ident.ClusterID == "" {
+		ident.ClusterID = newClusterID()
+		d.setIdentity(ident)
+	}
 	// A new node waits too once it learns its cluster waits for the
 	// nodes of the last epoch (WaitingForJoin), as Sheepdog's does.
 	d.joinWait = true
@@ -183,6 +192,9 @@ func Open(cfg Config) (*Driver, error) {
 			d.ml.Shutdown()
 			d.closeLog()
 			return nil, fmt.Errorf("join %v: %w", cfg.Join, err)
+		}
+		if !hasState && d.Identity() == (Identity{}) {
+			d.adoptJoined(peers)
 		}
 	}
 	if hasState {

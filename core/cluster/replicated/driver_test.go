@@ -337,7 +337,6 @@ func TestFalseDeathHeld(t *testing.T) {
 	// leader's gossip; rest[0] is alive and answers.
 	accused := node(rest[0])
 	dead := accused
-	dead.State = memberlist.StateDead
 	delegate{leader}.NotifyLeave(&dead)
 	time.Sleep(2 * time.Second)
 	if e, n := epochNodes(leader); e != 1 || n != 3 {
@@ -353,4 +352,35 @@ func TestFalseDeathHeld(t *testing.T) {
 	start := time.Now()
 	waitFor(t, "the epoch without the crashed node", func() bool { e, n := epochNodes(leader); return e == 2 && n == 2 })
 	t.Logf("crashed node left the epochs %v after the crash", time.Since(start).Round(time.Millisecond))
+}
+
+// A bootstrapping node names its cluster before it gossips, and a new
+// node takes the name of the node it joined through as soon as it has
+// joined, so that no node of a running cluster is ever without an
+// identity (one without conflicts with nobody, and another cluster could
+// take it in). The name the leader commits is that one.
+func TestIdentityFromTheStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft and memberlist")
+	}
+	ds := startDrivers(t, 3)
+	id := ds[0].Identity().ClusterID
+	if id == "" {
+		t.Fatal("the bootstrapping node has no cluster id when Open returns")
+	}
+	for i, d := range ds[1:] {
+		if got := d.Identity().ClusterID; got != id {
+			t.Fatalf("node %d: cluster id %q when Open returns, want %q", i+1, got, id)
+		}
+	}
+	waitFor(t, "the cluster named in the log", func() bool {
+		var named string
+		ds[2].View(func(s *cluster.State) { named = s.ClusterID })
+		return named != ""
+	})
+	var named string
+	ds[2].View(func(s *cluster.State) { named = s.ClusterID })
+	if named != id {
+		t.Fatalf("the log names the cluster %q, gossip %q", named, id)
+	}
 }

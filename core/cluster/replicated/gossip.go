@@ -1,6 +1,8 @@
 package replicated
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -67,6 +69,34 @@ func (d *Driver) setIdentity(id Identity) {
 	}
 	if d.ml != nil {
 		go d.ml.UpdateNode(time.Second)
+	}
+}
+
+// newClusterID returns a new random cluster id.
+func newClusterID() string {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return hex.EncodeToString(id)
+}
+
+// adoptJoined gives a new node (no raft state, no identity) the identity
+// of the first of the gossip addresses it joined through that has one,
+// until the cluster's log reaches it (syncIdentity): from its first
+// moments in the cluster it conflicts with the nodes of other clusters,
+// as its peers do.
+func (d *Driver) adoptJoined(peers []string) {
+	d.noticeMu.Lock()
+	var id Identity
+	for _, p := range peers {
+		for name, addr := range d.gossipAddr {
+			if m, ok := d.members[name]; ok && addr == p && m.Identity != (Identity{}) && id == (Identity{}) {
+				id = m.Identity
+			}
+		}
+	}
+	d.noticeMu.Unlock()
+	if id != (Identity{}) {
+		d.setIdentity(id)
 	}
 }
 
@@ -138,7 +168,10 @@ func (g delegate) NotifyJoin(n *memberlist.Node) {
 
 func (g delegate) NotifyLeave(n *memberlist.Node) {
 	g.d.noticeMu.Lock()
-	if m, ok := g.d.members[n.Name]; ok && n.State == memberlist.StateDead {
+	// (n.State says nothing here: memberlist keeps the state beside the
+	// Node it passes, so a dead node and one that left cleanly look
+	// alike. One that left cleanly stops answering as it exits.)
+	if m, ok := g.d.members[n.Name]; ok {
 		lp := &leftPeer{meta: m, addr: n.Address(), at: time.Now()}
 		g.d.left[n.Name] = lp
 		go g.d.checkLeft(n.Name, lp)

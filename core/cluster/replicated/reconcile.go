@@ -2,8 +2,6 @@ package replicated
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,9 +55,13 @@ func (d *Driver) reconcile() error {
 	var named bool
 	d.View(func(s *cluster.State) { named = s.ClusterID != "" })
 	if !named {
-		id := make([]byte, 16)
-		rand.Read(id)
-		if _, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindIdentity, ClusterID: hex.EncodeToString(id), Time: cluster.UnixNano(time.Now())}); err != nil {
+		// The name this node gossips already, if it bootstrapped the
+		// cluster or joined one that had (Open).
+		id := d.Identity().ClusterID
+		if id == "" {
+			id = newClusterID()
+		}
+		if _, err := d.Propose(ctx, &cluster.Entry{Kind: cluster.KindIdentity, ClusterID: id, Time: cluster.UnixNano(time.Now())}); err != nil {
 			return fmt.Errorf("name the cluster: %w", err)
 		}
 	}

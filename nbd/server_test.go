@@ -747,15 +747,23 @@ func testTransmission(t *testing.T, structured bool) {
 func TestTransmissionSimple(t *testing.T)     { testTransmission(t, false) }
 func TestTransmissionStructured(t *testing.T) { testTransmission(t, true) }
 
-func TestSnapshotExportIsReadOnly(t *testing.T) {
+// writtenAlice starts a server with an 8 MiB VDI Alice, connects to it
+// and writes n bytes of a pattern at its start.
+func writtenAlice(t *testing.T, structured bool, n int, seed byte) (*cluster, *client, string, []byte) {
+	t.Helper()
 	_, cl, addr := startServer(t)
 	cl.create("Alice", 0x10, 8<<20)
 	c := dial(t, addr)
-	c.goExport("Alice", true)
-	data := pattern(3<<20, 1)
+	c.goExport("Alice", structured)
+	data := pattern(n, seed)
 	if r := c.do(cmdWrite, 0, 0, uint32(len(data)), data); r.errno != 0 {
-		t.Fatalf("write: %d", r.errno)
+		t.Fatalf("write: error %d", r.errno)
 	}
+	return cl, c, addr, data
+}
+
+func TestSnapshotExportIsReadOnly(t *testing.T) {
+	cl, c, addr, data := writtenAlice(t, true, 3<<20, 1)
 	c.disconnect()
 	cl.snapshot(0x10, 0x11, "before")
 
@@ -1048,14 +1056,7 @@ func TestReadsServedInline(t *testing.T) {
 // with its own bytes; with more reads in a run than maxHeld too.
 func TestPipelinedRequestsAllAnswered(t *testing.T) {
 	for _, structured := range []bool{false, true} {
-		_, cl, addr := startServer(t)
-		cl.create("Alice", 0x10, 8<<20)
-		c := dial(t, addr)
-		c.goExport("Alice", structured)
-		data := pattern(1<<20, 3)
-		if r := c.do(cmdWrite, 0, 0, uint32(len(data)), data); r.errno != 0 {
-			t.Fatalf("write: error %d", r.errno)
-		}
+		cl, c, _, data := writtenAlice(t, structured, 1<<20, 3)
 		type want struct {
 			off, n int
 			errno  uint32

@@ -809,6 +809,9 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync boo
 
 func (s *Store) changeData(h *handle, op string, off, n int64, data []byte) error {
 	var err error
+	if data != nil && s.writeDirect(&h.direct, h.fd, data, off) {
+		return nil
+	}
 	if data != nil {
 		err = writeSpans(h.f, data, off)
 	} else {

@@ -28,6 +28,8 @@ type handle struct {
 
 	sync syncGroup // group commit of fdatasync on this inode
 
+	direct directFD // the inode opened with O_DIRECT (Config.DirectIO)
+
 	// mu orders the I/O on the inode with its checksums (checksum.go):
 	// readers verify under RLock; WriteAt, Punch and repairs change data
 	// and checksums together under Lock, so a reader never sees data and
@@ -269,6 +271,7 @@ func (c *fdCache) closeHandle(h *handle) {
 	if c.persist != nil && h.sumsDirty.Load() {
 		c.persist(h)
 	}
+	h.direct.close()
 	h.f.Close()
 }
 

@@ -106,6 +106,9 @@ type Stats struct {
 	// checksum attribute) failed its check; RepairedChunks counts chunks
 	// Repair rewrote from a good copy.
 	ChecksumFailures, RepairedChunks uint64
+	// DirectWrites is the number of writes made with O_DIRECT
+	// (Config.DirectIO).
+	DirectWrites uint64
 }
 
 // stats are the counters behind Stats.
@@ -113,6 +116,7 @@ type stats struct {
 	syncs, marks, flushes, flushed atomic.Uint64
 	checksumFailures, repaired     atomic.Uint64
 	readBacks                      atomic.Uint64 // pages updateSums read (written.go)
+	directWrites                   atomic.Uint64 // writes made with O_DIRECT (direct.go)
 }
 
 // Stats returns the durability counters.
@@ -125,6 +129,7 @@ func (s *Store) Stats() Stats {
 		Dirty:            s.dirty.len(),
 		ChecksumFailures: s.stats.checksumFailures.Load(),
 		RepairedChunks:   s.stats.repaired.Load(),
+		DirectWrites:     s.stats.directWrites.Load(),
 	}
 }
 

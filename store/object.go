@@ -47,12 +47,13 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	if err != nil {
 		return ioError("create", oid, err)
 	}
-	if err := s.fillTmp(f, oid, size, off, data, m, sync); err != nil {
+	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
+	if err := s.fillTmp(f, &h.direct, oid, size, off, data, m, sync); err != nil {
+		h.direct.close()
 		f.Close()
 		os.Remove(tmp)
 		return ioError("create", oid, err)
 	}
-	h := &handle{oid: oid, f: f, fd: int(f.Fd()), size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
 	h.sync.init()
 	h.metaDirty.Store(!sync) // a later Sync must be an fsync
 
@@ -65,6 +66,7 @@ func (s *Store) Create(ctx context.Context, oid uint64, size int64, off int64, d
 	}
 	mu.Unlock()
 	if err != nil {
+		h.direct.close()
 		f.Close()
 		os.Remove(tmp)
 		return ioError("create", oid, err)
@@ -160,11 +162,12 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	if !sync {
 		stored = nil // kept in memory (see above)
 	}
-	if err := s.fillTmp(f, oid, size, off, data, stored, sync); err != nil {
+	h := &handle{oid: oid, f: f, fd: fd, size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
+	if err := s.fillTmp(f, &h.direct, oid, size, off, data, stored, sync); err != nil {
+		h.direct.close()
 		f.Close()
 		return ioError("create", oid, err)
 	}
-	h := &handle{oid: oid, f: f, fd: fd, size: size, ready: closedReady, sums: m, written: newPageSet(size, off, int64(len(data)))}
 	h.sync.init()
 	h.metaDirty.Store(!sync)
 	h.sumsDirty.Store(m != nil && stored == nil)
@@ -182,6 +185,7 @@ func (s *Store) createNew(ctx context.Context, oid uint64, size int64, off int64
 	}
 	mu.Unlock()
 	if err != nil {
+		h.direct.close()
 		f.Close()
 		if err == unix.EEXIST {
 			return errExists
@@ -216,7 +220,7 @@ func allocatedWhole(key uint64) bool {
 // read as zeros already: writeFreshSpans), stores the checksums
 // m (if any) and, when asked, syncs it: fsync, as the size and the xattr
 // are metadata.
-func (s *Store) fillTmp(f *os.File, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
+func (s *Store) fillTmp(f *os.File, direct *directFD, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
@@ -229,7 +233,7 @@ func (s *Store) fillTmp(f *os.File, key uint64, size, off int64, data []byte, m 
 			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 		}
 	}
-	if len(data) > 0 {
+	if len(data) > 0 && !s.writeDirect(direct, fd, data, off) {
 		if err := writeFreshSpans(f, data, off); err != nil {
 			return err
 		}

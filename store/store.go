@@ -62,6 +62,9 @@ type Config struct {
 	// MaxOpenFiles bounds the idle object files kept open; 0 means
 	// DefaultMaxOpenFiles.
 	MaxOpenFiles int
+	// DirectIO writes object data with O_DIRECT where it can (sheep -D;
+	// direct.go).
+	DirectIO bool
 
 	// noChecksums turns chunk checksums off (checksum.go), for the
 	// benchmarks that measure what they cost.
@@ -105,6 +108,7 @@ type Store struct {
 	pathLocks [64]sync.Mutex
 
 	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
+	direct      atomic.Bool   // write with O_DIRECT where possible (Config.DirectIO, direct.go)
 	noPunchHole atomic.Bool   // fallocate(PUNCH_HOLE) is unsupported here
 	noTmpfile   atomic.Bool   // open(O_TMPFILE) is unsupported here
 	closed      atomic.Bool
@@ -136,6 +140,7 @@ func Open(cfg Config) (*Store, error) {
 		noSums:   cfg.noChecksums,
 		log:      cfg.Logger,
 	}
+	s.direct.Store(cfg.DirectIO)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -115,9 +115,12 @@ func TestSheepdogCommandLineLocalCluster(t *testing.T) {
 		}
 	}
 	log0, _ := os.ReadFile(filepath.Join(dir(0), "sheep.log"))
-	if !strings.Contains(string(log0), "no meaning") || !strings.Contains(string(log0), "-D/--directio") ||
+	if !strings.Contains(string(log0), "no meaning") || strings.Contains(string(log0), "-D/--directio") ||
 		!strings.Contains(string(log0), "-j (journal)") || !strings.Contains(string(log0), "-w/--wq-threads") {
-		t.Errorf("no warning naming the ignored options in sheep.log:\n%s", log0)
+		t.Errorf("no warning naming the ignored options (and only those) in sheep.log:\n%s", log0)
+	}
+	if !strings.Contains(string(log0), "store writes with direct IO (-D)") {
+		t.Errorf("sheep 0 does not say it writes with direct IO (-D):\n%s", log0)
 	}
 
 	// One cluster: format with three copies and read back through another node.

@@ -36,7 +36,7 @@ var sheepdogFlags = []cli.Flag{
 	&cli.IntFlag{Name: "gossip-port", Usage: "gossip port, TCP and UDP (default: port+10000, or port-10000 above 55535)"},
 	&cli.IntFlag{Name: "raft-port", Usage: "raft port (default: port+20000, or port-20000 above 45535)"},
 	&cli.StringFlag{Name: "journal", Usage: "Sheepdog's journal options (dir=,size=,skip): accepted, no meaning here (-j with these options too)"},
-	&cli.BoolFlag{Name: "directio", Aliases: []string{"D"}, Usage: "Sheepdog's direct IO: accepted, no meaning here"},
+	&cli.BoolFlag{Name: "directio", Aliases: []string{"D"}, Usage: "direct IO for the backend store: object data written with O_DIRECT where it can be (aligned writes of 64 KiB or more), so that first writes take no page-cache pages; reads still go through the page cache"},
 	&cli.StringFlag{Name: "ioaddr", Aliases: []string{"i"}, Usage: "IO NIC: host=ADDR[,port=PORT] (default port 7000): peers send object I/O there, and fall back to the main address when it fails"},
 	&cli.BoolFlag{Name: "upgrade", Aliases: []string{"u"}, Usage: "Sheepdog's data layout upgrade: accepted, no meaning here"},
 	&cli.BoolFlag{Name: "wildcard-recovery", Aliases: []string{"W"}, Usage: "Sheepdog's wildcard recovery: accepted, no meaning here"},
@@ -50,7 +50,7 @@ var sheepdogFlags = []cli.Flag{
 func ignoredOptions(c *cli.Context) []string {
 	var out []string
 	for _, f := range []struct{ name, short string }{
-		{"journal", "j"}, {"directio", "D"}, {"upgrade", "u"},
+		{"journal", "j"}, {"upgrade", "u"},
 		{"wildcard-recovery", "W"}, {"wq-threads", "w"}, {"max-dynamic-threads", "x"}, {"http", "r"},
 	} {
 		if c.IsSet(f.name) && !(f.short == "w" && isCacheOptions(c.String(f.name))) { // -w size=: the object cache (cache.go)

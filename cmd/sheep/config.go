@@ -26,6 +26,7 @@ type Config struct {
 	Join       []string // protocol addresses of running sheeps
 	Foreground bool
 	NoSync     bool
+	DirectIO   bool // -D: the store writes object data with O_DIRECT where it can
 	Log        logOptions
 	Metrics    string // address of the Prometheus endpoint; "" for none
 	// Limits bound every front-end's connections and buffers (flags

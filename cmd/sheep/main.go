@@ -151,6 +151,7 @@ func run(c *cli.Context) error {
 	cfg.Dir, cfg.Disks = splitStoreDirs(cfg.Dir)
 	cfg.NBDAddr, cfg.NBDDefault, cfg.Gateway = c.String("nbd"), !c.IsSet("nbd"), c.Bool("gateway")
 	cfg.Foreground, cfg.NoSync, cfg.Log, cfg.Metrics = c.Bool("foreground"), c.Bool("nosync"), logOpts, c.String("metrics")
+	cfg.DirectIO = c.Bool("directio")
 	cfg.Pprof, cfg.PidFile, cfg.Ignored = c.String("pprof"), c.String("pidfile"), ignoredOptions(c)
 	cfg.ClusterKey = c.String("cluster-key")
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")

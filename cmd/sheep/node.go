@@ -161,7 +161,10 @@ func (n *Node) open(ctx context.Context) error {
 		}
 		n.onClose(func() { l.Close() })
 	}
-	st, err := md.Open(md.Config{MetaDir: cfg.Dir, Disks: cfg.Disks, NoSync: cfg.NoSync, Logger: log})
+	if cfg.DirectIO {
+		log.Info("store writes with direct IO (-D): object data bypasses the page cache where it can")
+	}
+	st, err := md.Open(md.Config{MetaDir: cfg.Dir, Disks: cfg.Disks, NoSync: cfg.NoSync, DirectIO: cfg.DirectIO, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Direct writes (Config.DirectIO, sheep -D, as Sheepdog's "direct IO for
+// the backend store").
+//
+// A buffered write puts every byte into a page-cache page first, and a
+// first write needs new pages. Where taking a page is expensive (measured
+// on the development VM, which hands freed memory back to its host at
+// once: a 3-node first write spent 45% of the CPU copying into new pages,
+// at about 600 MB/s), a write that goes to the disk from our own buffer
+// is cheaper and its latency steadier. The cost: what was written is not
+// in the page cache, so the first read of it goes to the disk.
+//
+// Only what O_DIRECT allows goes direct: runs of whole directAlign
+// blocks at aligned offsets, from an aligned buffer, of at least
+// directMin bytes. The rest, reads, repairs and punches go through the
+// page cache as without DirectIO. Linux keeps the two coherent: a direct
+// write first writes back and then drops the cached pages it overlaps.
+// Durability is unchanged: a direct write is on the device, not yet
+// stable (its volatile cache, the extent conversion of a preallocated
+// object), until the same fdatasync that makes a buffered write stable.
+
+const (
+	directAlign = 4096     // offset, length and buffer alignment O_DIRECT needs here
+	directMin   = 64 << 10 // smaller writes are cheaper through the page cache
+)
+
+// directFD is an inode's O_DIRECT descriptor, opened on first use: 0
+// not tried yet, -1 unavailable, otherwise the descriptor plus one. The
+// zero value is ready to use.
+type directFD struct{ v atomic.Int64 }
+
+// get returns the O_DIRECT descriptor of the inode open as fd, opening it
+// on first use; -1 when there is none.
+func (d *directFD) get(s *Store, fd int) int {
+	if v := d.v.Load(); v != 0 {
+		return int(max(v, 0)) - 1
+	}
+	// The inode fd has open, whatever its name is now (a Create's
+	// temporary file, or one renamed to .stale).
+	dfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		s.noDirect("open with O_DIRECT", err)
+		d.v.CompareAndSwap(0, -1)
+		return -1
+	}
+	if !d.v.CompareAndSwap(0, int64(dfd)+1) {
+		unix.Close(dfd) // another writer opened one first
+	}
+	return int(max(d.v.Load(), 0)) - 1
+}
+
+// close closes the descriptor, if one was opened; there is none after.
+func (d *directFD) close() {
+	if v := d.v.Swap(-1); v > 0 {
+		unix.Close(int(v) - 1)
+	}
+}
+
+// writeDirect writes data at off with O_DIRECT, through d for the inode
+// open as fd, when the store does and data allows it, and reports
+// whether it did; on false the caller writes through the page cache
+// (which writes again whatever a failed direct write wrote). A
+// filesystem or device that refuses O_DIRECT turns it off for the
+// store, with a log line.
+func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
+	if !s.direct.Load() || len(data) < directMin || off%directAlign != 0 || len(data)%directAlign != 0 ||
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
+		return false
+	}
+	dfd := d.get(s, fd)
+	if dfd < 0 {
+		return false
+	}
+	for p, o := data, off; len(p) > 0; {
+		n, err := unix.Pwrite(dfd, p, o)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n == 0 {
+			s.noDirect("write with O_DIRECT", err)
+			return false
+		}
+		p, o = p[n:], o+int64(n)
+	}
+	s.stats.directWrites.Add(1)
+	return true
+}
+
+// noDirect turns direct writes off for the store after err.
+func (s *Store) noDirect(what string, err error) {
+	if s.direct.Swap(false) {
+		s.log.Warn("direct IO (-D) unavailable here: writing through the page cache", "dir", s.objDir, "op", what, "err", err)
+	}
+}

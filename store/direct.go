@@ -69,9 +69,9 @@ func (d *directFD) close() {
 // writeDirect writes data at off with O_DIRECT, through d for the inode
 // open as fd, when the store does and data allows it, and reports
 // whether it did; on false the caller writes through the page cache
-// (which writes again whatever a failed direct write wrote). A
-// filesystem or device that refuses O_DIRECT turns it off for the
-// store, with a log line.
+// (which writes again whatever a failed direct write wrote, or reports
+// why it cannot). A filesystem or device that refuses O_DIRECT turns it
+// off for the store, with a log line.
 func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
 	if !s.direct.Load() || len(data) < directMin || off%directAlign != 0 || len(data)%directAlign != 0 ||
 		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
@@ -87,7 +87,12 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
 			continue
 		}
 		if err != nil || n == 0 {
-			s.noDirect("write with O_DIRECT", err)
+			// EINVAL: this filesystem or device wants other alignment
+			// (or none of it). Other errors (a full disk, EIO) are the
+			// buffered write's to report: direct IO stays on.
+			if errors.Is(err, unix.EINVAL) {
+				s.noDirect("write with O_DIRECT", err)
+			}
 			return false
 		}
 		p, o = p[n:], o+int64(n)

@@ -445,7 +445,7 @@ func (d *Driver) handOff() {
 	if cf.Error() != nil {
 		return
 	}
-	live := d.liveServers()
+	live := d.liveServers(nil) // not the held: the vote goes to a node known alive
 	otherVoter := false
 	for _, s := range cf.Configuration().Servers {
 		if _, ok := live[s.ID]; ok && s.ID != self && s.Suffrage == raft.Voter {

@@ -361,12 +361,22 @@ func (d *Driver) held() []meta {
 	return out
 }
 
-// liveServers maps the live members, and those held, to their raft
-// addresses.
-func (d *Driver) liveServers() map[raft.ServerID]raft.ServerAddress {
+// liveServers maps the live members, and those held that are servers
+// of raft's configuration now, to their raft addresses. (A held peer
+// only keeps its place: it is never added.)
+func (d *Driver) liveServers(servers []raft.Server) map[raft.ServerID]raft.ServerAddress {
 	live := map[raft.ServerID]raft.ServerAddress{}
-	for _, m := range append(d.liveMetas(), d.held()...) {
+	add := func(m meta) {
 		live[raft.ServerID(m.Node.NodeID.String())] = raft.ServerAddress(net.JoinHostPort(m.Node.IP().String(), strconv.Itoa(int(m.RaftPort))))
+	}
+	for _, m := range d.liveMetas() {
+		add(m)
+	}
+	for _, m := range d.held() {
+		id := raft.ServerID(m.Node.NodeID.String())
+		if slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == id }) {
+			add(m)
+		}
 	}
 	return live
 }

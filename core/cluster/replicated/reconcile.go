@@ -99,7 +99,8 @@ func (d *Driver) reconfigure() error {
 	if err := cf.Error(); err != nil {
 		return err
 	}
-	for _, a := range Voters(cf.Configuration().Servers, d.liveServers(), raft.ServerID(d.cfg.Self.NodeID.String()), d.cfg.MaxVoters) {
+	servers := cf.Configuration().Servers
+	for _, a := range Voters(servers, d.liveServers(servers), raft.ServerID(d.cfg.Self.NodeID.String()), d.cfg.MaxVoters) {
 		var f raft.IndexFuture
 		switch a.Op {
 		case OpRemove:
@@ -138,8 +139,13 @@ func (d *Driver) nextEpoch(forced bool) (*cluster.Entry, string, bool) {
 	if forced {
 		live = d.liveNotDead(live)
 	} else {
+		// A held peer keeps its place in the epochs; it never joins
+		// them (a killed node is held until its first ping times out,
+		// after an epoch forced without it).
 		for _, m := range d.held() {
-			live = append(live, m.Node)
+			if slices.ContainsFunc(cur, func(n proto.Node) bool { return n.Same(m.Node.NodeID) }) {
+				live = append(live, m.Node)
+			}
 		}
 	}
 	changes := cluster.PendingChanges(cur, live, d.noticedSeq)

@@ -295,13 +295,13 @@ func (d *Driver) Members() []proto.Node {
 // node (the leader) makes (held).
 const leaveGrace = 5 * time.Second
 
-// leftPeer is a peer gossip reported dead, as checkLeft sees it.
+// leftPeer is a peer gossip reported dead, in Driver.left while the
+// first ping to it is under way or it answers them (checkLeft).
 type leftPeer struct {
 	meta     meta
 	addr     string    // its gossip address
 	at       time.Time // when gossip reported it dead
-	checked  bool      // a ping has been answered or timed out since
-	answered bool      // the last ping was answered
+	answered bool      // a ping was answered (logged once)
 }
 
 // checkLeft pings the peer name, reported dead by gossip, every
@@ -320,27 +320,30 @@ type leftPeer struct {
 func (d *Driver) checkLeft(name string, lp *leftPeer) {
 	addr, err := net.ResolveUDPAddr("udp", lp.addr)
 	for err == nil && time.Since(lp.at) < leaveGrace && !d.stopping.Load() {
-		_, perr := d.ml.Ping(name, addr)
+		_, err = d.ml.Ping(name, addr)
 		d.noticeMu.Lock()
-		if d.left[name] != lp {
-			d.noticeMu.Unlock()
+		mine := d.left[name] == lp
+		first := mine && err == nil && !lp.answered
+		if first {
+			lp.answered = true
+		}
+		d.noticeMu.Unlock()
+		if !mine {
 			return // alive in gossip again, or reported dead anew
 		}
-		first := !lp.checked
-		lp.checked, lp.answered = true, perr == nil
-		d.noticeMu.Unlock()
-		if first && perr == nil {
+		if err != nil {
+			break
+		}
+		if first {
 			d.cfg.Log.Info("gossip reports a peer dead that answers this node: keeping it in the epochs while it refutes", "node", name, "for_at_most", leaveGrace)
 		}
 		d.poke()
-		if perr != nil {
-			return
-		}
 		time.Sleep(d.cfg.ProbeInterval)
 	}
+	// No answer, or leaveGrace is over: it leaves.
 	d.noticeMu.Lock()
 	if d.left[name] == lp {
-		lp.checked, lp.answered = true, false
+		delete(d.left, name)
 	}
 	d.noticeMu.Unlock()
 	d.poke()
@@ -348,13 +351,14 @@ func (d *Driver) checkLeft(name string, lp *leftPeer) {
 
 // held returns the metadata of the peers gossip reported dead that this
 // node still counts as members: within leaveGrace of the report, while
-// the first ping is under way or the last one was answered (checkLeft).
+// the first ping is under way or every one so far was answered
+// (checkLeft removes the others from left).
 func (d *Driver) held() []meta {
 	d.noticeMu.Lock()
 	defer d.noticeMu.Unlock()
 	var out []meta
 	for _, lp := range d.left {
-		if time.Since(lp.at) < leaveGrace && (!lp.checked || lp.answered) {
+		if time.Since(lp.at) < leaveGrace {
 			out = append(out, lp.meta)
 		}
 	}

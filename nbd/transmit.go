@@ -547,8 +547,12 @@ func extents(off uint64, n uint32, objSize int64, allocated func(idx uint32) boo
 
 func (c *conn) reply(r *request, iov ...[]byte) {
 	r.niov = copy(r.iov[:], iov)
-	// With other requests running, the writer waits a turn for their
-	// replies to join its writev.
+	c.queue(r)
+}
+
+// queue queues the reply r.iov[:r.niov]. With other requests running,
+// the writer waits a turn for their replies to join its writev.
+func (c *conn) queue(r *request) {
 	c.replies.Push(r, len(c.inflight) > 1, c.writeBatch)
 }
 
@@ -583,15 +587,21 @@ func putChunkHeader(b []byte, flags, typ uint16, cookie uint64, length uint32) {
 }
 
 func (c *conn) sendOK(r *request) {
+	c.fillOK(r)
+	c.queue(r)
+}
+
+// fillOK puts a success reply with no data in r.iov.
+func (c *conn) fillOK(r *request) {
 	if c.structured {
 		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeNone, r.cookie, 0)
-		c.reply(r, r.hdr[:structReplyLen])
+		r.iov[0], r.niov = r.hdr[:structReplyLen], 1
 		return
 	}
 	be.PutUint32(r.hdr[0:], magicSimpleReply)
 	be.PutUint32(r.hdr[4:], 0)
 	be.PutUint64(r.hdr[8:], r.cookie)
-	c.reply(r, r.hdr[:simpleReplyLen])
+	r.iov[0], r.niov = r.hdr[:simpleReplyLen], 1
 }
 
 // sendRead answers a successful READ. The header goes out only now that
@@ -599,26 +609,22 @@ func (c *conn) sendOK(r *request) {
 // a torn stream.
 func (c *conn) sendRead(r *request) {
 	c.fillRead(r)
-	c.replies.Push(r, len(c.inflight) > 1, c.writeBatch)
+	c.queue(r)
 }
 
 // fillRead puts the reply of a successful READ in r.iov.
 func (c *conn) fillRead(r *request) {
 	data := *r.data
-	switch {
-	case c.structured && len(data) == 0:
-		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeNone, r.cookie, 0)
-		r.iov[0], r.niov = r.hdr[:structReplyLen], 1
-	case c.structured:
-		putChunkHeader(r.hdr[:], replyFlagDone, replyTypeOffsetData, r.cookie, uint32(8+len(data)))
-		be.PutUint64(r.hdr[structReplyLen:], r.offset)
-		r.iov[0], r.iov[1], r.niov = r.hdr[:structReplyLen+8], data, 2
-	default:
-		be.PutUint32(r.hdr[0:], magicSimpleReply)
-		be.PutUint32(r.hdr[4:], 0)
-		be.PutUint64(r.hdr[8:], r.cookie)
-		r.iov[0], r.iov[1], r.niov = r.hdr[:simpleReplyLen], data, 2
+	if !c.structured || len(data) == 0 {
+		c.fillOK(r) // a simple reply's header is an OK's; the data follows
+		if len(data) > 0 {
+			r.iov[1], r.niov = data, 2
+		}
+		return
 	}
+	putChunkHeader(r.hdr[:], replyFlagDone, replyTypeOffsetData, r.cookie, uint32(8+len(data)))
+	be.PutUint64(r.hdr[structReplyLen:], r.offset)
+	r.iov[0], r.iov[1], r.niov = r.hdr[:structReplyLen+8], data, 2
 }
 
 // sendError answers r with errno; structured replies carry the message.

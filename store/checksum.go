@@ -353,6 +353,18 @@ func (m *sums) set(b []byte, i int, cur, prev uint32) {
 func (m *sums) stage() []byte { copy(m.spare, m.b); return m.spare }
 func (m *sums) commit()       { m.b, m.spare = m.spare, m.b }
 
+// neverWritten reports whether every chunk [off, off+n) touches reads as
+// never written: zeros, by its checksum (a hole, or zeros written over
+// one, which is the same to a reader). The range is not empty.
+func (m *sums) neverWritten(off, n int64) bool {
+	for i := int(off >> m.shift); i <= int((off+n-1)>>m.shift); i++ {
+		if _, cl := m.chunk(i); m.cur(i) != zeroSum(cl) {
+			return false
+		}
+	}
+	return true
+}
+
 // verify checks data, the whole object, and returns the first bad chunk.
 // It also checks a version 1 value, as a stale copy may carry one.
 func (m *sums) verify(data []byte) (int, bool) {
@@ -787,29 +799,33 @@ func sumBetweenZeros(data []byte, off, cs, cl, ws, we int64) uint32 {
 // returning. The range is checked and not empty.
 func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync bool) error {
 	if h.sums == nil && h.sumsErr == nil {
-		return s.changeData(h, op, off, n, data)
+		return s.changeData(h, op, off, n, data, false)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sumsErr != nil {
 		return h.sumsErr
 	}
+	// Asked before updateSums gives the chunks their new checksums.
+	fresh := data != nil && h.sums.neverWritten(off, n)
 	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
 	}
 	if data != nil {
 		h.written.add(off, n)
 	}
-	if err := s.changeData(h, op, off, n, data); err != nil {
+	if err := s.changeData(h, op, off, n, data, fresh); err != nil {
 		s.resum(h, off, n)
 		return err
 	}
 	return nil
 }
 
-func (s *Store) changeData(h *handle, op string, off, n int64, data []byte) error {
+// changeData writes data (or punches n bytes when data is nil) at off in
+// h; fresh says that no byte of the range was written before (direct.go).
+func (s *Store) changeData(h *handle, op string, off, n int64, data []byte, fresh bool) error {
 	var err error
-	if data != nil && s.writeDirect(&h.direct, h.fd, data, off) {
+	if data != nil && s.writeDirect(&h.direct, h.fd, data, off, fresh) {
 		return nil
 	}
 	if data != nil {

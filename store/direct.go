@@ -9,8 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Direct writes (Config.DirectIO, sheep -D, as Sheepdog's "direct IO for
-// the backend store").
+// Direct writes (Config.Direct; sheep --direct, and -D as Sheepdog's
+// "direct IO for the backend store").
 //
 // A buffered write puts every byte into a page-cache page first, and a
 // first write needs new pages. Where taking a page is expensive (measured
@@ -18,16 +18,56 @@ import (
 // once: a 3-node first write spent 45% of the CPU copying into new pages,
 // at about 600 MB/s), a write that goes to the disk from our own buffer
 // is cheaper and its latency steadier. The cost: what was written is not
-// in the page cache, so the first read of it goes to the disk.
+// in the page cache, so the first read of it goes to the disk, and so does
+// the read of the chunk around a later small write into it.
+//
+// Which writes (DirectMode). By default only first writes go direct:
+// those into chunks never written (their checksum is that of a zero
+// chunk), a new object's data, and so the writes of an image import, of
+// new data in a guest, of recovery. Those are the writes that need new
+// pages, and the data least likely to be read back soon (a guest caches
+// what it reads itself). Overwrites stay in the page cache, where a
+// rewrite of hot data and the small writes that need their chunk's old
+// bytes find them. Ceph's BlueStore goes further and caches no write by
+// default (bluestore_default_buffered_write). DirectAll (sheep -D) sends
+// every write it can direct; DirectOff none.
 //
 // Only what O_DIRECT allows goes direct: runs of whole directAlign
 // blocks at aligned offsets, from an aligned buffer, of at least
 // directMin bytes. The rest, reads, repairs and punches go through the
-// page cache as without DirectIO. Linux keeps the two coherent: a direct
+// page cache as with DirectOff. Linux keeps the two coherent: a direct
 // write first writes back and then drops the cached pages it overlaps.
 // Durability is unchanged: a direct write is on the device, not yet
 // stable (its volatile cache, the extent conversion of a preallocated
 // object), until the same fdatasync that makes a buffered write stable.
+
+// DirectMode says which object writes go direct.
+type DirectMode uint8
+
+const (
+	DirectFresh DirectMode = iota // first writes only (the default)
+	DirectAll                     // every write that can (sheep -D)
+	DirectOff                     // none: every write through the page cache
+)
+
+// ParseDirectMode parses a mode's name: "fresh", "all" or "off".
+func ParseDirectMode(s string) (DirectMode, error) {
+	for m, name := range directModeNames {
+		if s == name {
+			return DirectMode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("direct IO mode %q: want fresh, all or off", s)
+}
+
+var directModeNames = [...]string{DirectFresh: "fresh", DirectAll: "all", DirectOff: "off"}
+
+func (m DirectMode) String() string {
+	if int(m) < len(directModeNames) {
+		return directModeNames[m]
+	}
+	return fmt.Sprintf("DirectMode(%d)", m)
+}
 
 const (
 	directAlign = 4096     // offset, length and buffer alignment O_DIRECT needs here
@@ -67,13 +107,13 @@ func (d *directFD) close() {
 }
 
 // writeDirect writes data at off with O_DIRECT, through d for the inode
-// open as fd, when the store does and data allows it, and reports
-// whether it did; on false the caller writes through the page cache
+// open as fd, when the store's mode takes the write (fresh: it goes where
+// nothing was written yet) and data allows it, and reports whether it did; on false the caller writes through the page cache
 // (which writes again whatever a failed direct write wrote, or reports
 // why it cannot). A filesystem or device that refuses O_DIRECT turns it
 // off for the store, with a log line.
-func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
-	if !s.direct.Load() || len(data) < directMin || off%directAlign != 0 || len(data)%directAlign != 0 ||
+func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh bool) bool {
+	if !s.direct.Load() || !(fresh || s.directAll) || len(data) < directMin || off%directAlign != 0 || len(data)%directAlign != 0 ||
 		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
 		return false
 	}
@@ -104,6 +144,6 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
 // noDirect turns direct writes off for the store after err.
 func (s *Store) noDirect(what string, err error) {
 	if s.direct.Swap(false) {
-		s.log.Warn("direct IO (-D) unavailable here: writing through the page cache", "dir", s.objDir, "op", what, "err", err)
+		s.log.Warn("direct IO unavailable here: writing through the page cache", "dir", s.objDir, "op", what, "err", err)
 	}
 }

@@ -20,11 +20,12 @@ func alignedRand(n, skew int) []byte {
 	return p
 }
 
-// With DirectIO, the aligned writes of 64 KiB or more (a create's data,
-// writes into an existing object) go direct and the others through the
-// page cache; everything reads back as written, verified, also after a
-// flush and a reopen, and after a buffered write over a direct one.
-// Without it nothing goes direct.
+// The aligned writes of 64 KiB or more go direct as the mode says:
+// DirectAll every one, DirectFresh those where nothing was written yet (a
+// create's data, writes into never-written chunks), DirectOff none; the
+// others go through the page cache. Everything reads back as written,
+// verified, also after a flush and a reopen, and after a buffered write
+// over a direct one.
 func TestDirectWrites(t *testing.T) {
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "probe")
@@ -36,36 +37,43 @@ func TestDirectWrites(t *testing.T) {
 	os.Remove(probe)
 
 	const oid, size = 0x9, 4 << 20
-	for _, direct := range []bool{true, false} {
+	for _, direct := range []DirectMode{DirectAll, DirectFresh, DirectOff} {
 		dir := t.TempDir()
-		s := openStore(t, Config{Dir: dir, DirectIO: direct})
+		s := openStore(t, Config{Dir: dir, Direct: direct})
 		model := make([]byte, size)
-		write := func(off int64, data []byte, sync bool) {
+		var fresh, all uint64 // direct writes expected in each mode
+		write := func(off int64, data []byte, sync bool, inFresh, inAll bool) {
 			t.Helper()
 			if err := s.CreateOrWrite(ctx, oid, size, off, data, sync); err != nil {
-				t.Fatalf("direct %v: write [%d,+%d): %v", direct, off, len(data), err)
+				t.Fatalf("%v: write [%d,+%d): %v", direct, off, len(data), err)
 			}
 			copy(model[off:], data)
+			fresh, all = fresh+b2u(inFresh), all+b2u(inAll)
 		}
-		write(1<<20, alignedRand(1<<20, 0), false)     // creates the object: direct
-		write(2<<20, alignedRand(256<<10, 0), false)   // direct
-		write(0, alignedRand(128<<10, 0), true)        // direct, synced
-		write(2<<20+100, alignedRand(300, 0), false)   // small: buffered, over a direct write
-		write(3<<20, alignedRand(128<<10, 512), false) // buffer not aligned: buffered
-		write(3<<20+4096, alignedRand(64<<10, 0), false)
-		want := uint64(4)
-		if !direct {
-			want = 0
-		}
+		write(1<<20, alignedRand(1<<20, 0), false, true, true)   // creates the object
+		write(2<<20, alignedRand(256<<10, 0), false, true, true) // into never-written chunks
+		write(0, alignedRand(128<<10, 0), true, true, true)      // synced
+		write(2<<20+100, alignedRand(300, 0), false, false, false)
+		write(3<<20, alignedRand(128<<10, 512), false, false, false)  // buffer not aligned
+		write(3<<20+4096, alignedRand(64<<10, 0), false, false, true) // its first chunk was written
+		write(1<<20, alignedRand(1<<20, 0), false, false, true)       // an overwrite
+		want := map[DirectMode]uint64{DirectAll: all, DirectFresh: fresh, DirectOff: 0}[direct]
 		if got := s.Stats().DirectWrites; got != want {
-			t.Fatalf("direct %v: %d direct writes, want %d", direct, got, want)
+			t.Fatalf("%v: %d direct writes, want %d", direct, got, want)
 		}
 		if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
-			t.Fatalf("direct %v: content differs", direct)
+			t.Fatalf("%v: content differs", direct)
 		}
 		s = flushedReopen(t, s, dir, oid, model)
 		if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, model) {
-			t.Fatalf("direct %v: content differs after a reopen", direct)
+			t.Fatalf("%v: content differs after a reopen", direct)
 		}
 	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

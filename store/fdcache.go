@@ -28,7 +28,7 @@ type handle struct {
 
 	sync syncGroup // group commit of fdatasync on this inode
 
-	direct directFD // the inode opened with O_DIRECT (Config.DirectIO)
+	direct directFD // the inode opened with O_DIRECT (Config.Direct)
 
 	// mu orders the I/O on the inode with its checksums (checksum.go):
 	// readers verify under RLock; WriteAt, Punch and repairs change data

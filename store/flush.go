@@ -107,7 +107,7 @@ type Stats struct {
 	// Repair rewrote from a good copy.
 	ChecksumFailures, RepairedChunks uint64
 	// DirectWrites is the number of writes made with O_DIRECT
-	// (Config.DirectIO).
+	// (Config.Direct).
 	DirectWrites uint64
 }
 

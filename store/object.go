@@ -217,7 +217,8 @@ func allocatedWhole(key uint64) bool {
 
 // fillTmp sizes the fresh tmp file f of key, allocates it whole where
 // allocatedWhole says so, writes data at off (but its zero spans, which
-// read as zeros already: writeFreshSpans), stores the checksums
+// read as zeros already: writeFreshSpans; a new object's data is a first
+// write, which goes direct where the mode and data allow: direct.go), stores the checksums
 // m (if any) and, when asked, syncs it: fsync, as the size and the xattr
 // are metadata.
 func (s *Store) fillTmp(f *os.File, direct *directFD, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
@@ -233,9 +234,16 @@ func (s *Store) fillTmp(f *os.File, direct *directFD, key uint64, size, off int6
 			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 		}
 	}
-	if len(data) > 0 && !s.writeDirect(direct, fd, data, off) {
-		if err := writeFreshSpans(f, data, off); err != nil {
-			return err
+	if len(data) > 0 {
+		// Direct, the zero pages at the ends are left out as
+		// writeFreshSpans leaves them, but not those inside: only an
+		// object allocated whole, whose zeros take their space anyway,
+		// goes direct. A sparse one keeps its holes.
+		lo, hi := trimZeroPages(data, off)
+		if !allocatedWhole(key) || lo == hi || !s.writeDirect(direct, fd, data[lo:hi], off+lo, true) {
+			if err := writeFreshSpans(f, data, off); err != nil {
+				return err
+			}
 		}
 	}
 	if m != nil && m.n > 0 {

@@ -62,9 +62,9 @@ type Config struct {
 	// MaxOpenFiles bounds the idle object files kept open; 0 means
 	// DefaultMaxOpenFiles.
 	MaxOpenFiles int
-	// DirectIO writes object data with O_DIRECT where it can (sheep -D;
-	// direct.go).
-	DirectIO bool
+	// Direct says which object writes go to the disk with O_DIRECT
+	// (direct.go); the zero value is DirectFresh.
+	Direct DirectMode
 
 	// noChecksums turns chunk checksums off (checksum.go), for the
 	// benchmarks that measure what they cost.
@@ -108,7 +108,8 @@ type Store struct {
 	pathLocks [64]sync.Mutex
 
 	tmpSeq      atomic.Uint64 // makes Create's tmp names unique
-	direct      atomic.Bool   // write with O_DIRECT where possible (Config.DirectIO, direct.go)
+	direct      atomic.Bool   // O_DIRECT is usable here (Config.Direct is not DirectOff, direct.go)
+	directAll   bool          // Config.Direct is DirectAll
 	noPunchHole atomic.Bool   // fallocate(PUNCH_HOLE) is unsupported here
 	noTmpfile   atomic.Bool   // open(O_TMPFILE) is unsupported here
 	closed      atomic.Bool
@@ -140,7 +141,8 @@ func Open(cfg Config) (*Store, error) {
 		noSums:   cfg.noChecksums,
 		log:      cfg.Logger,
 	}
-	s.direct.Store(cfg.DirectIO)
+	s.direct.Store(cfg.Direct != DirectOff)
+	s.directAll = cfg.Direct == DirectAll
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -29,39 +29,46 @@ func cachedDataBytes(t *testing.T, s *Sheep) (cached, total int64) {
 	return cached, total
 }
 
-// TestDirectIO: with -D (Sheepdog's direct IO for the backend store),
-// 8 MiB written through NBD with 1 MiB requests and flushed is on every
-// copy without being in the page cache (fincore: under an eighth of it;
-// without -D, the same writes leave most of it cached), reads back, and
+// TestDirectIO: which writes skip the page cache (fincore on every copy).
+// 8 MiB written through NBD with 1 MiB requests into a new VDI and
+// flushed are first writes: with -D (Sheepdog's direct IO for the backend
+// store) and by default (--direct=fresh) under an eighth of it is cached,
+// with --direct=off most of it. Overwritten, they stay out of the cache
+// with -D and go through it by default. With -D, the data reads back, and
 // still reads back through every node after all were killed and
 // restarted.
 func TestDirectIO(t *testing.T) {
 	parallel(t)
 	needTools(t, "qemu-io", "fincore")
-	for _, direct := range []bool{true, false} {
+	for _, mode := range []string{"-D", "--direct=fresh", "--direct=off"} {
 		addr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
-		var extra []string
-		if direct {
-			extra = []string{"-D"}
-		}
-		sheeps := startNBDCluster(t, 3, 3, addr, extra...)
+		sheeps := startNBDCluster(t, 3, 3, addr, mode)
 		uri := nbdURI(addr, "bench")
 		var cmds []string
 		for off := 0; off < 8; off++ {
 			cmds = append(cmds, "write -P 0x5a "+strconv.Itoa(off)+"M 1M")
 		}
-		qemuIOWith(t, []string{"-t", "writeback"}, uri, append(cmds, "flush")...)
-		for i, s := range sheeps {
-			cached, total := cachedDataBytes(t, s)
-			t.Logf("-D %v, node %d: %d of %d bytes of data objects in the page cache", direct, i, cached, total)
-			if direct && cached > total/8 {
-				t.Fatalf("node %d with -D: %d of %d bytes of its data objects in the page cache", i, cached, total)
-			}
-			if !direct && cached < total/2 {
-				t.Fatalf("node %d without -D: only %d of %d bytes of its data objects in the page cache: the check cannot tell", i, cached, total)
+		check := func(what string, wantCached bool) {
+			t.Helper()
+			for i, s := range sheeps {
+				cached, total := cachedDataBytes(t, s)
+				t.Logf("%s, %s, node %d: %d of %d bytes of data objects in the page cache", mode, what, i, cached, total)
+				if !wantCached && cached > total/8 {
+					t.Fatalf("%s, %s: node %d has %d of %d bytes of its data objects in the page cache", mode, what, i, cached, total)
+				}
+				if wantCached && cached < total/2 {
+					t.Fatalf("%s, %s: node %d has only %d of %d bytes of its data objects in the page cache", mode, what, i, cached, total)
+				}
 			}
 		}
-		if !direct {
+		qemuIOWith(t, []string{"-t", "writeback"}, uri, append(cmds, "flush")...)
+		check("first writes", mode == "--direct=off")
+		if mode == "--direct=off" {
+			continue
+		}
+		qemuIOWith(t, []string{"-t", "writeback"}, uri, append(cmds, "flush")...)
+		check("overwrites", mode == "--direct=fresh")
+		if mode != "-D" {
 			continue
 		}
 		qemuIO(t, uri, "read -P 0x5a 0 8M")

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/sheepdog-go/sheepdog/core/recovery"
+	"github.com/sheepdog-go/sheepdog/store"
 )
 
 // version is the Sheepdog version this sheep speaks for (as collie's).
@@ -36,7 +37,7 @@ var sheepdogFlags = []cli.Flag{
 	&cli.IntFlag{Name: "gossip-port", Usage: "gossip port, TCP and UDP (default: port+10000, or port-10000 above 55535)"},
 	&cli.IntFlag{Name: "raft-port", Usage: "raft port (default: port+20000, or port-20000 above 45535)"},
 	&cli.StringFlag{Name: "journal", Usage: "Sheepdog's journal options (dir=,size=,skip): accepted, no meaning here (-j with these options too)"},
-	&cli.BoolFlag{Name: "directio", Aliases: []string{"D"}, Usage: "direct IO for the backend store: object data written with O_DIRECT where it can be (aligned writes of 64 KiB or more), so that first writes take no page-cache pages; reads still go through the page cache"},
+	&cli.BoolFlag{Name: "directio", Aliases: []string{"D"}, Usage: "direct IO for the backend store: every object write that can (aligned, 64 KiB or more) skips the page cache, overwrites too (--direct=all); by default only first writes do; reads still go through the page cache"},
 	&cli.StringFlag{Name: "ioaddr", Aliases: []string{"i"}, Usage: "IO NIC: host=ADDR[,port=PORT] (default port 7000): peers send object I/O there, and fall back to the main address when it fails"},
 	&cli.BoolFlag{Name: "upgrade", Aliases: []string{"u"}, Usage: "Sheepdog's data layout upgrade: accepted, no meaning here"},
 	&cli.BoolFlag{Name: "wildcard-recovery", Aliases: []string{"W"}, Usage: "Sheepdog's wildcard recovery: accepted, no meaning here"},
@@ -177,6 +178,22 @@ func parseU32(s string) (uint32, bool) {
 
 // sheepdogOptions checks -p, -z, -V, -g and -R as Sheepdog's sheep does,
 // with its messages, and fills cfg.
+// directMode is --direct (name; set says it was given), or all for
+// Sheepdog's -D (dashD).
+func directMode(name string, set, dashD bool) (store.DirectMode, error) {
+	m, err := store.ParseDirectMode(name)
+	if err != nil {
+		return 0, usagef("Invalid --direct '%s': fresh, all or off", name)
+	}
+	if dashD {
+		if set && m != store.DirectAll {
+			return 0, usagef("Options '-D' and '--direct=%s' can not be both specified", m)
+		}
+		m = store.DirectAll
+	}
+	return m, nil
+}
+
 func sheepdogOptions(c *cli.Context, cfg *Config) error {
 	p := c.String("port")
 	port, ok := parseU32(p)

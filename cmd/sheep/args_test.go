@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sheepdog-go/sheepdog/store"
 )
 
 func TestReorderArgs(t *testing.T) {
@@ -25,6 +27,35 @@ func TestReorderArgs(t *testing.T) {
 		got := strings.Join(reorderArgs(strings.Fields(tc.in), arity), " ")
 		if got != tc.want {
 			t.Errorf("reorderArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestDirectMode(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		set, dashD bool
+		want       store.DirectMode
+		err        string
+	}{
+		{name: "fresh", want: store.DirectFresh}, // the default
+		{name: "fresh", dashD: true, want: store.DirectAll},
+		{name: "all", set: true, want: store.DirectAll},
+		{name: "all", set: true, dashD: true, want: store.DirectAll},
+		{name: "off", set: true, want: store.DirectOff},
+		{name: "off", set: true, dashD: true, err: "Options '-D' and '--direct=off' can not be both specified"},
+		{name: "fresh", set: true, dashD: true, err: "Options '-D' and '--direct=fresh' can not be both specified"},
+		{name: "yes", set: true, err: "Invalid --direct 'yes'"},
+	} {
+		got, err := directMode(tc.name, tc.set, tc.dashD)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("directMode(%q, %v, %v) = %v, %v; want error %q", tc.name, tc.set, tc.dashD, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("directMode(%q, %v, %v) = %v, %v; want %v", tc.name, tc.set, tc.dashD, got, err, tc.want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sheepdog-go/sheepdog/core/recovery"
 	"github.com/sheepdog-go/sheepdog/internal/netlimit"
+	"github.com/sheepdog-go/sheepdog/store"
 )
 
 // Config is everything a sheep is started with; the flags fill it.
@@ -26,7 +27,7 @@ type Config struct {
 	Join       []string // protocol addresses of running sheeps
 	Foreground bool
 	NoSync     bool
-	DirectIO   bool // -D: the store writes object data with O_DIRECT where it can
+	Direct     store.DirectMode // --direct, -D: which object writes skip the page cache
 	Log        logOptions
 	Metrics    string // address of the Prometheus endpoint; "" for none
 	// Limits bound every front-end's connections and buffers (flags

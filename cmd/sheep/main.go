@@ -53,6 +53,7 @@ func main() {
 			&cli.StringFlag{Name: "join", Aliases: []string{"j"}, Usage: "HOST:PORT[,HOST:PORT...] of running sheeps to join (-j dir=,size=,skip: Sheepdog's journal options, accepted with no meaning here)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "do not detach"},
 			&cli.BoolFlag{Name: "nosync", Aliases: []string{"n"}, Usage: "do not fsync object writes (testing only)"},
+			&cli.StringFlag{Name: "direct", Value: "fresh", Usage: "which object writes skip the page cache (O_DIRECT, aligned writes of 64 KiB or more): fresh (first writes: a new object's data, writes where nothing was written), all (also overwrites; as -D) or off"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on ADDR (host:port) at /metrics; off by default"},
 			&cli.StringFlag{Name: "nbd-tls-cert", Usage: "PEM certificate (chain) for NBD over TLS (NBD_OPT_STARTTLS)"},
 			&cli.StringFlag{Name: "nbd-tls-key", Usage: "PEM private key of --nbd-tls-cert"},
@@ -151,7 +152,9 @@ func run(c *cli.Context) error {
 	cfg.Dir, cfg.Disks = splitStoreDirs(cfg.Dir)
 	cfg.NBDAddr, cfg.NBDDefault, cfg.Gateway = c.String("nbd"), !c.IsSet("nbd"), c.Bool("gateway")
 	cfg.Foreground, cfg.NoSync, cfg.Log, cfg.Metrics = c.Bool("foreground"), c.Bool("nosync"), logOpts, c.String("metrics")
-	cfg.DirectIO = c.Bool("directio")
+	if cfg.Direct, err = directMode(c.String("direct"), c.IsSet("direct"), c.Bool("directio")); err != nil {
+		return err
+	}
 	cfg.Pprof, cfg.PidFile, cfg.Ignored = c.String("pprof"), c.String("pidfile"), ignoredOptions(c)
 	cfg.ClusterKey = c.String("cluster-key")
 	cfg.NBDTLSCert, cfg.NBDTLSKey, cfg.NBDTLSRequire = c.String("nbd-tls-cert"), c.String("nbd-tls-key"), c.Bool("nbd-tls-require")

@@ -161,10 +161,13 @@ func (n *Node) open(ctx context.Context) error {
 		}
 		n.onClose(func() { l.Close() })
 	}
-	if cfg.DirectIO {
+	switch cfg.Direct {
+	case store.DirectAll:
 		log.Info("store writes with direct IO (-D): object data bypasses the page cache where it can")
+	case store.DirectOff:
+		log.Info("store writes through the page cache (--direct=off)")
 	}
-	st, err := md.Open(md.Config{MetaDir: cfg.Dir, Disks: cfg.Disks, NoSync: cfg.NoSync, DirectIO: cfg.DirectIO, Logger: log})
+	st, err := md.Open(md.Config{MetaDir: cfg.Dir, Disks: cfg.Disks, NoSync: cfg.NoSync, Direct: cfg.Direct, Logger: log})
 	if err != nil {
 		return err
 	}

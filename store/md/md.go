@@ -49,10 +49,10 @@ type Config struct {
 	MetaDir string
 	// Disks are the object directories given after DIR (DIR,PATH1,...).
 	Disks []string
-	// NoSync, DirectIO, Logger and MaxOpenFiles are passed to every
+	// NoSync, Direct, Logger and MaxOpenFiles are passed to every
 	// disk's store.
 	NoSync       bool
-	DirectIO     bool
+	Direct       store.DirectMode
 	Logger       *slog.Logger
 	MaxOpenFiles int
 }
@@ -134,7 +134,7 @@ func Open(cfg Config) (*Store, error) {
 	l := &layout{settled: len(cfg.Disks) == 0}
 	var left []string // disks that could not be opened
 	if len(cfg.Disks) == 0 {
-		st, err := store.Open(store.Config{Dir: cfg.MetaDir, NoSync: cfg.NoSync, DirectIO: cfg.DirectIO, Logger: s.log, MaxOpenFiles: cfg.MaxOpenFiles})
+		st, err := store.Open(store.Config{Dir: cfg.MetaDir, NoSync: cfg.NoSync, Direct: cfg.Direct, Logger: s.log, MaxOpenFiles: cfg.MaxOpenFiles})
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +242,7 @@ func (s *Store) openLocked(abs string, purge bool) (*disk, error) {
 	if max <= 0 {
 		max = store.DefaultMaxOpenFiles
 	}
-	st, err := store.Open(store.Config{Dir: abs, ObjDir: abs, NoSync: s.cfg.NoSync, DirectIO: s.cfg.DirectIO, Logger: s.log, MaxOpenFiles: max})
+	st, err := store.Open(store.Config{Dir: abs, ObjDir: abs, NoSync: s.cfg.NoSync, Direct: s.cfg.Direct, Logger: s.log, MaxOpenFiles: max})
 	if err != nil {
 		return nil, err
 	}

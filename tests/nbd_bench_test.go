@@ -368,9 +368,11 @@ func runNBDBench(b *testing.B) {
 		// 0 serves NBD): writes between flushes, and each write job's
 		// final flush timed apart.
 		sheepTarget("3 nodes c=3 cache", 3, 3, "--copies=3", "-w", "size="+strconv.Itoa(2*nbdBenchSize)),
-		// Direct IO for the stores (-D): first writes take no page-cache
-		// pages, reads of what was just written go to the disk.
+		// Which writes skip the page cache: by default first writes
+		// (--direct=fresh); -D every one that can, overwrites too;
+		// --direct=off none.
 		sheepTarget("3 nodes c=3 -D", 3, 3, "--copies=3", "-D"),
+		sheepTarget("3 nodes c=3 buffered", 3, 3, "--copies=3", "--direct=off"),
 		// Erasure coding next to three copies: 4 data + 2 parity strips
 		// on 6 nodes, 1.5x the space instead of 3x.
 		sheepTarget("6 nodes 4:2", 6, 6, "--copies=4:2"),

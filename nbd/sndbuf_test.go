@@ -1,0 +1,48 @@
+package nbd
+
+import (
+	"net"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A connection from this host gets the small send buffer; the kernel
+// reports it doubled. Left alone, it starts at tcp_wmem's default.
+func TestLoopbackSendBuffer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sndbuf := func() int {
+		rc, err := nc.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var gerr error
+		rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		return v
+	}
+	if v := sndbuf(); v == 2*loopbackSendBuffer {
+		t.Fatalf("SO_SNDBUF is %d before the cap: the test cannot tell", v)
+	}
+	keepSendBufferSmall(nc)
+	if v := sndbuf(); v != 2*loopbackSendBuffer {
+		t.Fatalf("SO_SNDBUF = %d after keepSendBufferSmall, want %d", v, 2*loopbackSendBuffer)
+	}
+}

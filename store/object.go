@@ -218,9 +218,9 @@ func allocatedWhole(key uint64) bool {
 // fillTmp sizes the fresh tmp file f of key, allocates it whole where
 // allocatedWhole says so, writes data at off (but its zero spans, which
 // read as zeros already: writeFreshSpans; a new object's data is a first
-// write, which goes direct where the mode and data allow: direct.go), stores the checksums
-// m (if any) and, when asked, syncs it: fsync, as the size and the xattr
-// are metadata.
+// write, which goes direct where the mode and data allow: direct.go),
+// stores the checksums m (if any) and, when asked, syncs it: fsync, as
+// the size and the xattr are metadata.
 func (s *Store) fillTmp(f *os.File, direct *directFD, key uint64, size, off int64, data []byte, m *sums, sync bool) error {
 	if err := f.Truncate(size); err != nil {
 		return err

@@ -99,40 +99,12 @@ func newConn(s *Server, g *netlimit.Gate, nc net.Conn) *conn {
 		inflight: make(chan struct{}, s.cfg.MaxInFlight),
 		work:     make(chan *request),
 	}
-	keepSendBufferSmall(nc)
 	perConn := int64(maxBytesInFlight)
 	if n := s.cfg.Limits.PerConn; n > 0 {
 		perConn = min(n, perConn)
 	}
 	c.bytes.init(perConn)
 	return c
-}
-
-// loopbackSendBuffer is the send buffer of a connection from this host
-// (SO_SNDBUF; Linux doubles it for its own overhead). Left to autotuning,
-// a loopback socket's buffer grows to 4 MiB (tcp_wmem), and the replies
-// queued in it go cold in the CPU caches before the client copies them
-// out: fio's copy of 1 MiB read replies cost 1.65 times what it does
-// from nbdkit, per MiB (perf, same minutes). Capped here, 1-node 1 MiB
-// reads at depth 8 ran at 0.98-1.01x of nbdkit against 0.76-0.80x, and
-// 4 KiB random reads as before; 1 MiB (2 MiB in the kernel) was no
-// better than autotuning, 128 KiB worse. A remote client keeps
-// autotuning: its buffer has to cover the link's bandwidth-delay product.
-const loopbackSendBuffer = 512 << 10
-
-// keepSendBufferSmall caps the send buffer of nc if its peer is on this
-// host: a loopback address, or the address it reached us at
-// (loopbackSendBuffer).
-func keepSendBufferSmall(nc net.Conn) {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return
-	}
-	r, rok := tc.RemoteAddr().(*net.TCPAddr)
-	l, lok := tc.LocalAddr().(*net.TCPAddr)
-	if rok && lok && (r.IP.IsLoopback() || r.IP.Equal(l.IP)) {
-		tc.SetWriteBuffer(loopbackSendBuffer)
-	}
 }
 
 // stopReading makes the reader give up (Shutdown): a read deadline in the

@@ -1,4 +1,4 @@
-package nbd
+package netlimit
 
 import (
 	"net"
@@ -41,7 +41,7 @@ func TestLoopbackSendBuffer(t *testing.T) {
 	if v := sndbuf(); v == 2*loopbackSendBuffer {
 		t.Fatalf("SO_SNDBUF is %d before the cap: the test cannot tell", v)
 	}
-	keepSendBufferSmall(nc)
+	keepSendBufferSmall(nc.(*net.TCPConn))
 	if v := sndbuf(); v != 2*loopbackSendBuffer {
 		t.Fatalf("SO_SNDBUF = %d after keepSendBufferSmall, want %d", v, 2*loopbackSendBuffer)
 	}

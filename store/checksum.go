@@ -357,8 +357,10 @@ func (m *sums) commit()       { m.b, m.spare = m.spare, m.b }
 // never written: zeros, by its checksum (a hole, or zeros written over
 // one, which is the same to a reader). The range is not empty.
 func (m *sums) neverWritten(off, n int64) bool {
+	zs := zeroSum(1 << m.shift)
 	for i := int(off >> m.shift); i <= int((off+n-1)>>m.shift); i++ {
-		if _, cl := m.chunk(i); m.cur(i) != zeroSum(cl) {
+		c := m.cur(i)
+		if _, cl := m.chunk(i); c != zs && (cl == 1<<m.shift || c != zeroSum(cl)) {
 			return false
 		}
 	}
@@ -806,8 +808,9 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync boo
 	if h.sumsErr != nil {
 		return h.sumsErr
 	}
-	// Asked before updateSums gives the chunks their new checksums.
-	fresh := data != nil && h.sums.neverWritten(off, n)
+	// Asked before updateSums gives the chunks their new checksums, and
+	// only of a write that may go direct.
+	fresh := data != nil && !s.directAll && s.directable(data, off) && h.sums.neverWritten(off, n)
 	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
 	}

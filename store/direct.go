@@ -113,8 +113,7 @@ func (d *directFD) close() {
 // why it cannot). A filesystem or device that refuses O_DIRECT turns it
 // off for the store, with a log line.
 func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh bool) bool {
-	if !s.direct.Load() || !(fresh || s.directAll) || len(data) < directMin || off%directAlign != 0 || len(data)%directAlign != 0 ||
-		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
+	if !(fresh || s.directAll) || !s.directable(data, off) {
 		return false
 	}
 	dfd := d.get(s, fd)
@@ -139,6 +138,13 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh b
 	}
 	s.stats.directWrites.Add(1)
 	return true
+}
+
+// directable reports whether data may be written at off with O_DIRECT
+// (for the caller that must know whether to ask if it is fresh).
+func (s *Store) directable(data []byte, off int64) bool {
+	return s.direct.Load() && len(data) >= directMin && off%directAlign == 0 && len(data)%directAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
 }
 
 // noDirect turns direct writes off for the store after err.

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -88,6 +89,9 @@ func (d *directFD) get(s *Store, fd int) int {
 	// The inode fd has open, whatever its name is now (a Create's
 	// temporary file, or one renamed to .stale).
 	dfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		return -1 // out of descriptors for now: this write is buffered
+	}
 	if err != nil {
 		s.noDirect("open with O_DIRECT", err)
 		d.v.CompareAndSwap(0, -1)
@@ -138,6 +142,39 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh b
 	}
 	s.stats.directWrites.Add(1)
 	return true
+}
+
+// writeFreshDirect is writeFreshSpans with direct writes: data goes at
+// off into the fresh file f (sized, reading as zeros) as runs of whole
+// non-zero pages, each written direct when writeDirect takes it and
+// through the page cache otherwise. Zero pages are not written, so a
+// mostly-zero object keeps its unwritten extents, and recovery does not
+// write out its zeros.
+func (s *Store) writeFreshDirect(f *os.File, d *directFD, data []byte, off int64) error {
+	n := int64(len(data))
+	pageEnd := func(i int64) int64 { return min(n, (off+i)/zeroPage*zeroPage+zeroPage-off) }
+	for i := int64(0); i < n; {
+		e := pageEnd(i)
+		if isZero(data[i:e]) {
+			i = e
+			continue
+		}
+		j := e
+		for j < n {
+			k := pageEnd(j)
+			if isZero(data[j:k]) {
+				break
+			}
+			j = k
+		}
+		if !s.writeDirect(d, int(f.Fd()), data[i:j], off+i, true) {
+			if err := writeSpans(f, data[i:j], off+i); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
 }
 
 // directable reports whether data may be written at off with O_DIRECT

@@ -20,6 +20,18 @@ func alignedRand(n, skew int) []byte {
 	return p
 }
 
+// needDirect skips t where the test dir's filesystem refuses O_DIRECT.
+func needDirect(t *testing.T) {
+	t.Helper()
+	probe := filepath.Join(t.TempDir(), "probe")
+	fd, err := unix.Open(probe, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT, 0o644)
+	if err != nil {
+		t.Skipf("the test dir's filesystem has no O_DIRECT: %v", err)
+	}
+	unix.Close(fd)
+	os.Remove(probe)
+}
+
 // The aligned writes of 64 KiB or more go direct as the mode says:
 // DirectAll every one, DirectFresh those where nothing was written yet (a
 // create's data, writes into never-written chunks), DirectOff none; the
@@ -27,14 +39,7 @@ func alignedRand(n, skew int) []byte {
 // verified, also after a flush and a reopen, and after a buffered write
 // over a direct one.
 func TestDirectWrites(t *testing.T) {
-	dir := t.TempDir()
-	probe := filepath.Join(dir, "probe")
-	fd, err := unix.Open(probe, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT, 0o644)
-	if err != nil {
-		t.Skipf("the test dir's filesystem has no O_DIRECT: %v", err)
-	}
-	unix.Close(fd)
-	os.Remove(probe)
+	needDirect(t)
 
 	const oid, size = 0x9, 4 << 20
 	for _, direct := range []DirectMode{DirectAll, DirectFresh, DirectOff} {
@@ -76,4 +81,25 @@ func b2u(b bool) uint64 {
 		return 1
 	}
 	return 0
+}
+
+// A new data object's data goes direct as its runs of non-zero pages:
+// the zeros between them are not written (recovery copying in a mostly
+// zero object writes its data, not its zeros), runs under directMin go
+// through the page cache, and the object reads back whole.
+func TestDirectCreateSkipsZeros(t *testing.T) {
+	needDirect(t)
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir})
+	const oid, size = 0xa, 4 << 20
+	data := alignedRand(size, 0)
+	clear(data[128<<10 : size-128<<10])      // 128 KiB, zeros, 128 KiB: two direct writes
+	clear(data[64<<10 : 64<<10+directAlign]) // a zero page splits the first run into 64 KiB and 60 KiB
+	mustCreate(t, s, oid, size, 0, data)
+	if got := s.Stats().DirectWrites; got != 2 {
+		t.Fatalf("%d direct writes, want 2 (the 64 KiB and 128 KiB runs; the 60 KiB one buffered)", got)
+	}
+	if got := mustRead(t, s, oid, 0, size); !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
 }

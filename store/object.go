@@ -235,15 +235,16 @@ func (s *Store) fillTmp(f *os.File, direct *directFD, key uint64, size, off int6
 		}
 	}
 	if len(data) > 0 {
-		// Direct, the zero pages at the ends are left out as
-		// writeFreshSpans leaves them, but not those inside: only an
-		// object allocated whole, whose zeros take their space anyway,
-		// goes direct. A sparse one keeps its holes.
-		lo, hi := trimZeroPages(data, off)
-		if !allocatedWhole(key) || lo == hi || !s.writeDirect(direct, fd, data[lo:hi], off+lo, true) {
-			if err := writeFreshSpans(f, data, off); err != nil {
-				return err
-			}
+		// Inodes and ledgers (not allocated whole) are metadata, read
+		// again soon: they stay in the page cache.
+		var err error
+		if allocatedWhole(key) && s.directable(data, off) {
+			err = s.writeFreshDirect(f, direct, data, off)
+		} else {
+			err = writeFreshSpans(f, data, off)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if m != nil && m.n > 0 {

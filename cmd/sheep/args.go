@@ -176,8 +176,6 @@ func parseU32(s string) (uint32, bool) {
 	return uint32(n), true
 }
 
-// sheepdogOptions checks -p, -z, -V, -g and -R as Sheepdog's sheep does,
-// with its messages, and fills cfg.
 // directMode is --direct (name; set says it was given), or all for
 // Sheepdog's -D (dashD).
 func directMode(name string, set, dashD bool) (store.DirectMode, error) {
@@ -194,6 +192,8 @@ func directMode(name string, set, dashD bool) (store.DirectMode, error) {
 	return m, nil
 }
 
+// sheepdogOptions checks -p, -z, -V, -g and -R as Sheepdog's sheep does,
+// with its messages, and fills cfg.
 func sheepdogOptions(c *cli.Context, cfg *Config) error {
 	p := c.String("port")
 	port, ok := parseU32(p)

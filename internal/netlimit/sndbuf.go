@@ -10,8 +10,10 @@ import "net"
 // does from nbdkit, per MiB (perf, same minutes). Capped, 1-node 1 MiB
 // NBD reads at depth 8 ran at 0.98-1.01x of nbdkit against 0.76-0.80x,
 // and 4 KiB random reads as before; 1 MiB (2 MiB in the kernel) was no
-// better than autotuning, 128 KiB worse. A remote client keeps
-// autotuning: its buffer has to cover the link's bandwidth-delay product.
+// better than autotuning, 128 KiB worse. The kernel clamps the request
+// to net.core.wmem_max (212992 unless raised; 4 MiB on the development
+// VM), so a stock kernel gives 416 KiB. A remote client keeps autotuning:
+// its buffer has to cover the link's bandwidth-delay product.
 const loopbackSendBuffer = 512 << 10
 
 // keepSendBufferSmall caps the send buffer of tc if its peer is on this

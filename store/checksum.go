@@ -357,10 +357,13 @@ func (m *sums) commit()       { m.b, m.spare = m.spare, m.b }
 // never written: zeros, by its checksum (a hole, or zeros written over
 // one, which is the same to a reader). The range is not empty.
 func (m *sums) neverWritten(off, n int64) bool {
-	zs := zeroSum(1 << m.shift)
+	whole := zeroSum(1 << m.shift) // cached; a shorter last chunk is hashed
 	for i := int(off >> m.shift); i <= int((off+n-1)>>m.shift); i++ {
-		c := m.cur(i)
-		if _, cl := m.chunk(i); c != zs && (cl == 1<<m.shift || c != zeroSum(cl)) {
+		zs := whole
+		if _, cl := m.chunk(i); cl != 1<<m.shift {
+			zs = zeroSum(cl)
+		}
+		if m.cur(i) != zs {
 			return false
 		}
 	}
@@ -801,23 +804,23 @@ func sumBetweenZeros(data []byte, off, cs, cl, ws, we int64) uint32 {
 // returning. The range is checked and not empty.
 func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync bool) error {
 	if h.sums == nil && h.sumsErr == nil {
-		return s.changeData(h, op, off, n, data, false)
+		return s.changeData(h, op, off, n, data, data != nil && s.directAll && s.directable(data, off))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sumsErr != nil {
 		return h.sumsErr
 	}
-	// Asked before updateSums gives the chunks their new checksums, and
-	// only of a write that may go direct.
-	fresh := data != nil && !s.directAll && s.directable(data, off) && h.sums.neverWritten(off, n)
+	// Decided before updateSums gives the chunks their new checksums;
+	// neverWritten is asked only of a write that may go direct.
+	direct := data != nil && s.directable(data, off) && (s.directAll || h.sums.neverWritten(off, n))
 	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
 	}
 	if data != nil {
 		h.written.add(off, n)
 	}
-	if err := s.changeData(h, op, off, n, data, fresh); err != nil {
+	if err := s.changeData(h, op, off, n, data, direct); err != nil {
 		s.resum(h, off, n)
 		return err
 	}
@@ -825,10 +828,11 @@ func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync boo
 }
 
 // changeData writes data (or punches n bytes when data is nil) at off in
-// h; fresh says that no byte of the range was written before (direct.go).
-func (s *Store) changeData(h *handle, op string, off, n int64, data []byte, fresh bool) error {
+// h; direct says that the mode sends data direct and O_DIRECT allows it
+// (direct.go).
+func (s *Store) changeData(h *handle, op string, off, n int64, data []byte, direct bool) error {
 	var err error
-	if data != nil && s.writeDirect(&h.direct, h.fd, data, off, fresh) {
+	if direct && s.writeDirect(&h.direct, h.fd, data, off) {
 		return nil
 	}
 	if data != nil {

@@ -111,15 +111,12 @@ func (d *directFD) close() {
 }
 
 // writeDirect writes data at off with O_DIRECT, through d for the inode
-// open as fd, when the store's mode takes the write (fresh: it goes where
-// nothing was written yet) and data allows it, and reports whether it did; on false the caller writes through the page cache
-// (which writes again whatever a failed direct write wrote, or reports
-// why it cannot). A filesystem or device that refuses O_DIRECT turns it
-// off for the store, with a log line.
-func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh bool) bool {
-	if !(fresh || s.directAll) || !s.directable(data, off) {
-		return false
-	}
+// open as fd, and reports whether it did. The caller has decided that the
+// write goes direct (the mode takes it, directable allows it); on false it
+// writes through the page cache, which writes again whatever a failed
+// direct write wrote, or reports why it cannot. A filesystem or device
+// that refuses O_DIRECT turns it off for the store, with a log line.
+func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
 	dfd := d.get(s, fd)
 	if dfd < 0 {
 		return false
@@ -146,8 +143,8 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64, fresh b
 
 // writeFreshDirect is writeFreshSpans with direct writes: data goes at
 // off into the fresh file f (sized, reading as zeros) as runs of whole
-// non-zero pages, each written direct when writeDirect takes it and
-// through the page cache otherwise. Zero pages are not written, so a
+// non-zero pages, each written direct when it is directable (and
+// writeDirect succeeds) and through the page cache otherwise. Zero pages are not written, so a
 // mostly-zero object keeps its unwritten extents, and recovery does not
 // write out its zeros.
 func (s *Store) writeFreshDirect(f *os.File, d *directFD, data []byte, off int64) error {
@@ -167,7 +164,7 @@ func (s *Store) writeFreshDirect(f *os.File, d *directFD, data []byte, off int64
 			}
 			j = k
 		}
-		if !s.writeDirect(d, int(f.Fd()), data[i:j], off+i, true) {
+		if !s.directable(data[i:j], off+i) || !s.writeDirect(d, int(f.Fd()), data[i:j], off+i) {
 			if err := writeSpans(f, data[i:j], off+i); err != nil {
 				return err
 			}
@@ -177,8 +174,8 @@ func (s *Store) writeFreshDirect(f *os.File, d *directFD, data []byte, off int64
 	return nil
 }
 
-// directable reports whether data may be written at off with O_DIRECT
-// (for the caller that must know whether to ask if it is fresh).
+// directable reports whether data may be written at off with O_DIRECT:
+// direct IO works here, and data is large and aligned enough.
 func (s *Store) directable(data []byte, off int64) bool {
 	return s.direct.Load() && len(data) >= directMin && off%directAlign == 0 && len(data)%directAlign == 0 &&
 		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0

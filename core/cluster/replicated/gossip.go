@@ -85,19 +85,24 @@ func newClusterID() string {
 // moments in the cluster it conflicts with the nodes of other clusters,
 // as its peers do.
 func (d *Driver) adoptJoined(peers []string) {
+	if id := d.joinedIdentity(peers); id != (Identity{}) {
+		d.setIdentity(id)
+	}
+}
+
+// joinedIdentity is the identity of the first of peers (gossip
+// addresses) that gossips one; zero if none does.
+func (d *Driver) joinedIdentity(peers []string) Identity {
 	d.noticeMu.Lock()
-	var id Identity
+	defer d.noticeMu.Unlock()
 	for _, p := range peers {
 		for name, addr := range d.gossipAddr {
-			if m, ok := d.members[name]; ok && addr == p && m.Identity != (Identity{}) && id == (Identity{}) {
-				id = m.Identity
+			if m, ok := d.members[name]; ok && addr == p && m.Identity != (Identity{}) {
+				return m.Identity
 			}
 		}
 	}
-	d.noticeMu.Unlock()
-	if id != (Identity{}) {
-		d.setIdentity(id)
-	}
+	return Identity{}
 }
 
 // Identity is the cluster identity this node gossips.

@@ -836,7 +836,7 @@ func (s *Store) changeData(h *handle, op string, off, n int64, data []byte, dire
 		return nil
 	}
 	if data != nil {
-		err = writeSpans(h.f, data, off)
+		err = writeBuffered(h.f, h.fd, data, off)
 	} else {
 		err = s.punch(h, off, n)
 	}

@@ -40,8 +40,8 @@ func TestWriteSpansSplitsAtSpanBoundaries(t *testing.T) {
 		{"small inside a span", 4096, 4096, [][2]int64{{4096, 4096}}},
 		{"one whole span", S, S, [][2]int64{{S, S}}},
 		{"crosses one boundary", S - 4096, 8192, [][2]int64{{S - 4096, 4096}, {S, 4096}}},
-		{"1 MiB aligned", 0, 1 << 20, spans(0, 16, S)},
-		{"1 MiB unaligned", 512, 1 << 20, append(append([][2]int64{{512, S - 512}}, spans(S, 15, S)...), [2]int64{16 * S, 512})},
+		{"1 MiB aligned", 0, 1 << 20, spans(0, 1<<20/S, S)},
+		{"1 MiB unaligned", 512, 1 << 20, append(append([][2]int64{{512, S - 512}}, spans(S, 1<<20/S-1, S)...), [2]int64{1 << 20, 512})},
 		{"empty", 100, 0, nil},
 	}
 	for _, tt := range tests {
@@ -100,6 +100,61 @@ func TestWriteSpansBytesLandInPlace(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("bytes read back differ from those written")
+	}
+}
+
+// TestWriteBufferedCachedOrNot: allCached tells a range whose pages are
+// all in the page cache from one dropped from it, and writeBuffered puts
+// the bytes in place either way (one pwrite, or spans).
+func TestWriteBufferedCachedOrNot(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	const n = 16 * writeSpan
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i*13 + i>>11)
+	}
+	if err := writeSpans(f, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !allCached(fd, 0, n) {
+		if noCachestat.Load() {
+			t.Skip("no cachestat(2) on this kernel: every write goes as spans")
+		}
+		t.Fatal("a range just written is not all cached")
+	}
+	if allCached(fd, n-writeSpan, 2*writeSpan) {
+		t.Error("a range reaching past the end of the file is all cached")
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(fd, 0, n, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if allCached(fd, 0, n) {
+		t.Skip("this filesystem keeps its pages after FADV_DONTNEED (tmpfs?)")
+	}
+	// Uncached, then cached: new bytes land in place both times.
+	for round := range 2 {
+		for i := range data {
+			data[i] ^= byte(0x5a + round)
+		}
+		const off = writeSpan - 4096
+		if err := writeBuffered(f, fd, data[:n-writeSpan], off); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, n-writeSpan)
+		if _, err := f.ReadAt(got, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data[:n-writeSpan]) {
+			t.Fatalf("round %d: bytes read back differ from those written", round)
+		}
 	}
 }
 

@@ -395,6 +395,9 @@ func runNBDBench(b *testing.B) {
 			f, o := hostLimit(b, dir, n, runtime)
 			limFresh[k] = append(limFresh[k], f)
 			limOver[k] = append(limOver[k], o)
+			if testing.Verbose() {
+				fmt.Printf("round %d, limit of %d writer(s): first write %.1f MiB/s, overwrite %.1f MiB/s\n", r+1, n, f, o)
+			}
 		}
 		for i, j := range nbdBenchJobs {
 			for _, t := range targets {
@@ -406,7 +409,12 @@ func runNBDBench(b *testing.B) {
 					uri = t.fresh(j.freshSize)
 				}
 				cleanPageCache()
-				runs[t.name][i] = append(runs[t.name][i], runFio(b, uri, j, runtime))
+				res := runFio(b, uri, j, runtime)
+				runs[t.name][i] = append(runs[t.name][i], res)
+				if testing.Verbose() {
+					fmt.Printf("round %d, %s, %s: %.1f MiB/s, %.0f IOPS, p50/p99 %.1f/%.1f ms\n",
+						r+1, t.name, j.name, res.mibs, res.iops, res.p50, res.p99)
+				}
 				if t.flush != nil && strings.Contains(j.rw, "write") {
 					if flushes[t.name] == nil {
 						flushes[t.name] = make([][]float64, len(nbdBenchJobs))

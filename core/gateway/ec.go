@@ -231,7 +231,10 @@ func (g *Gateway) ecReadSpan(ctx context.Context, p plan, oid uint64, span erasu
 
 // tooFew is the error of a read that found fewer than d strips: NO_OBJ
 // when no strip exists anywhere (the object was never written), else the
-// first real failure.
+// first real failure, or EIO when the others were only not found. A strip
+// found means the object was written: its missing strips are lost (or set
+// aside), and its data must not read as a hole (NO_OBJ makes a volume
+// read zeros there).
 func (g *Gateway) tooFew(oid uint64, set *stripSet, have, d int) error {
 	var first error
 	for _, e := range set.errs {
@@ -244,7 +247,7 @@ func (g *Gateway) tooFew(oid uint64, set *stripSet, have, d int) error {
 		return fmt.Errorf("read %016x: no strip found: %w", oid, proto.ResNoObj)
 	}
 	if first == nil {
-		first = proto.ResNoObj
+		return fmt.Errorf("read %016x: %d of %d strips needed, no other found: %w", oid, have, d, proto.ResEIO)
 	}
 	return fmt.Errorf("read %016x: %d of %d strips needed: %w", oid, have, d, first)
 }

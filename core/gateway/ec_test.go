@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -249,5 +250,32 @@ func TestErasureReadWrite(t *testing.T) {
 	t.Logf("a degraded 4 MiB read allocates %d bytes", per)
 	if per > size/2 { // unpooled, its three 2 MiB strips alone are 6 MiB
 		t.Fatalf("a degraded 4 MiB read allocates %d bytes", per)
+	}
+}
+
+// TestErasureReadTooFewStripsIsEIO: an object with a strip left but too
+// few to rebuild it fails its read with EIO. NO_OBJ would make a volume
+// read its data as zeros (a hole), which Sheepdog's functional test 098
+// caught after two of three nodes came back with their strips set aside.
+// An object with no strip anywhere is NO_OBJ: never written.
+func TestErasureReadTooFewStripsIsEIO(t *testing.T) {
+	g, _, peers, _ := ecGateway(t)
+	ctx := context.Background()
+	oid := proto.VidToDataOid(testVid, 0)
+	if err := g.CreateAndWrite(ctx, oid, 0, 0, bytes.Repeat([]byte{7}, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		p.mu.Lock()
+		clear(p.strips)
+		p.mu.Unlock()
+	}
+	err := g.ReadObject(ctx, oid, 0, make([]byte, 4096))
+	if !errors.Is(err, proto.ResEIO) || errors.Is(err, proto.ResNoObj) {
+		t.Fatalf("read with 1 of 3 strips: %v, want EIO (not NO_OBJ)", err)
+	}
+	err = g.ReadObject(ctx, proto.VidToDataOid(testVid, 1), 0, make([]byte, 4096))
+	if !errors.Is(err, proto.ResNoObj) {
+		t.Fatalf("read of an object never written: %v, want NO_OBJ", err)
 	}
 }

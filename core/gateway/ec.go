@@ -350,6 +350,16 @@ func (g *Gateway) ecWrite(ctx context.Context, oid, cowFrom uint64, off int64, d
 		if len(p.targets) < d {
 			return fmt.Errorf("%016x: %d zones for %d data strips: %w", oid, len(p.targets), d, proto.ResSystemError)
 		}
+		if len(data) == 0 && cowFrom == 0 {
+			if !create {
+				return nil
+			}
+			// A create without data (collie vdi create -P
+			// preallocates so): every strip whole and zero, as a
+			// replicated copy is. There is nothing to encode.
+			var arr [erasure.MaxStrips][]byte
+			return g.putStrips(ctx, p, oid, p.policy.SpanOf(0, 0), arr[:p.policy.Total()], synced, true)
+		}
 		off, data := off, data
 		if cowFrom != 0 {
 			fb := bufpool.Get(int(p.size))

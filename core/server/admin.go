@@ -388,7 +388,7 @@ func (h *Handler) clusterInfo(_ context.Context, c *call) error {
 }
 
 func (h *Handler) getStoreList(_ context.Context, c *call) error {
-	c.out = []byte("plain tree\x00")
+	c.out = []byte("tree plain\x00") // Sheepdog 1.0 lists them so (test 101)
 	return nil
 }
 

@@ -804,16 +804,14 @@ func sumBetweenZeros(data []byte, off, cs, cl, ws, we int64) uint32 {
 // returning. The range is checked and not empty.
 func (s *Store) change(h *handle, op string, off, n int64, data []byte, sync bool) error {
 	if h.sums == nil && h.sumsErr == nil {
-		return s.changeData(h, op, off, n, data, data != nil && s.directAll && s.directable(data, off))
+		return s.changeData(h, op, off, n, data, s.goesDirect(h, data, off))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sumsErr != nil {
 		return h.sumsErr
 	}
-	// Decided before updateSums gives the chunks their new checksums;
-	// neverWritten is asked only of a write that may go direct.
-	direct := data != nil && s.directable(data, off) && (s.directAll || h.sums.neverWritten(off, n))
+	direct := s.goesDirect(h, data, off) // before updateSums
 	if err := s.updateSums(h, op, off, n, data, sync); err != nil {
 		return err
 	}

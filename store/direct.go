@@ -141,37 +141,31 @@ func (s *Store) writeDirect(d *directFD, fd int, data []byte, off int64) bool {
 	return true
 }
 
-// writeFreshDirect is writeFreshSpans with direct writes: data goes at
-// off into the fresh file f (sized, reading as zeros) as runs of whole
-// non-zero pages, each written direct when it is directable (and
-// writeDirect succeeds) and through the page cache otherwise. Zero pages are not written, so a
-// mostly-zero object keeps its unwritten extents, and recovery does not
-// write out its zeros.
+// writeFreshDirect is writeFreshSpans with direct writes: each run of
+// non-zero pages of data goes at off into the fresh file f (sized,
+// reading as zeros) direct when it is directable (and writeDirect
+// succeeds), through the page cache otherwise. Zero pages are not
+// written, so a mostly-zero object keeps its unwritten extents, and
+// recovery does not write out its zeros.
 func (s *Store) writeFreshDirect(f *os.File, d *directFD, data []byte, off int64) error {
-	n := int64(len(data))
-	pageEnd := func(i int64) int64 { return min(n, (off+i)/zeroPage*zeroPage+zeroPage-off) }
-	for i := int64(0); i < n; {
-		e := pageEnd(i)
-		if isZero(data[i:e]) {
-			i = e
-			continue
+	return nonZeroRuns(data, off, func(lo, hi int64) error {
+		if s.directable(data[lo:hi], off+lo) && s.writeDirect(d, int(f.Fd()), data[lo:hi], off+lo) {
+			return nil
 		}
-		j := e
-		for j < n {
-			k := pageEnd(j)
-			if isZero(data[j:k]) {
-				break
-			}
-			j = k
-		}
-		if !s.directable(data[i:j], off+i) || !s.writeDirect(d, int(f.Fd()), data[i:j], off+i) {
-			if err := writeSpans(f, data[i:j], off+i); err != nil {
-				return err
-			}
-		}
-		i = j
+		return writeSpans(f, data[lo:hi], off+lo)
+	})
+}
+
+// goesDirect reports whether a write of data at off in h goes direct:
+// O_DIRECT allows it (directable) and the mode takes it: every write
+// (DirectAll), or by default one into chunks never written (neverWritten;
+// a handle without checksums cannot tell). It is asked before updateSums
+// gives the chunks their new checksums, under h.mu when h has them.
+func (s *Store) goesDirect(h *handle, data []byte, off int64) bool {
+	if data == nil || !s.directable(data, off) {
+		return false
 	}
-	return nil
+	return s.directAll || (h.sums != nil && h.sums.neverWritten(off, int64(len(data))))
 }
 
 // directable reports whether data may be written at off with O_DIRECT:

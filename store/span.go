@@ -104,49 +104,46 @@ func isZero(p []byte) bool {
 }
 
 // writeFreshSpans is writeSpans into a fresh file, sized and empty (a hole,
-// or space allocated as zeros, where data goes): the zero pages at the
-// ends of each span, and spans that are all zero, are not written, as
-// they read as zeros already. A copy
-// that is mostly zeros (a preallocated or sparse object copied in whole
-// by recovery) then costs neither the copying of its zeros into the page
-// cache nor their writeback; an inode keeps its holes, as Sheepdog's
-// store trims zeros off what it writes.
+// or space allocated as zeros, where data goes): only the runs of
+// non-zero pages are written (nonZeroRuns), as the zero pages read as
+// zeros already. A copy that is mostly zeros (a preallocated or sparse
+// object copied in whole by recovery) then costs neither the copying of
+// its zeros into the page cache nor their writeback; an inode keeps its
+// holes, as Sheepdog's store trims zeros off what it writes.
 func writeFreshSpans(w io.WriterAt, data []byte, off int64) error {
-	for len(data) > 0 {
-		n := min(int64(len(data)), writeSpan-off%writeSpan)
-		if lo, hi := trimZeroPages(data[:n], off); lo < hi {
-			if _, err := w.WriteAt(data[lo:hi], off+lo); err != nil {
-				return err
-			}
-		}
-		data, off = data[n:], off+n
-	}
-	return nil
+	return nonZeroRuns(data, off, func(lo, hi int64) error { return writeSpans(w, data[lo:hi], off+lo) })
 }
 
-// zeroPage is the granularity writeFreshSpans trims zeros at.
+// zeroPage is the granularity fresh writes skip zeros at.
 const zeroPage = 4096
 
-// trimZeroPages returns the part [lo, hi) of p (which sits at off) left
-// once the whole zero pages (zeroPage-aligned in the object) at both its
-// ends are cut off; lo == hi when p is all zero.
-func trimZeroPages(p []byte, off int64) (lo, hi int64) {
-	hi = int64(len(p))
-	for lo < hi {
-		e := min(hi, (off+lo)/zeroPage*zeroPage+zeroPage-off)
-		if !isZero(p[lo:e]) {
-			break
+// nonZeroRuns calls f with each maximal run [lo, hi) of data (which sits
+// at off in its object) made of pages (zeroPage-aligned in the object,
+// cut at data's ends) that are not all zero, in order, and stops at f's
+// first error.
+func nonZeroRuns(data []byte, off int64, f func(lo, hi int64) error) error {
+	n := int64(len(data))
+	pageEnd := func(i int64) int64 { return min(n, (off+i)/zeroPage*zeroPage+zeroPage-off) }
+	for i := int64(0); i < n; {
+		e := pageEnd(i)
+		if isZero(data[i:e]) {
+			i = e
+			continue
 		}
-		lo = e
-	}
-	for hi > lo {
-		b := max(lo, (off+hi-1)/zeroPage*zeroPage-off)
-		if !isZero(p[b:hi]) {
-			break
+		j := e
+		for j < n {
+			k := pageEnd(j)
+			if isZero(data[j:k]) {
+				break
+			}
+			j = k
 		}
-		hi = b
+		if err := f(i, j); err != nil {
+			return err
+		}
+		i = j
 	}
-	return lo, hi
+	return nil
 }
 
 // sparseMin is the smallest read that asks the filesystem where the file

@@ -158,8 +158,8 @@ func TestWriteBufferedCachedOrNot(t *testing.T) {
 	}
 }
 
-// TestWriteFreshSpansSkipsZeros: the spans that are all zero are not
-// written; the others are, whole.
+// TestWriteFreshSpansSkipsZeros: only the runs of non-zero pages are
+// written.
 func TestWriteFreshSpansSkipsZeros(t *testing.T) {
 	const S = writeSpan
 	data := make([]byte, 4*S)
@@ -176,20 +176,23 @@ func TestWriteFreshSpansSkipsZeros(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		off, n  int64
-		nonzero []int64 // offsets in p of nonzero bytes
-		lo, hi  int64
+		nonzero []int64    // offsets in p of nonzero bytes
+		runs    [][2]int64 // lo, hi
 	}{
-		{"all zero", 0, 8192, nil, 8192, 8192},
-		{"one byte mid-page", 0, 3 * 4096, []int64{5000}, 4096, 8192},
-		{"unaligned span", 100, 8192, []int64{0}, 0, 3996},
-		{"both ends", 0, 4 * 4096, []int64{1, 4*4096 - 1}, 0, 4 * 4096},
+		{"all zero", 0, 8192, nil, nil},
+		{"one byte mid-page", 0, 3 * 4096, []int64{5000}, [][2]int64{{4096, 8192}}},
+		{"unaligned span", 100, 8192, []int64{0}, [][2]int64{{0, 3996}}},
+		{"both ends", 0, 4 * 4096, []int64{1, 4*4096 - 1}, [][2]int64{{0, 4096}, {3 * 4096, 4 * 4096}}},
+		{"adjacent pages join", 4096, 4 * 4096, []int64{4095, 4096, 3 * 4096}, [][2]int64{{0, 2 * 4096}, {3 * 4096, 4 * 4096}}},
 	} {
 		p := make([]byte, c.n)
 		for _, i := range c.nonzero {
 			p[i] = 1
 		}
-		if lo, hi := trimZeroPages(p, c.off); (lo != hi || c.lo != c.hi) && (lo != c.lo || hi != c.hi) {
-			t.Errorf("%s: trimZeroPages = [%d,%d), want [%d,%d)", c.name, lo, hi, c.lo, c.hi)
+		var runs [][2]int64
+		nonZeroRuns(p, c.off, func(lo, hi int64) error { runs = append(runs, [2]int64{lo, hi}); return nil })
+		if !slices.Equal(runs, c.runs) {
+			t.Errorf("%s: nonZeroRuns = %v, want %v", c.name, runs, c.runs)
 		}
 	}
 }
